@@ -1,0 +1,260 @@
+"""The ``charex`` command line: thin argparse subcommands, one small function each.
+
+Exit codes: 0 success (verify: at least one suspect judged derived), 1 verify: no suspect
+judged derived, 2 error (bad input, unreadable model or file), 3 verify without calibration
+(rates only, no verdict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from .errors import CharexError
+
+EXIT_DERIVED, EXIT_NOT_DERIVED, EXIT_ERROR, EXIT_UNCALIBRATED = 0, 1, 2, 3
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must be C,H,W integers, got {text!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"input shape must be three positive integers C,H,W, got {text!r}")
+    return shape
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model loading (applies to every model named on the command line)")
+    g.add_argument("--arch", help="architecture for weight-only files: registry name (cnn1, tiny, resnet, vgg16, "
+                                  "vgg19) or package.module:callable; default: from the model card")
+    g.add_argument("--arch-kw", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture argument, e.g. --arch-kw width=0.25 (repeatable)")
+    g.add_argument("--normalization", help="cifar10, imagenet or none; default: from the model card, else none")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a full pickled module (runs code from the file; only for trusted files)")
+
+
+def _load(args: argparse.Namespace, spec: str) -> Any:
+    from .models import load_model
+
+    return load_model(spec, arch=args.arch, trust_pickle=args.trust_pickle, arch_kwargs=dict(args.arch_kw),
+                      normalization=args.normalization)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+    from .types import GenerationConfig
+
+    cfg = GenerationConfig(method=args.method, n=args.n, steps=args.steps, alpha=args.alpha, delta=args.delta,
+                           q=args.q, k=args.k, eta=args.eta, seed=args.seed, dtype=args.dtype,
+                           noise_scope=args.noise_scope, early_stop=args.early_stop)
+    model = _load(args, args.model)
+    fp = generate(model, cfg, input_shape=args.input_shape, progress=not args.quiet)
+    fp.save(args.output)
+    summary = {"output": str(args.output), "n": fp.n, "method": fp.config.method,
+               "base_match_rate": fp.meta["base_match_rate"], "eta_optimal_rate": fp.meta["eta_optimal_rate"],
+               "polished": fp.meta["polished"], "digest": fp.digest}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"wrote {fp.n} {fp.config.method} examples to {args.output}: base match "
+              f"{100 * fp.meta['base_match_rate']:.1f}%, eta-optimal {100 * fp.meta['eta_optimal_rate']:.1f}%, "
+              f"{fp.meta['polished']} polished after 8-bit rounding")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .fingerprint import FingerprintSet
+    from .verify import calibrate
+
+    fp = FingerprintSet.load(args.fingerprint)
+    refs = {spec: _load(args, spec) for spec in args.reference}
+    cal = calibrate(fp, refs, level=args.level, rho_min=args.rho_min)
+    cal.save(args.output)
+    c = cal.calibration or {}
+    if args.json:
+        _print_json({"output": str(args.output), **c})
+    else:
+        rates = ", ".join(f"{r['matches']}/{r['n']}" for r in c["references"])
+        print(f"calibrated on {len(refs)} reference models (matches {rates}): null mean {100 * c['mu']:.1f}%, "
+              f"overdispersion {c['rho']:.3f}; 'derived' at >= {c['threshold_matches']}/{fp.n} matches "
+              f"(level {c['level']}); wrote {args.output}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .fingerprint import FingerprintSet
+    from .verify import verify
+
+    fp = FingerprintSet.load(args.fingerprint)
+    verdicts = verify(fp, {spec: _load(args, spec) for spec in args.suspect})
+    if args.json:
+        keys = ("suspect", "match_rate", "matches", "n", "p_value", "decision", "null_rate", "threshold")
+        _print_json({"calibrated": fp.calibration is not None,
+                     "results": [{k: v.to_dict()[k] for k in keys} for v in verdicts]})
+    else:
+        if fp.calibration is None:
+            print("note: this fingerprint is not calibrated, so no calibrated verdict is possible; match rates "
+                  "only. Run `charex calibrate FP --reference MODEL ...` on independent models first.")
+        for v in verdicts:
+            line = f"{v.suspect}: {v.matches}/{v.n} match ({100 * v.match_rate:.1f}%)"
+            if v.p_value is not None:
+                line += f", p = {v.p_value:.3g}: {v.decision.upper()}"
+            print(line)
+    if fp.calibration is None:
+        return EXIT_UNCALIBRATED
+    return EXIT_DERIVED if any(v.decision == "derived" for v in verdicts) else EXIT_NOT_DERIVED
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .fingerprint import FingerprintSet
+
+    fp = FingerprintSet.load(args.fingerprint)
+    counts = [int((fp.targets == c).sum()) for c in range(int(fp.meta.get("num_classes", 0)))]
+    info = {"path": str(args.fingerprint), "digest": fp.digest, "n": fp.n, "image_shape": list(fp.images.shape[1:]),
+            "image_dtype": str(fp.images.dtype).replace("torch.", ""), "target_counts": counts,
+            "config": fp.config.to_dict(), "meta": fp.meta, "calibration": fp.calibration}
+    if args.json:
+        _print_json(info)
+        return 0
+    m, c = fp.meta, fp.config
+    print(f"{args.fingerprint}\n  digest            {fp.digest}")
+    print(f"  method            {c.method} (n={c.n}, steps={c.steps}, alpha={c.alpha:.5g}, delta={c.delta}, "
+          f"q={c.q}, k={c.k}, seed={c.seed}, dtype={c.dtype})")
+    print(f"  images            {fp.n} x {tuple(fp.images.shape[1:])} {info['image_dtype']}; "
+          f"{m.get('num_classes')} classes, targets per class {counts}")
+    print(f"  base model        {m.get('base_model')} digest {m.get('base_model_digest')}")
+    print(f"  base match        {100 * m.get('base_match_rate', float('nan')):.1f}%  "
+          f"(eta-optimal {100 * m.get('eta_optimal_rate', float('nan')):.1f}%)")
+    print(f"  created           {m.get('created')} by charex {m.get('charex_version')}")
+    cal = fp.calibration
+    if cal is None:
+        print("  calibration       none (verify reports match rates only)")
+    else:
+        print(f"  calibration       {len(cal['references'])} references, null mean {100 * cal['mu']:.1f}%, "
+              f"rho {cal['rho']:.3f}, derived at >= {cal['threshold_matches']}/{fp.n} (level {cal['level']})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_png
+    from .fingerprint import FingerprintSet
+
+    out = export_png(FingerprintSet.load(args.fingerprint), args.directory)
+    print(f"wrote {out}/NNNN.png and {out}/labels.csv")
+    return 0
+
+
+EXAMPLES = {
+    "generate": "charex generate bundled:base --method ltrc --delta 0.03 --k 2 --q 10 --n 100 --steps 500 "
+                "--seed 0 -o fp.safetensors\n  charex generate model.safetensors --arch cnn1 --arch-kw width=0.25 "
+                "--normalization cifar10 --method vanilla -o fp.safetensors",
+    "calibrate": "charex calibrate fp.safetensors --reference bundled:independent-1 bundled:independent-2 "
+                 "bundled:other-arch -o fp-cal.safetensors",
+    "verify": "charex verify fp-cal.safetensors suspect1.safetensors suspect2.pt2 --json",
+    "inspect": "charex inspect fp.safetensors",
+    "export": "charex export fp.safetensors fp-png/",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``charex`` argument parser."""
+    p = argparse.ArgumentParser(prog="charex", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {EXAMPLES.get(name, '')}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.set_defaults(func=fn)
+        return sp
+
+    g = add("generate", cmd_generate, "generate characteristic examples of a model and save them")
+    g.add_argument("model", help="model file or bundled:NAME")
+    g.add_argument("--method", default="ltrc", choices=["vanilla", "rc", "rcgm", "ltrc"])
+    g.add_argument("--n", type=int, default=100, help="number of examples (default 100)")
+    g.add_argument("--steps", type=int, default=500, help="PGD steps (default 500)")
+    g.add_argument("--alpha", type=float, default=1 / 255, help="step size in [0,1] pixels (default 1/255)")
+    g.add_argument("--delta", type=float, default=0.0, help="weight-noise half-width (rc/rcgm/ltrc)")
+    g.add_argument("--q", type=int, default=1, help="weight-noise samples averaged per step (rcgm/ltrc)")
+    g.add_argument("--k", type=int, default=0, help="high-pass band: zero DCT coefficients with 1<=i+j<=k (ltrc)")
+    g.add_argument("--eta", type=float, default=1e-6, help="eta-optimality loss threshold (default 1e-6)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    g.add_argument("--noise-scope", default="all", choices=["all", "weights"],
+                   help="perturb all learnable parameters (default) or only conv/linear weights")
+    g.add_argument("--early-stop", action="store_true", help="freeze examples once their base loss < eta")
+    g.add_argument("--input-shape", type=_shape, help="C,H,W (default: model card, else 3,32,32)")
+    g.add_argument("-o", "--output", required=True, help="fingerprint file to write (.safetensors)")
+    g.add_argument("--json", action="store_true", help="print a JSON summary")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_args(g)
+
+    c = add("calibrate", cmd_calibrate, "fit the null match-rate distribution on independent reference models")
+    c.add_argument("fingerprint")
+    c.add_argument("--reference", nargs="+", required=True, help="independent models (at least 2)")
+    c.add_argument("--level", type=float, default=0.01, help="significance level of 'derived' (default 0.01)")
+    c.add_argument("--rho-min", type=float, default=0.02, help="lower bound on between-model overdispersion")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    _add_model_args(c)
+
+    v = add("verify", cmd_verify, "check suspect models against a fingerprint (exit 0 derived, 1 not, 2 error, "
+                                  "3 uncalibrated)")
+    v.add_argument("fingerprint")
+    v.add_argument("suspect", nargs="+")
+    v.add_argument("--json", action="store_true", help="print {\"results\": [...]} as JSON")
+    v.add_argument("--quiet", action="store_true")
+    _add_model_args(v)
+
+    i = add("inspect", cmd_inspect, "show a fingerprint file's config, provenance and calibration")
+    i.add_argument("fingerprint")
+    i.add_argument("--json", action="store_true")
+
+    e = add("export", cmd_export, "write the examples as PNG files plus labels.csv")
+    e.add_argument("fingerprint")
+    e.add_argument("directory")
+    return p
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"charex {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CharexError as e:
+        print(f"charex: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except (OSError, RuntimeError) as e:
+        print(f"charex: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

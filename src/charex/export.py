@@ -1,0 +1,51 @@
+"""Export a fingerprint set as PNG files plus labels.csv, to query an image-classification API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import CharexError
+from .fingerprint import FingerprintSet
+
+
+def export_png(fp: FingerprintSet, out_dir: str | Path) -> Path:
+    """Write ``NNNN.png`` per example and ``labels.csv`` (file, target, class) into ``out_dir``.
+
+    The images are the exact 8-bit pixels of the set (lossless PNG). The folder appears
+    whole or not at all: it is built next to ``out_dir`` and renamed into place.
+    ``out_dir`` must not exist or be empty.
+    """
+    from PIL import Image
+
+    if fp.images.dtype.is_floating_point:
+        raise CharexError("only quantized (uint8) fingerprint sets can be exported as PNG")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CharexError(f"export folder {out} exists and is not empty")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    classes = fp.meta.get("classes") or []
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        rows = io.StringIO()
+        w = csv.writer(rows)
+        w.writerow(["file", "target", "class"])
+        for i in range(fp.n):
+            arr = fp.images[i].permute(1, 2, 0).numpy()
+            img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+            name = f"{i:04d}.png"
+            img.save(tmp / name, format="PNG")
+            t = int(fp.targets[i])
+            w.writerow([name, t, classes[t] if t < len(classes) else ""])
+        (tmp / "labels.csv").write_text(rows.getvalue())
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,153 @@
+"""FingerprintSet: the characteristic examples, their targets and provenance, stored as safetensors.
+
+File format (see docs/format.md): tensors ``images`` (uint8 N x C x H x W, or float32 for
+raw research sets) and ``targets`` (int64 N); safetensors metadata ``charex`` (canonical
+JSON of everything else) and ``digest`` (SHA-256 over the canonical JSON and the raw
+tensor bytes). ``load`` recomputes the digest and refuses a file that does not match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._io import atomic_write_bytes
+from .errors import FingerprintFileError
+from .types import GenerationConfig
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FingerprintSet:
+    """Characteristic examples of one base model.
+
+    Attributes:
+        images: N x C x H x W; uint8 pixels (quantized, what is saved and sent to APIs) or
+            float32 in [0, 1] (``quantize=False``: the raw trajectory end point).
+        targets: N int64 target labels.
+        config: the effective :class:`GenerationConfig`.
+        meta: provenance: ``input_shape``, ``num_classes``, ``normalization``,
+            ``base_model_digest``, ``charex_version``, ``created``, ``base_match_rate``, ...
+        calibration: the calibration block written by :func:`charex.calibrate`, or None.
+
+    Example:
+        >>> fp = FingerprintSet.load("fp.safetensors")  # doctest: +SKIP
+        >>> fp.images.shape, fp.targets.shape  # doctest: +SKIP
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    config: GenerationConfig
+    meta: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        imgs, tg = self.images, self.targets
+        if not isinstance(imgs, torch.Tensor) or imgs.dim() != 4:
+            raise FingerprintFileError(f"images must be N x C x H x W, got {tuple(getattr(imgs, 'shape', ()))}")
+        if imgs.dtype not in (torch.uint8, torch.float32):
+            raise FingerprintFileError(f"images must be uint8 or float32, got {imgs.dtype}")
+        if not isinstance(tg, torch.Tensor) or tg.dtype != torch.int64 or tg.shape != (imgs.shape[0],):
+            raise FingerprintFileError(f"targets must be int64 of shape ({imgs.shape[0]},), got "
+                                       f"{getattr(tg, 'dtype', None)} {tuple(getattr(tg, 'shape', ()))}")
+        nc = self.meta.get("num_classes")
+        if nc is not None and tg.numel() and (int(tg.min()) < 0 or int(tg.max()) >= int(nc)):
+            raise FingerprintFileError(f"targets must lie in [0, {nc}), got range [{int(tg.min())}, {int(tg.max())}]")
+
+    @property
+    def n(self) -> int:
+        """Number of examples."""
+        return int(self.images.shape[0])
+
+    def pixels(self) -> torch.Tensor:
+        """Images as float32 in [0, 1] (uint8 / 255)."""
+        return self.images.float() / 255.0 if self.images.dtype == torch.uint8 else self.images
+
+    def to(self, device: torch.device | str) -> "FingerprintSet":
+        """Copy with tensors on ``device``."""
+        return dataclasses.replace(self, images=self.images.to(device), targets=self.targets.to(device))
+
+    def with_calibration(self, calibration: dict[str, Any] | None) -> "FingerprintSet":
+        """Copy with a new calibration block."""
+        return dataclasses.replace(self, calibration=calibration)
+
+    def header(self) -> dict[str, Any]:
+        """Everything but the tensors, as a JSON-able dict."""
+        return {"format": FORMAT_VERSION, "config": self.config.to_dict(), "meta": self.meta,
+                "calibration": self.calibration}
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 content digest over the canonical header JSON and the tensors' bytes."""
+        return _digest(_canonical(self.header()), self.images, self.targets)
+
+    def save(self, path: str | Path) -> Path:
+        """Atomically write the set as safetensors (temp file + rename)."""
+        from safetensors.torch import save
+
+        header = _canonical(self.header())
+        tensors = {"images": self.images.detach().cpu().contiguous(), "targets": self.targets.detach().cpu().contiguous()}
+        data = save(tensors, metadata={"charex": header, "digest": _digest(header, tensors["images"], tensors["targets"])})
+        return atomic_write_bytes(path, data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FingerprintSet":
+        """Read a set written by :meth:`save`; refuses missing, corrupt or modified files."""
+        from safetensors.torch import load
+
+        p = Path(path)
+        if not p.is_file():
+            raise FingerprintFileError(f"fingerprint file not found: {p}")
+        raw = p.read_bytes()
+        try:
+            tensors = load(raw)
+            meta = _read_metadata(raw)
+        except Exception as e:
+            raise FingerprintFileError(f"{p} is not a valid fingerprint file (corrupt or truncated safetensors): {e}") from e
+        if "charex" not in meta or "digest" not in meta or set(tensors) != {"images", "targets"}:
+            raise FingerprintFileError(f"{p} is a safetensors file but not a charex fingerprint "
+                                       f"(tensors {sorted(tensors)}, metadata keys {sorted(meta)})")
+        if _digest(meta["charex"], tensors["images"], tensors["targets"]) != meta["digest"]:
+            raise FingerprintFileError(f"{p}: content digest mismatch: the file was modified or corrupted after "
+                                       "it was written; regenerate it or restore the original")
+        try:
+            header = json.loads(meta["charex"])
+            if header.get("format") != FORMAT_VERSION:
+                raise FingerprintFileError(f"{p}: unsupported fingerprint format {header.get('format')!r}")
+            return cls(images=tensors["images"], targets=tensors["targets"],
+                       config=GenerationConfig.from_dict(header["config"]), meta=header.get("meta", {}),
+                       calibration=header.get("calibration"))
+        except FingerprintFileError:
+            raise
+        except (ValueError, KeyError, TypeError) as e:
+            raise FingerprintFileError(f"{p}: fingerprint header is invalid: {e}") from e
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _digest(header: str, images: torch.Tensor, targets: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(header.encode())
+    for t in (images, targets):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_metadata(raw: bytes) -> dict[str, str]:
+    import struct
+
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    meta = header.get("__metadata__", {})
+    return meta if isinstance(meta, dict) else {}

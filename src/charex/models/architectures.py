@@ -1,0 +1,188 @@
+"""Architectures by name: the paper's CNN-1 (``cnn1``), a tiny test net, a small ResNet and VGG-16/19.
+
+Every constructor takes keyword arguments only and returns a model that maps *normalized*
+N x C x H x W input to N x num_classes logits; :class:`charex.models.Normalized` adds the
+[0, 1] -> normalized step.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import CharexError
+
+VGG16_PLAN: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+VGG19_PLAN: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+                               512, 512, 512, 512, "M"]
+
+
+def _vgg_features(plan: list[int | str], width: float, in_channels: int, batch_norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    c = in_channels
+    for v in plan:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+            continue
+        out = max(1, int(round(int(v) * width)))
+        layers.append(nn.Conv2d(c, out, 3, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(nn.ReLU(inplace=True))
+        c = out
+    return nn.Sequential(*layers)
+
+
+class CNN1(nn.Module):
+    """The paper's CIFAR-10 CNN-1: 13 conv layers (3x3, BatchNorm, ReLU; VGG-16 plan) and 3 FC layers.
+
+    Args:
+        width: channel multiplier (1.0 = 64..512 channels; 0.25 runs well on a 2-core CPU).
+        num_classes: output classes. in_channels: input channels.
+    """
+
+    def __init__(self, *, width: float = 1.0, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        if width <= 0:
+            raise CharexError(f"width must be > 0, got {width}")
+        self.features = _vgg_features(VGG16_PLAN, width, in_channels, batch_norm=True)
+        c = max(1, int(round(512 * width)))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(
+            nn.Linear(c, c), nn.ReLU(inplace=True),
+            nn.Linear(c, c), nn.ReLU(inplace=True),
+            nn.Linear(c, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class TinyNet(nn.Module):
+    """A two-conv net for tests: conv-BN-ReLU-pool twice, then a linear layer."""
+
+    def __init__(self, *, width: int = 8, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+        )
+        self.classifier = nn.Linear(2 * width * 16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.short(x))
+
+
+class ResNet(nn.Module):
+    """A CIFAR ResNet (He et al. 2016, Section 4.2) with ``blocks`` basic blocks per stage.
+
+    ``depth = 6 * blocks + 2``: blocks=1 is ResNet-8, blocks=3 ResNet-20. Used as the
+    "other architecture" independent model.
+    """
+
+    def __init__(self, *, blocks: int = 1, width: float = 1.0, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        c = [max(1, int(round(v * width))) for v in (16, 32, 64)]
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c[0], 3, 1, 1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU())
+        layers: list[nn.Module] = []
+        cin = c[0]
+        for stage, cout in enumerate(c):
+            for b in range(blocks):
+                layers.append(_Block(cin, cout, 2 if (stage > 0 and b == 0) else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+class VGG(nn.Module):
+    """torchvision-compatible VGG (same state-dict keys) for ImageNet-scale experiments.
+
+    Load torchvision weights with ``charex.load_model("vgg16.pth", arch="vgg16")``.
+    """
+
+    def __init__(self, *, plan: list[int | str], num_classes: int = 1000, width: float = 1.0,
+                 batch_norm: bool = False, in_channels: int = 3, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.features = _vgg_features(plan, width, in_channels, batch_norm)
+        c = max(1, int(round(512 * width)))
+        hidden = max(1, int(round(4096 * width)))
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(c * 49, hidden), nn.ReLU(True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def vgg16(**kw: Any) -> VGG:
+    """VGG-16 (configuration D), torchvision state-dict layout."""
+    return VGG(plan=VGG16_PLAN, **kw)
+
+
+def vgg19(**kw: Any) -> VGG:
+    """VGG-19 (configuration E), torchvision state-dict layout."""
+    return VGG(plan=VGG19_PLAN, **kw)
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "cnn1": CNN1,
+    "tiny": TinyNet,
+    "resnet": ResNet,
+    "vgg16": vgg16,
+    "vgg19": vgg19,
+}
+
+
+def build_arch(name: str, **kwargs: Any) -> nn.Module:
+    """Build an architecture by registry name or ``package.module:callable``.
+
+    Example:
+        >>> build_arch("cnn1", width=0.25).classifier[-1].out_features
+        10
+    """
+    if name in ARCHITECTURES:
+        fn = ARCHITECTURES[name]
+    elif ":" in name:
+        mod_name, _, attr = name.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise CharexError(f"cannot import architecture {name!r}: {e}") from e
+    else:
+        raise CharexError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))} "
+                          "or 'package.module:callable'")
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:
+        raise CharexError(f"architecture {name!r} does not accept arguments {kwargs}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise CharexError(f"architecture {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model

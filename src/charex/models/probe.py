@@ -1,0 +1,58 @@
+"""Check that a model accepts an input shape and returns finite N x num_classes logits."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import CharexError
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode and restore each submodule's own train flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, t in flags:
+            m.training = t
+
+
+def probe_model(model: nn.Module, input_shape: Sequence[int], num_classes: int | None = None,
+                name: str = "model") -> int:
+    """Run a 2-image forward pass in eval mode and return the number of classes.
+
+    Raises:
+        CharexError: the model rejects ``input_shape``, returns something other than
+            N x classes logits, a class count other than ``num_classes``, or NaN/inf.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise CharexError(f"input shape must be C,H,W with positive sizes, got {input_shape}")
+    try:
+        with eval_mode(model), torch.no_grad():
+            out = model(torch.full((2, *shape), 0.5, device=model_device(model)))
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CharexError(f"{name} does not accept input of shape {shape} (C,H,W): {msg}") from e
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CharexError(f"{name} must return N x classes logits, returned {got}")
+    if not torch.isfinite(out).all():
+        raise CharexError(f"{name} returns NaN or inf logits")
+    classes = int(out.shape[1])
+    if num_classes is not None and classes != num_classes:
+        raise CharexError(f"{name} has {classes} output classes, expected {num_classes}")
+    return classes

@@ -1,0 +1,153 @@
+"""Match rates, calibration of the null on independent reference models, and verdicts.
+
+Null model: an independent model's match count K on n examples is beta-binomial,
+K ~ BetaBinomial(n, a, b), with mean mu = a / (a + b) and overdispersion
+rho = 1 / (a + b + 1) capturing between-model variation. (mu, rho) are fitted by maximum
+a-posteriori on the reference models' counts with a Jeffreys Beta(1/2, 1/2) prior on mu and
+rho >= ``rho_min`` (default 0.02), so that a few references that happen to agree never
+yield a null sharper than the data can support. The p-value of a suspect with k matches
+is P(K >= k); it is ``derived`` when p <= level.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import CharexError
+from .fingerprint import FingerprintSet
+from .models.normalized import state_digest
+from .models.probe import eval_mode, model_device, probe_model
+from .types import Verdict
+
+Models = Mapping[str, nn.Module] | Sequence[nn.Module]
+
+
+def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name: str = "model") -> torch.Tensor:
+    """Argmax labels of ``model`` on N x C x H x W float pixels, in eval mode, in batches.
+
+    Raises CharexError if the model returns NaN/inf logits.
+    """
+    device = model_device(model)
+    out = []
+    with eval_mode(model), torch.no_grad():
+        for i in range(0, pixels.shape[0], batch_size):
+            logits = model(pixels[i:i + batch_size].to(device)).float()
+            if not torch.isfinite(logits).all():
+                raise CharexError(f"{name} returned NaN or inf logits on the fingerprint images")
+            out.append(logits.argmax(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+
+
+def match_count(model: nn.Module, fp: FingerprintSet, name: str = "model") -> int:
+    """Number of fingerprint examples ``model`` classifies as their target label."""
+    probe_model(model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
+    return int((predict(model, fp.pixels(), name=name) == fp.targets).sum())
+
+
+def match_rate(model: nn.Module, fp: FingerprintSet, name: str = "model") -> float:
+    """Fraction of fingerprint examples ``model`` classifies as their target label."""
+    return match_count(model, fp, name) / fp.n
+
+
+def _named(models: Models) -> list[tuple[str, nn.Module]]:
+    if isinstance(models, Mapping):
+        return [(str(k), v) for k, v in models.items()]
+    return [(getattr(m, "card", {}).get("source", f"model{i}"), m) for i, m in enumerate(models)]
+
+
+def fit_beta_binomial(counts: Sequence[int], n: int, rho_min: float = 0.02) -> tuple[float, float]:
+    """MAP fit of (mu, rho) of a beta-binomial to ``counts`` out of ``n`` each (see module docs)."""
+    from scipy.optimize import minimize
+    from scipy.stats import betabinom
+
+    k = np.asarray(counts, dtype=float)
+    if k.size < 2:
+        raise CharexError(f"calibration needs at least 2 reference models, got {k.size}")
+
+    def unpack(z: np.ndarray) -> tuple[float, float]:
+        mu = 1 / (1 + math.exp(-z[0]))
+        rho = rho_min + (1 - rho_min) / (1 + math.exp(-z[1]))
+        return min(max(mu, 1e-9), 1 - 1e-9), min(rho, 1 - 1e-9)
+
+    def nll(z: np.ndarray) -> float:
+        mu, rho = unpack(z)
+        s = 1 / rho - 1
+        ll = betabinom.logpmf(k, n, mu * s, (1 - mu) * s).sum() + 0.5 * math.log(mu) + 0.5 * math.log(1 - mu)
+        return -float(ll)
+
+    m0 = (k.mean() + 0.5) / (n + 1)
+    best = min((minimize(nll, np.array([math.log(m0 / (1 - m0)), z1]), method="Nelder-Mead",
+                         options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 2000}) for z1 in (-4.0, -1.0, 1.0)),
+               key=lambda r: r.fun)
+    return unpack(best.x)
+
+
+def null_p_value(k: int, n: int, mu: float, rho: float) -> float:
+    """P(K >= k) for K ~ BetaBinomial(n) with mean mu and overdispersion rho."""
+    from scipy.stats import betabinom
+
+    s = 1 / rho - 1
+    return float(betabinom.sf(k - 1, n, mu * s, (1 - mu) * s))
+
+
+def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01, rho_min: float = 0.02) -> FingerprintSet:
+    """Fit the null on independent reference models and return ``fp`` with a calibration block.
+
+    Args:
+        fp: the fingerprint set.
+        references: >= 2 models known to be independent of the base model (other training
+            runs or architectures), as a name -> model mapping or a list.
+        level: significance level of the ``derived`` decision (false-accusation rate per
+            independent suspect under the fitted null).
+        rho_min: lower bound on the between-model overdispersion.
+
+    Example:
+        >>> fp = calibrate(fp, {"ind1": m1, "ind2": m2, "ind3": m3})  # doctest: +SKIP
+    """
+    if not 0 < level < 1:
+        raise CharexError(f"level must lie in (0, 1), got {level}")
+    named = _named(references)
+    base_digest = fp.meta.get("base_model_digest")
+    rows = []
+    for name, m in named:
+        digest = state_digest(m)
+        if digest == base_digest:
+            raise CharexError(f"reference {name} is the base model itself (same weight digest); "
+                              "calibration needs independent models")
+        rows.append({"name": name, "digest": digest, "matches": match_count(m, fp, name), "n": fp.n})
+    mu, rho = fit_beta_binomial([r["matches"] for r in rows], fp.n, rho_min)
+    threshold = next((k for k in range(fp.n + 1) if null_p_value(k, fp.n, mu, rho) <= level), fp.n + 1)
+    block: dict[str, Any] = {
+        "method": "beta-binomial MAP (Jeffreys prior on mu, rho >= rho_min)",
+        "mu": mu, "rho": rho, "rho_min": rho_min, "level": level,
+        "threshold_matches": threshold, "threshold_rate": threshold / fp.n, "references": rows,
+    }
+    return fp.with_calibration(block)
+
+
+def verify(fp: FingerprintSet, suspects: Models) -> list[Verdict]:
+    """Match rate of each suspect and, if ``fp`` is calibrated, a verdict with a p-value.
+
+    Without calibration the decision is ``uncalibrated``: rates only, no verdict.
+
+    Example:
+        >>> [v.decision for v in verify(fp, {"suspect": model})]  # doctest: +SKIP
+        ['derived']
+    """
+    cal = fp.calibration
+    out = []
+    for name, m in _named(suspects):
+        k = match_count(m, fp, name)
+        if cal is None:
+            out.append(Verdict(suspect=name, match_rate=k / fp.n, matches=k, n=fp.n))
+            continue
+        p = null_p_value(k, fp.n, cal["mu"], cal["rho"])
+        out.append(Verdict(suspect=name, match_rate=k / fp.n, matches=k, n=fp.n, null_rate=cal["mu"],
+                           threshold=cal["threshold_rate"], p_value=p,
+                           decision="derived" if p <= cal["level"] else "not derived"))
+    return out

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny models (random and quickly trained on synthetic data) and files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from charex.models import Normalized, build_arch, save_model
+
+torch.set_num_threads(2)
+
+
+def synthetic_data(n: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """10 classes of 3x16x16 images: a class-specific pattern plus noise, in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(10, 3, 16, 16, generator=g)
+    y = torch.randint(10, (n,), generator=g)
+    x = (0.6 * protos[y] + 0.4 * torch.rand(n, 3, 16, 16, generator=g)).clamp(0, 1)
+    return x, y
+
+
+def make_tiny(seed: int = 0, train_steps: int = 0) -> Normalized:
+    torch.manual_seed(seed)
+    net = build_arch("tiny", width=8)
+    model = Normalized(net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
+                       {"arch": "tiny", "arch_kwargs": {"width": 8}, "input_shape": [3, 16, 16], "num_classes": 10})
+    if train_steps:
+        x, y = synthetic_data()
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        model.train()
+        for i in range(train_steps):
+            idx = torch.randint(len(x), (64,), generator=torch.Generator().manual_seed(seed * 1000 + i))
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_tiny() -> Normalized:
+    return make_tiny(0, train_steps=150)
+
+
+@pytest.fixture
+def random_tiny() -> Normalized:
+    return make_tiny(1)
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory, trained_tiny: Normalized) -> dict[str, Path]:
+    """The trained tiny base and three independent tiny models saved as safetensors with cards."""
+    d = tmp_path_factory.mktemp("models")
+    out = {"base": save_model(trained_tiny, d / "base.safetensors")}
+    for s in (1, 2, 3):
+        out[f"ind{s}"] = save_model(make_tiny(10 + s, train_steps=150), d / f"ind{s}.safetensors")
+    return out
