@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import ModelLoadError
 from .architectures import build_arch
 from .normalized import Normalized, resolve_normalization
+from .probe import set_eval
 
 CARD_KEY = "charex_card"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -96,9 +97,9 @@ def load_model(spec: str | Path | nn.Module, arch: str | None = None, trust_pick
     """
     if isinstance(spec, nn.Module):
         if isinstance(spec, Normalized) and normalization is None:
-            return spec.to(device).eval()
+            return set_eval(spec.to(device))
         mean, std = resolve_normalization(normalization)
-        return Normalized(spec, mean, std).to(device).eval()
+        return set_eval(Normalized(spec, mean, std).to(device))
     spec_str = str(spec)
     if spec_str.startswith("bundled:"):
         name = spec_str.split(":", 1)[1]
@@ -132,8 +133,7 @@ def load_model(spec: str | Path | nn.Module, arch: str | None = None, trust_pick
         else:
             mean, std = resolve_normalization(normalization, channels)
         model = Normalized(inner, mean, std, card)
-    model = model.float().to(device).eval()
-    return model
+    return set_eval(model.float().to(device))
 
 
 def _load_inner(path: Path, card: dict[str, Any], trust_pickle: bool) -> tuple[nn.Module, Normalized | None]:

@@ -18,11 +18,18 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def set_eval(model: nn.Module) -> nn.Module:
+    """Set every submodule's train flag to False directly (exported programs reject ``.eval()``)."""
+    for m in model.modules():
+        m.training = False
+    return model
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode and restore each submodule's own train flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    set_eval(model)
     try:
         yield model
     finally:
