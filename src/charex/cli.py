@@ -163,6 +163,166 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace, split: str) -> Any:
+    from .data import load_cifar10
+
+    return load_cifar10(args.data, split)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .lineage import base_name
+    from .models import NORMALIZATIONS, Normalized, build_arch, save_model
+    from .train import TrainConfig, accuracy, config_dict, train_model
+
+    train, test = _data(args, "train"), _data(args, "test")
+    arch_kwargs = {"width": args.width, **dict(args.arch_kw)} if args.arch in ("cnn1", "resnet") else dict(args.arch_kw)
+    torch.manual_seed(args.seed)
+    model = Normalized(build_arch(args.arch, **arch_kwargs), *NORMALIZATIONS["cifar10"])
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, dtype=args.dtype, batch_size=args.batch_size)
+    stats = train_model(model, train, cfg, progress=not args.quiet)
+    acc = accuracy(model, test)
+    card = {"arch": args.arch, "arch_kwargs": arch_kwargs, "input_shape": [3, 32, 32], "num_classes": 10,
+            "classes": list(train.classes), "lineage": base_name(args.arch, arch_kwargs, args.seed, args.epochs),
+            "seed": args.seed, "epochs": args.epochs, "train": config_dict(cfg), "data_digest": train.digest,
+            "test_accuracy": acc, "train_seconds": round(stats["train_seconds"], 1)}
+    save_model(model, args.output, card, dtype=torch.float16 if args.half else None)
+    if args.half:  # report the accuracy of what was stored
+        from .models import load_model
+
+        card["test_accuracy"] = accuracy(load_model(args.output), test)
+        save_model(load_model(args.output), args.output, card, dtype=torch.float16)
+    result = {"output": str(args.output), "lineage": card["lineage"], "test_accuracy": card["test_accuracy"],
+              "train_seconds": card["train_seconds"]}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{card['lineage']}: test accuracy {100 * card['test_accuracy']:.2f}% after "
+              f"{card['train_seconds'] / 60:.1f} min; wrote {args.output}")
+    return 0
+
+
+def _thief_data(args: argparse.Namespace) -> Any:
+    import torch
+
+    data = _data(args, "train")
+    if args.data_split == "all":
+        return data, "train"
+    half = torch.randperm(len(data), generator=torch.Generator().manual_seed(12345))
+    idx = half[: len(data) // 2] if args.data_split == "half-a" else half[len(data) // 2:]
+    return data.subset(idx.sort().values), f"train-{args.data_split}"
+
+
+def _write_derived(args: argparse.Namespace, model: Any, stats: dict[str, Any], out: Any) -> dict[str, Any]:
+    from .models import save_model
+    from .train import accuracy
+
+    card = dict(model.card)
+    if getattr(args, "data", None) is not None or _has_default_data():
+        card["test_accuracy"] = accuracy(model, _data(args, "test"))
+    card["derive_stats"] = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+    save_model(model, out, card)
+    return {"output": str(out), "lineage": card["lineage"], "test_accuracy": card.get("test_accuracy"),
+            **card["derive_stats"]}
+
+
+def _has_default_data() -> bool:
+    from .data import default_cifar10_root
+
+    return default_cifar10_root() is not None
+
+
+def _outputs(args: argparse.Namespace, lineages: list[str]) -> list[Any]:
+    from pathlib import Path
+
+    from .lineage import file_stem
+
+    out = Path(args.output)
+    if len(lineages) == 1 and out.suffix == ".safetensors":
+        return [out]
+    if out.suffix == ".safetensors":
+        raise CharexError("with --repeats > 1, -o must name a folder")
+    return [out / f"{file_stem(l)}.safetensors" for l in lineages]
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    from .derive import cast_weights, finetune_model, prune_model, quantize_int8
+    from .lineage import derived_name
+
+    base = _load(args, args.model)
+    parent = base.card.get("lineage") or base.card.get("source")
+    results = []
+    if args.how == "prune":
+        seeds = [args.seed + r for r in range(args.repeats)]
+        data = _data(args, "train") if args.finetune_epochs else None
+        names = [derived_name(parent, "prune", args.scope, float(args.ratio), ft=args.finetune_epochs, seed=s)
+                 for s in seeds]
+        for s, out in zip(seeds, _outputs(args, names)):
+            m, stats = prune_model(base, args.ratio, scope=args.scope, finetune_epochs=args.finetune_epochs,
+                                   data=data, seed=s, lr=args.lr, progress=not args.quiet)
+            results.append(_write_derived(args, m, stats, out))
+    elif args.how == "finetune":
+        data, data_name = _thief_data(args)
+        seeds = [args.seed + r for r in range(args.repeats)]
+        names = [derived_name(parent, "finetune", "last" if args.last_layer else "all", float(args.lr),
+                              ep=args.epochs, data=data_name, seed=s) for s in seeds]
+        for s, out in zip(seeds, _outputs(args, names)):
+            m, stats = finetune_model(base, data, epochs=args.epochs, lr=args.lr, last_layer=args.last_layer, seed=s,
+                                      data_name=data_name, progress=not args.quiet)
+            results.append(_write_derived(args, m, stats, out))
+    else:
+        m = quantize_int8(base) if args.to == "int8" else cast_weights(base, args.to)
+        results.append(_write_derived(args, m, {}, _outputs(args, [m.card["lineage"]])[0]))
+    if args.json:
+        _print_json({"models": results})
+    else:
+        for r in results:
+            acc = r.get("test_accuracy")
+            print(f"{r['lineage']}: " + (f"test accuracy {100 * acc:.2f}%, " if acc is not None else "")
+                  + (f"sparsity {100 * r['sparsity']:.1f}%, " if "sparsity" in r else "") + f"wrote {r['output']}")
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from .models.loading import bundled_dir
+    from .zoo import ModelCache, dumps, format_entries
+
+    caches = {"bundled": bundled_dir(), "cache": args.cache}
+    for label, root in caches.items():
+        entries = ModelCache(root).entries()
+        if args.json:
+            print(dumps(entries))
+        else:
+            print(f"{label} ({root}):\n{format_entries(entries)}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .fingerprint import FingerprintSet
+    from .metrics import evaluate
+    from .report.tables import evaluation_csv, evaluation_markdown
+
+    fp = FingerprintSet.load(args.fingerprint)
+    groups: dict[str, dict[str, Any]] = {}
+    for spec in args.derived:
+        group, _, path = spec.rpartition("=") if "=" in spec and not Path(spec).exists() else ("derived", "", spec)
+        groups.setdefault(group, {})[path] = _load(args, path)
+    ind = {spec: _load(args, spec) for spec in args.independent}
+    ev = evaluate(fp, groups, ind, _load(args, args.base) if args.base else None)
+    if args.csv:
+        from ._io import atomic_write_text
+
+        atomic_write_text(args.csv, evaluation_csv(ev))
+    if args.json:
+        _print_json(ev.to_dict())
+    else:
+        print(evaluation_markdown(ev))
+    return 0
+
+
 EXAMPLES = {
     "generate": "charex generate bundled:base --method ltrc --delta 0.03 --k 2 --q 10 --n 100 --steps 500 "
                 "--seed 0 -o fp.safetensors\n  charex generate model.safetensors --arch cnn1 --arch-kw width=0.25 "
@@ -172,6 +332,14 @@ EXAMPLES = {
     "verify": "charex verify fp-cal.safetensors suspect1.safetensors suspect2.pt2 --json",
     "inspect": "charex inspect fp.safetensors",
     "export": "charex export fp.safetensors fp-png/",
+    "derive": "charex derive prune bundled:base --ratio 0.9 --scope layer --finetune-epochs 2 --repeats 5 "
+              "-o pruned/\n  charex derive finetune model.safetensors --epochs 3 --data-split half-b -o ft.safetensors"
+              "\n  charex derive quantize model.safetensors --to int8 -o q.safetensors",
+    "evaluate": "charex evaluate fp.safetensors --derived p80=pruned80/*.safetensors p90=pruned90/a.safetensors "
+                "--independent bundled:independent-1 bundled:independent-2 --base bundled:base",
+    "zoo": "charex zoo list --cache runs/models",
+    "train": "charex train --arch cnn1 --width 0.25 --data ../shared/datasets/cifar10 --seed 0 --epochs 15 "
+             "-o cnn1-seed0.safetensors",
 }
 
 
@@ -230,6 +398,56 @@ def build_parser() -> argparse.ArgumentParser:
     i = add("inspect", cmd_inspect, "show a fingerprint file's config, provenance and calibration")
     i.add_argument("fingerprint")
     i.add_argument("--json", action="store_true")
+
+    t = add("train", cmd_train, "train a CIFAR-10 model from scratch (seeded) and write it with its model card")
+    t.add_argument("--arch", default="cnn1", help="architecture (default cnn1)")
+    t.add_argument("--width", type=float, default=0.25, help="width multiplier (cnn1, resnet)")
+    t.add_argument("--arch-kw", type=_kv, action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--data", help="CIFAR-10 folder (batches or ImageFolder); default ../shared/datasets/cifar10")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=15)
+    t.add_argument("--lr", type=float, default=0.08)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    t.add_argument("--half", action="store_true", help="store float16 weights (accuracy re-measured after loading)")
+    t.add_argument("-o", "--output", required=True)
+    t.add_argument("--json", action="store_true")
+    t.add_argument("--quiet", action="store_true")
+
+    d = add("derive", cmd_derive, "derive a model from another: prune (+fine-tune), fine-tune, quantize")
+    d.add_argument("how", choices=["prune", "finetune", "quantize"])
+    d.add_argument("model")
+    d.add_argument("--ratio", type=float, default=0.9, help="prune: fraction of weights to zero (default 0.9)")
+    d.add_argument("--scope", default="layer", choices=["layer", "global"], help="prune: per layer or global")
+    d.add_argument("--finetune-epochs", type=int, default=0, help="prune: fine-tuning epochs with masks fixed")
+    d.add_argument("--epochs", type=int, default=1, help="finetune: epochs")
+    d.add_argument("--last-layer", action="store_true", help="finetune: train only the last layer")
+    d.add_argument("--data-split", default="all", choices=["all", "half-a", "half-b"],
+                   help="finetune: the thief's data (a fixed random half of the training set, or all)")
+    d.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate (default 0.01)")
+    d.add_argument("--to", default="int8", choices=["int8", "float16", "bfloat16"], help="quantize: target")
+    d.add_argument("--repeats", type=int, default=1, help="copies with seeds seed..seed+R-1 (paper: 5)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--data", help="CIFAR-10 folder for fine-tuning and test accuracy (default: shared copy)")
+    d.add_argument("-o", "--output", required=True, help="file (.safetensors) or folder (with --repeats)")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--quiet", action="store_true")
+    _add_model_args(d)
+
+    ev = add("evaluate", cmd_evaluate, "robustness, transferability, uniqueness and ROC of a fingerprint")
+    ev.add_argument("fingerprint")
+    ev.add_argument("--derived", nargs="+", required=True, metavar="[GROUP=]MODEL",
+                    help="derived copies; GROUP= prefix groups them (e.g. by pruning ratio)")
+    ev.add_argument("--independent", nargs="+", required=True, metavar="MODEL")
+    ev.add_argument("--base", help="the base model (its match rate is reported)")
+    ev.add_argument("--csv", help="also write per-model rates as CSV")
+    ev.add_argument("--json", action="store_true")
+    _add_model_args(ev)
+
+    z = add("zoo", cmd_zoo, "list bundled and cached models with their accuracies")
+    z.add_argument("action", choices=["list"])
+    z.add_argument("--cache", default="runs/models", help="model cache folder (default runs/models)")
+    z.add_argument("--json", action="store_true")
 
     e = add("export", cmd_export, "write the examples as PNG files plus labels.csv")
     e.add_argument("fingerprint")

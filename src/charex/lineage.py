@@ -1,0 +1,31 @@
+"""Lineage names: a model's name says how it was made, and is its cache key.
+
+Examples: ``cnn1-w0.25(seed=0,epochs=15)`` and
+``cnn1-w0.25(seed=0,epochs=15)|prune(layer,0.9,ft=2,seed=3)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+
+def base_name(arch: str, arch_kwargs: dict[str, Any], seed: int, epochs: int) -> str:
+    """Lineage name of a model trained from scratch."""
+    w = arch_kwargs.get("width")
+    extra = "".join(f",{k}={v}" for k, v in sorted(arch_kwargs.items()) if k not in ("width", "num_classes"))
+    return f"{arch}{f'-w{w:g}' if w is not None else ''}(seed={seed},epochs={epochs}{extra})"
+
+
+def derived_name(parent: str, op: str, *args: Any, **kw: Any) -> str:
+    """Append one derivation step: ``parent|op(arg,...,key=value,...)``."""
+    parts = [f"{a:g}" if isinstance(a, float) else str(a) for a in args]
+    parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in kw.items()]
+    return f"{parent}|{op}({','.join(parts)})"
+
+
+def file_stem(lineage: str) -> str:
+    """A filesystem-safe, unique file stem for a lineage name."""
+    slug = re.sub(r"[^A-Za-z0-9.=,-]+", "_", lineage).strip("_")[:120]
+    return f"{slug}-{hashlib.sha256(lineage.encode()).hexdigest()[:10]}"

@@ -1,0 +1,1 @@
+"""Tables (Markdown, CSV, JSON) and figures of evaluations and experiment runs."""

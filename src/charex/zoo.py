@@ -1,0 +1,86 @@
+"""A model cache keyed by lineage name (and data digest): never train the same model twice.
+
+Files are written atomically, so an interrupted training leaves no half-written model;
+asking for a cached lineage loads it instead of rebuilding it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from .errors import CharexError
+from .lineage import file_stem
+from .models import load_model, read_card, save_model
+
+
+class ModelCache:
+    """Models stored as ``<root>/<stem>.safetensors`` with their card (lineage, accuracy, ...).
+
+    Example:
+        >>> cache = ModelCache("runs/models")  # doctest: +SKIP
+        >>> base = cache.get_or_create("cnn1-w0.25(seed=0,epochs=15)", train_fn)  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, lineage: str, data_digest: str | None = None) -> Path:
+        """File a lineage is (or would be) stored in."""
+        key = f"{lineage}@{data_digest}" if data_digest else lineage
+        return self.root / f"{file_stem(key)}.safetensors"
+
+    def get(self, lineage: str, data_digest: str | None = None) -> nn.Module | None:
+        """The cached model, or None."""
+        p = self.path(lineage, data_digest)
+        return load_model(p) if p.is_file() else None
+
+    def put(self, model: nn.Module, data_digest: str | None = None, **card: Any) -> Path:
+        """Store ``model`` under the lineage in its card."""
+        lineage = card.get("lineage") or getattr(model, "card", {}).get("lineage")
+        if not lineage:
+            raise CharexError("cannot cache a model whose card has no lineage name")
+        return save_model(model, self.path(lineage, data_digest), {**card, "lineage": lineage})
+
+    def get_or_create(self, lineage: str, make: Callable[[], nn.Module], data_digest: str | None = None) -> nn.Module:
+        """Load ``lineage`` from the cache, or build it with ``make()`` and store it."""
+        got = self.get(lineage, data_digest)
+        if got is not None:
+            return got
+        model = make()
+        card = getattr(model, "card", {})
+        if card.get("lineage") != lineage:
+            raise CharexError(f"built model has lineage {card.get('lineage')!r}, expected {lineage!r}")
+        self.put(model, data_digest)
+        return load_model(self.path(lineage, data_digest))
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Card summaries of every cached model, sorted by lineage."""
+        out = []
+        for p in sorted(self.root.glob("*.safetensors")) if self.root.is_dir() else []:
+            try:
+                card = read_card(p)
+            except CharexError:
+                continue
+            out.append({"lineage": card.get("lineage", p.stem), "test_accuracy": card.get("test_accuracy"),
+                        "path": str(p), "size_bytes": p.stat().st_size})
+        return sorted(out, key=lambda e: e["lineage"])
+
+
+def format_entries(entries: list[dict[str, Any]]) -> str:
+    """A plain-text table of cache entries."""
+    if not entries:
+        return "(empty)"
+    lines = [f"{'test acc':>8}  lineage"]
+    for e in entries:
+        acc = e["test_accuracy"]
+        lines.append(f"{(f'{100 * acc:.2f}%' if isinstance(acc, (int, float)) else '-'):>8}  {e['lineage']}")
+    return "\n".join(lines)
+
+
+def dumps(entries: list[dict[str, Any]]) -> str:
+    """JSON of cache entries."""
+    return json.dumps(entries, indent=2)
