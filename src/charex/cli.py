@@ -172,27 +172,19 @@ def _data(args: argparse.Namespace, split: str) -> Any:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .lineage import base_name
-    from .models import NORMALIZATIONS, Normalized, build_arch, save_model
-    from .train import TrainConfig, accuracy, config_dict, train_model
+    from .models import load_model, save_model
+    from .train import TrainConfig, accuracy, train_from_scratch
 
     train, test = _data(args, "train"), _data(args, "test")
     arch_kwargs = {"width": args.width, **dict(args.arch_kw)} if args.arch in ("cnn1", "resnet") else dict(args.arch_kw)
-    torch.manual_seed(args.seed)
-    model = Normalized(build_arch(args.arch, **arch_kwargs), *NORMALIZATIONS["cifar10"])
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, dtype=args.dtype, batch_size=args.batch_size)
-    stats = train_model(model, train, cfg, progress=not args.quiet)
-    acc = accuracy(model, test)
-    card = {"arch": args.arch, "arch_kwargs": arch_kwargs, "input_shape": [3, 32, 32], "num_classes": 10,
-            "classes": list(train.classes), "lineage": base_name(args.arch, arch_kwargs, args.seed, args.epochs),
-            "seed": args.seed, "epochs": args.epochs, "train": config_dict(cfg), "data_digest": train.digest,
-            "test_accuracy": acc, "train_seconds": round(stats["train_seconds"], 1)}
-    save_model(model, args.output, card, dtype=torch.float16 if args.half else None)
+    model = train_from_scratch(args.arch, arch_kwargs, args.seed, train, test, cfg, progress=not args.quiet)
+    card = model.card
+    save_model(model, args.output, dtype=torch.float16 if args.half else None)
     if args.half:  # report the accuracy of what was stored
-        from .models import load_model
-
-        card["test_accuracy"] = accuracy(load_model(args.output), test)
-        save_model(load_model(args.output), args.output, card, dtype=torch.float16)
+        stored = load_model(args.output)
+        card["test_accuracy"] = accuracy(stored, test)
+        save_model(stored, args.output, card, dtype=torch.float16)
     result = {"output": str(args.output), "lineage": card["lineage"], "test_accuracy": card["test_accuracy"],
               "train_seconds": card["train_seconds"]}
     if args.json:
@@ -323,6 +315,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import download_cifar10, load_cifar10
+    from .data.cifar10 import CIFAR10_URL
+
+    out = download_cifar10(args.dest, url=args.url or CIFAR10_URL)
+    n = {split: len(load_cifar10(out, split)) for split in ("train", "test")}
+    print(f"CIFAR-10 ready in {out}: {n['train']} train, {n['test']} test images (decoded arrays cached)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .experiments.demo import run_demo
+
+    run_demo(args.out, n=args.n, steps=args.steps, data=args.data, seed=args.seed, progress=not args.quiet)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.render import write_report
+
+    print(f"wrote {write_report(args.directory)}")
+    return 0
+
+
 EXAMPLES = {
     "generate": "charex generate bundled:base --method ltrc --delta 0.03 --k 2 --q 10 --n 100 --steps 500 "
                 "--seed 0 -o fp.safetensors\n  charex generate model.safetensors --arch cnn1 --arch-kw width=0.25 "
@@ -337,6 +353,9 @@ EXAMPLES = {
               "\n  charex derive quantize model.safetensors --to int8 -o q.safetensors",
     "evaluate": "charex evaluate fp.safetensors --derived p80=pruned80/*.safetensors p90=pruned90/a.safetensors "
                 "--independent bundled:independent-1 bundled:independent-2 --base bundled:base",
+    "data": "charex data download ~/data  # then: --data ~/data/cifar-10-batches-py",
+    "demo": "charex demo --out runs/demo",
+    "report": "charex report runs/demo",
     "zoo": "charex zoo list --cache runs/models",
     "train": "charex train --arch cnn1 --width 0.25 --data ../shared/datasets/cifar10 --seed 0 --epochs 15 "
              "-o cnn1-seed0.safetensors",
@@ -443,6 +462,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--csv", help="also write per-model rates as CSV")
     ev.add_argument("--json", action="store_true")
     _add_model_args(ev)
+
+    da = add("data", cmd_data, "download the official CIFAR-10 archive (MD5-checked) and cache it")
+    da.add_argument("action", choices=["download"])
+    da.add_argument("dest", help="folder to unpack into")
+    da.add_argument("--url", help="mirror or file:// URL of cifar-10-python.tar.gz")
+
+    dm = add("demo", cmd_demo, "run the method end to end on the bundled models (offline, a few minutes)")
+    dm.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    dm.add_argument("--n", type=int, default=50, help="examples per method (paper: 100)")
+    dm.add_argument("--steps", type=int, default=150, help="PGD steps (paper: 500)")
+    dm.add_argument("--data", help="CIFAR-10 for brief fine-tuning of pruned copies (default: shared copy if present)")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--quiet", action="store_true")
+
+    rp = add("report", cmd_report, "write report.md with figures for a demo or reproduce run folder")
+    rp.add_argument("directory")
 
     z = add("zoo", cmd_zoo, "list bundled and cached models with their accuracies")
     z.add_argument("action", choices=["list"])

@@ -154,3 +154,27 @@ def _apply_masks(named: dict[str, nn.Parameter], masks: dict[str, torch.Tensor])
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
     """JSON-able dict of a TrainConfig."""
     return asdict(cfg)
+
+
+def train_from_scratch(arch: str, arch_kwargs: dict[str, Any], seed: int, train: ArrayDataset,
+                       test: ArrayDataset | None = None, cfg: TrainConfig | None = None,
+                       progress: bool = True) -> nn.Module:
+    """Build ``arch`` with init seed ``seed``, train it on CIFAR-style data and attach its model card.
+
+    The card holds architecture, normalization, classes, lineage name, seed, epochs,
+    training config, data digest, test accuracy and training time.
+    """
+    from .lineage import base_name
+    from .models import NORMALIZATIONS, Normalized, build_arch
+
+    cfg = cfg or TrainConfig(seed=seed)
+    torch.manual_seed(seed)
+    model = Normalized(build_arch(arch, **arch_kwargs), *NORMALIZATIONS["cifar10"])
+    stats = train_model(model, train, cfg, progress=progress)
+    model.card.update({
+        "arch": arch, "arch_kwargs": dict(arch_kwargs), "input_shape": list(train.images.shape[1:]),
+        "num_classes": len(train.classes), "classes": list(train.classes),
+        "lineage": base_name(arch, arch_kwargs, seed, cfg.epochs), "seed": seed, "epochs": cfg.epochs,
+        "train": config_dict(cfg), "data_digest": train.digest, "train_seconds": round(stats["train_seconds"], 1),
+        "test_accuracy": accuracy(model, test) if test is not None else None})
+    return model

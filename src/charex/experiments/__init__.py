@@ -1,0 +1,1 @@
+"""Experiment pipelines: the offline demo and the paper's uniqueness grid (reproduce)."""
