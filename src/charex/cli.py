@@ -339,6 +339,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .experiments.grid import load_profile, run_grid
+
+    results = run_grid(load_profile(args.profile), args.data, args.out, progress=not args.quiet)
+    from .report.tables import grid_markdown
+
+    print(grid_markdown(results))
+    print(f"results in {args.out} (table2.md, table2.csv, results.json, report.md)")
+    return 0
+
+
 EXAMPLES = {
     "generate": "charex generate bundled:base --method ltrc --delta 0.03 --k 2 --q 10 --n 100 --steps 500 "
                 "--seed 0 -o fp.safetensors\n  charex generate model.safetensors --arch cnn1 --arch-kw width=0.25 "
@@ -356,6 +367,7 @@ EXAMPLES = {
     "data": "charex data download ~/data  # then: --data ~/data/cifar-10-batches-py",
     "demo": "charex demo --out runs/demo",
     "report": "charex report runs/demo",
+    "reproduce": "charex reproduce cifar10 --data ../shared/datasets/cifar10 --out runs/quick --profile quick",
     "zoo": "charex zoo list --cache runs/models",
     "train": "charex train --arch cnn1 --width 0.25 --data ../shared/datasets/cifar10 --seed 0 --epochs 15 "
              "-o cnn1-seed0.safetensors",
@@ -478,6 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = add("report", cmd_report, "write report.md with figures for a demo or reproduce run folder")
     rp.add_argument("directory")
+
+    rr = add("reproduce", cmd_reproduce, "run the paper's Table 2 grid (resumable; models cached by lineage)")
+    rr.add_argument("dataset", choices=["cifar10"])
+    rr.add_argument("--data", help="CIFAR-10 folder (default: shared copy)")
+    rr.add_argument("--out", required=True)
+    rr.add_argument("--profile", default="quick", help="quick, paper or a JSON profile file")
+    rr.add_argument("--quiet", action="store_true")
 
     z = add("zoo", cmd_zoo, "list bundled and cached models with their accuracies")
     z.add_argument("action", choices=["list"])

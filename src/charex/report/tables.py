@@ -37,3 +37,49 @@ def evaluation_csv(ev: Evaluation) -> str:
     for m, r in ev.independent.items():
         w.writerow(["independent", "", m, f"{r:.6f}"])
     return buf.getvalue()
+
+
+def _acc_drop(results: dict) -> dict[str, float]:
+    accs = results["accuracy"]
+    base = accs.get("base")
+    out = {}
+    for g, ms in accs["pruned"].items():
+        vals = [v for v in ms.values() if v is not None]
+        if base is not None and vals:
+            out[g] = 100 * (base - sum(vals) / len(vals))
+    return out
+
+
+def grid_markdown(results: dict) -> str:
+    """Table 2 in the paper's layout (uniqueness %, per pruning ratio), with the paper's numbers beside ours."""
+    from ..experiments.paper import PAPER_TABLE2
+
+    groups = list(results["rows"][0]["evaluation"]["summary"]["groups"]) if results["rows"] else []
+    head = "| method | delta | base | transferability (paper) | " + " | ".join(f"{g} (paper)" for g in groups) + " |"
+    lines = [head, "|---" * (4 + len(groups)) + "|"]
+    for r in results["rows"]:
+        s = r["evaluation"]["summary"]
+        paper = PAPER_TABLE2.get((r["label"], round(r["delta"], 3)))
+        cells = [f"{s['groups'][g]['uniqueness']:+.0f}" + (f" ({paper[1 + i]:+d})" if paper and i < 3 else "")
+                 for i, g in enumerate(groups)]
+        lines.append(f"| {r['label']} | {r['delta']:g} | {s.get('base', float('nan')):.0f} | "
+                     f"{s['transferability']:.0f}" + (f" ({paper[0]})" if paper else "") + " | " + " | ".join(cells) + " |")
+    drops = _acc_drop(results)
+    if drops:
+        lines += ["", "Average test-accuracy drop of the pruned copies: "
+                  + ", ".join(f"{g}: {d:.1f} points" for g, d in drops.items())
+                  + f" (base {100 * results['accuracy']['base']:.2f}%)."]
+    return "\n".join(lines)
+
+
+def grid_csv(results: dict) -> str:
+    """One row per (method, delta, group): robustness, transferability, uniqueness, AUC."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "delta", "group", "base", "robustness", "transferability", "uniqueness", "auc"])
+    for r in results["rows"]:
+        s = r["evaluation"]["summary"]
+        for g, gs in s["groups"].items():
+            w.writerow([r["label"], r["delta"], g, f"{s.get('base', float('nan')):.1f}", f"{gs['robustness']:.1f}",
+                        f"{s['transferability']:.1f}", f"{gs['uniqueness']:.1f}", f"{gs['auc']:.3f}"])
+    return buf.getvalue()

@@ -1,0 +1,149 @@
+"""``charex reproduce cifar10``: the paper's Table 2 grid, resumable, with provenance.
+
+Layout of the output folder:
+  models/        lineage-named model cache (base, independent variants, pruned copies)
+  fingerprints/  one fingerprint file per (method, delta, k)
+  rates/         one JSON of per-model match rates per fingerprint (a finished unit of work)
+  results.json, table2.md, table2.csv, provenance.json, report.md, fig-*.png
+Every step first looks for its finished output, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..data import load_cifar10
+from ..derive import prune_model
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
+from ..generate import generate
+from ..lineage import base_name, derived_name
+from ..metrics import summarize
+from ..models.loading import bundled_dir, read_card
+from ..train import TrainConfig, accuracy, train_from_scratch
+from ..types import GenerationConfig
+from ..verify import match_rate
+from ..zoo import ModelCache
+from .paper import PAPER_TABLE2, method_label
+from .provenance import provenance, write_json
+
+
+def load_profile(profile: str | Path) -> dict[str, Any]:
+    """A profile by name (``quick``, ``paper``) or a JSON file path."""
+    p = Path(profile)
+    if not p.is_file():
+        p = Path(str(resources.files("charex.experiments") / "profiles" / f"cifar10-{profile}.json"))
+    if not p.is_file():
+        raise CharexError(f"unknown profile {profile!r}: use quick, paper or a JSON file")
+    return json.loads(p.read_text())
+
+
+def set_name(m: dict[str, Any]) -> str:
+    """File-friendly name of one grid cell, e.g. ``ltrc-k2-d0.03``."""
+    k = f"-k{m['k']}" if m.get("k") else ""
+    return f"{m['method']}{k}-d{m.get('delta', 0):g}"
+
+
+def _seed_from_bundled(cache: ModelCache, lineage: str, digest: str) -> None:
+    """Copy a bundled model into the cache when it is exactly the requested lineage on the same data."""
+    if cache.path(lineage, digest).is_file() or not bundled_dir().is_dir():
+        return
+    for p in bundled_dir().glob("*.safetensors"):
+        card = read_card(p)
+        if card.get("lineage") == lineage and card.get("data_digest") == digest:
+            cache.path(lineage, digest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, cache.path(lineage, digest))
+            return
+
+
+def run_grid(profile: dict[str, Any], data: str | Path | None, out: str | Path, *, progress: bool = True,
+             say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) the grid of ``profile`` into ``out`` and return the results."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "provenance.json", provenance(profile))
+    train, test = load_cifar10(data, "train"), load_cifar10(data, "test")
+    cache = ModelCache(out / "models")
+    epochs = int(profile["train_epochs"])
+
+    def trained(arch: str, kw: dict[str, Any], seed: int) -> nn.Module:
+        lineage = base_name(arch, kw, seed, epochs)
+        _seed_from_bundled(cache, lineage, train.digest)
+        if not cache.path(lineage, train.digest).is_file():
+            say(f"training {lineage}")
+        return cache.get_or_create(lineage, lambda: train_from_scratch(
+            arch, kw, seed, train, test, TrainConfig(epochs=epochs, seed=seed), progress), train.digest)
+
+    arch, kw = profile["arch"], profile["arch_kwargs"]
+    base = trained(arch, kw, profile["base_seed"])
+    independent = {m.card["lineage"]: m for m in (trained(arch, kw, s) for s in profile["independent_seeds"])}
+    for o in profile.get("other_arch", []):
+        m = trained(o["arch"], o["arch_kwargs"], o["seed"])
+        independent[m.card["lineage"]] = m
+    pr = profile["prune"]
+    pruned: dict[str, dict[str, nn.Module]] = {}
+    for ratio in pr["ratios"]:
+        for r in range(pr["repeats"]):
+            lineage = derived_name(base.card["lineage"], "prune", pr["scope"], float(ratio), ft=pr["finetune_epochs"], seed=r)
+
+            def make(ratio: float = ratio, r: int = r) -> nn.Module:
+                say(f"pruning {int(ratio * 100)}% (repeat {r}) and fine-tuning {pr['finetune_epochs']} epoch(s)")
+                m, _ = prune_model(base, ratio, scope=pr["scope"], finetune_epochs=pr["finetune_epochs"], data=train,
+                                   seed=r, lr=pr["lr"], progress=progress)
+                m.card["test_accuracy"] = accuracy(m, test)
+                return m
+
+            pruned.setdefault(f"{int(round(ratio * 100))}%", {})[lineage] = cache.get_or_create(lineage, make, train.digest)
+    accs = {"base": base.card.get("test_accuracy"),
+            "independent": {k: m.card.get("test_accuracy") for k, m in independent.items()},
+            "pruned": {g: {k: m.card.get("test_accuracy") for k, m in ms.items()} for g, ms in pruned.items()}}
+
+    gen = profile["generation"]
+    rows = []
+    for mspec in profile["methods"]:
+        name = set_name(mspec)
+        rates_path = out / "rates" / f"{name}.json"
+        if rates_path.is_file():
+            rows.append(json.loads(rates_path.read_text()))
+            continue
+        fp_path = out / "fingerprints" / f"{name}.safetensors"
+        cfg = GenerationConfig(method=mspec["method"], n=gen["n"], steps=gen["steps"], alpha=gen["alpha"],
+                               delta=mspec.get("delta", 0.0), q=gen["q"], k=mspec.get("k", 0), seed=gen["seed"],
+                               dtype=gen.get("dtype", "float32")).effective()
+        fp = FingerprintSet.load(fp_path) if fp_path.is_file() else None
+        if fp is None or fp.config != cfg:
+            say(f"generating {name}")
+            fp = generate(base, cfg, progress=progress)
+            fp.save(fp_path)
+        ev = summarize({g: {k: match_rate(m, fp, k) for k, m in ms.items()} for g, ms in pruned.items()},
+                       {k: match_rate(m, fp, k) for k, m in independent.items()}, match_rate(base, fp, "base"))
+        row = {"name": name, "label": method_label(mspec["method"], mspec.get("k", 0)), "delta": cfg.delta,
+               "config": cfg.to_dict(), "evaluation": ev.to_dict(), "base_match_rate": fp.meta["base_match_rate"]}
+        write_json(rates_path, row)
+        rows.append(row)
+    results = {"profile": profile, "accuracy": accs, "rows": rows,
+               "methods": {f"{r['label']} d={r['delta']:g}": r for r in rows}}
+    write_json(out / "results.json", results)
+    from ..report.tables import grid_csv, grid_markdown
+
+    from .._io import atomic_write_text
+
+    atomic_write_text(out / "table2.md", grid_markdown(results))
+    atomic_write_text(out / "table2.csv", grid_csv(results))
+    from ..report.render import write_report
+
+    write_report(out, sets={r["name"]: FingerprintSet.load(out / "fingerprints" / f"{r['name']}.safetensors")
+                            for r in rows[:8]}, base=base, data_root=data)
+    return results
+
+
+def paper_row(label: str, delta: float) -> tuple[int, int, int, int] | None:
+    """The paper's (transferability, U80, U90, U95) for a row, if published."""
+    return PAPER_TABLE2.get((label, round(delta, 3)))

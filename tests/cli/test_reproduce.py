@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+import charex.experiments.grid as grid
+from charex.cli import main
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_data import write_batches  # noqa: E402
+
+TOY = {
+    "dataset": "cifar10", "arch": "tiny", "arch_kwargs": {"width": 4}, "train_epochs": 1,
+    "base_seed": 0, "independent_seeds": [1, 2], "other_arch": [],
+    "prune": {"ratios": [0.5, 0.8], "repeats": 2, "scope": "layer", "finetune_epochs": 1, "lr": 0.01},
+    "generation": {"n": 6, "steps": 4, "alpha": 0.02, "q": 2, "seed": 0, "dtype": "float32"},
+    "methods": [{"method": "vanilla", "delta": 0}, {"method": "rcgm", "delta": 0.01},
+                {"method": "ltrc", "k": 2, "delta": 0.01}],
+}
+
+
+def test_reproduce_toy_scale_and_resume(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("CHAREX_CACHE", str(tmp_path / "cache"))
+    write_batches(tmp_path / "data", n=40)
+    prof = tmp_path / "toy.json"
+    prof.write_text(json.dumps(TOY))
+    args = ["reproduce", "cifar10", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+            "--profile", str(prof), "--quiet"]
+    assert main(args) == 0
+    run = tmp_path / "run"
+    res = json.loads((run / "results.json").read_text())
+    assert [r["name"] for r in res["rows"]] == ["vanilla-d0", "rcgm-d0.01", "ltrc-k2-d0.01"]
+    for r in res["rows"]:
+        s = r["evaluation"]["summary"]
+        assert set(s["groups"]) == {"50%", "80%"} and s["n_independent"] == 2 and s["n_derived"] == 4
+        assert s["base"] == 100.0
+    table = (run / "table2.md").read_text()
+    assert "| LTRC k=2 | 0.01 |" in table and "(paper" not in table.splitlines()[2]
+    assert (run / "table2.csv").read_text().startswith("method,delta,group")
+    assert (run / "report.md").is_file() and (run / "fig-tradeoff.png").is_file()
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["config"]["arch"] == "tiny" and "torch" in prov
+    # resume: nothing is trained or generated again
+    monkeypatch.setattr(grid, "train_from_scratch", lambda *a, **k: pytest.fail("retrained a cached model"))
+    monkeypatch.setattr(grid, "generate", lambda *a, **k: pytest.fail("regenerated a finished set"))
+    assert main(args) == 0
+    # an interrupted grid: drop one finished cell, it alone is redone from its saved fingerprint
+    (run / "rates" / "rcgm-d0.01.json").unlink()
+    assert main(args) == 0
+    assert (run / "rates" / "rcgm-d0.01.json").is_file()
