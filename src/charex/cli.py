@@ -341,12 +341,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .experiments.grid import load_profile, run_grid
-
-    results = run_grid(load_profile(args.profile), args.data, args.out, progress=not args.quiet)
     from .report.tables import grid_markdown
 
+    if args.dataset == "imagenet":
+        from .experiments.imagenet import run_imagenet
+
+        if not (args.base and args.other and args.val):
+            raise CharexError("reproduce imagenet needs --base WEIGHTS, --other WEIGHTS... and --val FOLDER")
+        profile = load_profile(args.profile if args.profile != "quick" else "imagenet-paper")
+        if args.arch:
+            profile = {**profile, "base_arch": args.arch, "other_arch": args.other_arch or args.arch}
+        results = run_imagenet(profile, args.base, args.other, args.val, args.out, progress=not args.quiet)
+        table = "table1"
+    else:
+        results = run_grid(load_profile(args.profile), args.data, args.out, progress=not args.quiet)
+        table = "table2"
     print(grid_markdown(results))
-    print(f"results in {args.out} (table2.md, table2.csv, results.json, report.md)")
+    print(f"results in {args.out} ({table}.md, {table}.csv, results.json, report.md)")
     return 0
 
 
@@ -367,7 +378,9 @@ EXAMPLES = {
     "data": "charex data download ~/data  # then: --data ~/data/cifar-10-batches-py",
     "demo": "charex demo --out runs/demo",
     "report": "charex report runs/demo",
-    "reproduce": "charex reproduce cifar10 --data ../shared/datasets/cifar10 --out runs/quick --profile quick",
+    "reproduce": "charex reproduce cifar10 --data ../shared/datasets/cifar10 --out runs/quick --profile quick\n"
+                 "  charex reproduce imagenet --base vgg16.pth --other vgg19.pth --val imagenet/val --out runs/in "
+                 "--profile imagenet-paper",
     "zoo": "charex zoo list --cache runs/models",
     "train": "charex train --arch cnn1 --width 0.25 --data ../shared/datasets/cifar10 --seed 0 --epochs 15 "
              "-o cnn1-seed0.safetensors",
@@ -492,7 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("directory")
 
     rr = add("reproduce", cmd_reproduce, "run the paper's Table 2 grid (resumable; models cached by lineage)")
-    rr.add_argument("dataset", choices=["cifar10"])
+    rr.add_argument("dataset", choices=["cifar10", "imagenet"])
+    rr.add_argument("--base", help="imagenet: base weights (e.g. torchvision vgg16 .pth)")
+    rr.add_argument("--other", nargs="+", help="imagenet: independent models' weights (e.g. vgg19 .pth)")
+    rr.add_argument("--val", help="imagenet: val ImageFolder (val/<class>/*.JPEG)")
+    rr.add_argument("--arch", help="imagenet: base architecture (default from profile: vgg16)")
+    rr.add_argument("--other-arch", help="imagenet: independent architecture (default from profile: vgg19)")
     rr.add_argument("--data", help="CIFAR-10 folder (default: shared copy)")
     rr.add_argument("--out", required=True)
     rr.add_argument("--profile", default="quick", help="quick, paper or a JSON profile file")

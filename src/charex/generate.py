@@ -64,7 +64,7 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
         project: Callable[[torch.Tensor], torch.Tensor] = HighPass(shape[1], shape[2], cfg.k, device=device)
         x = _descend(x, y, lambda xa, ya: fwd.input_gradient(xa, ya, cfg.noise_samples), project,
                      fwd.loss if cfg.early_stop else None, cfg, progress).clamp_(0, 1)
-        exact = ModelForward(model)  # float32, no noise: the judge of the saved images
+        exact = ModelForward(model, fold_bn=False)  # float32, no noise, the model as is: judges the saved images
         polished = 0
         if quantize:
             x, polished = _quantize_and_polish(x, y, exact, cfg.polish_steps)

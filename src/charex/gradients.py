@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .errors import CharexError
+from .folding import BNFolder
 
 _WEIGHT_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -46,10 +47,13 @@ class ModelForward:
         delta: noise half-width; 0 disables noise.
         scope: which parameters are perturbed (see :func:`noised_parameter_names`).
         generator: the ``torch.Generator`` all noise is drawn from (on the model's device).
+        fold_bn: evaluate with eval-mode BatchNorm folded into the preceding convolutions
+            (same function, fewer passes; see :mod:`charex.folding`).
     """
 
     def __init__(self, model: nn.Module, *, dtype: torch.dtype = torch.float32, channels_last: bool = False,
-                 delta: float = 0.0, scope: str = "all", generator: torch.Generator | None = None) -> None:
+                 delta: float = 0.0, scope: str = "all", generator: torch.Generator | None = None,
+                 fold_bn: bool = True) -> None:
         self.model = model
         self.dtype = dtype
         self.channels_last = channels_last
@@ -62,6 +66,15 @@ class ModelForward:
                               "(TorchScript models support vanilla generation only)")
         self.numel = sum(self.params[n].numel() for n in self.noised)
         self.device = next(iter(self.params.values())).device if self.params else torch.device("cpu")
+        self.folder = BNFolder(model) if fold_bn and self.params else None
+        if self.folder is not None and not self.folder.active:
+            self.folder = None
+        self.base_params = self._fold(self.params)
+
+    def _fold(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.folder is None:
+            return params
+        return {n: self._layout(t) for n, t in self.folder.fold(params).items()}
 
     def _layout(self, t: torch.Tensor) -> torch.Tensor:
         return t.contiguous(memory_format=torch.channels_last) if self.channels_last and t.dim() == 4 else t
@@ -87,11 +100,12 @@ class ModelForward:
         """Float32 logits of ``x`` under ``params`` (default: the unperturbed weights)."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        module = self.folder.module if self.folder is not None else self.model
         with self._autocast():
-            if params is None and not self.channels_last:
+            if params is None and self.folder is None and not self.channels_last:
                 out = self.model(x)
             else:
-                out = functional_call(self.model, params if params is not None else self.params, (x,))
+                out = functional_call(module, self.base_params if params is None else self._fold(params), (x,))
         return out.float()
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -49,3 +49,35 @@ def test_reproduce_toy_scale_and_resume(tmp_path, monkeypatch, capsys) -> None:
     (run / "rates" / "rcgm-d0.01.json").unlink()
     assert main(args) == 0
     assert (run / "rates" / "rcgm-d0.01.json").is_file()
+
+
+def test_reproduce_imagenet_toy_scale(tmp_path, capsys) -> None:
+    """Table-1 pipeline with user weights and a val ImageFolder, at toy scale (tiny nets, 32x32 images)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("n01", "n02", "n03"):
+        (tmp_path / "val" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "val" / c / f"{i}.JPEG")
+    from charex.models import build_arch
+
+    for name, seed in (("base.pth", 0), ("other.pth", 1)):
+        torch.manual_seed(seed)
+        torch.save(build_arch("tiny", num_classes=3).state_dict(), tmp_path / name)
+    prof = json.loads((Path(grid.__file__).parent / "profiles" / "imagenet-paper.json").read_text())
+    prof.update(input_shape=[3, 32, 32], resize=36, crop=32, eval_images=9,
+                generation={"n": 4, "steps": 3, "alpha": 0.02, "q": 2, "seed": 0, "dtype": "float32"},
+                methods=[{"method": "vanilla", "delta": 0}, {"method": "ltrc", "k": 20, "delta": 0.001}],
+                arch_kwargs={"num_classes": 3})
+    (tmp_path / "p.json").write_text(json.dumps(prof))
+    rc = main(["reproduce", "imagenet", "--base", str(tmp_path / "base.pth"), "--other", str(tmp_path / "other.pth"),
+               "--val", str(tmp_path / "val"), "--arch", "tiny", "--out", str(tmp_path / "run"),
+               "--profile", str(tmp_path / "p.json"), "--quiet"])
+    assert rc == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(res["rows"][0]["evaluation"]["summary"]["groups"]) == {"40%", "50%", "60%", "70%", "80%"}
+    assert (tmp_path / "run" / "table1.md").is_file()
+    assert "| LTRC k=20 | 0.001 |" in (tmp_path / "run" / "table1.md").read_text()

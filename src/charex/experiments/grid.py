@@ -31,7 +31,7 @@ from ..train import TrainConfig, accuracy, train_from_scratch
 from ..types import GenerationConfig
 from ..verify import match_rate
 from ..zoo import ModelCache
-from .paper import PAPER_TABLE2, method_label
+from .paper import method_label
 from .provenance import provenance, write_json
 
 
@@ -39,7 +39,10 @@ def load_profile(profile: str | Path) -> dict[str, Any]:
     """A profile by name (``quick``, ``paper``) or a JSON file path."""
     p = Path(profile)
     if not p.is_file():
-        p = Path(str(resources.files("charex.experiments") / "profiles" / f"cifar10-{profile}.json"))
+        folder = resources.files("charex.experiments") / "profiles"
+        p = Path(str(folder / f"{profile}.json"))
+        if not p.is_file():
+            p = Path(str(folder / f"cifar10-{profile}.json"))
     if not p.is_file():
         raise CharexError(f"unknown profile {profile!r}: use quick, paper or a JSON file")
     return json.loads(p.read_text())
@@ -105,6 +108,15 @@ def run_grid(profile: dict[str, Any], data: str | Path | None, out: str | Path, 
             "independent": {k: m.card.get("test_accuracy") for k, m in independent.items()},
             "pruned": {g: {k: m.card.get("test_accuracy") for k, m in ms.items()} for g, ms in pruned.items()}}
 
+    rows = run_methods(base, independent, pruned, profile, out, progress=progress, say=say)
+    results = finish(out, profile, accs, rows, base, data, table="table2")
+    return results
+
+
+def run_methods(base: nn.Module, independent: dict[str, nn.Module], derived: dict[str, dict[str, nn.Module]],
+                profile: dict[str, Any], out: Path, *, progress: bool = True,
+                say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Generate (or load) one fingerprint per method cell and measure every model on it; resumable per cell."""
     gen = profile["generation"]
     rows = []
     for mspec in profile["methods"]:
@@ -122,28 +134,28 @@ def run_grid(profile: dict[str, Any], data: str | Path | None, out: str | Path, 
             say(f"generating {name}")
             fp = generate(base, cfg, progress=progress)
             fp.save(fp_path)
-        ev = summarize({g: {k: match_rate(m, fp, k) for k, m in ms.items()} for g, ms in pruned.items()},
+        ev = summarize({g: {k: match_rate(m, fp, k) for k, m in ms.items()} for g, ms in derived.items()},
                        {k: match_rate(m, fp, k) for k, m in independent.items()}, match_rate(base, fp, "base"))
         row = {"name": name, "label": method_label(mspec["method"], mspec.get("k", 0)), "delta": cfg.delta,
                "config": cfg.to_dict(), "evaluation": ev.to_dict(), "base_match_rate": fp.meta["base_match_rate"]}
         write_json(rates_path, row)
         rows.append(row)
+    return rows
+
+
+def finish(out: Path, profile: dict[str, Any], accs: dict[str, Any], rows: list[dict[str, Any]], base: nn.Module,
+           data_root: str | Path | None, table: str) -> dict[str, Any]:
+    """Write results.json, the table (Markdown, CSV) and the report of a grid run."""
+    from .._io import atomic_write_text
+    from ..report.render import write_report
+    from ..report.tables import grid_csv, grid_markdown
+
     results = {"profile": profile, "accuracy": accs, "rows": rows,
                "methods": {f"{r['label']} d={r['delta']:g}": r for r in rows}}
     write_json(out / "results.json", results)
-    from ..report.tables import grid_csv, grid_markdown
-
-    from .._io import atomic_write_text
-
-    atomic_write_text(out / "table2.md", grid_markdown(results))
-    atomic_write_text(out / "table2.csv", grid_csv(results))
-    from ..report.render import write_report
-
-    write_report(out, sets={r["name"]: FingerprintSet.load(out / "fingerprints" / f"{r['name']}.safetensors")
-                            for r in rows[:8]}, base=base, data_root=data)
+    atomic_write_text(out / f"{table}.md", grid_markdown(results))
+    atomic_write_text(out / f"{table}.csv", grid_csv(results))
+    sets = {r["name"]: FingerprintSet.load(out / "fingerprints" / f"{r['name']}.safetensors") for r in rows[:8]}
+    write_report(out, sets=sets, base=base, data_root=data_root)
     return results
 
-
-def paper_row(label: str, delta: float) -> tuple[int, int, int, int] | None:
-    """The paper's (transferability, U80, U90, U95) for a row, if published."""
-    return PAPER_TABLE2.get((label, round(delta, 3)))

@@ -52,15 +52,16 @@ def _acc_drop(results: dict) -> dict[str, float]:
 
 def grid_markdown(results: dict) -> str:
     """Table 2 in the paper's layout (uniqueness %, per pruning ratio), with the paper's numbers beside ours."""
-    from ..experiments.paper import PAPER_TABLE2
+    from ..experiments.paper import paper_table
 
+    table = paper_table(results.get("profile", {}).get("dataset", "cifar10"))
     groups = list(results["rows"][0]["evaluation"]["summary"]["groups"]) if results["rows"] else []
     head = "| method | delta | base | transferability (paper) | " + " | ".join(f"{g} (paper)" for g in groups) + " |"
     lines = [head, "|---" * (4 + len(groups)) + "|"]
     for r in results["rows"]:
         s = r["evaluation"]["summary"]
-        paper = PAPER_TABLE2.get((r["label"], round(r["delta"], 3)))
-        cells = [f"{s['groups'][g]['uniqueness']:+.0f}" + (f" ({paper[1 + i]:+d})" if paper and i < 3 else "")
+        paper = table.get((r["label"], round(r["delta"], 3)))
+        cells = [f"{s['groups'][g]['uniqueness']:+.0f}" + (f" ({paper[1 + i]:+d})" if paper and i + 1 < len(paper) else "")
                  for i, g in enumerate(groups)]
         lines.append(f"| {r['label']} | {r['delta']:g} | {s.get('base', float('nan')):.0f} | "
                      f"{s['transferability']:.0f}" + (f" ({paper[0]})" if paper else "") + " | " + " | ".join(cells) + " |")
