@@ -105,10 +105,13 @@ def matmul_ceiling(dtype: torch.dtype, threads: int) -> float:
     b = torch.randn(2048, 2048).to(dtype)
     for _ in range(2):
         a @ b
-    reps, t = 6, time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * 2048 ** 3 * reps / (time.perf_counter() - t) / 1e9
+    best = 0.0
+    for _ in range(3):  # best of three trials of six products
+        t = time.perf_counter()
+        for _ in range(6):
+            a @ b
+        best = max(best, 2 * 2048 ** 3 * 6 / (time.perf_counter() - t) / 1e9)
+    return best
 
 
 def forward_flops(width: float, n: int) -> int:

@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm = add("demo", cmd_demo, "run the method end to end on the bundled models (offline, a few minutes)")
     dm.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     dm.add_argument("--n", type=int, default=50, help="examples per method (paper: 100)")
-    dm.add_argument("--steps", type=int, default=150, help="PGD steps (paper: 500)")
+    dm.add_argument("--steps", type=int, default=100, help="PGD steps (paper: 500); step size 0.5/255")
     dm.add_argument("--data", help="CIFAR-10 for brief fine-tuning of pruned copies (default: shared copy if present)")
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--quiet", action="store_true")

@@ -42,6 +42,7 @@ def test_reproduce_toy_scale_and_resume(tmp_path, monkeypatch, capsys) -> None:
     prov = json.loads((run / "provenance.json").read_text())
     assert prov["config"]["arch"] == "tiny" and "torch" in prov
     # resume: nothing is trained or generated again
+    real_generate = grid.generate
     monkeypatch.setattr(grid, "train_from_scratch", lambda *a, **k: pytest.fail("retrained a cached model"))
     monkeypatch.setattr(grid, "generate", lambda *a, **k: pytest.fail("regenerated a finished set"))
     assert main(args) == 0
@@ -49,6 +50,14 @@ def test_reproduce_toy_scale_and_resume(tmp_path, monkeypatch, capsys) -> None:
     (run / "rates" / "rcgm-d0.01.json").unlink()
     assert main(args) == 0
     assert (run / "rates" / "rcgm-d0.01.json").is_file()
+    # a changed generation budget invalidates the saved cells instead of silently reusing them
+    prof.write_text(json.dumps({**TOY, "generation": {**TOY["generation"], "steps": 5}}))
+    calls = []
+    monkeypatch.setattr(grid, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+    assert main(args) == 0
+    assert len(calls) == 3
+    res = json.loads((run / "results.json").read_text())
+    assert all(r["config"]["steps"] == 5 for r in res["rows"])
 
 
 def test_reproduce_imagenet_toy_scale(tmp_path, capsys) -> None:

@@ -31,7 +31,7 @@ DEMO_METHODS: dict[str, dict[str, Any]] = {  # reduced from the paper's n=100, T
 }
 
 
-def run_demo(out: str | Path, *, n: int = 50, steps: int = 150, alpha: float = 2 / 255, data: str | None = None,
+def run_demo(out: str | Path, *, n: int = 50, steps: int = 100, alpha: float = 0.5 / 255, data: str | None = None,
              seed: int = 0, progress: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo into ``out`` and return its results (also written to ``out/results.json``)."""
     from ..data import default_cifar10_root, load_cifar10
@@ -56,7 +56,7 @@ def run_demo(out: str | Path, *, n: int = 50, steps: int = 150, alpha: float = 2
             derived.setdefault(f"prune {int(ratio * 100)}%", {})[m.card["lineage"]] = m
     derived["int8"] = {"int8": quantize_int8(base)}
 
-    say(f"[2/4] generating fingerprints: n={n}, steps={steps} (paper: 100, 500), q<=4 (paper: 10)")
+    say(f"[2/4] generating fingerprints: n={n}, steps={steps} (paper: 100, 500), step {alpha * 255:g}/255, q<=4 (paper: 10)")
     sets: dict[str, FingerprintSet] = {}
     for name, kw in DEMO_METHODS.items():
         fp = generate(base, GenerationConfig(n=n, steps=steps, alpha=alpha, seed=seed, **kw), progress=progress)

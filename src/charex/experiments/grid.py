@@ -122,13 +122,17 @@ def run_methods(base: nn.Module, independent: dict[str, nn.Module], derived: dic
     for mspec in profile["methods"]:
         name = set_name(mspec)
         rates_path = out / "rates" / f"{name}.json"
-        if rates_path.is_file():
-            rows.append(json.loads(rates_path.read_text()))
-            continue
-        fp_path = out / "fingerprints" / f"{name}.safetensors"
         cfg = GenerationConfig(method=mspec["method"], n=gen["n"], steps=gen["steps"], alpha=gen["alpha"],
                                delta=mspec.get("delta", 0.0), q=gen["q"], k=mspec.get("k", 0), seed=gen["seed"],
                                dtype=gen.get("dtype", "float32")).effective()
+        if rates_path.is_file():
+            done = json.loads(rates_path.read_text())
+            if done.get("config") == cfg.to_dict() and set(done["evaluation"]["independent"]) == set(independent) \
+                    and {g: set(v) for g, v in done["evaluation"]["derived"].items()} == {g: set(v) for g, v in derived.items()}:
+                rows.append(done)
+                continue
+            say(f"{name}: config or models changed since the saved result; recomputing")
+        fp_path = out / "fingerprints" / f"{name}.safetensors"
         fp = FingerprintSet.load(fp_path) if fp_path.is_file() else None
         if fp is None or fp.config != cfg:
             say(f"generating {name}")
