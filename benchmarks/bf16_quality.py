@@ -31,9 +31,9 @@ def main() -> None:
     p.add_argument("--run", default="runs/quick", help="a reproduce run folder with models/")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--n", type=int, default=100)
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=100)
     p.add_argument("--q", type=int, default=5)
-    p.add_argument("--alpha", type=float, default=2 / 255)
+    p.add_argument("--alpha", type=float, default=0.5 / 255)
     p.add_argument("--json")
     a = p.parse_args()
     models = {}

@@ -411,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--k", type=int, default=0, help="high-pass band: zero DCT coefficients with 1<=i+j<=k (ltrc)")
     g.add_argument("--eta", type=float, default=1e-6, help="eta-optimality loss threshold (default 1e-6)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="compute dtype (default auto: bfloat16 where the CPU/GPU runs it natively, else float32)")
     g.add_argument("--noise-scope", default="all", choices=["all", "weights"],
                    help="perturb all learnable parameters (default) or only conv/linear weights")
     g.add_argument("--early-stop", action="store_true", help="freeze examples once their base loss < eta")

@@ -7,6 +7,7 @@ clipped step (identity, or the DCT high-pass for LTRC).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from typing import Callable, Sequence
 
@@ -49,10 +50,11 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
         >>> fp = generate(load_model("bundled:base"), GenerationConfig(method="ltrc", delta=0.03, k=2, q=10))  # doctest: +SKIP
     """
     cfg = config.effective()
+    device = model_device(model)
+    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, device))
     card = getattr(model, "card", {}) or {}
     shape = _input_shape(x0, input_shape, card)
     num_classes = probe_model(model, shape, card.get("num_classes"), name="base model")
-    device = model_device(model)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     x = torch.rand((cfg.n, *shape), generator=gen, device=device) if x0 is None else _check_x0(x0, cfg.n, shape, device)
     y = torch.randint(num_classes, (cfg.n,), generator=gen, device=device) if targets is None \
@@ -85,6 +87,20 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
     }
     images = (x * 255).round().to(torch.uint8) if quantize else x.float()
     return FingerprintSet(images=images.cpu(), targets=y.cpu(), config=cfg, meta=meta)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """``auto`` -> ``bfloat16`` where the device runs it natively, else ``float32``; others unchanged."""
+    if dtype != "auto":
+        return dtype
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu":
+        try:
+            return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+        except (AttributeError, RuntimeError):
+            return "float32"
+    return "float32"
 
 
 def _descend(x: torch.Tensor, y: torch.Tensor, grad: Step, project: Callable[[torch.Tensor], torch.Tensor],

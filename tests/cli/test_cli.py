@@ -57,7 +57,7 @@ def test_inspect_and_export(calibrated, capsys, tmp_path) -> None:
 
     fp = FingerprintSet.load(calibrated / "fp.safetensors")
     arr = np.asarray(Image.open(tmp_path / "png" / "0003.png"))
-    assert torch.equal(torch.from_numpy(arr).permute(2, 0, 1), fp.images[3])  # lossless 8-bit
+    assert torch.equal(torch.from_numpy(arr.copy()).permute(2, 0, 1), fp.images[3])  # lossless 8-bit
     lines = (tmp_path / "png" / "labels.csv").read_text().splitlines()
     assert lines[0] == "file,target,class" and lines[4].startswith(f"0003.png,{int(fp.targets[3])}")
     assert main(["export", str(calibrated / "fp.safetensors"), str(tmp_path / "png")]) == 2  # not empty

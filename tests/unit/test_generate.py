@@ -56,7 +56,7 @@ def test_vanilla_equals_plain_targeted_pgd(trained_tiny) -> None:
     g = torch.Generator().manual_seed(5)
     x0 = torch.rand(6, 3, 16, 16, generator=g)
     y = torch.randint(10, (6,), generator=g)
-    cfg = GenerationConfig(method="vanilla", n=6, steps=30, alpha=0.01, seed=0)
+    cfg = GenerationConfig(dtype="float32", method="vanilla", n=6, steps=30, alpha=0.01, seed=0)
     fp = generate(trained_tiny, cfg, x0=x0, targets=y, quantize=False)
     ref = reference_pgd(trained_tiny, x0, y, 30, 0.01)
     assert fp.images.dtype == torch.float32
@@ -67,7 +67,7 @@ def test_ltrc_without_noise_equals_pgd_with_highpass(trained_tiny) -> None:
     g = torch.Generator().manual_seed(6)
     x0 = torch.rand(4, 3, 16, 16, generator=g)
     y = torch.randint(10, (4,), generator=g)
-    cfg = GenerationConfig(method="ltrc", n=4, steps=20, alpha=0.01, k=2, seed=0)
+    cfg = GenerationConfig(dtype="float32", method="ltrc", n=4, steps=20, alpha=0.01, k=2, seed=0)
     fp = generate(trained_tiny, cfg, x0=x0, targets=y, quantize=False)
     ref = reference_pgd(trained_tiny, x0, y, 20, 0.01, k=2).clamp(0, 1)
     assert torch.allclose(fp.images, ref, atol=1e-5)
@@ -78,7 +78,7 @@ def test_noisy_methods_equal_reference_loop(trained_tiny, method, q, k) -> None:
     g = torch.Generator().manual_seed(7)
     x0 = torch.rand(5, 3, 16, 16, generator=g)
     y = torch.randint(10, (5,), generator=g)
-    cfg = GenerationConfig(method=method, n=5, steps=8, alpha=0.01, delta=0.02, q=q, k=k, seed=3)
+    cfg = GenerationConfig(dtype="float32", method=method, n=5, steps=8, alpha=0.01, delta=0.02, q=q, k=k, seed=3)
     fp = generate(trained_tiny, cfg, x0=x0, targets=y, quantize=False)
     # x0 and targets are given, so the seeded generator feeds the weight noise alone
     gen = torch.Generator().manual_seed(3)
@@ -91,7 +91,7 @@ def test_weights_and_mode_unchanged_and_deterministic(trained_tiny) -> None:
     model.model.features[0].eval()  # a mixed mode must be restored exactly
     before = state_digest(model)
     modes = [m.training for m in model.modules()]
-    cfg = GenerationConfig(method="ltrc", n=4, steps=5, alpha=0.02, delta=0.05, q=2, k=1, seed=11)
+    cfg = GenerationConfig(method="ltrc", n=4, steps=5, alpha=0.02, delta=0.05, q=2, k=1, seed=11)  # default dtype
     a = generate(model, cfg)
     b = generate(model, cfg)
     assert state_digest(model) == before
@@ -101,9 +101,11 @@ def test_weights_and_mode_unchanged_and_deterministic(trained_tiny) -> None:
     assert not torch.equal(a.images, c.images)
 
 
-def test_full_base_match_after_quantization(trained_tiny) -> None:
-    cfg = GenerationConfig(method="ltrc", n=40, steps=100, alpha=0.01, delta=0.01, q=2, k=2, seed=0)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_full_base_match_after_quantization(trained_tiny, dtype) -> None:
+    cfg = GenerationConfig(dtype=dtype, method="ltrc", n=40, steps=100, alpha=0.01, delta=0.01, q=2, k=2, seed=0)
     fp = generate(trained_tiny, cfg)
+    assert fp.config.dtype == dtype
     assert fp.images.dtype == torch.uint8
     assert fp.meta["base_match_rate"] == 1.0
     pred = trained_tiny(fp.images.float() / 255).argmax(1)
@@ -111,16 +113,16 @@ def test_full_base_match_after_quantization(trained_tiny) -> None:
 
 
 def test_targets_default_uniform_and_given(trained_tiny) -> None:
-    fp = generate(trained_tiny, GenerationConfig(method="vanilla", n=200, steps=0, seed=1), quantize=False)
+    fp = generate(trained_tiny, GenerationConfig(dtype="float32", method="vanilla", n=200, steps=0, seed=1), quantize=False)
     counts = torch.bincount(fp.targets, minlength=10)
     assert counts.min() > 5  # roughly uniform over the 10 classes
     t = torch.arange(10)
-    fp2 = generate(trained_tiny, GenerationConfig(method="vanilla", n=10, steps=2, seed=1), targets=t)
+    fp2 = generate(trained_tiny, GenerationConfig(dtype="float32", method="vanilla", n=10, steps=2, seed=1), targets=t)
     assert torch.equal(fp2.targets, t)
 
 
 def test_early_stop_leaves_others_unchanged(trained_tiny) -> None:
-    base = dict(method="rc", n=12, steps=40, alpha=0.02, delta=0.01, seed=2, eta=0.05)
+    base = dict(dtype="float32", method="rc", n=12, steps=40, alpha=0.02, delta=0.01, seed=2, eta=0.05)
     full = generate(trained_tiny, GenerationConfig(**base), quantize=False)
     early = generate(trained_tiny, GenerationConfig(**base, early_stop=True), quantize=False)
     loss = F.cross_entropy(trained_tiny(early.images), early.targets, reduction="none")
@@ -143,11 +145,11 @@ def test_invalid_config(kw, match) -> None:
 
 def test_k_out_of_range(trained_tiny) -> None:
     with pytest.raises(CharexError, match="band k"):
-        generate(trained_tiny, GenerationConfig(method="ltrc", n=2, steps=1, k=31))
+        generate(trained_tiny, GenerationConfig(dtype="float32", method="ltrc", n=2, steps=1, k=31))
 
 
 def test_bad_x0_and_targets(trained_tiny) -> None:
-    cfg = GenerationConfig(method="vanilla", n=2, steps=1)
+    cfg = GenerationConfig(dtype="float32", method="vanilla", n=2, steps=1)
     with pytest.raises(CharexError, match="does not accept input"):
         generate(trained_tiny, cfg, x0=torch.rand(2, 4, 16, 16))
     with pytest.raises(CharexError, match=r"\[0, 1\]"):
@@ -163,4 +165,13 @@ def test_nan_model_rejected() -> None:
     with torch.no_grad():
         model.model.classifier.bias.fill_(float("nan"))
     with pytest.raises(CharexError, match="NaN"):
-        generate(model, GenerationConfig(method="vanilla", n=2, steps=1))
+        generate(model, GenerationConfig(dtype="float32", method="vanilla", n=2, steps=1))
+
+
+def test_auto_dtype_resolves_and_is_recorded(trained_tiny) -> None:
+    from charex.generate import resolve_dtype
+
+    assert resolve_dtype("float32", torch.device("cpu")) == "float32"
+    assert resolve_dtype("auto", torch.device("cpu")) in ("float32", "bfloat16")
+    fp = generate(trained_tiny, GenerationConfig(method="vanilla", n=2, steps=1))
+    assert fp.config.dtype == resolve_dtype("auto", torch.device("cpu"))
