@@ -281,12 +281,12 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from .zoo import ModelCache, dumps, format_entries
 
     caches = {"bundled": bundled_dir(), "cache": args.cache}
-    for label, root in caches.items():
-        entries = ModelCache(root).entries()
-        if args.json:
-            print(dumps(entries))
-        else:
-            print(f"{label} ({root}):\n{format_entries(entries)}")
+    entries = {label: ModelCache(root).entries() for label, root in caches.items()}
+    if args.json:
+        print(dumps(entries))
+    else:
+        for label, root in caches.items():
+            print(f"{label} ({root}):\n{format_entries(entries[label])}")
     return 0
 
 

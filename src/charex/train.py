@@ -75,7 +75,8 @@ def accuracy(model: nn.Module, data: ArrayDataset, batch_size: int = 500, dtype:
 
 
 def train_model(model: nn.Module, data: ArrayDataset, cfg: TrainConfig, *, masks: dict[str, torch.Tensor] | None = None,
-                params: list[nn.Parameter] | None = None, progress: bool = True) -> dict[str, Any]:
+                params: list[nn.Parameter] | None = None, bn_eval: bool = False,
+                progress: bool = True) -> dict[str, Any]:
     """Train ``model`` in place on ``data`` and return stats (loss, accuracy, seconds).
 
     Args:
@@ -85,6 +86,7 @@ def train_model(model: nn.Module, data: ArrayDataset, cfg: TrainConfig, *, masks
         masks: parameter name -> 0/1 mask; masked weights are held exactly at zero
             (pruning with fine-tuning).
         params: train only these parameters (default: all).
+        bn_eval: keep BatchNorm layers in eval mode (running statistics fixed and used).
         progress: show a progress bar with loss and accuracy.
     """
     from tqdm.auto import tqdm
@@ -101,13 +103,18 @@ def train_model(model: nn.Module, data: ArrayDataset, cfg: TrainConfig, *, masks
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total = max(1, cfg.epochs * steps_per_epoch)
     warm = max(1, int(cfg.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / (total - warm)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
     channels_last = device.type == "cpu" and cfg.dtype == "bfloat16"
     if channels_last:
         model.to(memory_format=torch.channels_last)
     _apply_masks(named, masks)
     t0 = time.perf_counter()
     model.train()
+    if bn_eval:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     stats: dict[str, Any] = {"loss": float("nan"), "train_accuracy": float("nan")}
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, leave=False)
     try:

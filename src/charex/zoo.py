@@ -81,6 +81,6 @@ def format_entries(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def dumps(entries: list[dict[str, Any]]) -> str:
+def dumps(entries: Any) -> str:
     """JSON of cache entries."""
     return json.dumps(entries, indent=2)

@@ -32,11 +32,8 @@ def finetune_model(model: nn.Module, data: ArrayDataset, *, epochs: int, lr: flo
     """
     tuned = copy.deepcopy(model)
     params = list(_last_linear(tuned).parameters()) if last_layer else None
-    if last_layer:
-        for m in tuned.modules():  # freeze BatchNorm statistics too
-            m.momentum = 0.0 if isinstance(m, nn.modules.batchnorm._BatchNorm) else getattr(m, "momentum", None)
     stats = train_model(tuned, data, TrainConfig(epochs=epochs, lr=lr, seed=seed, warmup=0.1), params=params,
-                        progress=progress)
+                        bn_eval=last_layer, progress=progress)
     card = getattr(tuned, "card", None)
     if isinstance(card, dict):
         parent = card.get("lineage") or card.get("source") or "model"
