@@ -22,7 +22,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -o addopts='-p no:logging' -m slow
 
 bench: install
 	$(BIN)/python benchmarks/bench_generate.py

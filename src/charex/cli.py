@@ -69,6 +69,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = _load(args, args.model)
     fp = generate(model, cfg, input_shape=args.input_shape, progress=not args.quiet)
     fp.save(args.output)
+    if fp.meta["base_match_rate"] < 1.0 and not args.json:
+        print(f"warning: the base model assigns only {100 * fp.meta['base_match_rate']:.1f}% of the saved examples to "
+              "their targets (some target classes may be unreachable for it); more --steps or a larger --alpha help",
+              file=sys.stderr)
     summary = {"output": str(args.output), "n": fp.n, "method": fp.config.method,
                "base_match_rate": fp.meta["base_match_rate"], "eta_optimal_rate": fp.meta["eta_optimal_rate"],
                "polished": fp.meta["polished"], "digest": fp.digest}
