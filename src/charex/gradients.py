@@ -62,8 +62,8 @@ class ModelForward:
         self.params = {n: self._layout(p.detach()) for n, p in model.named_parameters()}
         self.noised = noised_parameter_names(model, scope) if delta > 0 else []
         if delta > 0 and not self.params:
-            raise CharexError("weight noise needs a model with parameters; this model exposes none "
-                              "(TorchScript models support vanilla generation only)")
+            raise CharexError("weight noise needs a model whose parameters charex can see; this model exposes "
+                              "none (use delta=0 / method vanilla, or load its weights with --arch)")
         self.numel = sum(self.params[n].numel() for n in self.noised)
         self.device = next(iter(self.params.values())).device if self.params else torch.device("cpu")
         self.folder = BNFolder(model) if fold_bn and self.params else None

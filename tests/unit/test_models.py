@@ -61,9 +61,16 @@ def test_torchscript_and_export(tmp_path) -> None:
     torch.jit.save(torch.jit.trace(m.model, torch.rand(1, 3, 16, 16)), str(tmp_path / "m.ts.pt"))
     norm = (m.card["mean"], m.card["std"])
     assert _same(m, load_model(tmp_path / "m.ts.pt", normalization=norm))
-    ep = torch.export.export(m.model, (torch.rand(2, 3, 16, 16),))
+    ep = torch.export.export(m.model, (torch.rand(2, 3, 16, 16),), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(ep, str(tmp_path / "m.pt2"))
-    assert _same(m, load_model(tmp_path / "m.pt2", normalization=norm))
+    assert _same(m, load_model(tmp_path / "m.pt2", normalization=norm), shape=(5, 3, 16, 16))
+    # a program exported with a static batch is refused with a clear message, before any work
+    torch.export.save(torch.export.export(m.model, (torch.rand(2, 3, 16, 16),)), str(tmp_path / "static.pt2"))
+    from charex import GenerationConfig, generate
+
+    with pytest.raises(CharexError, match="dynamic"):
+        generate(load_model(tmp_path / "static.pt2", normalization=norm), GenerationConfig(method="vanilla", n=4, steps=1),
+                 input_shape=(3, 16, 16))
 
 
 def test_bad_model_files(tmp_path) -> None:

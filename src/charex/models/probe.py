@@ -52,8 +52,13 @@ def probe_model(model: nn.Module, input_shape: Sequence[int], num_classes: int |
         with eval_mode(model), torch.no_grad():
             out = model(torch.full((2, *shape), 0.5, device=model_device(model)))
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CharexError(f"{name} does not accept input of shape {shape} (C,H,W): {msg}") from e
+        raise CharexError(f"{name} does not accept input of shape {shape} (C,H,W): {_first_line(e)}") from e
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(torch.full((3, *shape), 0.5, device=model_device(model)))
+    except Exception as e:
+        raise CharexError(f"{name} accepts a batch of 2 but not of 3 ({_first_line(e)}); charex needs a dynamic "
+                          "batch size: export torch.export programs with torch.export.Dim for dimension 0") from e
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise CharexError(f"{name} must return N x classes logits, returned {got}")
@@ -63,3 +68,7 @@ def probe_model(model: nn.Module, input_shape: Sequence[int], num_classes: int |
     if num_classes is not None and classes != num_classes:
         raise CharexError(f"{name} has {classes} output classes, expected {num_classes}")
     return classes
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
