@@ -210,14 +210,16 @@ def _thief_data(args: argparse.Namespace) -> Any:
     return data.subset(idx.sort().values), f"train-{args.data_split}"
 
 
-def _write_derived(args: argparse.Namespace, model: Any, stats: dict[str, Any], out: Any) -> dict[str, Any]:
+def _write_derived(args: argparse.Namespace, model: Any, stats: dict[str, Any], out: Any,
+                   parent_accuracy: float | None) -> dict[str, Any]:
     from .models import save_model
     from .train import accuracy
 
     card = dict(model.card)
-    if getattr(args, "data", None) is not None or _has_default_data():
-        card["test_accuracy"] = accuracy(model, _data(args, "test"))
     card["derive_stats"] = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+    if parent_accuracy is not None:
+        card["test_accuracy"] = accuracy(model, _data(args, "test"))
+        card["derive_stats"]["accuracy_drop"] = parent_accuracy - card["test_accuracy"]
     save_model(model, out, card)
     return {"output": str(out), "lineage": card["lineage"], "test_accuracy": card.get("test_accuracy"),
             **card["derive_stats"]}
@@ -246,7 +248,11 @@ def cmd_derive(args: argparse.Namespace) -> int:
     from .derive import cast_weights, finetune_model, prune_model, quantize_int8
     from .lineage import derived_name
 
+    from .train import accuracy
+
     base = _load(args, args.model)
+    has_test = args.data is not None or _has_default_data()
+    base_acc = accuracy(base, _data(args, "test")) if has_test else None  # drops are measured on the same test set
     parent = base.card.get("lineage") or base.card.get("source")
     results = []
     if args.how == "prune":
@@ -257,7 +263,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
         for s, out in zip(seeds, _outputs(args, names)):
             m, stats = prune_model(base, args.ratio, scope=args.scope, finetune_epochs=args.finetune_epochs,
                                    data=data, seed=s, lr=args.lr, progress=not args.quiet)
-            results.append(_write_derived(args, m, stats, out))
+            results.append(_write_derived(args, m, stats, out, base_acc))
     elif args.how == "finetune":
         data, data_name = _thief_data(args)
         seeds = [args.seed + r for r in range(args.repeats)]
@@ -266,16 +272,18 @@ def cmd_derive(args: argparse.Namespace) -> int:
         for s, out in zip(seeds, _outputs(args, names)):
             m, stats = finetune_model(base, data, epochs=args.epochs, lr=args.lr, last_layer=args.last_layer, seed=s,
                                       data_name=data_name, progress=not args.quiet)
-            results.append(_write_derived(args, m, stats, out))
+            results.append(_write_derived(args, m, stats, out, base_acc))
     else:
         m = quantize_int8(base) if args.to == "int8" else cast_weights(base, args.to)
-        results.append(_write_derived(args, m, {}, _outputs(args, [m.card["lineage"]])[0]))
+        results.append(_write_derived(args, m, {}, _outputs(args, [m.card["lineage"]])[0], base_acc))
     if args.json:
         _print_json({"models": results})
     else:
         for r in results:
             acc = r.get("test_accuracy")
+            drop = r.get("accuracy_drop")
             print(f"{r['lineage']}: " + (f"test accuracy {100 * acc:.2f}%, " if acc is not None else "")
+                  + (f"{-100 * drop:+.2f} points vs the parent, " if drop is not None else "")
                   + (f"sparsity {100 * r['sparsity']:.1f}%, " if "sparsity" in r else "") + f"wrote {r['output']}")
     return 0
 

@@ -2,6 +2,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from charex import load_model
@@ -22,10 +23,15 @@ def test_derive_prune_finetune_quantize_and_zoo(tmp_path, monkeypatch, capsys, m
                  "--data", data, "--quiet", "--json", "-o", str(tmp_path / "pruned")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["models"]) == 2
+    from charex.data import load_cifar10
+    from charex.train import accuracy
+
+    base_acc = accuracy(load_model(base), load_cifar10(data, "test"))
     for r in out["models"]:
         m = load_model(r["output"])  # card alone restores it
         assert abs(sparsity(m) - 0.8) < 0.01 and r["lineage"].endswith(m.card["lineage"][-len(r["lineage"]):])
         assert "|prune(layer,0.8,ft=1,seed=" in m.card["lineage"] and r["test_accuracy"] is not None
+        assert r["accuracy_drop"] == pytest.approx(base_acc - r["test_accuracy"])
     a, b = (load_model(r["output"]) for r in out["models"])
     assert not torch.equal(a.model.classifier.weight, b.model.classifier.weight)  # repeats differ
     assert main(["derive", "finetune", base, "--epochs", "1", "--last-layer", "--data-split", "half-b",
