@@ -246,7 +246,7 @@ def _outputs(args: argparse.Namespace, lineages: list[str]) -> list[Any]:
 
 def cmd_derive(args: argparse.Namespace) -> int:
     from .derive import cast_weights, finetune_model, prune_model, quantize_int8
-    from .lineage import derived_name
+    from .lineage import finetune_name, prune_name
 
     from .train import accuracy
 
@@ -258,8 +258,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     if args.how == "prune":
         seeds = [args.seed + r for r in range(args.repeats)]
         data = _data(args, "train") if args.finetune_epochs else None
-        names = [derived_name(parent, "prune", args.scope, float(args.ratio), ft=args.finetune_epochs, seed=s)
-                 for s in seeds]
+        names = [prune_name(parent, args.scope, args.ratio, args.finetune_epochs, s) for s in seeds]
         for s, out in zip(seeds, _outputs(args, names)):
             m, stats = prune_model(base, args.ratio, scope=args.scope, finetune_epochs=args.finetune_epochs,
                                    data=data, seed=s, lr=args.lr, progress=not args.quiet)
@@ -267,8 +266,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     elif args.how == "finetune":
         data, data_name = _thief_data(args)
         seeds = [args.seed + r for r in range(args.repeats)]
-        names = [derived_name(parent, "finetune", "last" if args.last_layer else "all", float(args.lr),
-                              ep=args.epochs, data=data_name, seed=s) for s in seeds]
+        names = [finetune_name(parent, args.last_layer, args.lr, args.epochs, data_name, s) for s in seeds]
         for s, out in zip(seeds, _outputs(args, names)):
             m, stats = finetune_model(base, data, epochs=args.epochs, lr=args.lr, last_layer=args.last_layer, seed=s,
                                       data_name=data_name, progress=not args.quiet)

@@ -25,6 +25,16 @@ def derived_name(parent: str, op: str, *args: Any, **kw: Any) -> str:
     return f"{parent}|{op}({','.join(parts)})"
 
 
+def prune_name(parent: str, scope: str, ratio: float, finetune_epochs: int, seed: int) -> str:
+    """Lineage of a pruned (and fine-tuned) copy: ``parent|prune(scope,ratio,ft=E,seed=S)``."""
+    return derived_name(parent, "prune", scope, float(ratio), ft=finetune_epochs, seed=seed)
+
+
+def finetune_name(parent: str, last_layer: bool, lr: float, epochs: int, data: str, seed: int) -> str:
+    """Lineage of a fine-tuned copy: ``parent|finetune(all|last,lr,ep=E,data=D,seed=S)``."""
+    return derived_name(parent, "finetune", "last" if last_layer else "all", float(lr), ep=epochs, data=data, seed=seed)
+
+
 def file_stem(lineage: str) -> str:
     """A filesystem-safe, unique file stem for a lineage name."""
     slug = re.sub(r"[^A-Za-z0-9.=,-]+", "_", lineage).strip("_")[:120]

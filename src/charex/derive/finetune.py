@@ -9,7 +9,7 @@ from torch import nn
 
 from ..data.cifar10 import ArrayDataset
 from ..errors import CharexError
-from ..lineage import derived_name
+from ..lineage import finetune_name
 from ..train import TrainConfig, train_model
 
 
@@ -37,6 +37,5 @@ def finetune_model(model: nn.Module, data: ArrayDataset, *, epochs: int, lr: flo
     card = getattr(tuned, "card", None)
     if isinstance(card, dict):
         parent = card.get("lineage") or card.get("source") or "model"
-        card.update(lineage=derived_name(parent, "finetune", "last" if last_layer else "all", float(lr),
-                                         ep=epochs, data=data_name, seed=seed), parent=parent)
+        card.update(lineage=finetune_name(parent, last_layer, lr, epochs, data_name, seed), parent=parent)
     return tuned, stats

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data.cifar10 import ArrayDataset
 from ..errors import CharexError
-from ..lineage import derived_name
+from ..lineage import prune_name
 from ..train import TrainConfig, train_model
 
 _PRUNABLE = (nn.Conv2d, nn.Linear)
@@ -94,7 +94,7 @@ def prune_model(model: nn.Module, ratio: float, *, scope: str = "layer", finetun
     card = getattr(pruned, "card", None)
     if isinstance(card, dict):
         parent = card.get("lineage") or card.get("source") or "model"
-        card.update(lineage=derived_name(parent, "prune", scope, float(ratio), ft=finetune_epochs, seed=seed),
+        card.update(lineage=prune_name(parent, scope, ratio, finetune_epochs, seed),
                     parent=parent, prune={"ratio": ratio, "scope": scope, "finetune_epochs": finetune_epochs,
                                           "seed": seed, "lr": lr})
     return pruned, {**stats, "sparsity": sparsity(pruned)}

@@ -24,7 +24,7 @@ from ..derive import prune_model
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..generate import generate
-from ..lineage import base_name, derived_name
+from ..lineage import base_name, prune_name
 from ..metrics import summarize
 from ..models.loading import bundled_dir, read_card
 from ..train import TrainConfig, accuracy, train_from_scratch
@@ -94,7 +94,7 @@ def run_grid(profile: dict[str, Any], data: str | Path | None, out: str | Path, 
     pruned: dict[str, dict[str, nn.Module]] = {}
     for ratio in pr["ratios"]:
         for r in range(pr["repeats"]):
-            lineage = derived_name(base.card["lineage"], "prune", pr["scope"], float(ratio), ft=pr["finetune_epochs"], seed=r)
+            lineage = prune_name(base.card["lineage"], pr["scope"], ratio, pr["finetune_epochs"], r)
 
             def make(ratio: float = ratio, r: int = r) -> nn.Module:
                 say(f"pruning {int(ratio * 100)}% (repeat {r}) and fine-tuning {pr['finetune_epochs']} epoch(s)")
