@@ -61,15 +61,26 @@ class BNFolder:
         """Whether the model has anything to fold."""
         return bool(self.pairs)
 
-    def fold(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Map the original model's parameters to the folded model's."""
+    def fold(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None = None
+             ) -> dict[str, torch.Tensor]:
+        """Map the original model's parameters to the folded model's.
+
+        ``buffers``: optional dict that keeps the folded conv weights between calls; they are
+        then written in place (same layout as the incoming weights) instead of reallocated.
+        """
         out = dict(params)
         for conv_name, bn_name in self.pairs:
-            w = out.pop(f"{conv_name}.weight")
+            wname = f"{conv_name}.weight"
+            w = out.pop(wname)
             b = out.pop(f"{conv_name}.bias", None)
             gamma, beta = out.pop(f"{bn_name}.weight"), out.pop(f"{bn_name}.bias")
             mean, var, eps = self.stats[bn_name]
             s = gamma * torch.rsqrt(var + eps)
-            out[f"{conv_name}.weight"] = w * s.view(-1, 1, 1, 1)
+            if buffers is None:
+                out[wname] = w * s.view(-1, 1, 1, 1)
+            else:
+                if wname not in buffers:
+                    buffers[wname] = torch.empty_like(w)
+                out[wname] = torch.mul(w, s.view(-1, 1, 1, 1), out=buffers[wname])
             out[f"{conv_name}.bias"] = ((b if b is not None else 0.0) - mean) * s + beta
         return out
