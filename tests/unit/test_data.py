@@ -69,7 +69,7 @@ def test_image_folder(tmp_path, monkeypatch) -> None:
     ds = load_cifar10(tmp_path / "f", "test")
     assert ds.images.shape == (20, 3, 32, 32) and ds.labels.tolist() == [i // 2 for i in range(20)]
     png = np.asarray(Image.open(tmp_path / "f" / "test" / "bird" / "1.png"))
-    assert torch.equal(ds.images[5], torch.from_numpy(png).permute(2, 0, 1))
+    assert torch.equal(ds.images[5], torch.from_numpy(png.copy()).permute(2, 0, 1))
 
 
 def test_missing_and_bad_roots(tmp_path) -> None:
