@@ -415,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", default="ltrc", choices=["vanilla", "rc", "rcgm", "ltrc"])
     g.add_argument("--n", type=int, default=100, help="number of examples (default 100)")
     g.add_argument("--steps", type=int, default=500, help="PGD steps (default 500)")
-    g.add_argument("--alpha", type=float, default=1 / 255, help="step size in [0,1] pixels (default 1/255)")
+    g.add_argument("--alpha", type=float, default=1 / 255,
+                   help="step size in [0,1] pixels (default 1/255); the budget alpha*steps sets the "
+                        "robustness/transferability trade-off (docs/results.md)")
     g.add_argument("--delta", type=float, default=0.0, help="weight-noise half-width (rc/rcgm/ltrc)")
     g.add_argument("--q", type=int, default=1, help="weight-noise samples averaged per step (rcgm/ltrc)")
     g.add_argument("--k", type=int, default=0, help="high-pass band: zero DCT coefficients with 1<=i+j<=k (ltrc)")
