@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 
 from charex import GenerationConfig, generate, load_model
-from charex.metrics import summarize
+from charex.metrics import evaluate
 from charex.models import read_card
-from charex.verify import match_rate
 
 METHODS = {"RC+GM d=0.03": dict(method="rcgm", delta=0.03), "LTRC k=2 d=0.03": dict(method="ltrc", k=2, delta=0.03)}
 
@@ -58,8 +57,7 @@ def main() -> None:
                 t = time.perf_counter()
                 fp = generate(base, cfg)
                 secs = time.perf_counter() - t
-                ev = summarize({g: {k: match_rate(m, fp) for k, m in ms.items()} for g, ms in pruned.items()},
-                               {k: match_rate(m, fp) for k, m in independent.items()}, match_rate(base, fp))
+                ev = evaluate(fp, pruned, independent, base)
                 s = ev.summary
                 row = {"method": name, "dtype": dtype, "seed": seed, "seconds": secs, "base": s["base"],
                        "transferability": s["transferability"],

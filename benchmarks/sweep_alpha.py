@@ -15,9 +15,8 @@ import json
 from pathlib import Path
 
 from charex import GenerationConfig, generate, load_model
-from charex.metrics import summarize
+from charex.metrics import evaluate
 from charex.models import read_card
-from charex.verify import match_rate
 
 
 def main() -> None:
@@ -44,8 +43,7 @@ def main() -> None:
         kw = dict(method="ltrc", k=2) if meth == "ltrc-k2" else dict(method=meth)
         cfg = GenerationConfig(n=a.n, steps=steps, alpha=alpha, eta=a.eta, early_stop=bool(es), seed=0, **kw)
         fp = generate(base, cfg)
-        s = summarize({g: {k: match_rate(m, fp) for k, m in ms.items()} for g, ms in pruned.items()},
-                      {k: match_rate(m, fp) for k, m in ind.items()}, match_rate(base, fp)).summary
+        s = evaluate(fp, pruned, ind, base).summary
         row = {"method": meth, "alpha_x255": round(alpha * 255, 3), "steps": steps, "early_stop": bool(es),
                "base": s["base"], "eta_optimal": 100 * fp.meta["eta_optimal_rate"], "polished": fp.meta["polished"],
                "transferability": s["transferability"], **{f"rob {g}": v["robustness"] for g, v in s["groups"].items()}}

@@ -13,3 +13,9 @@ class FingerprintFileError(CharexError):
 
 class ModelLoadError(CharexError):
     """A model cannot be loaded safely or does not behave as its card says."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name if the message is empty), for error text."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

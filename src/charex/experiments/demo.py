@@ -17,10 +17,10 @@ import torch
 from ..derive import prune_model, quantize_int8
 from ..fingerprint import FingerprintSet
 from ..generate import generate
-from ..metrics import summarize
+from ..metrics import evaluate
 from ..models import load_model
 from ..types import GenerationConfig
-from ..verify import calibrate, match_rate, verify
+from ..verify import calibrate, verify
 from .provenance import provenance, write_json
 
 DEMO_METHODS: dict[str, dict[str, Any]] = {  # reduced from the paper's n=100, T=500, q=10
@@ -68,8 +68,7 @@ def run_demo(out: str | Path, *, n: int = 50, steps: int = 100, alpha: float = 0
     held_out = {k: independent[k] for k in ("independent-2", "independent-3")}
     results: dict[str, Any] = {"methods": {}, "elapsed_s": None}
     for name, fp in sets.items():
-        ev = summarize({g: {k: match_rate(m, fp, k) for k, m in ms.items()} for g, ms in derived.items()},
-                       {k: match_rate(m, fp, k) for k, m in independent.items()}, match_rate(base, fp, "base"))
+        ev = evaluate(fp, derived, independent, base)
         cal = calibrate(fp, refs)
         suspects = {**held_out, **{k: m for ms in derived.values() for k, m in ms.items()}}
         verdicts = verify(cal, suspects)

@@ -25,11 +25,10 @@ from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..generate import generate
 from ..lineage import base_name, prune_name
-from ..metrics import summarize
+from ..metrics import evaluate
 from ..models.loading import bundled_dir, read_card
 from ..train import TrainConfig, accuracy, train_from_scratch
 from ..types import GenerationConfig
-from ..verify import match_rate
 from ..zoo import ModelCache
 from .paper import method_label
 from .provenance import provenance, write_json
@@ -138,8 +137,7 @@ def run_methods(base: nn.Module, independent: dict[str, nn.Module], derived: dic
             say(f"generating {name}")
             fp = generate(base, cfg, progress=progress)
             fp.save(fp_path)
-        ev = summarize({g: {k: match_rate(m, fp, k) for k, m in ms.items()} for g, ms in derived.items()},
-                       {k: match_rate(m, fp, k) for k, m in independent.items()}, match_rate(base, fp, "base"))
+        ev = evaluate(fp, derived, independent, base)
         row = {"name": name, "label": method_label(mspec["method"], mspec.get("k", 0)), "delta": cfg.delta,
                "config": cfg.to_dict(), "evaluation": ev.to_dict(), "base_match_rate": fp.meta["base_match_rate"]}
         write_json(rates_path, row)

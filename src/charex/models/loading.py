@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, first_line
 from .architectures import build_arch
 from .normalized import Normalized, resolve_normalization
 from .probe import set_eval
@@ -163,7 +163,7 @@ def _load_inner(path: Path, card: dict[str, Any], trust_pickle: bool) -> tuple[n
         except Exception as e:
             if not trust_pickle:
                 raise ModelLoadError(
-                    f"{path} cannot be loaded as plain weights (weights_only=True): {_first_line(e)}. "
+                    f"{path} cannot be loaded as plain weights (weights_only=True): {first_line(e)}. "
                     "If it is a full pickled module from a source you trust, pass --trust-pickle "
                     "(trust_pickle=True): unpickling runs code from the file.") from e
             try:
@@ -218,9 +218,6 @@ def _is_torchscript(path: Path) -> bool:
         return False
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def save_model(model: Normalized, path: str | Path, card: Mapping[str, Any] | None = None, *,

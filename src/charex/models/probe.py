@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from ..errors import CharexError
+from ..errors import CharexError, first_line
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -52,12 +52,12 @@ def probe_model(model: nn.Module, input_shape: Sequence[int], num_classes: int |
         with eval_mode(model), torch.no_grad():
             out = model(torch.full((2, *shape), 0.5, device=model_device(model)))
     except Exception as e:
-        raise CharexError(f"{name} does not accept input of shape {shape} (C,H,W): {_first_line(e)}") from e
+        raise CharexError(f"{name} does not accept input of shape {shape} (C,H,W): {first_line(e)}") from e
     try:
         with eval_mode(model), torch.no_grad():
             model(torch.full((3, *shape), 0.5, device=model_device(model)))
     except Exception as e:
-        raise CharexError(f"{name} accepts a batch of 2 but not of 3 ({_first_line(e)}); charex needs a dynamic "
+        raise CharexError(f"{name} accepts a batch of 2 but not of 3 ({first_line(e)}); charex needs a dynamic "
                           "batch size: export torch.export programs with torch.export.Dim for dimension 0") from e
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -69,6 +69,3 @@ def probe_model(model: nn.Module, input_shape: Sequence[int], num_classes: int |
         raise CharexError(f"{name} has {classes} output classes, expected {num_classes}")
     return classes
 
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
