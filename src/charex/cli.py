@@ -246,14 +246,14 @@ def _outputs(args: argparse.Namespace, lineages: list[str]) -> list[Any]:
 
 def cmd_derive(args: argparse.Namespace) -> int:
     from .derive import cast_weights, finetune_model, prune_model, quantize_int8
-    from .lineage import finetune_name, prune_name
+    from .lineage import finetune_name, parent_of, prune_name
 
     from .train import accuracy
 
     base = _load(args, args.model)
     has_test = args.data is not None or _has_default_data()
     base_acc = accuracy(base, _data(args, "test")) if has_test else None  # drops are measured on the same test set
-    parent = base.card.get("lineage") or base.card.get("source")
+    parent = parent_of(base.card)
     results = []
     if args.how == "prune":
         seeds = [args.seed + r for r in range(args.repeats)]

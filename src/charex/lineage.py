@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import Any, Callable
 
 
 def base_name(arch: str, arch_kwargs: dict[str, Any], seed: int, epochs: int) -> str:
@@ -33,6 +33,19 @@ def prune_name(parent: str, scope: str, ratio: float, finetune_epochs: int, seed
 def finetune_name(parent: str, last_layer: bool, lr: float, epochs: int, data: str, seed: int) -> str:
     """Lineage of a fine-tuned copy: ``parent|finetune(all|last,lr,ep=E,data=D,seed=S)``."""
     return derived_name(parent, "finetune", "last" if last_layer else "all", float(lr), ep=epochs, data=data, seed=seed)
+
+
+def parent_of(card: dict[str, Any]) -> str:
+    """The name a derived model's lineage extends: the card's lineage, else its source path."""
+    return str(card.get("lineage") or card.get("source") or "model")
+
+
+def relabel(model: Any, step: Callable[[str], str], **extra: Any) -> None:
+    """Set a derived model's card lineage to ``step(parent)`` and record the parent (and ``extra``)."""
+    card = getattr(model, "card", None)
+    if isinstance(card, dict):
+        parent = parent_of(card)
+        card.update(lineage=step(parent), parent=parent, **extra)
 
 
 def file_stem(lineage: str) -> str:

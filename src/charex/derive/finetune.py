@@ -9,7 +9,7 @@ from torch import nn
 
 from ..data.cifar10 import ArrayDataset
 from ..errors import CharexError
-from ..lineage import finetune_name
+from ..lineage import finetune_name, relabel
 from ..train import TrainConfig, train_model
 
 
@@ -34,8 +34,5 @@ def finetune_model(model: nn.Module, data: ArrayDataset, *, epochs: int, lr: flo
     params = list(_last_linear(tuned).parameters()) if last_layer else None
     stats = train_model(tuned, data, TrainConfig(epochs=epochs, lr=lr, seed=seed, warmup=0.1), params=params,
                         bn_eval=last_layer, progress=progress)
-    card = getattr(tuned, "card", None)
-    if isinstance(card, dict):
-        parent = card.get("lineage") or card.get("source") or "model"
-        card.update(lineage=finetune_name(parent, last_layer, lr, epochs, data_name, seed), parent=parent)
+    relabel(tuned, lambda parent: finetune_name(parent, last_layer, lr, epochs, data_name, seed))
     return tuned, stats

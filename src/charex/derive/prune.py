@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data.cifar10 import ArrayDataset
 from ..errors import CharexError
-from ..lineage import prune_name
+from ..lineage import prune_name, relabel
 from ..train import TrainConfig, train_model
 
 _PRUNABLE = (nn.Conv2d, nn.Linear)
@@ -91,10 +91,6 @@ def prune_model(model: nn.Module, ratio: float, *, scope: str = "layer", finetun
     if finetune_epochs:
         stats = train_model(pruned, data, TrainConfig(epochs=finetune_epochs, lr=lr, seed=seed, warmup=0.1),
                             masks=masks, progress=progress)
-    card = getattr(pruned, "card", None)
-    if isinstance(card, dict):
-        parent = card.get("lineage") or card.get("source") or "model"
-        card.update(lineage=prune_name(parent, scope, ratio, finetune_epochs, seed),
-                    parent=parent, prune={"ratio": ratio, "scope": scope, "finetune_epochs": finetune_epochs,
-                                          "seed": seed, "lr": lr})
+    relabel(pruned, lambda parent: prune_name(parent, scope, ratio, finetune_epochs, seed),
+            prune={"ratio": ratio, "scope": scope, "finetune_epochs": finetune_epochs, "seed": seed, "lr": lr})
     return pruned, {**stats, "sparsity": sparsity(pruned)}

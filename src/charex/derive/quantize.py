@@ -12,15 +12,8 @@ import torch
 from torch import nn
 
 from ..errors import CharexError
-from ..lineage import derived_name
+from ..lineage import derived_name, relabel
 from .prune import prunable_weights
-
-
-def _relabel(model: nn.Module, step: str) -> None:
-    card = getattr(model, "card", None)
-    if isinstance(card, dict):
-        parent = card.get("lineage") or card.get("source") or "model"
-        card.update(lineage=derived_name(parent, "quantize", step), parent=parent)
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
@@ -34,7 +27,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
             amax = w.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, *([1] * (w.dim() - 1)))
             scale = amax / 127
             w.copy_(torch.clamp(torch.round(w / scale), -127, 127) * scale)
-    _relabel(out, "int8")
+    relabel(out, lambda parent: derived_name(parent, "quantize", "int8"))
     return out
 
 
@@ -48,5 +41,5 @@ def cast_weights(model: nn.Module, dtype: str) -> nn.Module:
         for t in list(out.parameters()) + list(out.buffers()):
             if t.is_floating_point():
                 t.copy_(t.to(dt).to(t.dtype))
-    _relabel(out, dtype)
+    relabel(out, lambda parent: derived_name(parent, "quantize", dtype))
     return out

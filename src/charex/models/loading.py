@@ -219,7 +219,6 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
-
 def save_model(model: Normalized, path: str | Path, card: Mapping[str, Any] | None = None, *,
                dtype: torch.dtype | None = None) -> Path:
     """Atomically write ``model``'s inner weights as safetensors with its card in the metadata.
