@@ -101,6 +101,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"calibrated on {len(refs)} reference models (matches {rates}): null mean {100 * c['mu']:.1f}%, "
               f"overdispersion {c['rho']:.3f}; 'derived' at >= {c['threshold_matches']}/{fp.n} matches "
               f"(level {c['level']}); wrote {args.output}")
+    if c.get("strength") in ("weak", "impossible"):
+        print(f"warning: {c['strength']} calibration: {c['advice']}", file=sys.stderr)
+    elif c.get("advice") and not args.json:
+        print(f"note: {c['advice']}", file=sys.stderr)
     return 0
 
 
@@ -181,7 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, accuracy, train_from_scratch
 
     train, test = _data(args, "train"), _data(args, "test")
-    arch_kwargs = {"width": args.width, **dict(args.arch_kw)} if args.arch in ("cnn1", "resnet") else dict(args.arch_kw)
+    arch_kwargs = {"width": args.width, **dict(args.arch_kw)} if args.arch in ("cnn1", "resnet", "plain") \
+        else {"width": int(args.width), **dict(args.arch_kw)} if args.arch == "wide" and args.width >= 1 else dict(args.arch_kw)
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, dtype=args.dtype, batch_size=args.batch_size)
     model = train_from_scratch(args.arch, arch_kwargs, args.seed, train, test, cfg, progress=not args.quiet)
     card = model.card
@@ -199,14 +204,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _thief_data(args: argparse.Namespace) -> Any:
-    import torch
+    from .data.cifar10 import thief_split
 
-    data = _data(args, "train")
-    if args.data_split == "all":
-        return data, "train"
-    half = torch.randperm(len(data), generator=torch.Generator().manual_seed(12345))
-    idx = half[: len(data) // 2] if args.data_split == "half-a" else half[len(data) // 2:]
-    return data.subset(idx.sort().values), f"train-{args.data_split}"
+    return thief_split(_data(args, "train"), args.data_split)
 
 
 def _write_derived(args: argparse.Namespace, model: Any, stats: dict[str, Any], out: Any,
@@ -352,6 +352,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from .experiments.grid import load_profile, run_grid
     from .report.tables import grid_markdown
 
+    if args.dataset == "heldout":
+        from .experiments.heldout import run_heldout
+        from .report.tables import heldout_markdown
+
+        profile = load_profile(args.profile if args.profile != "quick" else "heldout")
+        res = run_heldout(profile, args.data, args.out, pool=args.pool, progress=not args.quiet)
+        print(heldout_markdown(res))
+        print(f"results in {args.out} (table-{args.pool}.md, results-{args.pool}.json, provenance.json)")
+        return 0
     if args.dataset == "imagenet":
         from .experiments.imagenet import run_imagenet
 
@@ -388,6 +397,8 @@ EXAMPLES = {
     "demo": "charex demo --out runs/demo",
     "report": "charex report runs/demo",
     "reproduce": "charex reproduce cifar10 --data ../shared/datasets/cifar10 --out runs/quick --profile quick\n"
+                 "  charex reproduce heldout --out runs/heldout --pool validation   # the sweep behind the defaults\n"
+                 "  charex reproduce heldout --out runs/heldout                     # the held-out table\n"
                  "  charex reproduce imagenet --base vgg16.pth --other vgg19.pth --val imagenet/val --out runs/in "
                  "--profile imagenet-paper",
     "zoo": "charex zoo list --cache runs/models",
@@ -457,14 +468,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = add("train", cmd_train, "train a CIFAR-10 model from scratch (seeded) and write it with its model card")
     t.add_argument("--arch", default="cnn1", help="architecture (default cnn1)")
-    t.add_argument("--width", type=float, default=0.25, help="width multiplier (cnn1, resnet)")
+    t.add_argument("--width", type=float, default=0.25, help="width multiplier (cnn1, resnet, plain; default 0.25) or channel count (wide, "
+                                                        "when >= 1)")
     t.add_argument("--arch-kw", type=_kv, action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--data", help="CIFAR-10 folder (batches or ImageFolder); default ../shared/datasets/cifar10")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, default=15)
     t.add_argument("--lr", type=float, default=0.08)
     t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    t.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="training compute dtype (default auto: bfloat16 where the CPU/GPU runs it natively)")
     t.add_argument("--half", action="store_true", help="store float16 weights (accuracy re-measured after loading)")
     t.add_argument("-o", "--output", required=True)
     t.add_argument("--json", action="store_true")
@@ -517,7 +530,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("directory")
 
     rr = add("reproduce", cmd_reproduce, "run the paper's Table 2 grid (resumable; models cached by lineage)")
-    rr.add_argument("dataset", choices=["cifar10", "imagenet"])
+    rr.add_argument("dataset", choices=["cifar10", "imagenet", "heldout"],
+                    help="cifar10: the paper's Table 2; imagenet: Table 1; heldout: uniqueness on held-out "
+                         "independent models with realistic derived copies (profile heldout)")
+    rr.add_argument("--pool", default="heldout", choices=["heldout", "validation"],
+                    help="heldout: report on the held-out pool; validation: the sweep that chooses defaults")
     rr.add_argument("--base", help="imagenet: base weights (e.g. torchvision vgg16 .pth)")
     rr.add_argument("--other", nargs="+", help="imagenet: independent models' weights (e.g. vgg19 .pth)")
     rr.add_argument("--val", help="imagenet: val ImageFolder (val/<class>/*.JPEG)")

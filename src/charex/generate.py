@@ -7,6 +7,7 @@ clipped step (identity, or the DCT high-pass for LTRC).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 from typing import Callable, Sequence
@@ -17,10 +18,11 @@ from torch import nn
 from . import __version__
 from .errors import CharexError
 from .fingerprint import FingerprintSet
+from .dtypes import resolve_dtype
 from .frequency import HighPass
-from .gradients import ModelForward
+from .gradients import ModelForward, reference_gradient
 from .models.normalized import state_digest
-from .models.probe import eval_mode, model_device, probe_model
+from .models.probe import Models, eval_mode, model_device, named_models, probe_model
 from .types import GenerationConfig
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -28,8 +30,14 @@ Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | None = None,
              targets: torch.Tensor | None = None, quantize: bool = True,
-             input_shape: Sequence[int] | None = None, progress: bool = False) -> FingerprintSet:
+             input_shape: Sequence[int] | None = None, references: Models | None = None,
+             progress: bool = False) -> FingerprintSet:
     """Generate ``config.n`` characteristic examples of ``model``.
+
+    With ``references`` (reference-contrastive generation, beyond the paper) every step descends
+    ``CE(base) + config.ref_weight * mean_r -log(1 - p_r(target | x))``: the examples are pushed to
+    their targets on the base model (with the method's weight noise and high-pass) and away from them
+    on independent reference models, which costs one more forward/backward pass per reference and step.
 
     Args:
         model: classifier on N x C x H x W pixels in [0, 1] (e.g. from :func:`charex.load_model`).
@@ -40,6 +48,9 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
         quantize: round to 8-bit pixels (uint8 images; off-target examples are polished on
             the 1/255 grid). ``False`` keeps the raw float32 end point.
         input_shape: C,H,W when ``x0`` is not given (default: the model card's, else 3,32,32).
+        references: independent models (name -> model mapping or list) to push away from the
+            targets; their weight digests are recorded in ``meta["references"]`` and ``calibrate``
+            refuses them as calibration references (they match ~0% by construction).
         progress: show a progress bar.
 
     Returns:
@@ -60,12 +71,24 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
     y = torch.randint(num_classes, (cfg.n,), generator=gen, device=device) if targets is None \
         else _check_targets(targets, cfg.n, num_classes, device)
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-    with eval_mode(model):
-        fwd = ModelForward(model, dtype=dtype, channels_last=dtype != torch.float32 and device.type == "cpu",
-                           delta=cfg.delta, scope=cfg.noise_scope, generator=gen)
+    channels_last = dtype != torch.float32 and device.type == "cpu"
+    base_digest = state_digest(model)
+    refs = _check_references(named_models(references or {}), shape, num_classes, base_digest, device)
+    with eval_mode(model), contextlib.ExitStack() as stack:
+        for _, r in refs:
+            stack.enter_context(eval_mode(r))
+        fwd = ModelForward(model, dtype=dtype, channels_last=channels_last, delta=cfg.delta, scope=cfg.noise_scope,
+                           generator=gen)
+        ref_fwd = [ModelForward(r, dtype=dtype, channels_last=channels_last) for _, r in refs]
         project: Callable[[torch.Tensor], torch.Tensor] = HighPass(shape[1], shape[2], cfg.k, device=device)
-        x = _descend(x, y, lambda xa, ya: fwd.input_gradient(xa, ya, cfg.noise_samples), project,
-                     fwd.loss if cfg.early_stop else None, cfg, progress).clamp_(0, 1)
+
+        def grad(xa: torch.Tensor, ya: torch.Tensor) -> torch.Tensor:
+            g = fwd.input_gradient(xa, ya, cfg.noise_samples)
+            if ref_fwd and cfg.ref_weight > 0:
+                g = g + cfg.ref_weight * reference_gradient(ref_fwd, xa, ya)
+            return g
+
+        x = _descend(x, y, grad, project, fwd.loss if cfg.early_stop else None, cfg, progress).clamp_(0, 1)
         exact = ModelForward(model, fold_bn=False)  # float32, no noise, the model as is: judges the saved images
         polished = 0
         if quantize:
@@ -78,7 +101,8 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
         "input_shape": list(shape), "num_classes": num_classes,
         "normalization": {k: card[k] for k in ("mean", "std") if k in card},
         "classes": card.get("classes"), "base_model": card.get("lineage") or card.get("source"),
-        "base_model_digest": state_digest(model), "charex_version": __version__,
+        "base_model_digest": base_digest, "charex_version": __version__,
+        "references": [{"name": name, "digest": state_digest(r)} for name, r in refs],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "base_match_rate": float((logits.argmax(1) == y).float().mean()),
         "eta_optimal_rate": float((loss < cfg.eta).float().mean()), "mean_base_loss": float(loss.mean()),
@@ -87,20 +111,6 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
     }
     images = (x * 255).round().to(torch.uint8) if quantize else x.float()
     return FingerprintSet(images=images.cpu(), targets=y.cpu(), config=cfg, meta=meta)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """``auto`` -> ``bfloat16`` where the device runs it natively, else ``float32``; others unchanged."""
-    if dtype != "auto":
-        return dtype
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    if device.type == "cpu":
-        try:
-            return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
-        except (AttributeError, RuntimeError):
-            return "float32"
-    return "float32"
 
 
 def _descend(x: torch.Tensor, y: torch.Tensor, grad: Step, project: Callable[[torch.Tensor], torch.Tensor],
@@ -141,6 +151,25 @@ def _quantize_and_polish(x: torch.Tensor, y: torch.Tensor, exact: ModelForward, 
         g = exact.input_gradient(xq[bad], y[bad])
         xq[bad] = torch.round(torch.clamp(xq[bad] - torch.sign(g) / 255, 0, 1) * 255) / 255
     return xq, int(fixed.sum())
+
+
+def _check_references(refs: list[tuple[str, nn.Module]], shape: tuple[int, int, int], num_classes: int,
+                      base_digest: str, device: torch.device) -> list[tuple[str, nn.Module]]:
+    """Reference models must take the base's input shape, have its class count, differ from it and
+    live on its device."""
+    seen: set[str] = set()
+    for name, r in refs:
+        probe_model(r, shape, num_classes, name=f"reference {name}")
+        digest = state_digest(r)
+        if digest == base_digest:
+            raise CharexError(f"reference {name} is the base model itself (same weight digest); references must be "
+                              "independent models")
+        if digest in seen:
+            raise CharexError(f"reference {name} has the same weights as another reference")
+        seen.add(digest)
+        if model_device(r) != device:
+            raise CharexError(f"reference {name} is on {model_device(r)} but the base model on {device}")
+    return refs
 
 
 def _input_shape(x0: torch.Tensor | None, input_shape: Sequence[int] | None, card: dict) -> tuple[int, int, int]:

@@ -1,4 +1,5 @@
-"""Input gradients of the targeted loss: plain, and averaged over q weight-noise samples.
+"""Input gradients of the targeted loss: plain, averaged over q weight-noise samples, and the
+reference-contrastive term that pushes independent reference models away from the target.
 
 The weight noise is applied functionally (``torch.func.functional_call`` with perturbed
 copies of the parameters); the caller's model is never edited. One noise sample
@@ -143,3 +144,23 @@ class ModelForward:
             loss = F.cross_entropy(self.logits(xg, self.sample_params()), y, reduction="sum")
             total += torch.autograd.grad(loss, xg)[0]
         return total / samples
+
+
+def away_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example ``-log(1 - p(y | x))`` from N x C logits: small when the model does not assign class y.
+
+    Computed stably as ``logsumexp(z) - logsumexp(z without z_y)``.
+    """
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return torch.logsumexp(logits, 1) - torch.logsumexp(others, 1)
+
+
+def reference_gradient(references: list[ModelForward], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient w.r.t. x of the summed ``away_loss`` averaged over the reference models (no weight noise).
+
+    Descending it lowers every reference's probability of the target label (the contrastive term of
+    reference-contrastive generation; one forward and backward pass per reference).
+    """
+    xg = x.detach().requires_grad_(True)
+    loss = sum(away_loss(r.logits(xg), y).sum() for r in references) / len(references)
+    return torch.autograd.grad(loss, xg)[0]

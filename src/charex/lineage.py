@@ -30,6 +30,17 @@ def prune_name(parent: str, scope: str, ratio: float, finetune_epochs: int, seed
     return derived_name(parent, "prune", scope, float(ratio), ft=finetune_epochs, seed=seed)
 
 
+def iterative_prune_name(parent: str, ratio: float, epochs_per_round: int, tolerance: float, seed: int) -> str:
+    """Lineage of an iteratively pruned copy: ``parent|prune-iter(global,ratio,ft=E,tol=T,seed=S)``."""
+    return derived_name(parent, "prune-iter", "global", float(ratio), ft=epochs_per_round, tol=float(tolerance),
+                        seed=seed)
+
+
+def distill_name(parent: str, arch: str, epochs: int, data: str, seed: int) -> str:
+    """Lineage of a student trained on the parent's labels: ``parent|distill(arch,ep=E,data=D,seed=S)``."""
+    return derived_name(parent, "distill", arch, ep=epochs, data=data, seed=seed)
+
+
 def finetune_name(parent: str, last_layer: bool, lr: float, epochs: int, data: str, seed: int) -> str:
     """Lineage of a fine-tuned copy: ``parent|finetune(all|last,lr,ep=E,data=D,seed=S)``."""
     return derived_name(parent, "finetune", "last" if last_layer else "all", float(lr), ep=epochs, data=data, seed=seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ContextManager
 
 import torch
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.cifar10 import ArrayDataset
+from .dtypes import resolve_dtype
 from .errors import CharexError
 from .models.probe import eval_mode, model_device
 
@@ -34,14 +35,14 @@ class TrainConfig:
     weight_decay: float = 5e-4  # L2 on all parameters
     label_smoothing: float = 0.1
     crop_padding: int = 4       # random crop with this zero padding, plus horizontal flips
-    dtype: str = "bfloat16"     # autocast dtype ("float32" disables autocast)
+    dtype: str = "auto"         # autocast dtype: bfloat16 where the device runs it natively (auto), else float32
     seed: int = 0               # data order and augmentation (init is seeded by the caller)
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
             raise CharexError(f"invalid training config: {self}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise CharexError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise CharexError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
 
 
 def augment(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
@@ -92,6 +93,7 @@ def train_model(model: nn.Module, data: ArrayDataset, cfg: TrainConfig, *, masks
     from tqdm.auto import tqdm
 
     device = model_device(model)
+    cfg = replace(cfg, dtype=resolve_dtype(cfg.dtype, device))
     gen = torch.Generator().manual_seed(cfg.seed)
     named = dict(model.named_parameters())
     masks = {k: m.to(device) for k, m in (masks or {}).items()}

@@ -41,6 +41,9 @@ class GenerationConfig:
         early_stop: freeze examples once their base-model loss is below eta.
         polish_steps: at most this many extra 1/255 sign steps on the 8-bit grid for examples
             that quantization pushed off their target.
+        ref_weight: weight lambda of the reference-contrastive term when ``generate`` is given
+            reference models: each step descends CE(base) + lambda * mean_r -log(1 - p_r(target | x))
+            (ignored without references).
 
     Example:
         >>> GenerationConfig(method="ltrc", delta=0.03, k=2, q=10).method
@@ -60,6 +63,7 @@ class GenerationConfig:
     noise_scope: str = "all"
     early_stop: bool = False
     polish_steps: int = 100
+    ref_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -76,6 +80,8 @@ class GenerationConfig:
             raise CharexError(f"delta must be a finite number >= 0, got {self.delta!r}")
         if not (isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta > 0):
             raise CharexError(f"eta must be a finite number > 0, got {self.eta!r}")
+        if not (isinstance(self.ref_weight, (int, float)) and math.isfinite(self.ref_weight) and self.ref_weight >= 0):
+            raise CharexError(f"ref_weight must be a finite number >= 0, got {self.ref_weight!r}")
         if self.dtype not in DTYPES:
             raise CharexError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.noise_scope not in NOISE_SCOPES:

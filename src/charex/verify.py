@@ -12,7 +12,7 @@ is P(K >= k); it is ``derived`` when p <= level.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -21,10 +21,8 @@ from torch import nn
 from .errors import CharexError
 from .fingerprint import FingerprintSet
 from .models.normalized import state_digest
-from .models.probe import eval_mode, model_device, probe_model
+from .models.probe import Models, eval_mode, model_device, named_models, probe_model
 from .types import Verdict
-
-Models = Mapping[str, nn.Module] | Sequence[nn.Module]
 
 
 def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name: str = "model") -> torch.Tensor:
@@ -52,12 +50,6 @@ def match_count(model: nn.Module, fp: FingerprintSet, name: str = "model") -> in
 def match_rate(model: nn.Module, fp: FingerprintSet, name: str = "model") -> float:
     """Fraction of fingerprint examples ``model`` classifies as their target label."""
     return match_count(model, fp, name) / fp.n
-
-
-def _named(models: Models) -> list[tuple[str, nn.Module]]:
-    if isinstance(models, Mapping):
-        return [(str(k), v) for k, v in models.items()]
-    return [(getattr(m, "card", {}).get("source", f"model{i}"), m) for i, m in enumerate(models)]
 
 
 def fit_beta_binomial(counts: Sequence[int], n: int, rho_min: float = 0.02) -> tuple[float, float]:
@@ -111,14 +103,19 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01, rh
     """
     if not 0 < level < 1:
         raise CharexError(f"level must lie in (0, 1), got {level}")
-    named = _named(references)
+    named = named_models(references)
     base_digest = fp.meta.get("base_model_digest")
+    used = {r["digest"]: r["name"] for r in fp.meta.get("references", [])}
     rows = []
     for name, m in named:
         digest = state_digest(m)
         if digest == base_digest:
             raise CharexError(f"reference {name} is the base model itself (same weight digest); "
                               "calibration needs independent models")
+        if digest in used:
+            raise CharexError(f"reference {name} was a generation reference of this fingerprint (as {used[digest]}): "
+                              "the examples were pushed away from it, so it would make the null too optimistic; "
+                              "calibrate on independent models that took no part in generation")
         rows.append({"name": name, "digest": digest, "matches": match_count(m, fp, name), "n": fp.n})
     mu, rho = fit_beta_binomial([r["matches"] for r in rows], fp.n, rho_min)
     threshold = next((k for k in range(fp.n + 1) if null_p_value(k, fp.n, mu, rho) <= level), fp.n + 1)
@@ -127,7 +124,37 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01, rh
         "mu": mu, "rho": rho, "rho_min": rho_min, "level": level,
         "threshold_matches": threshold, "threshold_rate": threshold / fp.n, "references": rows,
     }
+    block.update(calibration_strength(threshold, fp.n, mu, len(rows)))
     return fp.with_calibration(block)
+
+
+# a useful derived copy (pruned <= 95% and fine-tuned, fine-tuned, int8) matches at least this fraction of
+# a fingerprint made with charex's defaults (docs/results.md); a threshold above it cannot catch all of them
+USEFUL_COPY_RATE = 0.9
+
+
+def calibration_strength(threshold: int, n: int, mu: float, n_references: int) -> dict[str, str]:
+    """``strength`` (``ok``, ``weak`` or ``impossible``) of a calibrated threshold and, unless ``ok``,
+    an ``advice`` sentence saying what to change.
+
+    impossible: the threshold exceeds n (no suspect can be judged derived); weak: it exceeds
+    :data:`USEFUL_COPY_RATE` of n, above what useful derived copies are known to reach.
+    """
+    fix = ("fewer --steps or a smaller --alpha (a smaller step budget transfers less), generation "
+           "references (--references, models that then may not be used for calibration), or more examples (--n)")
+    if threshold > n:
+        return {"strength": "impossible",
+                "advice": f"the independent references match {100 * mu:.0f}% on average, so even {n}/{n} matches is "
+                          f"not significant: no suspect can be judged derived. Regenerate with {fix}."}
+    if threshold > USEFUL_COPY_RATE * n:
+        return {"strength": "weak",
+                "advice": f"'derived' needs >= {threshold}/{n} matches (independent references average {100 * mu:.0f}%)"
+                          f", more than the {100 * USEFUL_COPY_RATE:.0f}% that useful pruned or fine-tuned copies are "
+                          f"known to keep; heavily modified copies will be missed. Regenerate with {fix}."}
+    if n_references < 3:
+        return {"strength": "ok", "advice": f"only {n_references} references: the null is wide; 4 or more "
+                                            "independent models (other seeds and architectures) sharpen it"}
+    return {"strength": "ok"}
 
 
 def verify(fp: FingerprintSet, suspects: Models) -> list[Verdict]:
@@ -141,7 +168,7 @@ def verify(fp: FingerprintSet, suspects: Models) -> list[Verdict]:
     """
     cal = fp.calibration
     out = []
-    for name, m in _named(suspects):
+    for name, m in named_models(suspects):
         k = match_count(m, fp, name)
         if cal is None:
             out.append(Verdict(suspect=name, match_rate=k / fp.n, matches=k, n=fp.n))

@@ -47,6 +47,18 @@ class ArrayDataset:
         return ArrayDataset(self.images[idx], self.labels[idx], self.classes, h[:16])
 
 
+def thief_split(data: ArrayDataset, split: str) -> tuple[ArrayDataset, str]:
+    """The thief's training data: ``all``, or a fixed random half (``half-a`` or ``half-b``; the halves are
+    disjoint and the same on every machine). Returns the data and its name (e.g. ``train-half-b``)."""
+    if split == "all":
+        return data, "train"
+    if split not in ("half-a", "half-b"):
+        raise CharexError(f"data split must be all, half-a or half-b, got {split!r}")
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(12345))
+    idx = perm[: len(data) // 2] if split == "half-a" else perm[len(data) // 2:]
+    return data.subset(idx.sort().values), f"train-{split}"
+
+
 def cache_dir() -> Path:
     """charex's cache folder: $CHAREX_CACHE, else ~/.cache/charex."""
     return Path(os.environ.get("CHAREX_CACHE", Path.home() / ".cache" / "charex"))

@@ -1,5 +1,9 @@
 """Unstructured magnitude pruning (Han et al. 2015) of conv and linear weights, with fine-tuning.
 
+``prune_model`` prunes once (then optionally fine-tunes); ``prune_until_useful`` prunes the way a
+thief ships a copy: global magnitude pruning in rounds of rising sparsity (prune, retrain, prune
+more), then more retraining until the copy is within a tolerance of the base's accuracy.
+
 ``layer`` scope zeroes the same fraction of every layer's weights; ``global`` ranks all
 prunable weights together. The masks select exactly what ``torch.nn.utils.prune``'s
 ``l1_unstructured`` / ``global_unstructured(L1Unstructured)`` select (tested).
@@ -15,8 +19,8 @@ from torch import nn
 
 from ..data.cifar10 import ArrayDataset
 from ..errors import CharexError
-from ..lineage import prune_name, relabel
-from ..train import TrainConfig, train_model
+from ..lineage import iterative_prune_name, parent_of, prune_name, relabel
+from ..train import TrainConfig, accuracy, train_model
 
 _PRUNABLE = (nn.Conv2d, nn.Linear)
 
@@ -94,3 +98,50 @@ def prune_model(model: nn.Module, ratio: float, *, scope: str = "layer", finetun
     relabel(pruned, lambda parent: prune_name(parent, scope, ratio, finetune_epochs, seed),
             prune={"ratio": ratio, "scope": scope, "finetune_epochs": finetune_epochs, "seed": seed, "lr": lr})
     return pruned, {**stats, "sparsity": sparsity(pruned)}
+
+
+def sparsity_schedule(ratio: float, steps: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.98)) -> list[float]:
+    """Sparsities of the iterative rounds that end at ``ratio``: the ``steps`` below it, then ``ratio``.
+
+    Example:
+        >>> sparsity_schedule(0.9)
+        [0.5, 0.8, 0.9]
+    """
+    return [s for s in steps if s < ratio - 1e-9] + [ratio]
+
+
+def prune_until_useful(model: nn.Module, ratio: float, *, data: ArrayDataset, test: ArrayDataset,
+                       epochs_per_round: int = 1, tolerance: float = 0.01, max_extra_epochs: int = 4,
+                       seed: int = 0, lr: float = 0.01, progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Global magnitude pruning to ``ratio`` in rounds (Han et al. 2015), retrained until useful.
+
+    Each round of :func:`sparsity_schedule` prunes the smallest remaining weights globally and retrains
+    ``epochs_per_round`` epochs with the masks fixed; afterwards up to ``max_extra_epochs`` more epochs
+    run, one at a time, until the copy's accuracy on ``test`` is within ``tolerance`` (a fraction: 0.01 is
+    one point) of the base's. The stats record every round's accuracy and whether the copy got there.
+    """
+    base_acc = accuracy(model, test)
+    current = model
+    rounds = []
+    for i, r in enumerate(sparsity_schedule(ratio)):
+        current, _ = prune_model(current, r, scope="global", finetune_epochs=epochs_per_round, data=data,
+                                 seed=seed * 100 + i, lr=lr, progress=progress)
+        rounds.append({"sparsity": r, "accuracy": accuracy(current, test)})
+    masks = {k: (w != 0).float() for k, w in prunable_weights(current).items()}
+    extra = 0
+    while base_acc - rounds[-1]["accuracy"] > tolerance and extra < max_extra_epochs:
+        extra += 1
+        train_model(current, data, TrainConfig(epochs=1, lr=lr / 2, seed=seed * 100 + 50 + extra, warmup=0.1),
+                    masks=masks, progress=progress)
+        rounds.append({"sparsity": ratio, "accuracy": accuracy(current, test), "extra_epoch": extra})
+    acc = rounds[-1]["accuracy"]
+    card = getattr(current, "card", None)
+    if isinstance(card, dict):  # one lineage step for the whole procedure
+        card["lineage"] = iterative_prune_name(parent_of(getattr(model, "card", {}) or {}), ratio, epochs_per_round,
+                                               tolerance, seed)
+        card["parent"] = parent_of(getattr(model, "card", {}) or {})
+        card["prune"] = {"ratio": ratio, "scope": "global", "iterative": True, "rounds": rounds, "seed": seed, "lr": lr}
+        card["test_accuracy"] = acc
+    return current, {"sparsity": sparsity(current), "accuracy": acc, "base_accuracy": base_acc,
+                     "accuracy_drop": base_acc - acc, "within_tolerance": base_acc - acc <= tolerance,
+                     "extra_epochs": extra, "rounds": rounds}

@@ -119,6 +119,54 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
 
 
+VGG11_PLAN: list[int | str] = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+
+
+class PlainVGG(nn.Module):
+    """A plain VGG-11-style net (Simonyan & Zisserman, configuration A: 8 conv layers) with one linear head.
+
+    An independent model of another family than CNN-1 (shallower, no hidden FC layers).
+
+    Args:
+        width: channel multiplier (0.25: 16..128 channels). batch_norm: BatchNorm after each conv
+            (default; without it this depth does not train with charex's default recipe).
+    """
+
+    def __init__(self, *, width: float = 0.25, num_classes: int = 10, in_channels: int = 3,
+                 batch_norm: bool = True) -> None:
+        super().__init__()
+        self.features = _vgg_features(VGG11_PLAN, width, in_channels, batch_norm)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(max(1, int(round(512 * width))), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class WideShallow(nn.Module):
+    """A wide, shallow net: three conv layers (5x5 then 3x3; BN, ReLU, pooling) of ``width`` channels.
+
+    An independent model of another family: few layers, many channels.
+    """
+
+    def __init__(self, *, width: int = 96, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        if width < 1:
+            raise CharexError(f"width must be >= 1, got {width}")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 5, padding=2, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.features(x), 1))
+
+
 class VGG(nn.Module):
     """torchvision-compatible VGG (same state-dict keys) for ImageNet-scale experiments.
 
@@ -156,6 +204,8 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "cnn1": CNN1,
     "tiny": TinyNet,
     "resnet": ResNet,
+    "plain": PlainVGG,
+    "wide": WideShallow,
     "vgg16": vgg16,
     "vgg19": vgg19,
 }

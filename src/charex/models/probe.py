@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..errors import CharexError, first_line
+
+
+Models = Union[Mapping[str, nn.Module], Sequence[nn.Module]]
+
+
+def named_models(models: Models) -> list[tuple[str, nn.Module]]:
+    """(name, model) pairs from a name -> model mapping, or from a list (names from the model card's
+    ``source``, else ``model{i}``)."""
+    if isinstance(models, Mapping):
+        return [(str(k), v) for k, v in models.items()]
+    return [(getattr(m, "card", {}).get("source", f"model{i}"), m) for i, m in enumerate(models)]
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -84,3 +84,41 @@ def grid_csv(results: dict) -> str:
             w.writerow([r["label"], r["delta"], g, f"{s.get('base', float('nan')):.1f}", f"{gs['robustness']:.1f}",
                         f"{s['transferability']:.1f}", f"{gs['uniqueness']:.1f}", f"{gs['auc']:.3f}"])
     return buf.getvalue()
+
+
+def heldout_markdown(results: dict) -> str:
+    """The uniqueness table of ``charex reproduce heldout``: one row per method, numbers on the reported pool.
+
+    Robustness is over useful copies only (within the profile's ``useful_drop`` of the base); each group's
+    accuracy range is in its header. U = robustness - transferability.
+    """
+    rows = results["rows"]
+    if not rows:
+        return "(no methods)\n"
+    pool = results["report_pool"]
+    groups = list(dict.fromkeys(g for r in rows for g in r["summary"]["groups"]))
+    first = rows[0]["summary"]["groups"]
+
+    def head(g: str) -> str:
+        gi = first.get(g, {})
+        acc = f" ({gi['accuracy_min']:.1f}-{gi['accuracy_max']:.1f}%)" if gi.get("accuracy_min") is not None else ""
+        return f"{g}{acc}"
+
+    lines = [f"| method | transfer ({pool}, mean / max) | " + " | ".join(head(g) for g in groups)
+             + " | AUC | TPR@1%FPR | false claims | threshold | gen. s |",
+             "|" + "---|" * (len(groups) + 7)]
+    for r in rows:
+        s = r["summary"]
+        cells = []
+        for g in groups:
+            gi = s["groups"].get(g)
+            cells.append("-" if gi is None else f"{gi['robustness']:.0f} ({gi['uniqueness']:+.0f}) "
+                                                f"{gi['detected']}/{gi['n_models']}")
+        c = r["calibration"]
+        lines.append(f"| {r['name']} | {s['transferability']:.1f} / {s['transferability_max']:.0f} | " + " | ".join(cells)
+                     + f" | {s['auc']:.3f} | {s['tpr_at_1pct_fpr']:.0f}% | {s['false_claims']}/{s['n_independent']} | "
+                       f"{c['threshold_matches']}/{r['config']['n']} | {r['generation_seconds'] if r.get('generation_seconds') is not None else '-'} |")
+    lines.append("")
+    lines.append("Cells: robustness % (uniqueness = robustness - transferability) and copies judged derived at "
+                 f"level {results['profile']['level']}; accuracy range of each group's copies in its header.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,259 @@
+"""``charex reproduce heldout``: an evaluation that cannot flatter itself.
+
+Independent models come in four disjoint pools: ``generation`` (references that reference-contrastive
+methods push away from; no other method sees them), ``validation`` (where defaults and hyperparameters
+are chosen), ``calibration`` (the verifier's null) and ``heldout`` (used only for reported numbers).
+Derived copies are made as a thief ships them: global magnitude pruning in rounds with retraining
+until within a point of the base, fine-tuning on the thief's half of the data, int8, and a student
+distilled from the base's labels. Every copy's accuracy is reported beside its match rate; a copy more
+than ``useful_drop`` points below the base is reported apart, as no longer a useful theft.
+
+Output folder: models/ (lineage cache), fingerprints/, rates/ (one JSON per method: a finished unit),
+results.json, table.md, provenance.json. Every step first looks for its finished output (resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from torch import nn
+
+from ..data import load_cifar10
+from ..data.cifar10 import ArrayDataset, thief_split
+from ..derive import quantize_int8
+from ..derive.distill import distill_model
+from ..derive.finetune import finetune_model
+from ..derive.prune import prune_until_useful
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
+from ..generate import generate
+from ..lineage import base_name, distill_name, finetune_name, iterative_prune_name, parent_of
+from ..metrics import roc_auc, tpr_at_fpr
+from ..models import load_model
+from ..models.loading import bundled_dir, read_card
+from ..train import TrainConfig, accuracy, train_from_scratch
+from ..types import GenerationConfig
+from ..verify import calibrate, match_count, null_p_value
+from ..zoo import ModelCache
+from .provenance import provenance, write_json
+
+POOLS = ("generation", "validation", "calibration", "heldout")
+
+
+def seed_cache(cache: ModelCache, lineage: str, digest: str, folders: list[Path]) -> None:
+    """Copy a model trained elsewhere (bundled, or a ``charex train`` output folder) into the cache when it
+    is exactly the requested lineage on the same data."""
+    if cache.path(lineage, digest).is_file():
+        return
+    for folder in folders:
+        for p in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            card = read_card(p)
+            if card.get("lineage") == lineage and card.get("data_digest") == digest:
+                cache.path(lineage, digest).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(p, cache.path(lineage, digest))
+                return
+
+
+class Models:
+    """Builds (or loads from the lineage cache) every model a profile names."""
+
+    def __init__(self, profile: dict[str, Any], train: ArrayDataset, test: ArrayDataset, out: Path,
+                 progress: bool, say: Callable[[str], None]) -> None:
+        self.profile, self.train, self.test = profile, train, test
+        self.cache = ModelCache(out / "models")
+        self.folders = [bundled_dir()] + [Path(f) for f in profile.get("model_folders", [])]
+        self.progress, self.say = progress, say
+
+    def get(self, lineage: str, make: Callable[[], nn.Module]) -> nn.Module:
+        seed_cache(self.cache, lineage, self.train.digest, self.folders)
+        if not self.cache.path(lineage, self.train.digest).is_file():
+            self.say(f"making {lineage}")
+        return self.cache.get_or_create(lineage, make, self.train.digest)
+
+    def trained(self, spec: dict[str, Any]) -> nn.Module:
+        """A model trained from scratch: {arch, arch_kwargs, seed, epochs}."""
+        arch, kw, seed, epochs = spec["arch"], spec.get("arch_kwargs", {}), spec["seed"], spec["epochs"]
+        return self.get(base_name(arch, kw, seed, epochs), lambda: train_from_scratch(
+            arch, kw, seed, self.train, self.test, TrainConfig(epochs=epochs, seed=seed), self.progress))
+
+    def derived(self, base: nn.Module, pool: str) -> dict[str, dict[str, nn.Module]]:
+        """Group name -> lineage -> derived copy, per the profile's ``derived`` block.
+
+        Repeats ``r < validation_repeats`` of pruning and fine-tuning serve the ``validation`` pool (where
+        defaults are chosen), the others the ``heldout`` pool, so no reported copy took part in a choice.
+        int8 is deterministic and serves both; the distilled student is reported on ``heldout`` only.
+        """
+        d, parent, out = self.profile["derived"], parent_of(base.card), {}
+        nval = d.get("validation_repeats", 0)
+
+        def repeats(n: int) -> range:
+            return range(nval) if pool == "validation" else range(nval, n)
+
+        pr = d.get("prune")
+        for ratio in pr["ratios"] if pr else []:
+            for r in repeats(pr["repeats"]):
+                lineage = iterative_prune_name(parent, ratio, pr["epochs_per_round"], pr["tolerance"], r)
+                out.setdefault(f"prune {round(100 * ratio)}%", {})[lineage] = self.get(
+                    lineage, lambda ratio=ratio, r=r: prune_until_useful(
+                        base, ratio, data=self.train, test=self.test, epochs_per_round=pr["epochs_per_round"],
+                        tolerance=pr["tolerance"], max_extra_epochs=pr["max_extra_epochs"], seed=r, lr=pr["lr"],
+                        progress=self.progress)[0])
+        ft = d.get("finetune")
+        if ft:
+            data, data_name = thief_split(self.train, ft["split"])
+            for r in repeats(ft["repeats"]):
+                lineage = finetune_name(parent, False, ft["lr"], ft["epochs"], data_name, r)
+                out.setdefault("fine-tune", {})[lineage] = self.get(lineage, lambda r=r: self._with_acc(finetune_model(
+                    base, data, epochs=ft["epochs"], lr=ft["lr"], seed=r, data_name=data_name,
+                    progress=self.progress)[0]))
+        if d.get("int8"):
+            q = quantize_int8(base)
+            q.card["test_accuracy"] = accuracy(q, self.test)
+            out["int8"] = {q.card["lineage"]: q}
+        ds = d.get("distill")
+        if ds and pool == "heldout":
+            data, data_name = thief_split(self.train, ds["split"])
+            lineage = distill_name(parent, ds["arch"], ds["epochs"], data_name, ds["seed"])
+            out["distilled"] = {lineage: self.get(lineage, lambda: distill_model(
+                base, data, arch=ds["arch"], arch_kwargs=ds.get("arch_kwargs", {}), epochs=ds["epochs"],
+                seed=ds["seed"], data_name=data_name, test=self.test, progress=self.progress)[0])}
+        return out
+
+    def _with_acc(self, m: nn.Module) -> nn.Module:
+        m.card["test_accuracy"] = accuracy(m, self.test)
+        return m
+
+
+def pool_models(models: Models, profile: dict[str, Any]) -> dict[str, dict[str, nn.Module]]:
+    """Pool name -> lineage -> model; the pools must be disjoint (checked by weight digest)."""
+    from ..models.normalized import state_digest
+
+    pools: dict[str, dict[str, nn.Module]] = {}
+    owner: dict[str, str] = {}
+    for pool in POOLS:
+        for spec in profile["pools"].get(pool, []):
+            m = models.trained(spec)
+            d = state_digest(m)
+            if d in owner:
+                raise CharexError(f"{m.card['lineage']} is in both the {owner[d]} and the {pool} pool")
+            owner[d] = pool
+            pools.setdefault(pool, {})[m.card["lineage"]] = m
+    return pools
+
+
+def method_config(spec: dict[str, Any], defaults: dict[str, Any]) -> GenerationConfig:
+    """The GenerationConfig of one method row (``references`` is not a config field)."""
+    keys = {"method", "n", "steps", "alpha", "delta", "q", "k", "seed", "dtype", "ref_weight"}
+    merged = {**defaults, **spec}
+    return GenerationConfig(**{k: v for k, v in merged.items() if k in keys}).effective()
+
+
+def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, pools: dict[str, dict[str, nn.Module]],
+               derived: dict[str, dict[str, nn.Module]], out: Path, report_pool: str, progress: bool,
+               say: Callable[[str], None]) -> dict[str, Any]:
+    """Generate (or load) one method's fingerprint, calibrate it and measure every model; resumable."""
+    cfg = method_config(spec, profile["generation"])
+    refs = pools.get("generation", {}) if spec.get("references") else {}
+    key = {"config": cfg.to_dict(), "references": sorted(refs), "report_pool": report_pool,
+           "calibration": sorted(pools.get("calibration", {})), "reported": sorted(pools.get(report_pool, {})),
+           "derived": {g: sorted(v) for g, v in derived.items()}, "level": profile["level"]}
+    rates_path = out / "rates" / f"{spec['name']}.json"
+    if rates_path.is_file():
+        done = json.loads(rates_path.read_text())
+        if done.get("key") == key:
+            return done
+    fp_path = out / "fingerprints" / f"{spec['name']}.safetensors"
+    fp = FingerprintSet.load(fp_path) if fp_path.is_file() else None
+    if fp is None or fp.config != cfg or sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs):
+        say(f"generating {spec['name']}")
+        t0 = time.perf_counter()
+        fp = generate(base, cfg, references=refs or None, progress=progress)
+        fp.meta["generation_seconds"] = round(time.perf_counter() - t0, 1)
+        fp.save(fp_path)
+    cal = calibrate(fp, pools["calibration"], level=profile["level"])
+    c = cal.calibration or {}
+
+    def row(m: nn.Module, name: str) -> dict[str, Any]:
+        k = match_count(m, fp, name)
+        p = null_p_value(k, fp.n, c["mu"], c["rho"])
+        return {"matches": k, "rate": k / fp.n, "p_value": p, "derived": p <= c["level"],
+                "accuracy": m.card.get("test_accuracy")}
+
+    base_acc = base.card.get("test_accuracy")
+    reported = {n: row(m, n) for n, m in pools[report_pool].items()}
+    groups = {g: {n: row(m, n) for n, m in ms.items()} for g, ms in derived.items()}
+    result = {"name": spec["name"], "spec": spec, "key": key, "config": cfg.to_dict(),
+              "generation_seconds": fp.meta.get("generation_seconds"), "base_match_rate": fp.meta["base_match_rate"],
+              "calibration": {k: c[k] for k in ("mu", "rho", "threshold_matches", "strength") if k in c},
+              "independent": reported, "derived": groups,
+              "summary": summarize_rows(reported, groups, base_acc, profile["useful_drop"])}
+    write_json(rates_path, result)
+    return result
+
+
+def summarize_rows(independent: dict[str, dict[str, Any]], groups: dict[str, dict[str, dict[str, Any]]],
+                   base_acc: float | None, useful_drop: float) -> dict[str, Any]:
+    """Transferability, robustness per group (useful copies only), uniqueness, AUC, TPR at 1% FPR and false
+    claims, all in percent; copies more than ``useful_drop`` points below the base are counted apart."""
+    neg = [r["rate"] for r in independent.values()]
+    transfer = 100 * float(np.mean(neg))
+    useful_pos: list[float] = []
+    out_groups: dict[str, Any] = {}
+    for g, rows in groups.items():
+        useful = {n: r for n, r in rows.items() if not _lost(r, base_acc, useful_drop)}
+        lost = {n: r for n, r in rows.items() if n not in useful}
+        for label, sel in (("", useful), (" (not useful)", lost)):
+            if not sel:
+                continue
+            rob = 100 * float(np.mean([r["rate"] for r in sel.values()]))
+            accs = [r["accuracy"] for r in sel.values() if r["accuracy"] is not None]
+            out_groups[g + label] = {
+                "robustness": rob, "uniqueness": rob - transfer, "n_models": len(sel),
+                "detected": sum(r["derived"] for r in sel.values()),
+                "accuracy_min": 100 * min(accs) if accs else None, "accuracy_max": 100 * max(accs) if accs else None}
+        if g != "distilled":  # a student is a different model; its rate is reported, not scored as a theft
+            useful_pos += [r["rate"] for r in useful.values()]
+    return {"transferability": transfer, "transferability_max": 100 * max(neg), "groups": out_groups,
+            "auc": roc_auc(useful_pos, neg), "tpr_at_1pct_fpr": 100 * tpr_at_fpr(useful_pos, neg, 0.01),
+            "false_claims": sum(r["derived"] for r in independent.values()), "n_independent": len(neg),
+            "n_useful_derived": len(useful_pos)}
+
+
+def _lost(r: dict[str, Any], base_acc: float | None, useful_drop: float) -> bool:
+    return base_acc is not None and r["accuracy"] is not None and 100 * (base_acc - r["accuracy"]) > useful_drop
+
+
+def run_heldout(profile: dict[str, Any], data: str | Path | None, out: str | Path, *, pool: str = "heldout",
+                progress: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) every method of ``profile``, reporting on ``pool`` (``heldout`` or ``validation``)."""
+    if pool not in ("heldout", "validation"):
+        raise CharexError(f"report pool must be heldout or validation, got {pool!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "provenance.json", provenance({**profile, "report_pool": pool}))
+    train, test = load_cifar10(data, "train"), load_cifar10(data, "test")
+    models = Models(profile, train, test, out, progress, say)
+    if isinstance(profile["base"], str):  # a model file or bundled:NAME
+        base = load_model(profile["base"])
+        base.card["test_accuracy"] = accuracy(base, test)  # as loaded (bundled models are stored float16)
+    else:
+        base = models.trained(profile["base"])
+    pools = pool_models(models, profile)
+    derived = models.derived(base, pool)
+    methods = [m for m in profile["methods"] if pool in m.get("pools", ("heldout", "validation"))]
+    rows = [run_method(m, profile, base, pools, derived, out, pool, progress, say) for m in methods]
+    accs = {"base": base.card["test_accuracy"],
+            "pools": {p: {n: m.card.get("test_accuracy") for n, m in ms.items()} for p, ms in pools.items()},
+            "derived": {g: {n: m.card.get("test_accuracy") for n, m in ms.items()} for g, ms in derived.items()}}
+    results = {"profile": profile, "report_pool": pool, "accuracy": accs, "rows": rows}
+    write_json(out / f"results-{pool}.json", results)
+    from .._io import atomic_write_text
+    from ..report.tables import heldout_markdown
+
+    atomic_write_text(out / f"table-{pool}.md", heldout_markdown(results))
+    return results

@@ -1,0 +1,83 @@
+"""``charex reproduce heldout`` at toy scale: disjoint pools, realistic copies, resumable, honest table."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import charex.experiments.heldout as heldout
+from charex.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_data import write_batches  # noqa: E402
+
+
+def tiny(seed: int) -> dict:
+    return {"arch": "tiny", "arch_kwargs": {"width": 4}, "seed": seed, "epochs": 1}
+
+
+TOY = {
+    "dataset": "cifar10", "base": tiny(0), "model_folders": [],
+    "pools": {"generation": [tiny(1)], "validation": [tiny(2), tiny(3)], "calibration": [tiny(4), tiny(5)],
+              "heldout": [tiny(6), tiny(7)]},
+    "derived": {"validation_repeats": 1,
+                "prune": {"ratios": [0.5], "repeats": 2, "epochs_per_round": 1, "tolerance": 0.5,
+                          "max_extra_epochs": 0, "lr": 0.01},
+                "finetune": {"split": "half-b", "epochs": 1, "lr": 0.01, "repeats": 2}, "int8": True,
+                "distill": {"arch": "tiny", "arch_kwargs": {"width": 4}, "epochs": 1, "split": "half-b", "seed": 9}},
+    "generation": {"n": 6, "steps": 3, "alpha": 0.02, "q": 2, "seed": 0, "dtype": "float32", "delta": 0.0, "k": 0,
+                   "ref_weight": 1.0},
+    "level": 0.01, "useful_drop": 100.0,
+    "methods": [{"name": "vanilla", "method": "vanilla"},
+                {"name": "vanilla+ref", "method": "vanilla", "references": True},
+                {"name": "sweep-only", "method": "rc", "delta": 0.01, "pools": ["validation"]}],
+}
+
+
+def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("CHAREX_CACHE", str(tmp_path / "cache"))
+    write_batches(tmp_path / "data", n=40)
+    prof = tmp_path / "toy.json"
+    prof.write_text(json.dumps(TOY))
+    run = tmp_path / "run"
+    base_args = ["reproduce", "heldout", "--data", str(tmp_path / "data"), "--out", str(run), "--profile", str(prof),
+                 "--quiet"]
+    assert main(base_args + ["--pool", "validation"]) == 0
+    val = json.loads((run / "results-validation.json").read_text())
+    assert [r["name"] for r in val["rows"]] == ["vanilla", "vanilla+ref", "sweep-only"]
+    assert set(val["rows"][0]["independent"]) == set(val["accuracy"]["pools"]["validation"])
+    assert "distilled" not in val["rows"][0]["derived"]  # the student is reported on held-out only
+    assert main(base_args) == 0
+    res = json.loads((run / "results-heldout.json").read_text())
+    assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref"]
+    pools = res["accuracy"]["pools"]
+    names = [n for p in pools.values() for n in p]
+    assert len(names) == len(set(names)) == 7
+    for r in res["rows"]:
+        assert set(r["independent"]) == set(pools["heldout"])
+        assert set(r["derived"]) == {"prune 50%", "fine-tune", "int8", "distilled"}
+        # validation copies (repeat 0) never appear in held-out numbers
+        assert all("seed=0" not in n.rsplit("|", 1)[1] for g in ("prune 50%", "fine-tune") for n in r["derived"][g])
+        for rows in r["derived"].values():
+            for row in rows.values():
+                assert row["accuracy"] is not None and 0 <= row["rate"] <= 1
+        s = r["summary"]
+        assert s["n_independent"] == 2 and s["false_claims"] <= 2
+    refs = json.loads((run / "rates" / "vanilla+ref.json").read_text())
+    assert refs["key"]["references"] == ["tiny-w4(seed=1,epochs=1)"]
+    assert "| vanilla+ref |" in (run / "table-heldout.md").read_text()
+    # resume: nothing is trained, derived or generated again
+    monkeypatch.setattr(heldout, "train_from_scratch", lambda *a, **k: pytest.fail("retrained a cached model"))
+    monkeypatch.setattr(heldout, "generate", lambda *a, **k: pytest.fail("regenerated a finished set"))
+    assert main(base_args) == 0
+
+
+def test_heldout_pools_must_be_disjoint(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CHAREX_CACHE", str(tmp_path / "cache"))
+    write_batches(tmp_path / "data", n=40)
+    bad = {**TOY, "pools": {**TOY["pools"], "heldout": [tiny(4)]}}
+    (tmp_path / "p.json").write_text(json.dumps(bad))
+    rc = main(["reproduce", "heldout", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+               "--profile", str(tmp_path / "p.json"), "--quiet"])
+    assert rc == 2
