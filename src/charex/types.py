@@ -120,6 +120,14 @@ class GenerationConfig:
         return cls(**d)
 
 
+# Named settings for ``charex generate --preset``: "default" is GenerationConfig's own defaults (chosen on the
+# validation pool, docs/results.md); "paper" is the paper's LTRC setting (Table 2 best: k=2, delta=0.03).
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {"method": "ltrc", "n": 100, "steps": 500, "alpha": 1.0 / 255.0, "delta": 0.03, "q": 10, "k": 2},
+}
+
+
 def _check_int(name: str, value: Any, lo: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise CharexError(f"{name} must be an integer >= {lo}, got {value!r}")

@@ -53,7 +53,8 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
     assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref"]
     pools = res["accuracy"]["pools"]
     names = [n for p in pools.values() for n in p]
-    assert len(names) == len(set(names)) == 7
+    assert len(names) == len(set(names)) == 5  # generation, calibration and held-out: the validation pool is not built
+    assert set(pools) == {"generation", "calibration", "heldout"}
     for r in res["rows"]:
         assert set(r["independent"]) == set(pools["heldout"])
         assert set(r["derived"]) == {"prune 50%", "fine-tune", "int8", "distilled"}

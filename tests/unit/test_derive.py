@@ -72,3 +72,60 @@ def test_quantize_int8_grid_and_casts() -> None:
     h = cast_weights(m, "float16")
     assert all(torch.equal(p, p.half().float()) for p in h.parameters())
     assert q.card["lineage"].endswith("|quantize(int8)")
+
+
+def _syn(n: int, seed: int) -> ArrayDataset:
+    x, y = synthetic_data(n, seed)
+    return ArrayDataset((x * 255).round().to(torch.uint8), y, tuple(map(str, range(10))), f"syn{seed}")
+
+
+def test_sparsity_schedule() -> None:
+    from charex.derive.prune import sparsity_schedule
+
+    assert sparsity_schedule(0.5) == [0.5]
+    assert sparsity_schedule(0.95) == [0.5, 0.8, 0.9, 0.95]
+    assert sparsity_schedule(0.85) == [0.5, 0.8, 0.85]
+
+
+def test_prune_until_useful_rounds_global_masks_and_stop() -> None:
+    from charex.derive.prune import prune_until_useful
+
+    base = make_tiny(0, train_steps=40)
+    before = state_digest(base)
+    data, test = _syn(256, 0), _syn(128, 1)
+    pruned, stats = prune_until_useful(base, 0.9, data=data, test=test, tolerance=1.0, max_extra_epochs=2)
+    assert state_digest(base) == before
+    assert [r["sparsity"] for r in stats["rounds"]] == [0.5, 0.8, 0.9] and stats["extra_epochs"] == 0
+    assert abs(sparsity(pruned) - 0.9) < 0.005 and stats["within_tolerance"]
+    # global scope: layers end at different sparsities; weights pruned in the first round stay zero
+    per_layer = [float((w == 0).float().mean()) for w in prunable_weights(pruned).values()]
+    assert max(per_layer) - min(per_layer) > 0.05
+    first = prune_masks(base, 0.5, "global")
+    assert all(torch.all(w[first[n] == 0] == 0) for n, w in prunable_weights(pruned).items())
+    assert pruned.card["lineage"].endswith("|prune-iter(global,0.9,ft=1,tol=1,seed=0)")
+    assert pruned.card["test_accuracy"] == stats["accuracy"]
+    # an unreachable tolerance spends the extra epochs and says so
+    _, stats = prune_until_useful(base, 0.5, data=data, test=test, tolerance=-1.0, max_extra_epochs=2)
+    assert stats["extra_epochs"] == 2 and not stats["within_tolerance"] and len(stats["rounds"]) == 3
+
+
+def test_distill_trains_a_fresh_student_on_the_teachers_labels(monkeypatch) -> None:
+    import charex.derive.distill as distill
+    from charex.verify import predict
+
+    teacher = make_tiny(0, train_steps=40)
+    teacher.card["lineage"] = "tiny(seed=0)"
+    data = _syn(64, 2)
+    seen = {}
+    real = distill.train_from_scratch
+
+    def spy(arch, kw, seed, train, test, cfg, progress):
+        seen["labels"] = train.labels.clone()
+        return real(arch, kw, seed, train, test, cfg, progress)
+
+    monkeypatch.setattr(distill, "train_from_scratch", spy)
+    student, stats = distill.distill_model(teacher, data, arch="tiny", arch_kwargs={"width": 4}, epochs=1, seed=3,
+                                           data_name="half-b")
+    assert torch.equal(seen["labels"], predict(teacher, data.images.float() / 255))
+    assert student.card["lineage"] == "tiny(seed=0)|distill(tiny,ep=1,data=half-b,seed=3)"
+    assert student.card["parent"] == "tiny(seed=0)" and 0 <= stats["teacher_label_accuracy"] <= 1

@@ -129,13 +129,22 @@ class Models:
         return m
 
 
-def pool_models(models: Models, profile: dict[str, Any]) -> dict[str, dict[str, nn.Module]]:
-    """Pool name -> lineage -> model; the pools must be disjoint (checked by weight digest)."""
+def pool_models(models: Models, profile: dict[str, Any], report_pool: str) -> dict[str, dict[str, nn.Module]]:
+    """Pool name -> lineage -> model for the generation, calibration and reported pools; all four pools must be
+    disjoint (checked by lineage, and by weight digest among the models built)."""
+    from ..lineage import base_name
     from ..models.normalized import state_digest
 
+    seen: dict[str, str] = {}
+    for pool in POOLS:
+        for spec in profile["pools"].get(pool, []):
+            name = base_name(spec["arch"], spec.get("arch_kwargs", {}), spec["seed"], spec["epochs"])
+            if name in seen:
+                raise CharexError(f"{name} is in both the {seen[name]} and the {pool} pool")
+            seen[name] = pool
     pools: dict[str, dict[str, nn.Module]] = {}
     owner: dict[str, str] = {}
-    for pool in POOLS:
+    for pool in ("generation", "calibration", report_pool):
         for spec in profile["pools"].get(pool, []):
             m = models.trained(spec)
             d = state_digest(m)
@@ -243,8 +252,8 @@ def run_heldout(profile: dict[str, Any], data: str | Path | None, out: str | Pat
         base.card["test_accuracy"] = accuracy(base, test)  # as loaded (bundled models are stored float16)
     else:
         base = models.trained(profile["base"])
-    pools = pool_models(models, profile)
     derived = models.derived(base, pool)
+    pools = pool_models(models, profile, pool)
     methods = [m for m in profile["methods"] if pool in m.get("pools", ("heldout", "validation"))]
     rows = [run_method(m, profile, base, pools, derived, out, pool, progress, say) for m in methods]
     accs = {"base": base.card["test_accuracy"],

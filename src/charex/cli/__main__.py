@@ -1,0 +1,7 @@
+"""``python -m charex.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

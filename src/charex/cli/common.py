@@ -1,0 +1,55 @@
+"""Helpers shared by the command modules: argument types, model loading options, JSON output, data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Callable
+
+EXIT_DERIVED, EXIT_NOT_DERIVED, EXIT_ERROR, EXIT_UNCALIBRATED = 0, 1, 2, 3
+
+# add(name, function, help) -> the subcommand's parser (with its example as the epilog)
+Add = Callable[[str, Callable[[argparse.Namespace], int], str, str], argparse.ArgumentParser]
+
+
+def shape_arg(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must be C,H,W integers, got {text!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"input shape must be three positive integers C,H,W, got {text!r}")
+    return shape
+
+def kv_arg(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model loading (applies to every model named on the command line)")
+    g.add_argument("--arch", help="architecture for weight-only files: registry name (cnn1, resnet, plain, wide, tiny, "
+                                  "vgg16, vgg19) or package.module:callable; default: from the model card")
+    g.add_argument("--arch-kw", type=kv_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture argument, e.g. --arch-kw width=0.25 (repeatable)")
+    g.add_argument("--normalization", help="cifar10, imagenet or none; default: from the model card, else none")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a full pickled module (runs code from the file; only for trusted files)")
+
+def load(args: argparse.Namespace, spec: str) -> Any:
+    from ..models import load_model
+
+    return load_model(spec, arch=args.arch, trust_pickle=args.trust_pickle, arch_kwargs=dict(args.arch_kw),
+                      normalization=args.normalization)
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+def cifar_split(args: argparse.Namespace, split: str) -> Any:
+    from ..data import load_cifar10
+
+    return load_cifar10(args.data, split)

@@ -1,0 +1,197 @@
+"""Fingerprint commands: generate, calibrate, verify, inspect, export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import (EXIT_DERIVED, EXIT_NOT_DERIVED, EXIT_UNCALIBRATED, Add, add_model_args, load,
+                     print_json, shape_arg)
+
+EXAMPLES = {
+    "generate": "charex generate bundled:base --references bundled:independent-1 bundled:other-arch -o fp.safetensors"
+                "\n  charex generate bundled:base --preset paper -o fp-paper.safetensors   # the paper's LTRC"
+                "\n  charex generate model.safetensors --arch cnn1 --arch-kw width=0.25 "
+                "--normalization cifar10 --method vanilla -o fp.safetensors",
+    "calibrate": "charex calibrate fp.safetensors --reference bundled:independent-2 bundled:independent-3 "
+                 "-o fp-cal.safetensors",
+    "verify": "charex verify fp-cal.safetensors suspect1.safetensors suspect2.pt2 --json",
+    "inspect": "charex inspect fp.safetensors",
+    "export": "charex export fp.safetensors fp-png/",
+}
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from ..generate import generate
+    from ..types import GenerationConfig
+
+    from ..types import PRESETS
+
+    preset = PRESETS[args.preset]
+    given = {k: getattr(args, k) for k in ("method", "n", "steps", "alpha", "delta", "q", "k", "ref_weight")
+             if getattr(args, k) is not None}
+    cfg = GenerationConfig(**{**preset, **given, "eta": args.eta, "seed": args.seed, "dtype": args.dtype,
+                              "noise_scope": args.noise_scope, "early_stop": args.early_stop})
+    model = load(args, args.model)
+    refs = {spec: load(args, spec) for spec in args.references or []}
+    if not refs and not args.json:
+        print("note: no --references given: fingerprints made without independent reference models transfer "
+              "more to independent models (docs/results.md)", file=sys.stderr)
+    fp = generate(model, cfg, input_shape=args.input_shape, references=refs, progress=not args.quiet)
+    fp.save(args.output)
+    if fp.meta["base_match_rate"] < 1.0 and not args.json:
+        print(f"warning: the base model assigns only {100 * fp.meta['base_match_rate']:.1f}% of the saved examples to "
+              "their targets (some target classes may be unreachable for it); more --steps or a larger --alpha help",
+              file=sys.stderr)
+    summary = {"output": str(args.output), "n": fp.n, "method": fp.config.method,
+               "base_match_rate": fp.meta["base_match_rate"], "eta_optimal_rate": fp.meta["eta_optimal_rate"],
+               "polished": fp.meta["polished"], "digest": fp.digest}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"wrote {fp.n} {fp.config.method} examples to {args.output}: base match "
+              f"{100 * fp.meta['base_match_rate']:.1f}%, eta-optimal {100 * fp.meta['eta_optimal_rate']:.1f}%, "
+              f"{fp.meta['polished']} polished after 8-bit rounding")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from ..fingerprint import FingerprintSet
+    from ..verify import calibrate
+
+    fp = FingerprintSet.load(args.fingerprint)
+    refs = {spec: load(args, spec) for spec in args.reference}
+    cal = calibrate(fp, refs, level=args.level, rho_min=args.rho_min)
+    cal.save(args.output)
+    c = cal.calibration or {}
+    if args.json:
+        print_json({"output": str(args.output), **c})
+    else:
+        rates = ", ".join(f"{r['matches']}/{r['n']}" for r in c["references"])
+        print(f"calibrated on {len(refs)} reference models (matches {rates}): null mean {100 * c['mu']:.1f}%, "
+              f"overdispersion {c['rho']:.3f}; 'derived' at >= {c['threshold_matches']}/{fp.n} matches "
+              f"(level {c['level']}); wrote {args.output}")
+    if c.get("strength") in ("weak", "impossible"):
+        print(f"warning: {c['strength']} calibration: {c['advice']}", file=sys.stderr)
+    elif c.get("advice") and not args.json:
+        print(f"note: {c['advice']}", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..fingerprint import FingerprintSet
+    from ..verify import verify
+
+    fp = FingerprintSet.load(args.fingerprint)
+    verdicts = verify(fp, {spec: load(args, spec) for spec in args.suspect})
+    if args.json:
+        keys = ("suspect", "match_rate", "matches", "n", "p_value", "decision", "null_rate", "threshold")
+        print_json({"calibrated": fp.calibration is not None,
+                     "results": [{k: v.to_dict()[k] for k in keys} for v in verdicts]})
+    else:
+        if fp.calibration is None:
+            print("note: this fingerprint is not calibrated, so no calibrated verdict is possible; match rates "
+                  "only. Run `charex calibrate FP --reference MODEL ...` on independent models first.")
+        for v in verdicts:
+            line = f"{v.suspect}: {v.matches}/{v.n} match ({100 * v.match_rate:.1f}%)"
+            if v.p_value is not None:
+                line += f", p = {v.p_value:.3g}: {v.decision.upper()}"
+            print(line)
+    if fp.calibration is None:
+        return EXIT_UNCALIBRATED
+    return EXIT_DERIVED if any(v.decision == "derived" for v in verdicts) else EXIT_NOT_DERIVED
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from ..fingerprint import FingerprintSet
+
+    fp = FingerprintSet.load(args.fingerprint)
+    counts = [int((fp.targets == c).sum()) for c in range(int(fp.meta.get("num_classes", 0)))]
+    info = {"path": str(args.fingerprint), "digest": fp.digest, "n": fp.n, "image_shape": list(fp.images.shape[1:]),
+            "image_dtype": str(fp.images.dtype).replace("torch.", ""), "target_counts": counts,
+            "config": fp.config.to_dict(), "meta": fp.meta, "calibration": fp.calibration}
+    if args.json:
+        print_json(info)
+        return 0
+    m, c = fp.meta, fp.config
+    print(f"{args.fingerprint}\n  digest            {fp.digest}")
+    print(f"  method            {c.method} (n={c.n}, steps={c.steps}, alpha={c.alpha:.5g}, delta={c.delta}, "
+          f"q={c.q}, k={c.k}, seed={c.seed}, dtype={c.dtype})")
+    print(f"  images            {fp.n} x {tuple(fp.images.shape[1:])} {info['image_dtype']}; "
+          f"{m.get('num_classes')} classes, targets per class {counts}")
+    print(f"  base model        {m.get('base_model')} digest {m.get('base_model_digest')}")
+    print(f"  base match        {100 * m.get('base_match_rate', float('nan')):.1f}%  "
+          f"(eta-optimal {100 * m.get('eta_optimal_rate', float('nan')):.1f}%)")
+    print(f"  created           {m.get('created')} by charex {m.get('charex_version')}")
+    cal = fp.calibration
+    if cal is None:
+        print("  calibration       none (verify reports match rates only)")
+    else:
+        print(f"  calibration       {len(cal['references'])} references, null mean {100 * cal['mu']:.1f}%, "
+              f"rho {cal['rho']:.3f}, derived at >= {cal['threshold_matches']}/{fp.n} (level {cal['level']})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_png
+    from ..fingerprint import FingerprintSet
+
+    out = export_png(FingerprintSet.load(args.fingerprint), args.directory)
+    print(f"wrote {out}/NNNN.png and {out}/labels.csv")
+    return 0
+
+
+def register(add: Add) -> None:
+    """Add the generate, calibrate, verify, inspect, export subcommands."""
+    g = add("generate", cmd_generate, EXAMPLES["generate"], "generate characteristic examples of a model and save them")
+    g.add_argument("model", help="model file or bundled:NAME")
+    g.add_argument("--preset", default="default", choices=["default", "paper"],
+                   help="default: the settings chosen on the validation pool (docs/results.md); paper: the paper's "
+                        "LTRC (k=2, delta=0.03, q=10, 500 steps of 1/255). Options below override the preset")
+    g.add_argument("--references", nargs="+", metavar="MODEL",
+                   help="independent models to push away from the targets (reference-contrastive generation); "
+                        "they may not be used for calibration afterwards")
+    g.add_argument("--ref-weight", type=float, help="weight of the reference term (default 1)")
+    g.add_argument("--method", choices=["vanilla", "rc", "rcgm", "ltrc"], help="method (default: the preset's)")
+    g.add_argument("--n", type=int, help="number of examples (default 100)")
+    g.add_argument("--steps", type=int, help="sign-gradient steps (paper: 500)")
+    g.add_argument("--alpha", type=float,
+                   help="step size in [0,1] pixels (paper: 1/255); the budget alpha*steps sets the "
+                        "robustness/transferability trade-off (docs/results.md)")
+    g.add_argument("--delta", type=float, help="weight-noise half-width (rc/rcgm/ltrc)")
+    g.add_argument("--q", type=int, help="weight-noise samples averaged per step (rcgm/ltrc)")
+    g.add_argument("--k", type=int, help="high-pass band: zero DCT coefficients with 1<=i+j<=k (ltrc)")
+    g.add_argument("--eta", type=float, default=1e-6, help="eta-optimality loss threshold (default 1e-6)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="compute dtype (default auto: bfloat16 where the CPU/GPU runs it natively, else float32)")
+    g.add_argument("--noise-scope", default="all", choices=["all", "weights"],
+                   help="perturb all learnable parameters (default) or only conv/linear weights")
+    g.add_argument("--early-stop", action="store_true", help="freeze examples once their base loss < eta")
+    g.add_argument("--input-shape", type=shape_arg, help="C,H,W (default: model card, else 3,32,32)")
+    g.add_argument("-o", "--output", required=True, help="fingerprint file to write (.safetensors)")
+    g.add_argument("--json", action="store_true", help="print a JSON summary")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_args(g)
+    c = add("calibrate", cmd_calibrate, EXAMPLES["calibrate"], "fit the null match-rate distribution on independent reference models")
+    c.add_argument("fingerprint")
+    c.add_argument("--reference", nargs="+", required=True, help="independent models (at least 2)")
+    c.add_argument("--level", type=float, default=0.01, help="significance level of 'derived' (default 0.01)")
+    c.add_argument("--rho-min", type=float, default=0.02, help="lower bound on between-model overdispersion")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    add_model_args(c)
+    v = add("verify", cmd_verify, EXAMPLES["verify"], "check suspect models against a fingerprint (exit 0 derived, 1 not, 2 error, "
+                                  "3 uncalibrated)")
+    v.add_argument("fingerprint")
+    v.add_argument("suspect", nargs="+")
+    v.add_argument("--json", action="store_true", help="print {\"results\": [...]} as JSON")
+    v.add_argument("--quiet", action="store_true")
+    add_model_args(v)
+    i = add("inspect", cmd_inspect, EXAMPLES["inspect"], "show a fingerprint file's config, provenance and calibration")
+    i.add_argument("fingerprint")
+    i.add_argument("--json", action="store_true")
+    e = add("export", cmd_export, EXAMPLES["export"], "write the examples as PNG files plus labels.csv")
+    e.add_argument("fingerprint")
+    e.add_argument("directory")

@@ -1,0 +1,242 @@
+"""Model commands: train, derive (prune, fine-tune, quantize, distill), zoo, data."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import CharexError
+from .common import (Add, add_model_args, cifar_split, kv_arg, load,
+                     print_json)
+
+EXAMPLES = {
+    "train": "charex train --arch cnn1 --width 0.25 --data ../shared/datasets/cifar10 --seed 0 --epochs 15 "
+             "-o cnn1-seed0.safetensors",
+    "derive": "charex derive prune bundled:base --ratio 0.9 --scope layer --finetune-epochs 2 --repeats 5 "
+              "-o pruned/\n  charex derive finetune model.safetensors --epochs 3 --data-split half-b -o ft.safetensors"
+              "\n  charex derive quantize model.safetensors --to int8 -o q.safetensors"
+              "\n  charex derive prune bundled:base --ratio 0.95 --until-within 1 --repeats 2 -o pruned95/"
+              "\n  charex derive distill bundled:base --student cnn1 --epochs 8 --data-split half-b -o student.safetensors",
+    "zoo": "charex zoo list --cache runs/models",
+    "data": "charex data download ~/data  # then: --data ~/data/cifar-10-batches-py",
+}
+
+
+def _width_kwargs(arch: str, width: float) -> dict[str, Any]:
+    """``--width`` as the architecture takes it: a multiplier (cnn1, resnet, plain) or a channel count (wide)."""
+    if arch in ("cnn1", "resnet", "plain"):
+        return {"width": width}
+    if arch == "wide" and width >= 1:
+        return {"width": int(width)}
+    return {}
+
+
+def _thief_data(args: argparse.Namespace) -> Any:
+    from ..data.cifar10 import thief_split
+
+    return thief_split(cifar_split(args, "train"), args.data_split)
+
+
+def _write_derived(args: argparse.Namespace, model: Any, stats: dict[str, Any], out: Any,
+                   parent_accuracy: float | None) -> dict[str, Any]:
+    from ..models import save_model
+    from ..train import accuracy
+
+    card = dict(model.card)
+    card["derive_stats"] = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+    if parent_accuracy is not None:
+        card["test_accuracy"] = accuracy(model, cifar_split(args, "test"))
+        card["derive_stats"]["accuracy_drop"] = parent_accuracy - card["test_accuracy"]
+    save_model(model, out, card)
+    return {"output": str(out), "lineage": card["lineage"], "test_accuracy": card.get("test_accuracy"),
+            **card["derive_stats"]}
+
+
+def _has_default_data() -> bool:
+    from ..data import default_cifar10_root
+
+    return default_cifar10_root() is not None
+
+
+def _outputs(args: argparse.Namespace, lineages: list[str]) -> list[Any]:
+    from pathlib import Path
+
+    from ..lineage import file_stem
+
+    out = Path(args.output)
+    if len(lineages) == 1 and out.suffix == ".safetensors":
+        return [out]
+    if out.suffix == ".safetensors":
+        raise CharexError("with --repeats > 1, -o must name a folder")
+    return [out / f"{file_stem(l)}.safetensors" for l in lineages]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..derive import cast_weights
+    from ..models import save_model
+    from ..train import TrainConfig, accuracy, train_from_scratch
+
+    train, test = cifar_split(args, "train"), cifar_split(args, "test")
+    arch_kwargs = {**_width_kwargs(args.arch, args.width), **dict(args.arch_kw)}
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, dtype=args.dtype, batch_size=args.batch_size)
+    model = train_from_scratch(args.arch, arch_kwargs, args.seed, train, test, cfg, progress=not args.quiet)
+    card = model.card
+    if args.half:  # report the accuracy of what is stored: the weights rounded through float16
+        card["test_accuracy"] = accuracy(cast_weights(model, "float16"), test)
+    save_model(model, args.output, card, dtype=torch.float16 if args.half else None)
+    result = {"output": str(args.output), "lineage": card["lineage"], "test_accuracy": card["test_accuracy"],
+              "train_seconds": card["train_seconds"]}
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{card['lineage']}: test accuracy {100 * card['test_accuracy']:.2f}% after "
+              f"{card['train_seconds'] / 60:.1f} min; wrote {args.output}")
+    return 0
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    from ..derive import cast_weights, finetune_model, prune_model, quantize_int8
+    from ..lineage import finetune_name, parent_of, prune_name
+
+    from ..train import accuracy
+
+    base = load(args, args.model)
+    has_test = args.data is not None or _has_default_data()
+    base_acc = accuracy(base, cifar_split(args, "test")) if has_test else None  # drops are measured on the same test set
+    parent = parent_of(base.card)
+    results = []
+    if args.how == "prune" and args.until_within is not None:
+        from ..derive.prune import prune_until_useful
+        from ..lineage import iterative_prune_name
+
+        seeds = [args.seed + r for r in range(args.repeats)]
+        tol = args.until_within / 100
+        names = [iterative_prune_name(parent, args.ratio, args.finetune_epochs or 1, tol, s) for s in seeds]
+        for s, out in zip(seeds, _outputs(args, names)):
+            m, stats = prune_until_useful(base, args.ratio, data=cifar_split(args, "train"), test=cifar_split(args, "test"),
+                                          epochs_per_round=args.finetune_epochs or 1, tolerance=tol,
+                                          max_extra_epochs=args.max_extra_epochs, seed=s, lr=args.lr,
+                                          progress=not args.quiet)
+            results.append(_write_derived(args, m, stats, out, base_acc))
+    elif args.how == "prune":
+        seeds = [args.seed + r for r in range(args.repeats)]
+        data = cifar_split(args, "train") if args.finetune_epochs else None
+        names = [prune_name(parent, args.scope, args.ratio, args.finetune_epochs, s) for s in seeds]
+        for s, out in zip(seeds, _outputs(args, names)):
+            m, stats = prune_model(base, args.ratio, scope=args.scope, finetune_epochs=args.finetune_epochs,
+                                   data=data, seed=s, lr=args.lr, progress=not args.quiet)
+            results.append(_write_derived(args, m, stats, out, base_acc))
+    elif args.how == "finetune":
+        data, data_name = _thief_data(args)
+        seeds = [args.seed + r for r in range(args.repeats)]
+        names = [finetune_name(parent, args.last_layer, args.lr, args.epochs, data_name, s) for s in seeds]
+        for s, out in zip(seeds, _outputs(args, names)):
+            m, stats = finetune_model(base, data, epochs=args.epochs, lr=args.lr, last_layer=args.last_layer, seed=s,
+                                      data_name=data_name, progress=not args.quiet)
+            results.append(_write_derived(args, m, stats, out, base_acc))
+    elif args.how == "distill":
+        from ..derive.distill import distill_model
+        from ..lineage import distill_name
+
+        data, data_name = _thief_data(args)
+        kw = _width_kwargs(args.student, args.width)
+        seeds = [args.seed + r for r in range(args.repeats)]
+        names = [distill_name(parent, args.student, args.epochs, data_name, s) for s in seeds]
+        for s, out in zip(seeds, _outputs(args, names)):
+            m, stats = distill_model(base, data, arch=args.student, arch_kwargs=kw, epochs=args.epochs, seed=s,
+                                     data_name=data_name, progress=not args.quiet)
+            results.append(_write_derived(args, m, stats, out, base_acc))
+    else:
+        m = quantize_int8(base) if args.to == "int8" else cast_weights(base, args.to)
+        results.append(_write_derived(args, m, {}, _outputs(args, [m.card["lineage"]])[0], base_acc))
+    if args.json:
+        print_json({"models": results})
+    else:
+        for r in results:
+            acc = r.get("test_accuracy")
+            drop = r.get("accuracy_drop")
+            print(f"{r['lineage']}: " + (f"test accuracy {100 * acc:.2f}%, " if acc is not None else "")
+                  + (f"{-100 * drop:+.2f} points vs the parent, " if drop is not None else "")
+                  + (f"sparsity {100 * r['sparsity']:.1f}%, " if "sparsity" in r else "") + f"wrote {r['output']}")
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from ..models.loading import bundled_dir
+    from ..zoo import ModelCache, dumps, format_entries
+
+    caches = {"bundled": bundled_dir(), "cache": args.cache}
+    entries = {label: ModelCache(root).entries() for label, root in caches.items()}
+    if args.json:
+        print(dumps(entries))
+    else:
+        for label, root in caches.items():
+            print(f"{label} ({root}):\n{format_entries(entries[label])}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from ..data import download_cifar10, load_cifar10
+    from ..data.cifar10 import CIFAR10_URL
+
+    out = download_cifar10(args.dest, url=args.url or CIFAR10_URL)
+    n = {split: len(load_cifar10(out, split)) for split in ("train", "test")}
+    print(f"CIFAR-10 ready in {out}: {n['train']} train, {n['test']} test images (decoded arrays cached)")
+    return 0
+
+
+def register(add: Add) -> None:
+    """Add the train, derive, zoo, data subcommands."""
+    t = add("train", cmd_train, EXAMPLES["train"], "train a CIFAR-10 model from scratch (seeded) and write it with its model card")
+    t.add_argument("--arch", default="cnn1", help="architecture (default cnn1)")
+    t.add_argument("--width", type=float, default=0.25, help="width multiplier (cnn1, resnet, plain; default 0.25) or channel count (wide, "
+                                                        "when >= 1)")
+    t.add_argument("--arch-kw", type=kv_arg, action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--data", help="CIFAR-10 folder (batches or ImageFolder); default ../shared/datasets/cifar10")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=15)
+    t.add_argument("--lr", type=float, default=0.08)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="training compute dtype (default auto: bfloat16 where the CPU/GPU runs it natively)")
+    t.add_argument("--half", action="store_true", help="store float16 weights (accuracy re-measured after loading)")
+    t.add_argument("-o", "--output", required=True)
+    t.add_argument("--json", action="store_true")
+    t.add_argument("--quiet", action="store_true")
+    d = add("derive", cmd_derive, EXAMPLES["derive"], "derive a model from another: prune (+fine-tune), fine-tune, quantize, distill")
+    d.add_argument("how", choices=["prune", "finetune", "quantize", "distill"])
+    d.add_argument("model")
+    d.add_argument("--ratio", type=float, default=0.9, help="prune: fraction of weights to zero (default 0.9)")
+    d.add_argument("--scope", default="layer", choices=["layer", "global"], help="prune: per layer or global")
+    d.add_argument("--finetune-epochs", type=int, default=0,
+                   help="prune: fine-tuning epochs with masks fixed (per round with --until-within, default 1)")
+    d.add_argument("--until-within", type=float, metavar="POINTS",
+                   help="prune as a thief would: global magnitude pruning in rounds of rising sparsity (Han et al. "
+                        "2015), retrained until the test accuracy is within POINTS of the base (e.g. 1)")
+    d.add_argument("--max-extra-epochs", type=int, default=3, help="prune --until-within: retraining epochs after "
+                                                                   "the last round at most (default 3)")
+    d.add_argument("--student", default="cnn1", help="distill: the student's architecture (default cnn1)")
+    d.add_argument("--width", type=float, default=0.25, help="distill: the student's width (default 0.25)")
+    d.add_argument("--epochs", type=int, default=1, help="finetune/distill: epochs (distill: use ~8)")
+    d.add_argument("--last-layer", action="store_true", help="finetune: train only the last layer")
+    d.add_argument("--data-split", default="all", choices=["all", "half-a", "half-b"],
+                   help="finetune/distill: the thief's data (a fixed random half of the training set, or all)")
+    d.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate (default 0.01)")
+    d.add_argument("--to", default="int8", choices=["int8", "float16", "bfloat16"], help="quantize: target")
+    d.add_argument("--repeats", type=int, default=1, help="copies with seeds seed..seed+R-1 (paper: 5)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--data", help="CIFAR-10 folder for fine-tuning and test accuracy (default: shared copy)")
+    d.add_argument("-o", "--output", required=True, help="file (.safetensors) or folder (with --repeats)")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--quiet", action="store_true")
+    add_model_args(d)
+    z = add("zoo", cmd_zoo, EXAMPLES["zoo"], "list bundled and cached models with their accuracies")
+    z.add_argument("action", choices=["list"])
+    z.add_argument("--cache", default="runs/models", help="model cache folder (default runs/models)")
+    z.add_argument("--json", action="store_true")
+    da = add("data", cmd_data, EXAMPLES["data"], "download the official CIFAR-10 archive (MD5-checked) and cache it")
+    da.add_argument("action", choices=["download"])
+    da.add_argument("dest", help="folder to unpack into")
+    da.add_argument("--url", help="mirror or file:// URL of cifar-10-python.tar.gz")
