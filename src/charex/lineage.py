@@ -30,10 +30,11 @@ def prune_name(parent: str, scope: str, ratio: float, finetune_epochs: int, seed
     return derived_name(parent, "prune", scope, float(ratio), ft=finetune_epochs, seed=seed)
 
 
-def iterative_prune_name(parent: str, ratio: float, epochs_per_round: int, tolerance: float, seed: int) -> str:
-    """Lineage of an iteratively pruned copy: ``parent|prune-iter(global,ratio,ft=E,tol=T,seed=S)``."""
+def iterative_prune_name(parent: str, ratio: float, epochs_per_round: int, tolerance: float, data: str,
+                         seed: int) -> str:
+    """Lineage of an iteratively pruned copy: ``parent|prune-iter(global,ratio,ft=E,tol=T,data=D,seed=S)``."""
     return derived_name(parent, "prune-iter", "global", float(ratio), ft=epochs_per_round, tol=float(tolerance),
-                        seed=seed)
+                        data=data, seed=seed)
 
 
 def distill_name(parent: str, arch: str, epochs: int, data: str, seed: int) -> str:

@@ -23,7 +23,7 @@ TOY = {
               "heldout": [tiny(6), tiny(7)]},
     "derived": {"validation_repeats": 1,
                 "prune": {"ratios": [0.5], "repeats": 2, "epochs_per_round": 1, "tolerance": 0.5,
-                          "max_extra_epochs": 0, "lr": 0.01},
+                          "max_extra_epochs": 0, "lr": 0.01, "split": "half-b"},
                 "finetune": {"split": "half-b", "epochs": 1, "lr": 0.01, "repeats": 2}, "int8": True,
                 "distill": {"arch": "tiny", "arch_kwargs": {"width": 4}, "epochs": 1, "split": "half-b", "seed": 9}},
     "generation": {"n": 6, "steps": 3, "alpha": 0.02, "q": 2, "seed": 0, "dtype": "float32", "delta": 0.0, "k": 0,

@@ -102,7 +102,7 @@ def test_prune_until_useful_rounds_global_masks_and_stop() -> None:
     assert max(per_layer) - min(per_layer) > 0.05
     first = prune_masks(base, 0.5, "global")
     assert all(torch.all(w[first[n] == 0] == 0) for n, w in prunable_weights(pruned).items())
-    assert pruned.card["lineage"].endswith("|prune-iter(global,0.9,ft=1,tol=1,seed=0)")
+    assert pruned.card["lineage"].endswith("|prune-iter(global,0.9,ft=1,tol=1,data=train,seed=0)")
     assert pruned.card["test_accuracy"] == stats["accuracy"]
     # an unreachable tolerance spends the extra epochs and says so
     _, stats = prune_until_useful(base, 0.5, data=data, test=test, tolerance=-1.0, max_extra_epochs=2)
@@ -129,3 +129,16 @@ def test_distill_trains_a_fresh_student_on_the_teachers_labels(monkeypatch) -> N
     assert torch.equal(seen["labels"], predict(teacher, data.images.float() / 255))
     assert student.card["lineage"] == "tiny(seed=0)|distill(tiny,ep=1,data=half-b,seed=3)"
     assert student.card["parent"] == "tiny(seed=0)" and 0 <= stats["teacher_label_accuracy"] <= 1
+
+
+def test_prune_chain_equals_separate_calls() -> None:
+    from charex.derive.prune import prune_chain, prune_until_useful
+
+    base = make_tiny(0, train_steps=40)
+    data, test = _syn(128, 0), _syn(64, 1)
+    chain = prune_chain(base, [0.8, 0.5], data=data, test=test, tolerance=-1.0, max_extra_epochs=1, seed=2)
+    for (m, stats), ratio in zip(chain, [0.8, 0.5]):
+        alone, alone_stats = prune_until_useful(base, ratio, data=data, test=test, tolerance=-1.0, max_extra_epochs=1,
+                                                seed=2)
+        assert state_digest(m) == state_digest(alone) and stats == alone_stats
+        assert m.card["lineage"] == alone.card["lineage"]

@@ -50,7 +50,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..experiments.demo import run_demo
 
-    run_demo(args.out, n=args.n, steps=args.steps, data=args.data, seed=args.seed, progress=not args.quiet)
+    run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, progress=not args.quiet)
     return 0
 
 
@@ -94,7 +94,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def register(add: Add) -> None:
     """Add the evaluate, demo, report, reproduce subcommands."""
-    ev = add("evaluate", cmd_evaluate, EXAMPLES["evaluate"], "robustness, transferability, uniqueness and ROC of a fingerprint")
+    ev = add("evaluate", cmd_evaluate, EXAMPLES["evaluate"],
+            "robustness, transferability, uniqueness and ROC of a fingerprint")
     ev.add_argument("fingerprint")
     ev.add_argument("--derived", nargs="+", required=True, metavar="[GROUP=]MODEL",
                     help="derived copies; GROUP= prefix groups them (e.g. by pruning ratio)")
@@ -103,16 +104,21 @@ def register(add: Add) -> None:
     ev.add_argument("--csv", help="also write per-model rates as CSV")
     ev.add_argument("--json", action="store_true")
     add_model_args(ev)
-    dm = add("demo", cmd_demo, EXAMPLES["demo"], "run the method end to end on the bundled models (offline, a few minutes)")
+
+    dm = add("demo", cmd_demo, EXAMPLES["demo"],
+            "catch derived copies end to end on the bundled models (offline, no dataset, a few minutes)")
     dm.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    dm.add_argument("--n", type=int, default=50, help="examples per method (paper: 100)")
-    dm.add_argument("--steps", type=int, default=100, help="PGD steps (paper: 500); step size 0.5/255")
-    dm.add_argument("--data", help="CIFAR-10 for brief fine-tuning of pruned copies (default: shared copy if present)")
+    dm.add_argument("--n", type=int, help="examples per fingerprint (default: GenerationConfig's)")
+    dm.add_argument("--steps", type=int, help="steps (default: GenerationConfig's)")
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--quiet", action="store_true")
-    rp = add("report", cmd_report, EXAMPLES["report"], "write report.md with figures for a demo or reproduce run folder")
+
+    rp = add("report", cmd_report, EXAMPLES["report"],
+            "write report.md with figures for a demo or reproduce run folder")
     rp.add_argument("directory")
-    rr = add("reproduce", cmd_reproduce, EXAMPLES["reproduce"], "run the paper's Table 2 grid (resumable; models cached by lineage)")
+
+    rr = add("reproduce", cmd_reproduce, EXAMPLES["reproduce"],
+            "run the paper's Table 2 grid (resumable; models cached by lineage)")
     rr.add_argument("dataset", choices=["cifar10", "imagenet", "heldout"],
                     help="cifar10: the paper's Table 2; imagenet: Table 1; heldout: uniqueness on held-out "
                          "independent models with realistic derived copies (profile heldout)")

@@ -173,7 +173,9 @@ def register(add: Add) -> None:
     g.add_argument("--json", action="store_true", help="print a JSON summary")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(g)
-    c = add("calibrate", cmd_calibrate, EXAMPLES["calibrate"], "fit the null match-rate distribution on independent reference models")
+
+    c = add("calibrate", cmd_calibrate, EXAMPLES["calibrate"],
+            "fit the null match-rate distribution on independent reference models")
     c.add_argument("fingerprint")
     c.add_argument("--reference", nargs="+", required=True, help="independent models (at least 2)")
     c.add_argument("--level", type=float, default=0.01, help="significance level of 'derived' (default 0.01)")
@@ -182,6 +184,7 @@ def register(add: Add) -> None:
     c.add_argument("--json", action="store_true")
     c.add_argument("--quiet", action="store_true")
     add_model_args(c)
+
     v = add("verify", cmd_verify, EXAMPLES["verify"], "check suspect models against a fingerprint (exit 0 derived, 1 not, 2 error, "
                                   "3 uncalibrated)")
     v.add_argument("fingerprint")
@@ -189,9 +192,11 @@ def register(add: Add) -> None:
     v.add_argument("--json", action="store_true", help="print {\"results\": [...]} as JSON")
     v.add_argument("--quiet", action="store_true")
     add_model_args(v)
+
     i = add("inspect", cmd_inspect, EXAMPLES["inspect"], "show a fingerprint file's config, provenance and calibration")
     i.add_argument("fingerprint")
     i.add_argument("--json", action="store_true")
+
     e = add("export", cmd_export, EXAMPLES["export"], "write the examples as PNG files plus labels.csv")
     e.add_argument("fingerprint")
     e.add_argument("directory")

@@ -113,12 +113,13 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
         seeds = [args.seed + r for r in range(args.repeats)]
         tol = args.until_within / 100
-        names = [iterative_prune_name(parent, args.ratio, args.finetune_epochs or 1, tol, s) for s in seeds]
+        data, data_name = _thief_data(args)
+        names = [iterative_prune_name(parent, args.ratio, args.finetune_epochs or 1, tol, data_name, s) for s in seeds]
         for s, out in zip(seeds, _outputs(args, names)):
-            m, stats = prune_until_useful(base, args.ratio, data=cifar_split(args, "train"), test=cifar_split(args, "test"),
+            m, stats = prune_until_useful(base, args.ratio, data=data, test=cifar_split(args, "test"),
                                           epochs_per_round=args.finetune_epochs or 1, tolerance=tol,
                                           max_extra_epochs=args.max_extra_epochs, seed=s, lr=args.lr,
-                                          progress=not args.quiet)
+                                          data_name=data_name, progress=not args.quiet)
             results.append(_write_derived(args, m, stats, out, base_acc))
     elif args.how == "prune":
         seeds = [args.seed + r for r in range(args.repeats)]
@@ -189,7 +190,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def register(add: Add) -> None:
     """Add the train, derive, zoo, data subcommands."""
-    t = add("train", cmd_train, EXAMPLES["train"], "train a CIFAR-10 model from scratch (seeded) and write it with its model card")
+    t = add("train", cmd_train, EXAMPLES["train"],
+            "train a CIFAR-10 model from scratch (seeded) and write it with its model card")
     t.add_argument("--arch", default="cnn1", help="architecture (default cnn1)")
     t.add_argument("--width", type=float, default=0.25, help="width multiplier (cnn1, resnet, plain; default 0.25) or channel count (wide, "
                                                         "when >= 1)")
@@ -205,7 +207,9 @@ def register(add: Add) -> None:
     t.add_argument("-o", "--output", required=True)
     t.add_argument("--json", action="store_true")
     t.add_argument("--quiet", action="store_true")
-    d = add("derive", cmd_derive, EXAMPLES["derive"], "derive a model from another: prune (+fine-tune), fine-tune, quantize, distill")
+
+    d = add("derive", cmd_derive, EXAMPLES["derive"],
+            "derive a model from another: prune (+fine-tune), fine-tune, quantize, distill")
     d.add_argument("how", choices=["prune", "finetune", "quantize", "distill"])
     d.add_argument("model")
     d.add_argument("--ratio", type=float, default=0.9, help="prune: fraction of weights to zero (default 0.9)")
@@ -222,7 +226,7 @@ def register(add: Add) -> None:
     d.add_argument("--epochs", type=int, default=1, help="finetune/distill: epochs (distill: use ~8)")
     d.add_argument("--last-layer", action="store_true", help="finetune: train only the last layer")
     d.add_argument("--data-split", default="all", choices=["all", "half-a", "half-b"],
-                   help="finetune/distill: the thief's data (a fixed random half of the training set, or all)")
+                   help="finetune/distill/prune --until-within: the thief's data (a fixed random half of the training set, or all)")
     d.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate (default 0.01)")
     d.add_argument("--to", default="int8", choices=["int8", "float16", "bfloat16"], help="quantize: target")
     d.add_argument("--repeats", type=int, default=1, help="copies with seeds seed..seed+R-1 (paper: 5)")
@@ -232,10 +236,12 @@ def register(add: Add) -> None:
     d.add_argument("--json", action="store_true")
     d.add_argument("--quiet", action="store_true")
     add_model_args(d)
+
     z = add("zoo", cmd_zoo, EXAMPLES["zoo"], "list bundled and cached models with their accuracies")
     z.add_argument("action", choices=["list"])
     z.add_argument("--cache", default="runs/models", help="model cache folder (default runs/models)")
     z.add_argument("--json", action="store_true")
+
     da = add("data", cmd_data, EXAMPLES["data"], "download the official CIFAR-10 archive (MD5-checked) and cache it")
     da.add_argument("action", choices=["download"])
     da.add_argument("dest", help="folder to unpack into")

@@ -112,36 +112,66 @@ def sparsity_schedule(ratio: float, steps: tuple[float, ...] = (0.5, 0.8, 0.9, 0
 
 def prune_until_useful(model: nn.Module, ratio: float, *, data: ArrayDataset, test: ArrayDataset,
                        epochs_per_round: int = 1, tolerance: float = 0.01, max_extra_epochs: int = 4,
-                       seed: int = 0, lr: float = 0.01, progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+                       seed: int = 0, lr: float = 0.01, data_name: str = "train",
+                       progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Global magnitude pruning to ``ratio`` in rounds (Han et al. 2015), retrained until useful.
 
     Each round of :func:`sparsity_schedule` prunes the smallest remaining weights globally and retrains
-    ``epochs_per_round`` epochs with the masks fixed; afterwards up to ``max_extra_epochs`` more epochs
-    run, one at a time, until the copy's accuracy on ``test`` is within ``tolerance`` (a fraction: 0.01 is
-    one point) of the base's. The stats record every round's accuracy and whether the copy got there.
+    ``epochs_per_round`` epochs on ``data`` with the masks fixed; afterwards up to ``max_extra_epochs`` more
+    epochs run, one at a time, until the copy's accuracy on ``test`` is within ``tolerance`` (a fraction:
+    0.01 is one point) of the base's. The stats record every round's accuracy and whether the copy got there.
+
+    Example:
+        >>> copy95, stats = prune_until_useful(base, 0.95, data=train, test=test)  # doctest: +SKIP
     """
+    return prune_chain(model, [ratio], data=data, test=test, epochs_per_round=epochs_per_round, tolerance=tolerance,
+                       max_extra_epochs=max_extra_epochs, seed=seed, lr=lr, data_name=data_name,
+                       progress=progress)[0]
+
+
+def prune_chain(model: nn.Module, ratios: list[float], *, data: ArrayDataset, test: ArrayDataset,
+                epochs_per_round: int = 1, tolerance: float = 0.01, max_extra_epochs: int = 4, seed: int = 0,
+                lr: float = 0.01, data_name: str = "train",
+                progress: bool = False) -> list[tuple[nn.Module, dict[str, Any]]]:
+    """:func:`prune_until_useful` for several ratios at the cost of the largest: the rounds to a lower ratio
+    are the first rounds to a higher one (same seeds), so one chain of rounds yields every copy, each
+    identical to its own :func:`prune_until_useful` call. Returns (copy, stats) per ratio, in order."""
     base_acc = accuracy(model, test)
-    current = model
-    rounds = []
-    for i, r in enumerate(sparsity_schedule(ratio)):
+    wanted = sorted(set(ratios))
+    schedule = sorted(set(s for r in wanted for s in sparsity_schedule(r)))
+    parent = parent_of(getattr(model, "card", {}) or {})
+    current, rounds, made = model, [], {}
+    for i, r in enumerate(schedule):
         current, _ = prune_model(current, r, scope="global", finetune_epochs=epochs_per_round, data=data,
                                  seed=seed * 100 + i, lr=lr, progress=progress)
         rounds.append({"sparsity": r, "accuracy": accuracy(current, test)})
-    masks = {k: (w != 0).float() for k, w in prunable_weights(current).items()}
+        if r in wanted:
+            made[r] = _retrain_until(copy.deepcopy(current), list(rounds), base_acc, data, test, tolerance,
+                                     max_extra_epochs, seed, lr, progress)
+            _label(made[r][0], parent, r, epochs_per_round, tolerance, data_name, seed, lr, made[r][1])
+    return [made[r] for r in ratios]
+
+
+def _retrain_until(m: nn.Module, rounds: list[dict[str, Any]], base_acc: float, data: ArrayDataset,
+                   test: ArrayDataset, tolerance: float, max_extra: int, seed: int, lr: float,
+                   progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+    masks = {k: (w != 0).float() for k, w in prunable_weights(m).items()}
     extra = 0
-    while base_acc - rounds[-1]["accuracy"] > tolerance and extra < max_extra_epochs:
+    while base_acc - rounds[-1]["accuracy"] > tolerance and extra < max_extra:
         extra += 1
-        train_model(current, data, TrainConfig(epochs=1, lr=lr / 2, seed=seed * 100 + 50 + extra, warmup=0.1),
+        train_model(m, data, TrainConfig(epochs=1, lr=lr / 2, seed=seed * 100 + 50 + extra, warmup=0.1),
                     masks=masks, progress=progress)
-        rounds.append({"sparsity": ratio, "accuracy": accuracy(current, test), "extra_epoch": extra})
+        rounds.append({"sparsity": rounds[-1]["sparsity"], "accuracy": accuracy(m, test), "extra_epoch": extra})
     acc = rounds[-1]["accuracy"]
-    card = getattr(current, "card", None)
+    return m, {"sparsity": sparsity(m), "accuracy": acc, "base_accuracy": base_acc, "accuracy_drop": base_acc - acc,
+               "within_tolerance": base_acc - acc <= tolerance, "extra_epochs": extra, "rounds": rounds}
+
+
+def _label(m: nn.Module, parent: str, ratio: float, epochs_per_round: int, tolerance: float, data_name: str,
+           seed: int, lr: float, stats: dict[str, Any]) -> None:
+    card = getattr(m, "card", None)
     if isinstance(card, dict):  # one lineage step for the whole procedure
-        card["lineage"] = iterative_prune_name(parent_of(getattr(model, "card", {}) or {}), ratio, epochs_per_round,
-                                               tolerance, seed)
-        card["parent"] = parent_of(getattr(model, "card", {}) or {})
-        card["prune"] = {"ratio": ratio, "scope": "global", "iterative": True, "rounds": rounds, "seed": seed, "lr": lr}
-        card["test_accuracy"] = acc
-    return current, {"sparsity": sparsity(current), "accuracy": acc, "base_accuracy": base_acc,
-                     "accuracy_drop": base_acc - acc, "within_tolerance": base_acc - acc <= tolerance,
-                     "extra_epochs": extra, "rounds": rounds}
+        card.update(lineage=iterative_prune_name(parent, ratio, epochs_per_round, tolerance, data_name, seed),
+                    parent=parent, test_accuracy=stats["accuracy"],
+                    prune={"ratio": ratio, "scope": "global", "iterative": True, "rounds": stats["rounds"],
+                           "seed": seed, "lr": lr, "data": data_name})

@@ -28,7 +28,7 @@ from ..data.cifar10 import ArrayDataset, thief_split
 from ..derive import quantize_int8
 from ..derive.distill import distill_model
 from ..derive.finetune import finetune_model
-from ..derive.prune import prune_until_useful
+from ..derive.prune import prune_chain
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..generate import generate
@@ -95,14 +95,23 @@ class Models:
             return range(nval) if pool == "validation" else range(nval, n)
 
         pr = d.get("prune")
-        for ratio in pr["ratios"] if pr else []:
+        if pr:
+            data, data_name = thief_split(self.train, pr.get("split", "all"))
+            ratios = list(pr["ratios"])
             for r in repeats(pr["repeats"]):
-                lineage = iterative_prune_name(parent, ratio, pr["epochs_per_round"], pr["tolerance"], r)
-                out.setdefault(f"prune {round(100 * ratio)}%", {})[lineage] = self.get(
-                    lineage, lambda ratio=ratio, r=r: prune_until_useful(
-                        base, ratio, data=self.train, test=self.test, epochs_per_round=pr["epochs_per_round"],
-                        tolerance=pr["tolerance"], max_extra_epochs=pr["max_extra_epochs"], seed=r, lr=pr["lr"],
-                        progress=self.progress)[0])
+                names = [iterative_prune_name(parent, x, pr["epochs_per_round"], pr["tolerance"], data_name, r)
+                         for x in ratios]
+                for name in names:
+                    seed_cache(self.cache, name, self.train.digest, self.folders)
+                if not all(self.cache.path(name, self.train.digest).is_file() for name in names):
+                    self.say(f"pruning chain {ratios} (repeat {r}) on {data_name}")
+                    for m, _ in prune_chain(base, ratios, data=data, test=self.test,
+                                            epochs_per_round=pr["epochs_per_round"], tolerance=pr["tolerance"],
+                                            max_extra_epochs=pr["max_extra_epochs"], seed=r, lr=pr["lr"],
+                                            data_name=data_name, progress=self.progress):
+                        self.cache.put(m, self.train.digest)
+                for x, name in zip(ratios, names):
+                    out.setdefault(f"prune {round(100 * x)}%", {})[name] = self.cache.get(name, self.train.digest)
         ft = d.get("finetune")
         if ft:
             data, data_name = thief_split(self.train, ft["split"])

@@ -28,13 +28,29 @@ def git_revision() -> str | None:
         return None
 
 
+def cpu_description() -> str:
+    """The CPU model name and the vector/matrix extensions that decide the fast dtype (e.g. AVX-512 BF16, AMX)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name in ("", platform.machine(), platform.processor()):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    ext = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512-BF16"),
+                                     ("amx_bf16", "AMX-BF16")) if flag in flags]
+    return f"{name} ({', '.join(ext) or 'no AVX2'}), {torch.get_num_threads()} threads"
+
+
 def provenance(config: dict[str, Any]) -> dict[str, Any]:
     """The run's config plus versions, git revision, machine and time."""
     from .. import __version__
 
     return {"config": config, "charex_version": __version__, "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(), "threads": torch.get_num_threads(),
-            "git": git_revision(), "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "cpu": cpu_description(), "git": git_revision(), "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -72,10 +72,11 @@ def write_report(run_dir: str | Path, *, sets: Mapping[str, FingerprintSet] | No
     for name, r in results["methods"].items():
         if "verdicts" not in r:
             continue
-        lines += [f"### {name}", "", "| suspect | matches | p-value | decision |", "|---|---|---|---|"]
+        lines += [f"### {name}", "", "| suspect | test accuracy | matches | p-value | decision |", "|---|---|---|---|---|"]
         for v in r["verdicts"]:
             p = "-" if v["p_value"] is None else f"{v['p_value']:.2g}"
-            lines.append(f"| {v['suspect']} | {v['matches']}/{v['n']} | {p} | {v['decision']} |")
+            acc = "-" if v.get("accuracy") is None else f"{100 * v['accuracy']:.1f}%"
+            lines.append(f"| {v['suspect']} | {acc} | {v['matches']}/{v['n']} | {p} | {v['decision']} |")
         lines.append("")
     return atomic_write_text(run / "report.md", "\n".join(lines))
 
