@@ -13,14 +13,13 @@ t() { out=runs/pool/$1.safetensors; shift; [ -f "$out" ] || $C train $DATA --hal
 t resnet8-s101 --arch resnet --width 1 --arch-kw blocks=1 --seed 101 --epochs 8
 t plain-s300 --arch plain --width 0.25 --seed 300 --epochs 12
 # calibration pool
-t cnn1-s4 --arch cnn1 --width 0.25 --seed 4 --epochs 8
+t cnn1-s4 --arch cnn1 --width 0.25 --seed 4 --epochs 6
 t wide-s200 --arch wide --width 40 --seed 200 --epochs 6
-t plain-s302 --arch plain --width 0.25 --seed 302 --epochs 12
 # held-out pool (reported numbers only)
-t resnet8-s102 --arch resnet --width 1 --arch-kw blocks=1 --seed 102 --epochs 8
-t plain-s301 --arch plain --width 0.25 --seed 301 --epochs 12
+t resnet8-s102 --arch resnet --width 1 --arch-kw blocks=1 --seed 102 --epochs 6
+t plain-s301 --arch plain --width 0.25 --seed 301 --epochs 8
 t wide-s201 --arch wide --width 40 --seed 201 --epochs 6
-t tiny-s400 --arch tiny --arch-kw width=32 --seed 400 --epochs 10
-t cnn1-s6 --arch cnn1 --width 0.25 --seed 6 --epochs 8
-t cnn1-s7 --arch cnn1 --width 0.25 --seed 7 --epochs 8
+t tiny-s400 --arch tiny --arch-kw width=32 --seed 400 --epochs 8
+t cnn1-s6 --arch cnn1 --width 0.25 --seed 6 --epochs 6
+t cnn1-s7 --arch cnn1 --width 0.25 --seed 7 --epochs 6
 t cnn1-s5 --arch cnn1 --width 0.25 --seed 5 --epochs 8

@@ -45,7 +45,9 @@ def test_derive_prune_finetune_quantize_and_zoo(tmp_path, monkeypatch, capsys, m
     capsys.readouterr()
     assert main(["zoo", "list", "--cache", str(tmp_path / "pruned"), "--json"]) == 0
     z = json.loads(capsys.readouterr().out)
-    assert len(z["cache"]) == 2 and len(z["bundled"]) == 5
+    from charex.models.loading import bundled_dir
+
+    assert len(z["cache"]) == 2 and len(z["bundled"]) == len(list(bundled_dir().glob("*.safetensors")))
     assert main(["derive", "prune", base, "--ratio", "1.5", "-o", str(tmp_path / "x.safetensors")]) == 2
 
 
@@ -61,3 +63,23 @@ def test_last_layer_finetune_keeps_batchnorm_statistics() -> None:
     bn0, bn1 = base.model.features[1], tuned.model.features[1]
     assert torch.equal(bn0.running_mean, bn1.running_mean) and torch.equal(bn0.running_var, bn1.running_var)
     assert not torch.equal(base.model.classifier.weight, tuned.model.classifier.weight)
+
+
+def test_derive_prune_until_within_and_distill(tmp_path, monkeypatch, capsys, model_files) -> None:
+    monkeypatch.setenv("CHAREX_CACHE", str(tmp_path / "cache"))
+    write_batches(tmp_path / "data", n=20)
+    data = str(tmp_path / "data" / "cifar-10-batches-py")
+    base = str(model_files["base"])
+    assert main(["derive", "prune", base, "--ratio", "0.9", "--until-within", "100", "--data-split", "half-b",
+                 "--data", data, "--quiet", "--json", "-o", str(tmp_path / "p.safetensors")]) == 0
+    r = json.loads(capsys.readouterr().out)["models"][0]
+    m = load_model(r["output"])
+    assert abs(sparsity(m) - 0.9) < 0.01 and r["within_tolerance"] == 1 and r["extra_epochs"] == 0
+    assert m.card["lineage"].endswith("|prune-iter(global,0.9,ft=1,tol=1,data=train-half-b,seed=0)")
+    assert [x["sparsity"] for x in m.card["prune"]["rounds"]] == [0.5, 0.8, 0.9]
+    assert main(["derive", "distill", base, "--student", "tiny", "--epochs", "1", "--data-split", "half-a",
+                 "--data", data, "--quiet", "--json", "-o", str(tmp_path / "s.safetensors")]) == 0
+    r = json.loads(capsys.readouterr().out)["models"][0]
+    s = load_model(r["output"])
+    assert s.card["lineage"].endswith("|distill(tiny,ep=1,data=train-half-a,seed=0)") and s.card["arch"] == "tiny"
+    assert r["test_accuracy"] is not None and 0 <= r["teacher_label_accuracy"] <= 1

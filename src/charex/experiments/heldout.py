@@ -274,4 +274,7 @@ def run_heldout(profile: dict[str, Any], data: str | Path | None, out: str | Pat
     from ..report.tables import heldout_markdown
 
     atomic_write_text(out / f"table-{pool}.md", heldout_markdown(results))
+    from ..report.figures import heldout_tradeoff
+
+    heldout_tradeoff(rows, out / f"fig-tradeoff-{pool}.png", chosen=profile.get("default_method"), pool=pool)
     return results
