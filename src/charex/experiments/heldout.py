@@ -176,15 +176,15 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
                say: Callable[[str], None]) -> dict[str, Any]:
     """Generate (or load) one method's fingerprint, calibrate it and measure every model; resumable."""
     cfg = method_config(spec, profile["generation"])
-    refs = pools.get("generation", {}) if spec.get("references") else {}
+    refs = _references(pools.get("generation", {}), spec.get("references", False))
     key = {"config": cfg.to_dict(), "references": sorted(refs), "report_pool": report_pool,
            "calibration": sorted(pools.get("calibration", {})), "reported": sorted(pools.get(report_pool, {})),
            "derived": {g: sorted(v) for g, v in derived.items()}, "level": profile["level"]}
     rates_path = out / "rates" / f"{spec['name']}.json"
     if rates_path.is_file():
         done = json.loads(rates_path.read_text())
-        if done.get("key") == key:
-            return done
+        if done.get("key") == key:  # the key decides validity; the row's label may have been renamed
+            return {**done, "name": spec["name"], "spec": spec}
     fp_path = out / "fingerprints" / f"{spec['name']}.safetensors"
     fp = FingerprintSet.load(fp_path) if fp_path.is_file() else None
     if fp is None or fp.config != cfg or sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs):
@@ -212,6 +212,15 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
               "summary": summarize_rows(reported, groups, base_acc, profile["useful_drop"])}
     write_json(rates_path, result)
     return result
+
+
+def _references(pool: dict[str, nn.Module], which: bool | int) -> dict[str, nn.Module]:
+    """The generation references of a method row: none (false), the whole pool (true) or its first k (int)."""
+    if isinstance(which, bool):
+        return dict(pool) if which else {}
+    if not isinstance(which, int) or not 0 <= which <= len(pool):
+        raise CharexError(f"references must be true, false or 0..{len(pool)}, got {which!r}")
+    return dict(list(pool.items())[:which])
 
 
 def summarize_rows(independent: dict[str, dict[str, Any]], groups: dict[str, dict[str, dict[str, Any]]],
