@@ -140,8 +140,11 @@ def calibration_strength(threshold: int, n: int, mu: float, n_references: int) -
     impossible: the threshold exceeds n (no suspect can be judged derived); weak: it exceeds
     :data:`USEFUL_COPY_RATE` of n, above what useful derived copies are known to reach.
     """
-    fix = ("fewer --steps or a smaller --alpha (a smaller step budget transfers less), generation "
-           "references (--references, models that then may not be used for calibration), or more examples (--n)")
+    if mu < 0.3:  # the references already match little: only more examples sharpen the test
+        fix = "more examples (--n), or check that the references are really independent of the base"
+    else:
+        fix = ("generation references (--references, independent models that then may not be used for "
+               "calibration), fewer --steps or a smaller --alpha (a smaller step budget transfers less)")
     if threshold > n:
         return {"strength": "impossible",
                 "advice": f"the independent references match {100 * mu:.0f}% on average, so even {n}/{n} matches is "

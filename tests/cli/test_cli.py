@@ -113,3 +113,32 @@ def test_help_has_examples(capsys) -> None:
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "example:" in capsys.readouterr().out
+
+
+def test_generate_with_references_then_calibration_refuses_them(tmp_path, model_files, capsys) -> None:
+    fp_path = tmp_path / "fp.safetensors"
+    assert main(["generate", str(model_files["base"]), "--method", "vanilla", "--n", "12", "--steps", "20",
+                 "--alpha", "0.02", "--references", str(model_files["ind1"]), "--ref-weight", "2", "--quiet",
+                 "-o", str(fp_path)]) == 0
+    fp = FingerprintSet.load(fp_path)
+    assert fp.config.ref_weight == 2.0 and [r["name"] for r in fp.meta["references"]] == [str(model_files["ind1"])]
+    capsys.readouterr()
+    rc = main(["calibrate", str(fp_path), "--reference", str(model_files["ind1"]), str(model_files["ind2"]),
+               "-o", str(tmp_path / "cal.safetensors")])
+    assert rc == 2 and "generation reference" in capsys.readouterr().err
+    assert not (tmp_path / "cal.safetensors").exists()
+    assert main(["calibrate", str(fp_path), "--reference", str(model_files["ind2"]), str(model_files["ind3"]),
+                 "--json", "-o", str(tmp_path / "cal.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["strength"] in ("ok", "weak", "impossible")
+
+
+def test_generate_presets(tmp_path, model_files) -> None:
+    from charex.types import PRESETS
+
+    out = tmp_path / "paper.safetensors"
+    # the paper preset, with only n and steps reduced from the command line
+    assert main(["generate", str(model_files["base"]), "--preset", "paper", "--n", "4", "--steps", "2", "--quiet",
+                 "-o", str(out)]) == 0
+    c = FingerprintSet.load(out).config
+    assert (c.method, c.k, c.delta, c.q, c.alpha, c.n, c.steps) == ("ltrc", 2, 0.03, 10, 1 / 255, 4, 2)
+    assert PRESETS["paper"]["steps"] == 500
