@@ -26,7 +26,7 @@ TOY = {
                           "max_extra_epochs": 0, "lr": 0.01, "split": "half-b"},
                 "finetune": {"split": "half-b", "epochs": 1, "lr": 0.01, "repeats": 2}, "int8": True,
                 "distill": {"arch": "tiny", "arch_kwargs": {"width": 4}, "epochs": 1, "split": "half-b", "seed": 9}},
-    "generation": {"n": 6, "steps": 3, "alpha": 0.02, "q": 2, "seed": 0, "dtype": "float32", "delta": 0.0, "k": 0,
+    "generation": {"n": 6, "steps": 3, "alpha": 0.02, "q": 2, "seed": 0, "dtype": "auto", "delta": 0.0, "k": 0,
                    "ref_weight": 1.0},
     "level": 0.01, "useful_drop": 100.0,
     "methods": [{"name": "vanilla", "method": "vanilla"},
@@ -65,13 +65,16 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
                 assert row["accuracy"] is not None and 0 <= row["rate"] <= 1
         s = r["summary"]
         assert s["n_independent"] == 2 and s["false_claims"] <= 2
-    refs = json.loads((run / "rates" / "vanilla+ref.json").read_text())
+    refs = json.loads((run / "rates" / "heldout" / "vanilla+ref.json").read_text())
     assert refs["key"]["references"] == ["tiny-w4(seed=1,epochs=1)"]
     assert "| vanilla+ref |" in (run / "table-heldout.md").read_text()
     # resume: nothing is trained, derived or generated again
     monkeypatch.setattr(heldout, "train_from_scratch", lambda *a, **k: pytest.fail("retrained a cached model"))
     monkeypatch.setattr(heldout, "generate", lambda *a, **k: pytest.fail("regenerated a finished set"))
     assert main(base_args) == 0
+    # a lost rates file is recomputed from the saved fingerprint, without generating it again
+    (run / "rates" / "validation" / "vanilla.json").unlink()
+    assert main(base_args + ["--pool", "validation"]) == 0
 
 
 def test_heldout_pools_must_be_disjoint(tmp_path, monkeypatch) -> None:

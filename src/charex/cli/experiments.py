@@ -72,7 +72,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile if args.profile != "quick" else "heldout")
         res = run_heldout(profile, args.data, args.out, pool=args.pool, progress=not args.quiet)
         print(heldout_markdown(res))
-        print(f"results in {args.out} (table-{args.pool}.md, results-{args.pool}.json, provenance.json)")
+        print(f"results in {args.out}: table-{args.pool}.md, results-{args.pool}.json, fig-tradeoff-{args.pool}.png, "
+              f"provenance-{args.pool}.json")
         return 0
     if args.dataset == "imagenet":
         from ..experiments.imagenet import run_imagenet

@@ -151,12 +151,12 @@ def register(add: Add) -> None:
     g.add_argument("--references", nargs="+", metavar="MODEL",
                    help="independent models to push away from the targets (reference-contrastive generation); "
                         "they may not be used for calibration afterwards")
-    g.add_argument("--ref-weight", type=float, help="weight of the reference term (default 1)")
-    g.add_argument("--method", choices=["vanilla", "rc", "rcgm", "ltrc"], help="method (default: the preset's)")
+    g.add_argument("--ref-weight", type=float, help="weight of the reference term (default 8)")
+    g.add_argument("--method", choices=["vanilla", "rc", "rcgm", "ltrc"], help="method (default vanilla)")
     g.add_argument("--n", type=int, help="number of examples (default 100)")
-    g.add_argument("--steps", type=int, help="sign-gradient steps (paper: 500)")
+    g.add_argument("--steps", type=int, help="sign-gradient steps (default 100; paper: 500)")
     g.add_argument("--alpha", type=float,
-                   help="step size in [0,1] pixels (paper: 1/255); the budget alpha*steps sets the "
+                   help="step size in [0,1] pixels (default 0.5/255; paper: 1/255); the budget alpha*steps sets the "
                         "robustness/transferability trade-off (docs/results.md)")
     g.add_argument("--delta", type=float, help="weight-noise half-width (rc/rcgm/ltrc)")
     g.add_argument("--q", type=int, help="weight-noise samples averaged per step (rcgm/ltrc)")

@@ -8,12 +8,14 @@ until within a point of the base, fine-tuning on the thief's half of the data, i
 distilled from the base's labels. Every copy's accuracy is reported beside its match rate; a copy more
 than ``useful_drop`` points below the base is reported apart, as no longer a useful theft.
 
-Output folder: models/ (lineage cache), fingerprints/, rates/ (one JSON per method: a finished unit),
-results.json, table.md, provenance.json. Every step first looks for its finished output (resumable).
+Output folder: models/ (lineage cache), fingerprints/, rates/POOL/ (one JSON per method: a finished unit),
+results-POOL.json, table-POOL.md, fig-tradeoff-POOL.png, provenance-POOL.json (POOL: validation or heldout).
+Every step first looks for its finished output (resumable).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -29,6 +31,7 @@ from ..derive import quantize_int8
 from ..derive.distill import distill_model
 from ..derive.finetune import finetune_model
 from ..derive.prune import prune_chain
+from ..dtypes import resolve_dtype
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..generate import generate
@@ -36,6 +39,7 @@ from ..lineage import base_name, distill_name, finetune_name, iterative_prune_na
 from ..metrics import roc_auc, tpr_at_fpr
 from ..models import load_model
 from ..models.loading import bundled_dir, read_card
+from ..models.probe import model_device
 from ..train import TrainConfig, accuracy, train_from_scratch
 from ..types import GenerationConfig
 from ..verify import calibrate, match_count, null_p_value
@@ -180,14 +184,15 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
     key = {"config": cfg.to_dict(), "references": sorted(refs), "report_pool": report_pool,
            "calibration": sorted(pools.get("calibration", {})), "reported": sorted(pools.get(report_pool, {})),
            "derived": {g: sorted(v) for g, v in derived.items()}, "level": profile["level"]}
-    rates_path = out / "rates" / f"{spec['name']}.json"
+    rates_path = out / "rates" / report_pool / f"{spec['name']}.json"
     if rates_path.is_file():
         done = json.loads(rates_path.read_text())
         if done.get("key") == key:  # the key decides validity; the row's label may have been renamed
             return {**done, "name": spec["name"], "spec": spec}
     fp_path = out / "fingerprints" / f"{spec['name']}.safetensors"
     fp = FingerprintSet.load(fp_path) if fp_path.is_file() else None
-    if fp is None or fp.config != cfg or sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs):
+    resolved = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, model_device(base)))  # as generate records it
+    if fp is None or fp.config != resolved or sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs):
         say(f"generating {spec['name']}")
         t0 = time.perf_counter()
         fp = generate(base, cfg, references=refs or None, progress=progress)
@@ -262,7 +267,7 @@ def run_heldout(profile: dict[str, Any], data: str | Path | None, out: str | Pat
         raise CharexError(f"report pool must be heldout or validation, got {pool!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "provenance.json", provenance({**profile, "report_pool": pool}))
+    write_json(out / f"provenance-{pool}.json", provenance({**profile, "report_pool": pool}))
     train, test = load_cifar10(data, "train"), load_cifar10(data, "test")
     models = Models(profile, train, test, out, progress, say)
     if isinstance(profile["base"], str):  # a model file or bundled:NAME
