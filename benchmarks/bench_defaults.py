@@ -5,8 +5,8 @@
     python benchmarks/bench_defaults.py --json out.json
 
 Every row generates n = 100 examples of ``bundled:base`` (cnn1 width 1/4). ``default`` is
-``GenerationConfig()`` with the two bundled generation references (bundled:independent-1 and
-bundled:other-arch); ``paper`` is the ``paper`` preset (LTRC k=2, delta=0.03, q=10, 500 steps of 1/255),
+``GenerationConfig()`` with the four bundled generation references (independent-1, other-arch,
+reference-plain, reference-wide; the held-out evaluation used five); ``paper`` is the ``paper`` preset (LTRC k=2, delta=0.03, q=10, 500 steps of 1/255),
 timed for ``--paper-steps`` steps and scaled linearly to 500 (each step does the same work). Prints the
 CPU, each row's seconds, and the speed-up of the default over the paper's setting measured in this run.
 """
@@ -35,7 +35,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     base = load_model("bundled:base")
-    refs = {f"bundled:{k}": load_model(f"bundled:{k}") for k in ("independent-1", "other-arch")}
+    refs = {f"bundled:{k}": load_model(f"bundled:{k}")
+            for k in ("independent-1", "other-arch", "reference-plain", "reference-wide")}
     cpu = cpu_description()
     print(f"CPU: {cpu}; torch {torch.__version__}")
     rows = []
@@ -43,7 +44,7 @@ def main() -> None:
         resolved = resolve_dtype(dtype, torch.device("cpu"))
         default = GenerationConfig(dtype=dtype)
         paper = dataclasses.replace(GenerationConfig(**PRESETS["paper"], dtype=dtype), steps=args.paper_steps)
-        for name, cfg, references, scale in (("default (with 2 references)", default, refs, 1.0),
+        for name, cfg, references, scale in (("default (with 4 references)", default, refs, 1.0),
                                              ("paper preset (LTRC q=10, 500 steps)", paper, None,
                                               500 / args.paper_steps)):
             t0 = time.perf_counter()

@@ -1,11 +1,12 @@
-"""Copy the demo's suspects into the bundle (float16, accuracy re-measured after the cast).
+"""Copy the demo's suspects and extra generation references into the bundle (float16, accuracy re-measured after the cast).
 
     python scripts/bundle_demo_suspects.py --run runs/heldout [--data DIR]
 
 Derived suspects come from the held-out run's model cache (made by `charex reproduce heldout`): the 90%
 pruned copy and the fine-tuned copy of repeat 1 (held-out copies, not those the defaults were chosen on).
 Independent suspects are the held-out pool's ResNet-8, plain VGG-11 and wide-shallow net (runs/pool,
-made by scripts/train_pools.sh). The other bundled models come from scripts/make_bundled.sh.
+made by scripts/train_pools.sh), and two generation references of the held-out profile (plain VGG-11 and
+wide-shallow net). The other bundled models come from scripts/make_bundled.sh.
 """
 
 import argparse
@@ -25,7 +26,9 @@ DERIVED = {
     "derived-pruned90": f"{PARENT}|prune-iter(global,0.9,ft=1,tol=0.01,data=train-half-b,seed=1)",
     "derived-finetuned": f"{PARENT}|finetune(all,0.01,ep=2,data=train-half-b,seed=1)",
 }
-INDEPENDENT = {"independent-resnet8": "resnet8-s102", "independent-plain": "plain-s301", "independent-wide": "wide-s201"}
+INDEPENDENT = {"independent-resnet8": "resnet8-s102", "independent-plain": "plain-s301", "independent-wide": "wide-s201",
+               # two more generation references (of the held-out profile's generation pool) for the demo
+               "reference-plain": "plain-s303", "reference-wide": "wide-s202"}
 
 
 def main() -> None:

@@ -9,6 +9,10 @@ C=${CHAREX:-.venv/bin/charex}
 DATA=${1:+--data $1}
 mkdir -p runs/pool
 t() { out=runs/pool/$1.safetensors; shift; [ -f "$out" ] || $C train $DATA --half --quiet --json -o "$out" "$@"; }
+# generation references beyond the bundled independent-1 and other-arch
+t cnn1-s8 --arch cnn1 --width 0.25 --seed 8 --epochs 6
+t plain-s303 --arch plain --width 0.25 --seed 303 --epochs 8
+t wide-s202 --arch wide --width 40 --seed 202 --epochs 6
 # validation pool (where defaults are chosen)
 t resnet8-s101 --arch resnet --width 1 --arch-kw blocks=1 --seed 101 --epochs 8
 t plain-s300 --arch plain --width 0.25 --seed 300 --epochs 12

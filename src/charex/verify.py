@@ -79,6 +79,13 @@ def fit_beta_binomial(counts: Sequence[int], n: int, rho_min: float = 0.02) -> t
     return unpack(best.x)
 
 
+def format_p(p: float | None) -> str:
+    """A p-value for people: 3 significant digits, ``<1e-15`` below what float64 tails resolve, ``-`` for None."""
+    if p is None:
+        return "-"
+    return "<1e-15" if p < 1e-15 else f"{p:.3g}"
+
+
 def null_p_value(k: int, n: int, mu: float, rho: float) -> float:
     """P(K >= k) for K ~ BetaBinomial(n) with mean mu and overdispersion rho."""
     from scipy.stats import betabinom

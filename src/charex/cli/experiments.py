@@ -50,7 +50,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..experiments.demo import run_demo
 
-    run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, progress=not args.quiet)
+    run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, dtype=args.dtype, progress=not args.quiet)
     return 0
 
 
@@ -112,6 +112,8 @@ def register(add: Add) -> None:
     dm.add_argument("--n", type=int, help="examples per fingerprint (default: GenerationConfig's)")
     dm.add_argument("--steps", type=int, help="steps (default: GenerationConfig's)")
     dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="compute dtype of generation (default auto)")
     dm.add_argument("--quiet", action="store_true")
 
     rp = add("report", cmd_report, EXAMPLES["report"],

@@ -80,7 +80,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..fingerprint import FingerprintSet
-    from ..verify import verify
+    from ..verify import format_p, verify
 
     fp = FingerprintSet.load(args.fingerprint)
     verdicts = verify(fp, {spec: load(args, spec) for spec in args.suspect})
@@ -95,7 +95,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for v in verdicts:
             line = f"{v.suspect}: {v.matches}/{v.n} match ({100 * v.match_rate:.1f}%)"
             if v.p_value is not None:
-                line += f", p = {v.p_value:.3g}: {v.decision.upper()}"
+                line += f", p = {format_p(v.p_value)}: {v.decision.upper()}"
             print(line)
     if fp.calibration is None:
         return EXIT_UNCALIBRATED

@@ -2,8 +2,9 @@
 
 The bundled models play four roles, never two at once:
   base                       the owner's model (cnn1 width 1/4)
-  generation references      independent-1 (cnn1, other seed), other-arch (ResNet-14): pushed away from
-                             the targets by reference-contrastive generation
+  generation references      independent-1 (cnn1, other seed), other-arch (ResNet-14), reference-plain
+                             (VGG-11), reference-wide (wide-shallow net): pushed away from the targets by
+                             reference-contrastive generation
   calibration references     independent-2, independent-3 (cnn1, other seeds): the verifier's null
   suspects                   copies a thief would ship (pruned 90% + retrained, fine-tuned on its own half
                              of the data, both bundled; int8 of the base, made here) and independent models
@@ -25,16 +26,16 @@ from ..generate import generate
 from ..metrics import evaluate
 from ..models import load_model
 from ..types import GenerationConfig
-from ..verify import calibrate, verify
+from ..verify import calibrate, format_p, verify
 from .provenance import provenance, write_json
 
-GENERATION_REFERENCES = ("independent-1", "other-arch")
+GENERATION_REFERENCES = ("independent-1", "other-arch", "reference-plain", "reference-wide")
 CALIBRATION_REFERENCES = ("independent-2", "independent-3")
 DERIVED_SUSPECTS = ("derived-pruned90", "derived-finetuned")
 INDEPENDENT_SUSPECTS = ("independent-resnet8", "independent-plain", "independent-wide")
 
 
-def run_demo(out: str | Path, *, n: int | None = None, steps: int | None = None, seed: int = 0,
+def run_demo(out: str | Path, *, n: int | None = None, steps: int | None = None, seed: int = 0, dtype: str = "auto",
              progress: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo into ``out`` and return its results (also written to ``out/results.json``).
 
@@ -51,7 +52,7 @@ def run_demo(out: str | Path, *, n: int | None = None, steps: int | None = None,
     int8.card["test_accuracy"] = None  # not measured here: the demo needs no dataset
     derived["derived-int8 (made now)"] = int8
     independent = {k: load_model(f"bundled:{k}") for k in INDEPENDENT_SUSPECTS}
-    cfg = GenerationConfig(seed=seed)
+    cfg = GenerationConfig(seed=seed, dtype=dtype)
     cfg = dataclasses.replace(cfg, n=n or cfg.n, steps=cfg.steps if steps is None else steps)
     say(f"[1/3] generating two fingerprints of bundled:base with the defaults ({cfg.method}, n={cfg.n}, "
         f"{cfg.steps} steps of {cfg.alpha * 255:g}/255): with the generation references "
@@ -103,7 +104,7 @@ def demo_summary(results: dict[str, Any]) -> str:
                   "| suspect | kind | test accuracy | matches | p-value | verdict |", "|---|---|---|---|---|---|"]
         for v in r["verdicts"]:
             acc = "-" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f}%"
-            lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {v['matches']}/{v['n']} | {v['p_value']:.2g} | "
+            lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {v['matches']}/{v['n']} | {format_p(v['p_value'])} | "
                          f"{v['decision'].upper()} |")
         der = [v for v in r["verdicts"] if v["kind"] == "derived"]
         ind = [v for v in r["verdicts"] if v["kind"] == "independent"]

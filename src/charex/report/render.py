@@ -12,6 +12,7 @@ from torch import nn
 from .._io import atomic_write_text
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
+from ..verify import format_p
 from . import figures
 
 
@@ -74,7 +75,7 @@ def write_report(run_dir: str | Path, *, sets: Mapping[str, FingerprintSet] | No
             continue
         lines += [f"### {name}", "", "| suspect | test accuracy | matches | p-value | decision |", "|---|---|---|---|---|"]
         for v in r["verdicts"]:
-            p = "-" if v["p_value"] is None else f"{v['p_value']:.2g}"
+            p = format_p(v["p_value"])
             acc = "-" if v.get("accuracy") is None else f"{100 * v['accuracy']:.1f}%"
             lines.append(f"| {v['suspect']} | {acc} | {v['matches']}/{v['n']} | {p} | {v['decision']} |")
         lines.append("")
