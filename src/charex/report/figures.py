@@ -106,24 +106,29 @@ def roc(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str
 def heldout_tradeoff(rows: Sequence[dict[str, Any]], path: str | Path, chosen: str | None = None,
                      pool: str = "validation") -> Path:
     """Worst-group robustness of useful derived copies vs mean transferability, one point per method row of
-    ``charex reproduce heldout``; rows with references as filled circles, without as open ones; ``chosen``
-    (the default) ringed and labelled."""
+    ``charex reproduce heldout``: with references filled, without open; ``chosen`` (the default) ringed in red.
+    Rows without references and the chosen one are labelled (the others crowd the lower left)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    ys = []
     for r in rows:
         s = r["summary"]
         useful = [g for name, g in s["groups"].items() if "not useful" not in name and name != "distilled"]
         worst = min(g["robustness"] for g in useful) if useful else float("nan")
+        ys.append(worst)
         x = s["transferability"]
         refs = bool(r["spec"].get("references"))
         ax.scatter([x], [worst], s=36, facecolors="tab:blue" if refs else "none", edgecolors="tab:blue")
-        ax.annotate(r["name"], (x, worst), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        if not refs or r["name"] == chosen:
+            ax.annotate(r["name"], (x, worst), fontsize=7, xytext=(4, -10), textcoords="offset points",
+                        rotation=-30)
         if r["name"] == chosen:
             ax.scatter([x], [worst], s=180, facecolors="none", edgecolors="tab:red", linewidths=1.5)
+    lo = min([y for y in ys if y == y] + [95.0])
     ax.axvline(10, color="gray", lw=0.8, ls=":")
-    ax.text(10.5, 3, "chance (10 classes)", fontsize=7, color="gray")
-    ax.set(xlim=(0, 100), ylim=(0, 102), xlabel=f"transferability % (mean over the {pool} pool)",
+    ax.text(10.5, lo - 1, "chance (10 classes)", fontsize=7, color="gray")
+    ax.set(xlim=(0, 100), ylim=(lo - 3, 101), xlabel=f"transferability % (mean over the {pool} pool)",
            ylabel="robustness % (worst useful derived group)")
     ax.grid(alpha=0.3)
-    ax.set_title("filled: with generation references; red ring: the default", fontsize=9)
+    ax.set_title("filled: with generation references; open: without; red ring: the default", fontsize=9)
     return _save(fig, path)
