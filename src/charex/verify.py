@@ -4,8 +4,10 @@ Null model: an independent model's match count K on n examples is beta-binomial,
 K ~ BetaBinomial(n, a, b), with mean mu = a / (a + b) and overdispersion
 rho = 1 / (a + b + 1) capturing between-model variation. (mu, rho) are fitted by maximum
 a-posteriori on the reference models' counts with a Jeffreys Beta(1/2, 1/2) prior on mu and
-rho >= ``rho_min`` (default 0.02), so that a few references that happen to agree never
-yield a null sharper than the data can support. The p-value of a suspect with k matches
+rho >= ``rho_min`` (default :data:`RHO_MIN` = 0.1), so that a few references that happen to agree never
+yield a null sharper than the data can support. The default was chosen on the validation pool of the held-out
+evaluation (``scripts/choose_rho_min.py``, docs/results.md): 0.02 let independent models of the base's own
+architecture exceed the threshold of fingerprints made without references. The p-value of a suspect with k matches
 is P(K >= k); it is ``derived`` when p <= level.
 """
 
@@ -52,7 +54,10 @@ def match_rate(model: nn.Module, fp: FingerprintSet, name: str = "model") -> flo
     return match_count(model, fp, name) / fp.n
 
 
-def fit_beta_binomial(counts: Sequence[int], n: int, rho_min: float = 0.02) -> tuple[float, float]:
+RHO_MIN = 0.1
+
+
+def fit_beta_binomial(counts: Sequence[int], n: int, rho_min: float = RHO_MIN) -> tuple[float, float]:
     """MAP fit of (mu, rho) of a beta-binomial to ``counts`` out of ``n`` each (see module docs)."""
     from scipy.optimize import minimize
     from scipy.stats import betabinom
@@ -94,7 +99,8 @@ def null_p_value(k: int, n: int, mu: float, rho: float) -> float:
     return float(betabinom.sf(k - 1, n, mu * s, (1 - mu) * s))
 
 
-def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01, rho_min: float = 0.02) -> FingerprintSet:
+def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
+              rho_min: float = RHO_MIN) -> FingerprintSet:
     """Fit the null on independent reference models and return ``fp`` with a calibration block.
 
     Args:
@@ -103,7 +109,7 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01, rh
             runs or architectures), as a name -> model mapping or a list.
         level: significance level of the ``derived`` decision (false-accusation rate per
             independent suspect under the fitted null).
-        rho_min: lower bound on the between-model overdispersion.
+        rho_min: lower bound on the between-model overdispersion (default 0.1).
 
     Example:
         >>> fp = calibrate(fp, {"ind1": m1, "ind2": m2, "ind3": m3})  # doctest: +SKIP

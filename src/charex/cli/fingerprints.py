@@ -179,7 +179,8 @@ def register(add: Add) -> None:
     c.add_argument("fingerprint")
     c.add_argument("--reference", nargs="+", required=True, help="independent models (at least 2)")
     c.add_argument("--level", type=float, default=0.01, help="significance level of 'derived' (default 0.01)")
-    c.add_argument("--rho-min", type=float, default=0.02, help="lower bound on between-model overdispersion")
+    c.add_argument("--rho-min", type=float, default=0.1,
+                   help="lower bound on between-model overdispersion (default 0.1, chosen on a validation pool)")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--json", action="store_true")
     c.add_argument("--quiet", action="store_true")

@@ -106,6 +106,8 @@ def demo_summary(results: dict[str, Any]) -> str:
             acc = "-" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f}%"
             lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {v['matches']}/{v['n']} | {format_p(v['p_value'])} | "
                          f"{v['decision'].upper()} |")
+        if c.get("strength") in ("weak", "impossible"):
+            lines.append(f"{c['strength']} calibration: {c['advice']}")
         der = [v for v in r["verdicts"] if v["kind"] == "derived"]
         ind = [v for v in r["verdicts"] if v["kind"] == "independent"]
         lines.append(f"caught {sum(v['decision'] == 'derived' for v in der)}/{len(der)} derived copies; "
