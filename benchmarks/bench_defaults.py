@@ -6,7 +6,8 @@
 
 Every row generates n = 100 examples of ``bundled:base`` (cnn1 width 1/4). ``default`` is
 ``GenerationConfig()`` with the four bundled generation references (independent-1, other-arch,
-reference-plain, reference-wide; the held-out evaluation used five); ``paper`` is the ``paper`` preset (LTRC k=2, delta=0.03, q=10, 500 steps of 1/255),
+reference-plain, reference-wide; the held-out evaluation used five); ``paper`` is the ``paper`` preset
+(LTRC k=2, delta=0.03, q=10, 500 steps of 1/255),
 timed for ``--paper-steps`` steps and scaled linearly to 500 (each step does the same work). Prints the
 CPU, each row's seconds, and the speed-up of the default over the paper's setting measured in this run.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 
 import torch
@@ -53,13 +53,14 @@ def main() -> None:
             rows.append({"variant": name, "dtype": f"{dtype} ({resolved})", "seconds": round(sec, 1),
                          "extrapolated": scale != 1.0, "base_match_rate": fp.meta["base_match_rate"],
                          "config": fp.config.to_dict()})
-            print(f"  {name:38s} {dtype:8s} -> {resolved:8s} {sec:7.1f} s{' (scaled from %d steps)' % cfg.steps if scale != 1 else ''}",
-                  flush=True)
+            note = f" (scaled from {cfg.steps} steps)" if scale != 1 else ""
+            print(f"  {name:38s} {dtype:8s} -> {resolved:8s} {sec:7.1f} s{note}", flush=True)
     print("\n| variant | dtype | seconds for n=100 | speed-up of the default |\n|---|---|---|---|")
     for i in range(0, len(rows), 2):
         d, pp = rows[i], rows[i + 1]
         print(f"| {d['variant']} | {d['dtype']} | {d['seconds']} | {pp['seconds'] / d['seconds']:.1f}x |")
-        print(f"| {pp['variant']} | {pp['dtype']} | {pp['seconds']}{' (extrapolated)' if pp['extrapolated'] else ''} | 1.0x |")
+        extra = " (extrapolated)" if pp["extrapolated"] else ""
+        print(f"| {pp['variant']} | {pp['dtype']} | {pp['seconds']}{extra} | 1.0x |")
     if args.json:
         from charex.experiments.provenance import write_json
 

@@ -1,4 +1,5 @@
-"""Copy the demo's suspects and extra generation references into the bundle (float16, accuracy re-measured after the cast).
+"""Copy the demo's suspects and extra generation references into the bundle (float16; accuracy re-measured
+after the cast).
 
     python scripts/bundle_demo_suspects.py --run runs/heldout [--data DIR]
 
@@ -26,7 +27,8 @@ DERIVED = {
     "derived-pruned90": f"{PARENT}|prune-iter(global,0.9,ft=1,tol=0.01,data=train-half-b,seed=1)",
     "derived-finetuned": f"{PARENT}|finetune(all,0.01,ep=2,data=train-half-b,seed=1)",
 }
-INDEPENDENT = {"independent-resnet8": "resnet8-s102", "independent-plain": "plain-s301", "independent-wide": "wide-s201",
+INDEPENDENT = {"independent-resnet8": "resnet8-s102", "independent-plain": "plain-s301",
+               "independent-wide": "wide-s201",
                # two more generation references (of the held-out profile's generation pool) for the demo
                "reference-plain": "plain-s303", "reference-wide": "wide-s202"}
 

@@ -186,7 +186,8 @@ def register(add: Add) -> None:
     c.add_argument("--quiet", action="store_true")
     add_model_args(c)
 
-    v = add("verify", cmd_verify, EXAMPLES["verify"], "check suspect models against a fingerprint (exit 0 derived, 1 not, 2 error, "
+    v = add("verify", cmd_verify, EXAMPLES["verify"],
+            "check suspect models against a fingerprint (exit 0 derived, 1 not, 2 error, "
                                   "3 uncalibrated)")
     v.add_argument("fingerprint")
     v.add_argument("suspect", nargs="+")

@@ -16,7 +16,8 @@ EXAMPLES = {
               "-o pruned/\n  charex derive finetune model.safetensors --epochs 3 --data-split half-b -o ft.safetensors"
               "\n  charex derive quantize model.safetensors --to int8 -o q.safetensors"
               "\n  charex derive prune bundled:base --ratio 0.95 --until-within 1 --repeats 2 -o pruned95/"
-              "\n  charex derive distill bundled:base --student cnn1 --epochs 8 --data-split half-b -o student.safetensors",
+              "\n  charex derive distill bundled:base --student cnn1 --epochs 8 --data-split half-b "
+              "-o student.safetensors",
     "zoo": "charex zoo list --cache runs/models",
     "data": "charex data download ~/data  # then: --data ~/data/cifar-10-batches-py",
 }
@@ -104,7 +105,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
     base = load(args, args.model)
     has_test = args.data is not None or _has_default_data()
-    base_acc = accuracy(base, cifar_split(args, "test")) if has_test else None  # drops are measured on the same test set
+    # drops are measured on the same test set
+    base_acc = accuracy(base, cifar_split(args, "test")) if has_test else None
     parent = parent_of(base.card)
     results = []
     if args.how == "prune" and args.until_within is not None:
@@ -193,7 +195,8 @@ def register(add: Add) -> None:
     t = add("train", cmd_train, EXAMPLES["train"],
             "train a CIFAR-10 model from scratch (seeded) and write it with its model card")
     t.add_argument("--arch", default="cnn1", help="architecture (default cnn1)")
-    t.add_argument("--width", type=float, default=0.25, help="width multiplier (cnn1, resnet, plain; default 0.25) or channel count (wide, "
+    t.add_argument("--width", type=float, default=0.25,
+                   help="width multiplier (cnn1, resnet, plain; default 0.25) or channel count (wide, "
                                                         "when >= 1)")
     t.add_argument("--arch-kw", type=kv_arg, action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--data", help="CIFAR-10 folder (batches or ImageFolder); default ../shared/datasets/cifar10")
@@ -226,7 +229,8 @@ def register(add: Add) -> None:
     d.add_argument("--epochs", type=int, default=1, help="finetune/distill: epochs (distill: use ~8)")
     d.add_argument("--last-layer", action="store_true", help="finetune: train only the last layer")
     d.add_argument("--data-split", default="all", choices=["all", "half-a", "half-b"],
-                   help="finetune/distill/prune --until-within: the thief's data (a fixed random half of the training set, or all)")
+                   help="finetune/distill/prune --until-within: the thief's data (a fixed random half of the "
+                        "training set, or all)")
     d.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate (default 0.01)")
     d.add_argument("--to", default="int8", choices=["int8", "float16", "bfloat16"], help="quantize: target")
     d.add_argument("--repeats", type=int, default=1, help="copies with seeds seed..seed+R-1 (paper: 5)")

@@ -104,7 +104,8 @@ def demo_summary(results: dict[str, Any]) -> str:
                   "| suspect | kind | test accuracy | matches | p-value | verdict |", "|---|---|---|---|---|---|"]
         for v in r["verdicts"]:
             acc = "-" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f}%"
-            lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {v['matches']}/{v['n']} | {format_p(v['p_value'])} | "
+            lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {v['matches']}/{v['n']} | "
+                         f"{format_p(v['p_value'])} | "
                          f"{v['decision'].upper()} |")
         if c.get("strength") in ("weak", "impossible"):
             lines.append(f"{c['strength']} calibration: {c['advice']}")

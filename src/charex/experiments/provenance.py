@@ -50,7 +50,8 @@ def provenance(config: dict[str, Any]) -> dict[str, Any]:
 
     return {"config": config, "charex_version": __version__, "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(), "threads": torch.get_num_threads(),
-            "cpu": cpu_description(), "git": git_revision(), "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "cpu": cpu_description(), "git": git_revision(),
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

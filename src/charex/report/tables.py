@@ -115,9 +115,11 @@ def heldout_markdown(results: dict) -> str:
             cells.append("-" if gi is None else f"{gi['robustness']:.0f} ({gi['uniqueness']:+.0f}) "
                                                 f"{gi['detected']}/{gi['n_models']}")
         c = r["calibration"]
-        lines.append(f"| {r['name']} | {s['transferability']:.1f} / {s['transferability_max']:.0f} | " + " | ".join(cells)
+        secs = r.get("generation_seconds")
+        lines.append(f"| {r['name']} | {s['transferability']:.1f} / {s['transferability_max']:.0f} | "
+                     + " | ".join(cells)
                      + f" | {s['auc']:.3f} | {s['tpr_at_1pct_fpr']:.0f}% | {s['false_claims']}/{s['n_independent']} | "
-                       f"{c['threshold_matches']}/{r['config']['n']} | {r['generation_seconds'] if r.get('generation_seconds') is not None else '-'} |")
+                       f"{c['threshold_matches']}/{r['config']['n']} | {'-' if secs is None else secs} |")
     lines.append("")
     lines.append("Cells: robustness % (uniqueness = robustness - transferability) and copies judged derived at "
                  f"level {results['profile']['level']}; accuracy range of each group's copies in its header.")
