@@ -120,6 +120,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  images            {fp.n} x {tuple(fp.images.shape[1:])} {info['image_dtype']}; "
           f"{m.get('num_classes')} classes, targets per class {counts}")
     print(f"  base model        {m.get('base_model')} digest {m.get('base_model_digest')}")
+    refs = m.get("references") or []
+    print(f"  references        {len(refs)} (ref_weight {c.ref_weight:g})" if refs else "  references        none")
+    for r in refs:
+        print(f"    {r['name']} digest {r['digest']}")
     print(f"  base match        {100 * m.get('base_match_rate', float('nan')):.1f}%  "
           f"(eta-optimal {100 * m.get('eta_optimal_rate', float('nan')):.1f}%)")
     print(f"  created           {m.get('created')} by charex {m.get('charex_version')}")
