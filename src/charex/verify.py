@@ -14,7 +14,7 @@ is P(K >= k); it is ``derived`` when p <= level.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -194,3 +194,30 @@ def verify(fp: FingerprintSet, suspects: Models) -> list[Verdict]:
                            threshold=cal["threshold_rate"], p_value=p,
                            decision="derived" if p <= cal["level"] else "not derived"))
     return out
+
+
+def verify_answers(fp: FingerprintSet, answers: Mapping[int, int], name: str = "answers") -> Verdict:
+    """A verdict from labels collected elsewhere (``charex.answers.read_answers``): example index -> label.
+
+    With m of the n examples answered, the test uses those m: the calibrated null (mean mu, overdispersion
+    rho) is the same per example, so the suspect's match count K_m is BetaBinomial(m) under it and
+    p = P(K_m >= k). ``extra`` records ``answered`` (m) and ``examples`` (n).
+
+    Example:
+        >>> v = verify_answers(fp, read_answers("answers.csv", fp), "api.example.com")  # doctest: +SKIP
+    """
+    if not answers:
+        raise CharexError("no answers to verify")
+    idx = sorted(answers)
+    if idx[0] < 0 or idx[-1] >= fp.n:
+        raise CharexError(f"answers name examples outside 0..{fp.n - 1}")
+    k = sum(int(fp.targets[i]) == int(answers[i]) for i in idx)
+    m = len(idx)
+    extra = {"answered": m, "examples": fp.n}
+    cal = fp.calibration
+    if cal is None:
+        return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, extra=extra)
+    p = null_p_value(k, m, cal["mu"], cal["rho"])
+    threshold = next((t for t in range(m + 1) if null_p_value(t, m, cal["mu"], cal["rho"]) <= cal["level"]), m + 1)
+    return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"], threshold=threshold / m,
+                   p_value=p, decision="derived" if p <= cal["level"] else "not derived", extra=extra)

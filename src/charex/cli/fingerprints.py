@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import CharexError
 from .common import (EXIT_DERIVED, EXIT_NOT_DERIVED, EXIT_UNCALIBRATED, Add, add_model_args, load,
                      print_json, shape_arg)
 
@@ -15,7 +16,8 @@ EXAMPLES = {
                 "--normalization cifar10 --method vanilla -o fp.safetensors",
     "calibrate": "charex calibrate fp.safetensors --reference bundled:independent-2 bundled:independent-3 "
                  "-o fp-cal.safetensors",
-    "verify": "charex verify fp-cal.safetensors suspect1.safetensors suspect2.pt2 --json",
+    "verify": "charex verify fp-cal.safetensors suspect1.safetensors suspect2.pt2 --json\n"
+              "  charex verify fp-cal.safetensors --answers api-answers.csv   # labels from a system you cannot open",
     "inspect": "charex inspect fp.safetensors",
     "export": "charex export fp.safetensors fp-png/",
 }
@@ -80,20 +82,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..fingerprint import FingerprintSet
-    from ..verify import format_p, verify
+    from ..answers import read_answers
+    from ..verify import format_p, verify, verify_answers
 
     fp = FingerprintSet.load(args.fingerprint)
-    verdicts = verify(fp, {spec: load(args, spec) for spec in args.suspect})
+    if not args.suspect and not args.answers:
+        raise CharexError("name at least one suspect model or --answers FILE")
+    answered = [verify_answers(fp, read_answers(path, fp), str(path)) for path in args.answers or []]
+    verdicts = verify(fp, {spec: load(args, spec) for spec in args.suspect}) + answered
     if args.json:
         keys = ("suspect", "match_rate", "matches", "n", "p_value", "decision", "null_rate", "threshold")
         print_json({"calibrated": fp.calibration is not None,
-                     "results": [{k: v.to_dict()[k] for k in keys} for v in verdicts]})
+                    "results": [{**{k: v.to_dict()[k] for k in keys}, **v.extra} for v in verdicts]})
     else:
         if fp.calibration is None:
             print("note: this fingerprint is not calibrated, so no calibrated verdict is possible; match rates "
                   "only. Run `charex calibrate FP --reference MODEL ...` on independent models first.")
         for v in verdicts:
             line = f"{v.suspect}: {v.matches}/{v.n} match ({100 * v.match_rate:.1f}%)"
+            if "answered" in v.extra:
+                line += f" among the {v.extra['answered']} of {v.extra['examples']} examples answered"
             if v.p_value is not None:
                 line += f", p = {format_p(v.p_value)}: {v.decision.upper()}"
             print(line)
@@ -194,7 +202,11 @@ def register(add: Add) -> None:
             "check suspect models against a fingerprint (exit 0 derived, 1 not, 2 error, "
                                   "3 uncalibrated)")
     v.add_argument("fingerprint")
-    v.add_argument("suspect", nargs="+")
+    v.add_argument("suspect", nargs="*", help="suspect models (files, bundled:NAME)")
+    v.add_argument("--answers", nargs="+", metavar="FILE",
+                   help="labels collected from a system you cannot open, for the PNGs `charex export` wrote: CSV "
+                        "with header file,label (file: NNNN.png or the example index; label: class index or name) "
+                        "or JSON lines with those keys; a subset of the examples may be answered")
     v.add_argument("--json", action="store_true", help="print {\"results\": [...]} as JSON")
     v.add_argument("--quiet", action="store_true")
     add_model_args(v)

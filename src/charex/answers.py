@@ -1,0 +1,106 @@
+"""Answers collected elsewhere: the labels a system you cannot open gave to the exported examples.
+
+A file holds one answer per line, as CSV with the header ``file,label`` or as JSON lines with those two keys:
+``file`` is the PNG name ``charex export`` wrote (``0007.png``, a path ending in it is accepted) or the example
+index (``7``); ``label`` is a class index or a class name of the fingerprint's classes. A subset of the
+examples may be answered (the test then uses what was answered); an example answered twice, a file that is
+not one of the examples, a label that is not a class, an empty file or a row without both fields is an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import CharexError
+from .fingerprint import FingerprintSet
+
+_PNG = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
+
+
+def read_answers(path: str | Path, fp: FingerprintSet) -> dict[int, int]:
+    """Example index -> answered class index, read from a CSV or JSON-lines answers file.
+
+    Args:
+        path: ``.csv`` (header ``file,label``) or ``.jsonl``/``.ndjson`` (``{"file": ..., "label": ...}`` per line).
+        fp: the fingerprint the answers are to (its ``n`` and class names check the file).
+
+    Raises:
+        CharexError: naming the file, the line and the problem.
+
+    Example:
+        >>> answers = read_answers("answers.csv", fp)  # doctest: +SKIP
+        >>> len(answers), answers[0]  # doctest: +SKIP
+        (100, 3)
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CharexError(f"answers file not found: {p}")
+    classes = [str(c) for c in (fp.meta.get("classes") or [])]
+    num_classes = int(fp.meta.get("num_classes") or len(classes) or 0)
+    out: dict[int, int] = {}
+    for line, row in _rows(p):
+        where = f"{p}, line {line}"
+        file, label = row.get("file"), row.get("label")
+        if file in (None, "") or label in (None, ""):
+            raise CharexError(f"{where}: every answer needs both 'file' and 'label', got {row}")
+        idx = _example(str(file), fp.n, where)
+        if idx in out:
+            raise CharexError(f"{where}: example {idx} ({file}) is answered twice")
+        out[idx] = _label(label, classes, num_classes, where)
+    if not out:
+        raise CharexError(f"{p} holds no answers")
+    return out
+
+
+def _rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    text = p.read_text(encoding="utf-8-sig")
+    if p.suffix.lower() in (".jsonl", ".ndjson"):
+        for i, raw in enumerate(text.splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise CharexError(f"{p}, line {i}: not JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise CharexError(f"{p}, line {i}: expected an object with 'file' and 'label'")
+            yield i, obj
+        return
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None:
+        raise CharexError(f"{p} is empty")
+    if not {"file", "label"} <= set(reader.fieldnames):
+        raise CharexError(f"{p}: the CSV header must name 'file' and 'label', got {reader.fieldnames}")
+    for i, row in enumerate(reader, 2):
+        yield i, row
+
+
+def _example(file: str, n: int, where: str) -> int:
+    name = file.replace("\\", "/").rsplit("/", 1)[-1]
+    m = _PNG.match(name)
+    if m:
+        idx = int(m.group(1))
+    elif name.isdigit():
+        idx = int(name)
+    else:
+        raise CharexError(f"{where}: {file!r} is neither an exported file name (NNNN.png) nor an example index")
+    if not 0 <= idx < n:
+        raise CharexError(f"{where}: {file!r} is not one of this fingerprint's {n} examples")
+    return idx
+
+
+def _label(label: Any, classes: list[str], num_classes: int, where: str) -> int:
+    text = str(label).strip()
+    if text in classes:
+        return classes.index(text)
+    if isinstance(label, int) or text.lstrip("-").isdigit():
+        v = int(text)
+        if 0 <= v < num_classes:
+            return v
+        raise CharexError(f"{where}: class index {v} is outside [0, {num_classes})")
+    known = ", ".join(classes) if classes else f"indices 0..{num_classes - 1}"
+    raise CharexError(f"{where}: {label!r} is not a class of this fingerprint ({known})")
