@@ -86,9 +86,9 @@ def test_bad_model_files(tmp_path) -> None:
         load_model(tmp_path / "w.pt", arch="cnn1")
     with pytest.raises(ModelLoadError, match="no bundled model"):
         load_model("bundled:nosuch")
-    (tmp_path / "x.onnx").write_bytes(b"xx")
+    (tmp_path / "x.tflite").write_bytes(b"xx")
     with pytest.raises(ModelLoadError, match="unknown model format"):
-        load_model(tmp_path / "x.onnx")
+        load_model(tmp_path / "x.tflite")
 
 
 def test_import_path_arch() -> None:

@@ -37,14 +37,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--arch-kw", type=kv_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument, e.g. --arch-kw width=0.25 (repeatable)")
     g.add_argument("--normalization", help="cifar10, imagenet or none; default: from the model card, else none")
+    g.add_argument("--onnx-layout", choices=["auto", "nchw", "nhwc"],
+                   help="ONNX suspects: input layout (default: the card's, else from the declared input shape)")
+    g.add_argument("--onnx-scale", type=float, choices=[1.0, 255.0],
+                   help="ONNX suspects: pixel scale the model expects, 1 (charex's [0, 1]) or 255")
+    g.add_argument("--onnx-input", help="ONNX suspects: name of the image input (default: the only input)")
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a full pickled module (runs code from the file; only for trusted files)")
 
 def load(args: argparse.Namespace, spec: str) -> Any:
     from ..models import load_model
 
+    onnx = {k: v for k, v in (("layout", getattr(args, "onnx_layout", None)),
+                              ("scale", getattr(args, "onnx_scale", None)),
+                              ("input", getattr(args, "onnx_input", None))) if v is not None}
     return load_model(spec, arch=args.arch, trust_pickle=args.trust_pickle, arch_kwargs=dict(args.arch_kw),
-                      normalization=args.normalization)
+                      normalization=args.normalization, onnx_options=onnx)
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))

@@ -1,4 +1,4 @@
-"""Model commands: train, derive (prune, fine-tune, quantize, distill), zoo, data."""
+"""Model commands: train, derive (prune, fine-tune, quantize, distill), export-model (ONNX), zoo, data."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import CharexError
-from .common import (Add, add_model_args, cifar_split, kv_arg, load,
-                     print_json)
+from .common import Add, add_model_args, cifar_split, kv_arg, load, print_json, shape_arg
 
 EXAMPLES = {
     "train": "charex train --arch cnn1 --width 0.25 --data ../shared/datasets/cifar10 --seed 0 --epochs 15 "
@@ -19,6 +18,7 @@ EXAMPLES = {
               "\n  charex derive distill bundled:base --student cnn1 --epochs 8 --data-split half-b "
               "-o student.safetensors",
     "zoo": "charex zoo list --cache runs/models",
+    "export-model": "charex export-model pruned.safetensors pruned.onnx   # then: charex verify FP pruned.onnx",
     "data": "charex data download ~/data  # then: --data ~/data/cifar-10-batches-py",
 }
 
@@ -166,6 +166,29 @@ def cmd_derive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .._io import atomic_write_text
+    from ..models.onnx import export_onnx
+
+    model = load(args, args.model)
+    out = Path(args.output)
+    if out.suffix.lower() != ".onnx":
+        raise CharexError(f"export-model writes ONNX: the output must end in .onnx, got {out}")
+    card = {k: v for k, v in model.card.items() if k != "source"}
+    shape = tuple(args.input_shape or card.get("input_shape") or (3, 32, 32))
+    export_onnx(model, out, shape, opset=args.opset)
+    card.update(input_shape=list(shape), format="onnx", onnx={"input": "pixels", "layout": "nchw", "scale": 1},
+                exported_from=str(args.model))
+    card.pop("mean", None)
+    card.pop("std", None)  # normalization is inside the exported graph
+    side = atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
+    print(f"wrote {out} (NCHW float32 pixels in [0, 1], dynamic batch, normalization inside) and its card {side}")
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from ..models.loading import bundled_dir
     from ..zoo import ModelCache, dumps, format_entries
@@ -191,7 +214,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def register(add: Add) -> None:
-    """Add the train, derive, zoo, data subcommands."""
+    """Add the train, derive, export-model, zoo, data subcommands."""
     t = add("train", cmd_train, EXAMPLES["train"],
             "train a CIFAR-10 model from scratch (seeded) and write it with its model card")
     t.add_argument("--arch", default="cnn1", help="architecture (default cnn1)")
@@ -240,6 +263,14 @@ def register(add: Add) -> None:
     d.add_argument("--json", action="store_true")
     d.add_argument("--quiet", action="store_true")
     add_model_args(d)
+
+    em = add("export-model", cmd_export_model, EXAMPLES["export-model"],
+             "write a model as ONNX (the way derived copies reach edge devices), with a sidecar JSON card")
+    em.add_argument("model")
+    em.add_argument("output", help="file to write (.onnx); the card goes next to it as .json")
+    em.add_argument("--input-shape", type=shape_arg, help="C,H,W (default: the model card's)")
+    em.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    add_model_args(em)
 
     z = add("zoo", cmd_zoo, EXAMPLES["zoo"], "list bundled and cached models with their accuracies")
     z.add_argument("action", choices=["list"])

@@ -7,6 +7,8 @@ Supported specs:
   * ``*.pt`` / ``*.pth`` / ``*.ckpt``: a state dict loaded with ``torch.load(weights_only=True)``,
     or a TorchScript archive (detected by content);
   * ``*.pt2``: a ``torch.export`` program;
+  * ``*.onnx``: run with ONNX Runtime (optional extra ``charex[onnx]``; verification only, see
+    :mod:`charex.models.onnx`), input layout and scale from the card's ``onnx`` block or ``onnx_options``;
   * a full pickled module only with ``trust_pickle=True`` (it can run arbitrary code).
 
 A sidecar card is ``<file>.json`` or ``<stem>.json`` next to the file.
@@ -75,7 +77,7 @@ def _safetensors_metadata_card(path: Path) -> dict[str, Any]:
 def load_model(spec: str | Path | nn.Module, arch: str | None = None, trust_pickle: bool = False, *,
                arch_kwargs: Mapping[str, Any] | None = None,
                normalization: str | tuple[Sequence[float], Sequence[float]] | None = None,
-               device: torch.device | str = "cpu") -> nn.Module:
+               device: torch.device | str = "cpu", onnx_options: Mapping[str, Any] | None = None) -> nn.Module:
     """Load a classifier that takes N x C x H x W pixels in [0, 1] (normalization inside).
 
     Args:
@@ -86,6 +88,7 @@ def load_model(spec: str | Path | nn.Module, arch: str | None = None, trust_pick
         arch_kwargs: constructor arguments (override the card's ``arch_kwargs``).
         normalization: ``cifar10``, ``imagenet``, ``none`` or (mean, std); overrides the card.
         device: where to put the model.
+        onnx_options: for ``.onnx`` files: ``input``, ``layout``, ``scale`` (override the card's ``onnx``).
 
     Returns:
         A :class:`Normalized` module in eval mode with its card in ``.card``.
@@ -120,7 +123,12 @@ def load_model(spec: str | Path | nn.Module, arch: str | None = None, trust_pick
     if arch_kwargs:
         card["arch_kwargs"] = {**card.get("arch_kwargs", {}), **dict(arch_kwargs)}
 
-    inner, full = _load_inner(path, card, trust_pickle)
+    if path.suffix.lower() == ".onnx":
+        from .onnx import OnnxModel
+
+        inner, full = OnnxModel(path, {**card.get("onnx", {}), **dict(onnx_options or {})}), None
+    else:
+        inner, full = _load_inner(path, card, trust_pickle)
     if full is not None:
         model = full
         if normalization is not None:
@@ -181,8 +189,8 @@ def _load_inner(path: Path, card: dict[str, Any], trust_pickle: bool) -> tuple[n
                     break
             return _from_state_dict(path, dict(obj), card)
         raise ModelLoadError(f"{path} holds a {type(obj).__name__}, expected a state dict or a module")
-    raise ModelLoadError(f"{path}: unknown model format {suffix!r} (expected .safetensors, .pt, .pth, .pt2 "
-                         "or a TorchScript archive)")
+    raise ModelLoadError(f"{path}: unknown model format {suffix!r} (expected .safetensors, .pt, .pth, .pt2, "
+                         ".onnx or a TorchScript archive)")
 
 
 def _from_state_dict(path: Path, state: dict[str, Any], card: dict[str, Any]) -> tuple[nn.Module, None]:
