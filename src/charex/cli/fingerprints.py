@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ..errors import CharexError
 from .common import (EXIT_DERIVED, EXIT_NOT_DERIVED, EXIT_UNCALIBRATED, Add, add_model_args, load,
@@ -80,6 +81,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remote(args: argparse.Namespace, fp: Any, url: str) -> Any:
+    from ..remote import RemoteModel, verify_remote
+
+    remote = RemoteModel(url, datatype=args.remote_datatype, layout=args.remote_layout, batch_size=args.batch_size,
+                         timeout=args.timeout, retries=args.retries, auth_env=args.auth_env)
+    return verify_remote(fp, remote, max_queries=args.max_queries, audit=args.audit, sequential=not args.all_queries)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..fingerprint import FingerprintSet
     from ..answers import read_answers
@@ -89,7 +98,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.suspect and not args.answers:
         raise CharexError("name at least one suspect model or --answers FILE")
     answered = [verify_answers(fp, read_answers(path, fp), str(path)) for path in args.answers or []]
-    verdicts = verify(fp, {spec: load(args, spec) for spec in args.suspect}) + answered
+    remote = [spec for spec in args.suspect if spec.startswith(("http://", "https://"))]
+    local = [spec for spec in args.suspect if spec not in remote]
+    verdicts = verify(fp, {spec: load(args, spec) for spec in local}) + [_remote(args, fp, url) for url in remote]
+    verdicts += answered
     if args.json:
         keys = ("suspect", "match_rate", "matches", "n", "p_value", "decision", "null_rate", "threshold")
         print_json({"calibrated": fp.calibration is not None,
@@ -102,6 +114,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             line = f"{v.suspect}: {v.matches}/{v.n} match ({100 * v.match_rate:.1f}%)"
             if "answered" in v.extra:
                 line += f" among the {v.extra['answered']} of {v.extra['examples']} examples answered"
+            if v.extra.get("stopped_early"):
+                line += " (stopped early: the verdict could no longer change; p is a bound)"
             if v.p_value is not None:
                 line += f", p = {format_p(v.p_value)}: {v.decision.upper()}"
             print(line)
@@ -202,11 +216,25 @@ def register(add: Add) -> None:
             "check suspect models against a fingerprint (exit 0 derived, 1 not, 2 error, "
                                   "3 uncalibrated)")
     v.add_argument("fingerprint")
-    v.add_argument("suspect", nargs="*", help="suspect models (files, bundled:NAME)")
+    v.add_argument("suspect", nargs="*", help="suspect models: files, bundled:NAME, or a remote model "
+                                              "http://HOST:PORT/v2/models/NAME (Open Inference Protocol v2)")
     v.add_argument("--answers", nargs="+", metavar="FILE",
                    help="labels collected from a system you cannot open, for the PNGs `charex export` wrote: CSV "
                         "with header file,label (file: NNNN.png or the example index; label: class index or name) "
                         "or JSON lines with those keys; a subset of the examples may be answered")
+    r = v.add_argument_group("remote models (http://.../v2/models/NAME)")
+    r.add_argument("--remote-datatype", default="FP32", choices=["FP32", "UINT8"],
+                   help="FP32: pixels in [0, 1] (default); UINT8: 0-255")
+    r.add_argument("--remote-layout", choices=["nchw", "nhwc"], help="default: what the metadata declares")
+    r.add_argument("--batch-size", type=int, default=32, help="images per request at most (default 32)")
+    r.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    r.add_argument("--retries", type=int, default=4, help="retries on 429/502/503/504 and connection errors")
+    r.add_argument("--auth-env", metavar="VAR", help="environment variable holding the Authorization header value")
+    r.add_argument("--max-queries", type=int, help="send at most this many examples")
+    r.add_argument("--audit", metavar="FILE", help="append every answer as JSON lines (time, file, label); "
+                                                   "re-check offline with --answers FILE")
+    r.add_argument("--all-queries", action="store_true",
+                   help="send every example (default: stop once the verdict can no longer change)")
     v.add_argument("--json", action="store_true", help="print {\"results\": [...]} as JSON")
     v.add_argument("--quiet", action="store_true")
     add_model_args(v)

@@ -1,0 +1,221 @@
+"""Remote suspects over the Open Inference Protocol (v2 REST: KServe, NVIDIA Triton, MLServer).
+
+``RemoteModel(url)`` reads the model's metadata (``GET {url}``), then answers batches of fingerprint images
+with ``POST {url}/infer`` in the protocol's JSON ``data`` form. How images are sent is configurable and
+recorded: datatype ``FP32`` (pixels in [0, 1], charex's convention, by default) or ``UINT8`` (0-255), layout
+NCHW or NHWC (by default what the metadata's input shape declares). The first output is read as logits or
+probabilities (argmax) or, when it is an integer vector, as labels.
+
+Production behaviour: a timeout per request, retries with exponential backoff on 429/502/503/504 and
+connection errors, a batch-size limit, an optional auth header whose value comes from an environment
+variable (never from the command line, never logged), a query budget, an audit file (JSON lines: time,
+example index, label) from which any verdict can be recomputed offline with ``--answers``.
+
+:func:`verify_remote` tests sequentially: it stops as soon as the verdict at the calibrated level can no
+longer change (each query shows the other side one of your secret examples) and reports how many it sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import CharexError
+from .fingerprint import FingerprintSet
+from .types import Verdict
+from .verify import null_p_value
+
+RETRY_STATUS = (429, 502, 503, 504)
+
+
+class RemoteModel:
+    """A model served over the Open Inference Protocol v2 (REST), answering labels for uint8 images.
+
+    Args:
+        url: ``http://HOST:PORT/v2/models/NAME`` (optionally ``/versions/V``).
+        datatype: ``FP32`` (pixels / 255, default) or ``UINT8``.
+        layout: ``nchw``, ``nhwc`` or None (from the metadata's declared input shape).
+        batch_size: images per request at most.
+        timeout: seconds per request. retries: further attempts on 429/5xx/connection errors, with
+            backoff ``backoff * 2**attempt`` seconds.
+        auth_env: name of an environment variable holding the ``Authorization`` header value.
+    """
+
+    def __init__(self, url: str, *, datatype: str = "FP32", layout: str | None = None, batch_size: int = 32,
+                 timeout: float = 30.0, retries: int = 4, backoff: float = 0.5, auth_env: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not url.startswith(("http://", "https://")) or "/v2/models/" not in url:
+            raise CharexError(f"remote model URL must look like http://HOST:PORT/v2/models/NAME, got {url!r}")
+        if datatype not in ("FP32", "UINT8"):
+            raise CharexError(f"datatype must be FP32 or UINT8, got {datatype!r}")
+        if layout not in (None, "nchw", "nhwc"):
+            raise CharexError(f"layout must be nchw or nhwc, got {layout!r}")
+        if batch_size < 1:
+            raise CharexError(f"batch size must be >= 1, got {batch_size}")
+        self.url = url.rstrip("/")
+        self.datatype, self.layout, self.batch_size = datatype, layout, batch_size
+        self.timeout, self.retries, self.backoff, self.sleep = timeout, retries, backoff, sleep
+        self.headers = {"Content-Type": "application/json"}
+        if auth_env:
+            value = os.environ.get(auth_env)
+            if not value:
+                raise CharexError(f"environment variable {auth_env} (the auth header) is not set")
+            self.headers["Authorization"] = value
+        self.input_name: str | None = None
+        self.sent = 0
+
+    def _request(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        last = ""
+        for attempt in range(self.retries + 1):
+            req = urllib.request.Request(url, data=data, method=method, headers=self.headers)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
+                try:
+                    out = json.loads(raw)
+                except json.JSONDecodeError:
+                    raise CharexError(f"{url} answered with something that is not JSON: {raw[:80]!r}") from None
+                if not isinstance(out, dict):
+                    raise CharexError(f"{url} answered with JSON that is not an object")
+                return out
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code} {e.reason}"
+                if e.code not in RETRY_STATUS:
+                    detail = e.read()[:200].decode(errors="replace")
+                    raise CharexError(f"{url}: {last}: {detail}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+            if attempt < self.retries:
+                self.sleep(self.backoff * 2 ** attempt)
+        raise CharexError(f"{url}: no answer after {self.retries + 1} attempts ({last})")
+
+    def check(self, shape: tuple[int, int, int]) -> dict[str, Any]:
+        """Read the metadata; pick the input and layout; fail early when the declared shape does not fit."""
+        meta = self._request("GET", self.url)
+        inputs = meta.get("inputs") or []
+        if not inputs or not isinstance(inputs, list):
+            raise CharexError(f"{self.url}: the metadata declares no inputs")
+        inp = inputs[0]
+        self.input_name = str(inp.get("name"))
+        declared = list(inp.get("shape") or [])
+        c, h, w = shape
+        if self.layout is None:
+            self.layout = "nhwc" if declared[-3:] == [h, w, c] else "nchw"
+        want = [c, h, w] if self.layout == "nchw" else [h, w, c]
+        if len(declared) != 4 or any(d not in (-1, x) for d, x in zip(declared[1:], want)):
+            raise CharexError(f"{self.url}: input {self.input_name!r} is declared {declared}; the fingerprint's "
+                              f"images are {self.layout.upper()} {want} (choose --remote-layout or another model)")
+        if declared[0] not in (-1, None) and declared[0] >= 1:
+            self.batch_size = min(self.batch_size, int(declared[0]))
+        return meta
+
+    def labels(self, images: np.ndarray) -> list[int]:
+        """Labels for an N x C x H x W uint8 batch (split into requests of ``batch_size``)."""
+        if self.input_name is None:
+            self.check(tuple(images.shape[1:]))  # type: ignore[arg-type]
+        out: list[int] = []
+        for i in range(0, len(images), self.batch_size):
+            part = images[i:i + self.batch_size]
+            x = part.transpose(0, 2, 3, 1) if self.layout == "nhwc" else part
+            data = (x.astype(np.float32) / 255).ravel().tolist() if self.datatype == "FP32" else x.ravel().tolist()
+            body = {"inputs": [{"name": self.input_name, "shape": list(x.shape), "datatype": self.datatype,
+                                "data": data}]}
+            resp = self._request("POST", f"{self.url}/infer", body)
+            out += _labels_from(resp, len(part), self.url)
+            self.sent += len(part)
+        return out
+
+
+def _labels_from(resp: dict[str, Any], n: int, url: str) -> list[int]:
+    outputs = resp.get("outputs")
+    if not outputs or not isinstance(outputs, list) or "data" not in outputs[0]:
+        raise CharexError(f"{url}: the answer holds no outputs with data")
+    o = outputs[0]
+    try:
+        arr = np.asarray(o["data"], dtype=np.float64).reshape([int(s) for s in o.get("shape") or [n, -1]])
+    except (ValueError, TypeError) as e:
+        raise CharexError(f"{url}: output {o.get('name')!r} does not have its declared shape: {e}") from None
+    if arr.shape[0] != n:
+        raise CharexError(f"{url}: asked {n} images, got {arr.shape[0]} answers")
+    if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):  # labels
+        return [int(v) for v in arr.reshape(n)]
+    if not np.isfinite(arr).all():
+        raise CharexError(f"{url}: the answer holds NaN or inf scores")
+    return [int(v) for v in arr.reshape(n, -1).argmax(1)]
+
+
+def verify_remote(fp: FingerprintSet, remote: RemoteModel, *, name: str | None = None, max_queries: int | None = None,
+                  audit: str | Path | None = None, seed: int = 0, sequential: bool = True) -> Verdict:
+    """Query ``remote`` with the examples (in a seeded random order) and judge it like a model.
+
+    With a calibrated ``fp`` and ``sequential``, it stops when the decision at the full n is settled: k
+    matches already reach the full-n threshold (``derived``), or even all remaining examples could not
+    reach it (``not derived``). ``max_queries`` caps what is sent; the verdict then uses what was answered
+    (as partial answers do). ``extra`` records answered, sent, stopped_early and the request settings.
+    """
+    name = name or remote.url
+    audit_path = Path(audit) if audit else None
+    if audit_path is not None and audit_path.exists():
+        raise CharexError(f"audit file {audit_path} exists: choose a new file (one audit per run, so that "
+                          "`charex verify FP --answers AUDIT` recomputes exactly this verdict)")
+    order = list(range(fp.n))
+    random.Random(seed).shuffle(order)
+    if max_queries is not None:
+        if max_queries < 1:
+            raise CharexError(f"--max-queries must be >= 1, got {max_queries}")
+        order = order[:max_queries]
+    cal = fp.calibration
+    full_threshold = None
+    if cal is not None:
+        full_threshold = next((t for t in range(fp.n + 1) if null_p_value(t, fp.n, cal["mu"], cal["rho"])
+                               <= cal["level"]), fp.n + 1)
+    remote.check(tuple(fp.images.shape[1:]))  # type: ignore[arg-type]
+    images = fp.images.numpy()
+    answers: dict[int, int] = {}
+    k = 0
+    stopped = False
+    fh = audit_path.open("x") if audit_path else None
+    try:
+        for i in range(0, len(order), remote.batch_size):
+            idx = order[i:i + remote.batch_size]
+            labels = remote.labels(images[idx])
+            for j, lab in zip(idx, labels):
+                answers[j] = lab
+                k += int(int(fp.targets[j]) == lab)
+                if fh:
+                    fh.write(json.dumps({"time": time.time(), "file": f"{j:04d}.png", "label": lab}) + "\n")
+            if fh:
+                fh.flush()
+            left = fp.n - len(answers)
+            if sequential and full_threshold is not None and max_queries is None and left and \
+                    (k >= full_threshold or k + left < full_threshold):
+                stopped = True
+                break
+    finally:
+        if fh:
+            fh.close()
+    m = len(answers)
+    extra = {"answered": m, "examples": fp.n, "sent": remote.sent, "stopped_early": stopped,
+             "datatype": remote.datatype, "layout": remote.layout, "batch_size": remote.batch_size}
+    if cal is None:
+        return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, extra=extra)
+    if stopped:  # the full-n decision is settled; p is bounded by treating every unsent example as a miss/match
+        derived = k >= full_threshold
+        p = null_p_value(k if derived else k + fp.n - m, fp.n, cal["mu"], cal["rho"])
+        extra["p_value_is_bound"] = True
+        return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"],
+                       threshold=full_threshold / fp.n, p_value=p, decision="derived" if derived else "not derived",
+                       extra=extra)
+    p = null_p_value(k, m, cal["mu"], cal["rho"])
+    threshold = next((t for t in range(m + 1) if null_p_value(t, m, cal["mu"], cal["rho"]) <= cal["level"]), m + 1)
+    return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"], threshold=threshold / m,
+                   p_value=p, decision="derived" if p <= cal["level"] else "not derived", extra=extra)
