@@ -41,7 +41,8 @@ class RemoteModel:
 
     Args:
         url: ``http://HOST:PORT/v2/models/NAME`` (optionally ``/versions/V``).
-        datatype: ``FP32`` (pixels / 255, default) or ``UINT8``.
+        datatype: ``FP32`` (default) or ``UINT8`` (0-255 integers).
+        scale: FP32 pixel scale: 1 (pixels in [0, 1], charex's convention, default) or 255.
         layout: ``nchw``, ``nhwc`` or None (from the metadata's declared input shape).
         batch_size: images per request at most.
         timeout: seconds per request. retries: further attempts on 429/5xx/connection errors, with
@@ -49,7 +50,8 @@ class RemoteModel:
         auth_env: name of an environment variable holding the ``Authorization`` header value.
     """
 
-    def __init__(self, url: str, *, datatype: str = "FP32", layout: str | None = None, batch_size: int = 32,
+    def __init__(self, url: str, *, datatype: str = "FP32", layout: str | None = None, scale: float = 1.0,
+                 batch_size: int = 32,
                  timeout: float = 30.0, retries: int = 4, backoff: float = 0.5, auth_env: str | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if not url.startswith(("http://", "https://")) or "/v2/models/" not in url:
@@ -60,8 +62,10 @@ class RemoteModel:
             raise CharexError(f"layout must be nchw or nhwc, got {layout!r}")
         if batch_size < 1:
             raise CharexError(f"batch size must be >= 1, got {batch_size}")
+        if scale not in (1.0, 255.0) or (datatype == "UINT8" and scale != 1.0):
+            raise CharexError(f"scale must be 1 ([0, 1] floats) or 255 (0-255 floats) with FP32, got {scale}")
         self.url = url.rstrip("/")
-        self.datatype, self.layout, self.batch_size = datatype, layout, batch_size
+        self.datatype, self.layout, self.scale, self.batch_size = datatype, layout, float(scale), batch_size
         self.timeout, self.retries, self.backoff, self.sleep = timeout, retries, backoff, sleep
         self.headers = {"Content-Type": "application/json"}
         if auth_env:
@@ -126,7 +130,10 @@ class RemoteModel:
         for i in range(0, len(images), self.batch_size):
             part = images[i:i + self.batch_size]
             x = part.transpose(0, 2, 3, 1) if self.layout == "nhwc" else part
-            data = (x.astype(np.float32) / 255).ravel().tolist() if self.datatype == "FP32" else x.ravel().tolist()
+            if self.datatype == "FP32":
+                data = (x.astype(np.float32) * (self.scale / 255)).ravel().tolist()
+            else:
+                data = x.ravel().tolist()
             body = {"inputs": [{"name": self.input_name, "shape": list(x.shape), "datatype": self.datatype,
                                 "data": data}]}
             resp = self._request("POST", f"{self.url}/infer", body)
@@ -183,7 +190,9 @@ def verify_remote(fp: FingerprintSet, remote: RemoteModel, *, name: str | None =
     answers: dict[int, int] = {}
     k = 0
     stopped = False
-    fh = audit_path.open("x") if audit_path else None
+    tmp = audit_path.with_name(f".{audit_path.name}.part") if audit_path else None
+    fh = tmp.open("w") if tmp else None
+    ok = False
     try:
         for i in range(0, len(order), remote.batch_size):
             idx = order[i:i + remote.batch_size]
@@ -200,12 +209,26 @@ def verify_remote(fp: FingerprintSet, remote: RemoteModel, *, name: str | None =
                     (k >= full_threshold or k + left < full_threshold):
                 stopped = True
                 break
+        ok = True
+    except CharexError as e:
+        if tmp is not None and answers:
+            partial = audit_path.with_name(audit_path.name + ".partial")  # type: ignore[union-attr]
+            raise CharexError(f"{e} ({len(answers)} answers received before the failure are in {partial})") from e
+        raise
     finally:
         if fh:
             fh.close()
+        if tmp is not None:  # the audit appears whole, or as .partial beside it when the run failed
+            if ok:
+                os.replace(tmp, audit_path)  # type: ignore[arg-type]
+            elif answers:
+                os.replace(tmp, audit_path.with_name(audit_path.name + ".partial"))  # type: ignore[union-attr]
+            else:
+                tmp.unlink(missing_ok=True)
     m = len(answers)
     extra = {"answered": m, "examples": fp.n, "sent": remote.sent, "stopped_early": stopped,
-             "datatype": remote.datatype, "layout": remote.layout, "batch_size": remote.batch_size}
+             "datatype": remote.datatype, "layout": remote.layout, "scale": remote.scale,
+             "batch_size": remote.batch_size}
     if cal is None:
         return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, extra=extra)
     if stopped:  # the full-n decision is settled; p is bounded by treating every unsent example as a miss/match

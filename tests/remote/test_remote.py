@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from charex import GenerationConfig, calibrate, generate, verify
+from charex import GenerationConfig, calibrate, generate, load_model, verify
 from charex.cli import main
 from charex.derive import prune_model
 from charex.errors import CharexError
 from charex.models import save_model
 from charex.remote import RemoteModel, verify_remote
-from conftest import make_tiny
 
 HERE = Path(__file__).resolve().parent
 
@@ -32,15 +31,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def fp_and_models(tmp_path_factory, trained_tiny):
+def fp_and_models(tmp_path_factory):
+    """A fingerprint of bundled:base; suspects: a 50% pruned copy of it and a bundled independent model."""
     d = tmp_path_factory.mktemp("remote")
-    pruned, _ = prune_model(trained_tiny, 0.2, scope="global")
-    refs = [make_tiny(s, train_steps=60) for s in (45, 46, 47)]
-    fp = generate(trained_tiny, GenerationConfig(n=40, steps=30, alpha=0.02, dtype="float32"), references=refs)
-    cal = calibrate(fp, {"a": make_tiny(41, train_steps=60), "b": make_tiny(42, train_steps=60),
-                         "c": make_tiny(43, train_steps=60)})
+    base = load_model("bundled:base")
+    pruned, _ = prune_model(base, 0.5, scope="global")
+    refs = [load_model(f"bundled:{k}") for k in ("independent-1", "other-arch")]
+    fp = generate(base, GenerationConfig(n=40, steps=30, dtype="float32"), references=refs)
+    cal = calibrate(fp, {k: load_model(f"bundled:{k}") for k in ("independent-2", "independent-3", "reference-plain")})
     cal.save(d / "cal.safetensors")
-    return d, cal, {"pruned": pruned, "other": make_tiny(44, train_steps=60)}
+    return d, cal, {"pruned": pruned, "other": load_model("bundled:independent-resnet8")}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def mlserver(fp_and_models):
         (root / name / "model-settings.json").write_text(json.dumps({
             "name": name, "implementation": "charex_runtime.CharexRuntime",
             "parameters": {"uri": str(root / name / "model.safetensors")},
-            "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 3, 16, 16]}],
+            "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
             "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]}))
     port = free_port()
     (root / "settings.json").write_text(json.dumps({
@@ -131,7 +131,7 @@ class Misbehaving(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        shape = [-1, 1, 8, 8] if Misbehaving.mode == "shape" else [-1, 16, 16, 3]
+        shape = [-1, 1, 8, 8] if Misbehaving.mode == "shape" else [-1, 32, 32, 3]
         self._send(200, json.dumps({"name": "m", "inputs": [{"name": "img", "datatype": "UINT8",
                                                                   "shape": shape}]}).encode())
 
@@ -140,7 +140,7 @@ class Misbehaving(http.server.BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         n = body["inputs"][0]["shape"][0]
         Misbehaving.last = body
-        if Misbehaving.mode == "500":
+        if Misbehaving.mode == "500" or (Misbehaving.mode == "fail-later" and Misbehaving.calls > 1):
             return self._send(500, b'{"error": "boom"}')
         if Misbehaving.mode == "503" and Misbehaving.calls <= 2:
             return self._send(503, b'{"error": "busy"}')
@@ -173,7 +173,7 @@ def test_labels_nhwc_uint8_and_retries(endpoint, fp_and_models, monkeypatch) -> 
     v = verify_remote(cal, remote(endpoint, batch_size=64), sequential=False)
     assert Misbehaving.calls == 3 and v.n == 40 and v.extra["layout"] == "nhwc"  # two 503s, then an answer
     inp = Misbehaving.last["inputs"][0]
-    assert inp["shape"] == [40, 16, 16, 3] and inp["datatype"] == "UINT8" and max(inp["data"]) <= 255
+    assert inp["shape"] == [40, 32, 32, 3] and inp["datatype"] == "UINT8" and max(inp["data"]) <= 255
     assert v.matches == int((cal.targets == 3).sum())  # labels output read as labels
     Misbehaving.mode = "auth"
     monkeypatch.setenv("SUSPECT_TOKEN", "Bearer s3cret")
@@ -201,3 +201,14 @@ def test_bad_remote_settings() -> None:
         RemoteModel("http://host/predict")
     with pytest.raises(CharexError, match="is not set"):
         RemoteModel("http://h:1/v2/models/m", auth_env="CHAREX_NO_SUCH_VARIABLE")
+
+
+def test_failed_run_leaves_a_partial_audit_not_a_whole_one(endpoint, fp_and_models, tmp_path, capsys) -> None:
+    d, _, _ = fp_and_models
+    Misbehaving.mode = "fail-later"
+    audit = tmp_path / "audit.jsonl"
+    rc = main(["verify", str(d / "cal.safetensors"), endpoint, "--remote-datatype", "UINT8", "--batch-size", "8",
+               "--retries", "0", "--audit", str(audit)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "HTTP 500" in err and "8 answers received before the failure" in err
+    assert not audit.exists() and len((tmp_path / "audit.jsonl.partial").read_text().splitlines()) == 8

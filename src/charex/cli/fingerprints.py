@@ -84,7 +84,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _remote(args: argparse.Namespace, fp: Any, url: str) -> Any:
     from ..remote import RemoteModel, verify_remote
 
-    remote = RemoteModel(url, datatype=args.remote_datatype, layout=args.remote_layout, batch_size=args.batch_size,
+    remote = RemoteModel(url, datatype=args.remote_datatype, layout=args.remote_layout, scale=args.remote_scale,
+                         batch_size=args.batch_size,
                          timeout=args.timeout, retries=args.retries, auth_env=args.auth_env)
     return verify_remote(fp, remote, max_queries=args.max_queries, audit=args.audit, sequential=not args.all_queries)
 
@@ -226,13 +227,15 @@ def register(add: Add) -> None:
     r.add_argument("--remote-datatype", default="FP32", choices=["FP32", "UINT8"],
                    help="FP32: pixels in [0, 1] (default); UINT8: 0-255")
     r.add_argument("--remote-layout", choices=["nchw", "nhwc"], help="default: what the metadata declares")
+    r.add_argument("--remote-scale", type=float, default=1.0, choices=[1.0, 255.0],
+                   help="FP32 pixel scale: 1 ([0, 1], default) or 255")
     r.add_argument("--batch-size", type=int, default=32, help="images per request at most (default 32)")
     r.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     r.add_argument("--retries", type=int, default=4, help="retries on 429/502/503/504 and connection errors")
     r.add_argument("--auth-env", metavar="VAR", help="environment variable holding the Authorization header value")
     r.add_argument("--max-queries", type=int, help="send at most this many examples")
-    r.add_argument("--audit", metavar="FILE", help="append every answer as JSON lines (time, file, label); "
-                                                   "re-check offline with --answers FILE")
+    r.add_argument("--audit", metavar="FILE", help="write every answer as JSON lines (time, file, label) to a new "
+                                                   "file; re-check offline with --answers FILE")
     r.add_argument("--all-queries", action="store_true",
                    help="send every example (default: stop once the verdict can no longer change)")
     v.add_argument("--json", action="store_true", help="print {\"results\": [...]} as JSON")
