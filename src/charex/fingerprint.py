@@ -100,12 +100,17 @@ class FingerprintSet:
     @classmethod
     def load(cls, path: str | Path) -> "FingerprintSet":
         """Read a set written by :meth:`save`; refuses missing, corrupt or modified files."""
-        from safetensors.torch import load
-
         p = Path(path)
         if not p.is_file():
             raise FingerprintFileError(f"fingerprint file not found: {p}")
-        raw = p.read_bytes()
+        return cls.from_bytes(p.read_bytes(), str(p))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, name: str = "fingerprint") -> "FingerprintSet":
+        """:meth:`load` from the file's bytes (``name`` labels the errors); the same checks."""
+        from safetensors.torch import load
+
+        p = name
         try:
             tensors = load(raw)
             meta = _read_metadata(raw)

@@ -1,5 +1,5 @@
 """The ``charex`` command line: thin argparse subcommands, one small function each, grouped by module
-(fingerprints, models, experiments).
+(fingerprints, models, scan, experiments).
 
 Exit codes: 0 success (verify: at least one suspect judged derived), 1 verify: no suspect
 judged derived, 2 error (bad input, unreadable model or file), 3 verify without calibration
@@ -13,7 +13,7 @@ import sys
 from typing import Callable, Sequence
 
 from ..errors import CharexError
-from . import experiments, fingerprints, models
+from . import experiments, fingerprints, models, scan
 from .common import EXIT_DERIVED, EXIT_ERROR, EXIT_NOT_DERIVED, EXIT_UNCALIBRATED
 
 __all__ = ["EXIT_DERIVED", "EXIT_ERROR", "EXIT_NOT_DERIVED", "EXIT_UNCALIBRATED", "build_parser", "main"]
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=fn)
         return sp
 
-    for module in (fingerprints, models, experiments):
+    for module in (fingerprints, models, scan, experiments):
         module.register(add)
     return p
 
