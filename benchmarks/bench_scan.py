@@ -76,7 +76,8 @@ def main() -> None:
     load, pair = rows[0]["load_seconds_median"], rows[0]["pair_seconds_median"]
     hub = 100_000 * (load + args.fingerprints * pair)
     print(f"\nCost model (medians from the 1-worker scan): load {load * 1000:.1f} ms per model, "
-          f"{pair * 1000:.1f} ms per pair (n = {args.n} forward passes). A hub of 100,000 such models x {args.fingerprints} fingerprints: "
+          f"{pair * 1000:.1f} ms per pair (n = {args.n} forward passes). A hub of 100,000 such models x "
+          f"{args.fingerprints} fingerprints: "
           f"{hub / 3600:.1f} core-hours of compute ({hub / 3600 / 2:.1f} h on these 2 cores), before I/O.")
     if args.json:
         write_json(args.json, {"cpu": cpu, "torch": torch.__version__, "models": args.models,
