@@ -90,3 +90,27 @@ def test_reproduce_imagenet_toy_scale(tmp_path, capsys) -> None:
     assert set(res["rows"][0]["evaluation"]["summary"]["groups"]) == {"40%", "50%", "60%", "70%", "80%"}
     assert (tmp_path / "run" / "table1.md").is_file()
     assert "| LTRC k=20 | 0.001 |" in (tmp_path / "run" / "table1.md").read_text()
+
+
+def test_reproduce_toy_grid_same_on_ray(tmp_path, monkeypatch) -> None:
+    """The grid's cells as Ray tasks on a local instance give the same results as the local run."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("CHAREX_CACHE", str(tmp_path / "cache"))
+    write_batches(tmp_path / "data", n=40)
+    prof = tmp_path / "toy.json"
+    prof.write_text(json.dumps(TOY))
+    common = ["reproduce", "cifar10", "--data", str(tmp_path / "data"), "--profile", str(prof), "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "local")]) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(common + ["--out", str(tmp_path / "ray"), "--ray", "auto"]) == 0
+    finally:
+        ray.shutdown()
+
+    def rows(run):
+        res = json.loads((tmp_path / run / "results.json").read_text())
+        return [(r["name"], r["evaluation"], r["base_match_rate"]) for r in res["rows"]], res["accuracy"]
+
+    assert rows("local") == rows("ray")
+    # the Ray run did the work in its cells: every rates file and model is there
+    assert len(list((tmp_path / "ray" / "rates").glob("*.json"))) == 3

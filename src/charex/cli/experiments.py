@@ -65,6 +65,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from ..experiments.grid import load_profile, run_grid
     from ..report.tables import grid_markdown
 
+    if args.ray and args.dataset != "cifar10":
+        raise CharexError(f"--ray runs the cifar10 grid's cells; reproduce {args.dataset} runs locally only")
     if args.dataset == "heldout":
         from ..experiments.heldout import run_heldout
         from ..report.tables import heldout_markdown
@@ -86,7 +88,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         results = run_imagenet(profile, args.base, args.other, args.val, args.out, progress=not args.quiet)
         table = "table1"
     else:
-        results = run_grid(load_profile(args.profile), args.data, args.out, progress=not args.quiet)
+        results = run_grid(load_profile(args.profile), args.data, args.out, progress=not args.quiet,
+                           ray_address=args.ray)
         table = "table2"
     print(grid_markdown(results))
     print(f"results in {args.out} ({table}.md, {table}.csv, results.json, report.md)")
@@ -135,4 +138,7 @@ def register(add: Add) -> None:
     rr.add_argument("--data", help="CIFAR-10 folder (default: shared copy)")
     rr.add_argument("--out", required=True)
     rr.add_argument("--profile", default="quick", help="quick, paper or a JSON profile file")
+    rr.add_argument("--ray", metavar="ADDRESS",
+                    help="cifar10: run the grid's cells as Ray tasks ('auto', 'local' or ray://HOST:PORT); --out "
+                         "must be a path every worker shares; needs pip install 'charex[ray]'")
     rr.add_argument("--quiet", action="store_true")

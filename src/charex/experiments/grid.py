@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from ..data import load_cifar10
@@ -65,51 +64,131 @@ def _seed_from_bundled(cache: ModelCache, lineage: str, digest: str) -> None:
             return
 
 
+def model_specs(profile: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+    """(arch, kwargs, seed) of the base (first) and every independent model of a grid profile."""
+    arch, kw = profile["arch"], profile["arch_kwargs"]
+    specs = [(arch, kw, profile["base_seed"])] + [(arch, kw, s) for s in profile["independent_seeds"]]
+    return specs + [(o["arch"], o["arch_kwargs"], o["seed"]) for o in profile.get("other_arch", [])]
+
+
+def prune_specs(profile: dict[str, Any]) -> list[tuple[float, int]]:
+    """(ratio, repeat) of every pruned copy of a grid profile."""
+    pr = profile["prune"]
+    return [(ratio, r) for ratio in pr["ratios"] for r in range(pr["repeats"])]
+
+
+class _Grid:
+    """The models of one grid profile, each built (or loaded from the lineage cache) on demand."""
+
+    def __init__(self, profile: dict[str, Any], data: str | Path | None, out: Path, progress: bool,
+                 say: Callable[[str], None]) -> None:
+        self.profile, self.out, self.progress, self.say = profile, out, progress, say
+        self.train, self.test = load_cifar10(data, "train"), load_cifar10(data, "test")
+        self.cache = ModelCache(out / "models")
+        self.epochs = int(profile["train_epochs"])
+
+    def model_specs(self) -> list[tuple[str, dict[str, Any], int]]:
+        return model_specs(self.profile)
+
+    def prune_specs(self) -> list[tuple[float, int]]:
+        return prune_specs(self.profile)
+
+    def trained(self, arch: str, kw: dict[str, Any], seed: int) -> nn.Module:
+        lineage = base_name(arch, kw, seed, self.epochs)
+        digest = self.train.digest
+        _seed_from_bundled(self.cache, lineage, digest)
+        if not self.cache.path(lineage, digest).is_file():
+            self.say(f"training {lineage}")
+        return self.cache.get_or_create(lineage, lambda: train_from_scratch(
+            arch, kw, seed, self.train, self.test, TrainConfig(epochs=self.epochs, seed=seed), self.progress), digest)
+
+    def base(self) -> nn.Module:
+        return self.trained(*self.model_specs()[0])
+
+    def independent(self) -> dict[str, nn.Module]:
+        return {m.card["lineage"]: m for m in (self.trained(*spec) for spec in self.model_specs()[1:])}
+
+    def pruned(self, base: nn.Module, ratio: float, r: int) -> nn.Module:
+        pr = self.profile["prune"]
+        lineage = prune_name(base.card["lineage"], pr["scope"], ratio, pr["finetune_epochs"], r)
+
+        def make() -> nn.Module:
+            self.say(f"pruning {int(ratio * 100)}% (repeat {r}) and fine-tuning {pr['finetune_epochs']} epoch(s)")
+            m, _ = prune_model(base, ratio, scope=pr["scope"], finetune_epochs=pr["finetune_epochs"], data=self.train,
+                               seed=r, lr=pr["lr"], progress=self.progress)
+            m.card["test_accuracy"] = accuracy(m, self.test)
+            return m
+
+        return self.cache.get_or_create(lineage, make, self.train.digest)
+
+    def all_pruned(self, base: nn.Module) -> dict[str, dict[str, nn.Module]]:
+        out: dict[str, dict[str, nn.Module]] = {}
+        for ratio, r in self.prune_specs():
+            m = self.pruned(base, ratio, r)
+            out.setdefault(f"{int(round(ratio * 100))}%", {})[m.card["lineage"]] = m
+        return out
+
+
 def run_grid(profile: dict[str, Any], data: str | Path | None, out: str | Path, *, progress: bool = True,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) the grid of ``profile`` into ``out`` and return the results."""
+             say: Callable[[str], None] = print, ray_address: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the grid of ``profile`` into ``out`` and return the results.
+
+    With ``ray_address`` the cells run first as Ray tasks in dependency order (all models; then the pruned
+    copies, which need the base; then one task per method cell, which needs every model), writing the
+    lineage cache and the per-cell rates under ``out`` (a path every worker shares); the run then assembles
+    the results from those finished cells exactly as a local run does, so both give the same results.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "provenance.json", provenance(profile))
-    train, test = load_cifar10(data, "train"), load_cifar10(data, "test")
-    cache = ModelCache(out / "models")
-    epochs = int(profile["train_epochs"])
-
-    def trained(arch: str, kw: dict[str, Any], seed: int) -> nn.Module:
-        lineage = base_name(arch, kw, seed, epochs)
-        _seed_from_bundled(cache, lineage, train.digest)
-        if not cache.path(lineage, train.digest).is_file():
-            say(f"training {lineage}")
-        return cache.get_or_create(lineage, lambda: train_from_scratch(
-            arch, kw, seed, train, test, TrainConfig(epochs=epochs, seed=seed), progress), train.digest)
-
-    arch, kw = profile["arch"], profile["arch_kwargs"]
-    base = trained(arch, kw, profile["base_seed"])
-    independent = {m.card["lineage"]: m for m in (trained(arch, kw, s) for s in profile["independent_seeds"])}
-    for o in profile.get("other_arch", []):
-        m = trained(o["arch"], o["arch_kwargs"], o["seed"])
-        independent[m.card["lineage"]] = m
-    pr = profile["prune"]
-    pruned: dict[str, dict[str, nn.Module]] = {}
-    for ratio in pr["ratios"]:
-        for r in range(pr["repeats"]):
-            lineage = prune_name(base.card["lineage"], pr["scope"], ratio, pr["finetune_epochs"], r)
-
-            def make(ratio: float = ratio, r: int = r) -> nn.Module:
-                say(f"pruning {int(ratio * 100)}% (repeat {r}) and fine-tuning {pr['finetune_epochs']} epoch(s)")
-                m, _ = prune_model(base, ratio, scope=pr["scope"], finetune_epochs=pr["finetune_epochs"], data=train,
-                                   seed=r, lr=pr["lr"], progress=progress)
-                m.card["test_accuracy"] = accuracy(m, test)
-                return m
-
-            pruned.setdefault(f"{int(round(ratio * 100))}%", {})[lineage] = cache.get_or_create(lineage, make, train.digest)
+    if ray_address:
+        _run_cells_on_ray(profile, data, out, ray_address, say)
+    g = _Grid(profile, data, out, progress, say)
+    base = g.base()
+    independent = g.independent()
+    pruned = g.all_pruned(base)
     accs = {"base": base.card.get("test_accuracy"),
             "independent": {k: m.card.get("test_accuracy") for k, m in independent.items()},
-            "pruned": {g: {k: m.card.get("test_accuracy") for k, m in ms.items()} for g, ms in pruned.items()}}
-
+            "pruned": {gr: {k: m.card.get("test_accuracy") for k, m in ms.items()} for gr, ms in pruned.items()}}
     rows = run_methods(base, independent, pruned, profile, out, progress=progress, say=say)
-    results = finish(out, profile, accs, rows, base, data, table="table2")
-    return results
+    return finish(out, profile, accs, rows, base, data, table="table2")
+
+
+def _cell(profile: dict[str, Any], data: str | Path | None, out: str, kind: str, arg: Any) -> str:
+    """One grid cell, run in a Ray worker: a model, a pruned copy or a method's rates (results land in ``out``)."""
+    import torch
+
+    torch.set_num_threads(1)
+    g = _Grid(profile, data, Path(out), False, lambda s: None)
+    if kind == "model":
+        return str(g.trained(*arg).card["lineage"])
+    base = g.base()
+    if kind == "prune":
+        return str(g.pruned(base, *arg).card["lineage"])
+    run_methods(base, g.independent(), g.all_pruned(base), {**profile, "methods": [arg]}, Path(out), progress=False)
+    return set_name(arg)
+
+
+def _run_cells_on_ray(profile: dict[str, Any], data: str | Path | None, out: Path, address: str,
+                      say: Callable[[str], None]) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise CharexError("--ray needs Ray: pip install 'charex[ray]' (or ray)") from None
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
+                 include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1)(_cell)
+    root = str(out.resolve())
+    data_s = str(Path(data).resolve()) if data else None
+    specs = model_specs(profile)
+    say(f"ray: {len(specs)} model cells")
+    ray.get([task.remote(profile, data_s, root, "model", spec) for spec in specs])
+    prunes = prune_specs(profile)
+    say(f"ray: {len(prunes)} pruned-copy cells")
+    ray.get([task.remote(profile, data_s, root, "prune", spec) for spec in prunes])
+    say(f"ray: {len(profile['methods'])} method cells")
+    ray.get([task.remote(profile, data_s, root, "method", m) for m in profile["methods"]])
 
 
 def run_methods(base: nn.Module, independent: dict[str, nn.Module], derived: dict[str, dict[str, nn.Module]],
