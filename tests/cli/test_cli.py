@@ -142,3 +142,18 @@ def test_generate_presets(tmp_path, model_files) -> None:
     c = FingerprintSet.load(out).config
     assert (c.method, c.k, c.delta, c.q, c.alpha, c.n, c.steps) == ("ltrc", 2, 0.03, 10, 1 / 255, 4, 2)
     assert PRESETS["paper"]["steps"] == 500
+
+
+def test_generate_baseline_from_real_images(tmp_path, model_files, capsys) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+    from test_data import write_batches
+
+    write_batches(tmp_path / "data", n=40)
+    out = tmp_path / "fr.safetensors"
+    assert main(["generate", str(model_files["base"]), "--baseline", "ipguard", "--n", "6", "--data",
+                 str(tmp_path / "data" / "cifar-10-batches-py"), "--json", "-o", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["baseline"] == "ipguard"
+    assert FingerprintSet.load(out).meta["baseline"]["name"] == "ipguard"

@@ -24,11 +24,29 @@ EXAMPLES = {
 }
 
 
+def _baseline(args: argparse.Namespace) -> int:
+    from ..baselines import BASELINES
+    from ..data import load_cifar10
+
+    real = load_cifar10(args.data, "test")
+    fp = BASELINES[args.baseline](load(args, args.model), real.images, real.labels, n=args.n or 100, seed=args.seed)
+    fp.save(args.output)
+    b = fp.meta["baseline"]
+    summary = {"output": str(args.output), "n": fp.n, "baseline": b["name"], "params": b["params"], "digest": fp.digest}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"wrote {fp.n} {b['name']} examples (baseline; labels are the base model's; {b['source']}) to "
+              f"{args.output}")
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from ..generate import generate
-    from ..types import GenerationConfig
+    from ..types import PRESETS, GenerationConfig
 
-    from ..types import PRESETS
+    if args.baseline:
+        return _baseline(args)
 
     preset = PRESETS[args.preset]
     given = {k: getattr(args, k) for k in ("method", "n", "steps", "alpha", "delta", "q", "k", "ref_weight")
@@ -180,6 +198,11 @@ def register(add: Add) -> None:
                         "they may not be used for calibration afterwards")
     g.add_argument("--ref-weight", type=float, help="weight of the reference term (default 8)")
     g.add_argument("--method", choices=["vanilla", "rc", "rcgm", "ltrc"], help="method (default vanilla)")
+    g.add_argument("--baseline", choices=["frontier", "ipguard", "sensitive"],
+                   help="make another method's fingerprint instead, for comparison (data-based: starts from real "
+                        "CIFAR-10 test images, --data): frontier stitching (Le Merrer et al. 2019), IPGuard "
+                        "(Cao et al. 2021), sensitive samples (He et al. 2019)")
+    g.add_argument("--data", help="--baseline: CIFAR-10 folder (default: the shared copy)")
     g.add_argument("--n", type=int, help="number of examples (default 100)")
     g.add_argument("--steps", type=int, help="sign-gradient steps (default 100; paper: 500)")
     g.add_argument("--alpha", type=float,

@@ -177,11 +177,17 @@ def method_config(spec: dict[str, Any], defaults: dict[str, Any]) -> GenerationC
 
 def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, pools: dict[str, dict[str, nn.Module]],
                derived: dict[str, dict[str, nn.Module]], out: Path, report_pool: str, progress: bool,
-               say: Callable[[str], None]) -> dict[str, Any]:
-    """Generate (or load) one method's fingerprint, calibrate it and measure every model; resumable."""
+               say: Callable[[str], None], real: ArrayDataset | None = None) -> dict[str, Any]:
+    """Generate (or load) one method's fingerprint, calibrate it and measure every model; resumable.
+
+    A row with ``baseline`` (``frontier``, ``ipguard``, ``sensitive``; parameters in ``params``) makes that
+    baseline's fingerprint from ``real`` images (the test split) instead of characteristic examples.
+    """
     cfg = method_config(spec, profile["generation"])
     refs = _references(pools.get("generation", {}), spec.get("references", False))
-    key = {"config": cfg.to_dict(), "references": sorted(refs), "report_pool": report_pool,
+    baseline = {"name": spec["baseline"], "params": spec.get("params", {}), "n": cfg.n, "seed": cfg.seed} \
+        if "baseline" in spec else None
+    key = {"config": baseline or cfg.to_dict(), "references": sorted(refs), "report_pool": report_pool,
            "calibration": sorted(pools.get("calibration", {})), "reported": sorted(pools.get(report_pool, {})),
            "derived": {g: sorted(v) for g, v in derived.items()}, "level": profile["level"],
            "rho_min": profile.get("rho_min", RHO_MIN)}
@@ -193,10 +199,24 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
     fp_path = out / "fingerprints" / f"{spec['name']}.safetensors"
     fp = FingerprintSet.load(fp_path) if fp_path.is_file() else None
     resolved = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, model_device(base)))  # as generate records it
-    if fp is None or fp.config != resolved or sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs):
+    if baseline is not None:
+        stale = fp is None or {k: fp.meta.get("baseline", {}).get(k) for k in ("name", "params")} != \
+            {"name": baseline["name"], "params": baseline["params"]} or fp.n != cfg.n or fp.config.seed != cfg.seed
+    else:
+        stale = fp is None or fp.config != resolved or \
+            sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs)
+    if stale:
         say(f"generating {spec['name']}")
         t0 = time.perf_counter()
-        fp = generate(base, cfg, references=refs or None, progress=progress)
+        if baseline is not None:
+            from ..baselines import BASELINES
+
+            if real is None:
+                raise CharexError(f"baseline {baseline['name']} needs real images")
+            fp = BASELINES[baseline["name"]](base, real.images, real.labels, n=cfg.n, seed=cfg.seed,
+                                             **baseline["params"])
+        else:
+            fp = generate(base, cfg, references=refs or None, progress=progress)
         fp.meta["generation_seconds"] = round(time.perf_counter() - t0, 1)
         fp.save(fp_path)
     cal = calibrate(fp, pools["calibration"], level=profile["level"], rho_min=key["rho_min"])
@@ -280,7 +300,7 @@ def run_heldout(profile: dict[str, Any], data: str | Path | None, out: str | Pat
     derived = models.derived(base, pool)
     pools = pool_models(models, profile, pool)
     methods = [m for m in profile["methods"] if pool in m.get("pools", ("heldout", "validation"))]
-    rows = [run_method(m, profile, base, pools, derived, out, pool, progress, say) for m in methods]
+    rows = [run_method(m, profile, base, pools, derived, out, pool, progress, say, real=test) for m in methods]
     accs = {"base": base.card["test_accuracy"],
             "pools": {p: {n: m.card.get("test_accuracy") for n, m in ms.items()} for p, ms in pools.items()},
             "derived": {g: {n: m.card.get("test_accuracy") for n, m in ms.items()} for g, ms in derived.items()}}

@@ -1,0 +1,49 @@
+"""What the baselines share: picking real start images, labelling by the base model, packing a FingerprintSet."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
+from ..models.normalized import state_digest
+from ..models.probe import eval_mode, model_device
+from ..types import GenerationConfig
+
+
+def pick(images: torch.Tensor, labels: torch.Tensor, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` random real images (uint8 N x C x H x W) as float [0, 1], with their labels."""
+    if images.dim() != 4 or images.dtype != torch.uint8:
+        raise CharexError(f"baselines need real uint8 N x C x H x W images (--data), got {images.dtype} "
+                          f"{tuple(images.shape)}")
+    if len(images) < count:
+        raise CharexError(f"baselines need at least {count} real images, got {len(images)}")
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
+    return images[idx].float() / 255, labels[idx].long()
+
+
+def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x.to(model_device(model))).float()
+
+
+def pack(model: nn.Module, x: torch.Tensor, name: str, params: dict[str, Any], source: str,
+         seed: int) -> FingerprintSet:
+    """8-bit images labelled by the base model; meta records the baseline, its parameters and source."""
+    xq = torch.round(x.clamp(0, 1) * 255) / 255
+    with eval_mode(model), torch.no_grad():
+        y = logits(model, xq).argmax(1).cpu()
+    card = getattr(model, "card", {}) or {}
+    meta = {"input_shape": list(x.shape[1:]), "num_classes": int(logits(model, xq[:1]).shape[1]),
+            "normalization": {k: card[k] for k in ("mean", "std") if k in card}, "classes": card.get("classes"),
+            "base_model": card.get("lineage") or card.get("source"), "base_model_digest": state_digest(model),
+            "charex_version": __version__, "references": [],
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "base_match_rate": 1.0, "quantized": True,
+            "baseline": {"name": name, "params": params, "source": source}}
+    cfg = GenerationConfig(method="vanilla", n=len(x), steps=0, seed=seed, dtype="float32")
+    return FingerprintSet(images=(xq * 255).round().to(torch.uint8).cpu(), targets=y, config=cfg, meta=meta)

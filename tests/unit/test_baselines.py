@@ -1,0 +1,45 @@
+"""Baselines: each returns base-labelled 8-bit examples that the base matches fully, with its source recorded."""
+
+import pytest
+import torch
+
+from charex import FingerprintSet, match_rate
+from charex.baselines import BASELINES
+from charex.errors import CharexError
+from charex.models import state_digest
+from conftest import synthetic_data
+
+
+@pytest.mark.parametrize("name, kw", [("frontier", {"eps": 0.05}), ("ipguard", {"steps": 20, "lr": 0.02}),
+                                      ("sensitive", {"steps": 3})])
+def test_baseline_sets_verify_like_fingerprints(trained_tiny, tmp_path, name, kw) -> None:
+    x, y = synthetic_data(400, seed=7)
+    images = (x * 255).round().to(torch.uint8)
+    before = state_digest(trained_tiny)
+    for p in trained_tiny.parameters():  # the fixture's training left gradients behind
+        p.grad = None
+    fp = BASELINES[name](trained_tiny, images, y, n=12, seed=3, **kw)
+    assert state_digest(trained_tiny) == before and all(p.grad is None for p in trained_tiny.parameters())
+    assert fp.images.dtype == torch.uint8 and 0 < fp.n <= 12 and fp.meta["baseline"]["name"] == name
+    assert fp.meta["baseline"]["source"] and match_rate(trained_tiny, fp) == 1.0  # labels are the base's own
+    fp.save(tmp_path / "b.safetensors")
+    assert FingerprintSet.load(tmp_path / "b.safetensors").meta["baseline"]["params"] == fp.meta["baseline"]["params"]
+
+
+def test_frontier_mixes_true_and_false_adversaries(trained_tiny) -> None:
+    x, y = synthetic_data(400, seed=8)
+    fp = BASELINES["frontier"](trained_tiny, (x * 255).round().to(torch.uint8), y, n=10, eps=0.08)
+    assert 0 < fp.meta["baseline"]["params"]["true_adversaries"] <= 5
+
+
+def test_ipguard_points_lie_near_the_boundary(trained_tiny) -> None:
+    x, y = synthetic_data(200, seed=9)
+    fp = BASELINES["ipguard"](trained_tiny, (x * 255).round().to(torch.uint8), y, n=16, k=0.5, steps=150, lr=0.02)
+    with torch.no_grad():
+        z = trained_tiny(fp.pixels()).sort(1, descending=True).values
+    assert (z[:, 0] - z[:, 1]).median() < 1.0  # top-2 logits nearly tied, against several units for real images
+
+
+def test_baselines_need_real_images(trained_tiny) -> None:
+    with pytest.raises(CharexError, match="real uint8"):
+        BASELINES["frontier"](trained_tiny, torch.rand(10, 3, 16, 16), torch.zeros(10), n=4)
