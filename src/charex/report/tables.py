@@ -86,6 +86,16 @@ def grid_csv(results: dict) -> str:
     return buf.getvalue()
 
 
+def _group_order(g: str) -> tuple[int, int, str]:
+    """Pruned groups by ratio, then fine-tune, int8, distilled, others; groups of copies no longer useful last."""
+    lost = int("not useful" in g)
+    if g.startswith("prune "):
+        return lost, 0, f"{float(g.split()[1].rstrip('%')):06.2f}"
+    kinds = ["fine-tune", "int8", "distilled"]
+    head = g.split(" (")[0]
+    return lost, 1 + kinds.index(head) if head in kinds else 9, g
+
+
 def heldout_markdown(results: dict) -> str:
     """The uniqueness table of ``charex reproduce heldout``: one row per method, numbers on the reported pool.
 
@@ -96,7 +106,7 @@ def heldout_markdown(results: dict) -> str:
     if not rows:
         return "(no methods)\n"
     pool = results["report_pool"]
-    groups = list(dict.fromkeys(g for r in rows for g in r["summary"]["groups"]))
+    groups = sorted(dict.fromkeys(g for r in rows for g in r["summary"]["groups"]), key=_group_order)
     first = rows[0]["summary"]["groups"]
 
     def head(g: str) -> str:
