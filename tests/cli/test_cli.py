@@ -157,3 +157,17 @@ def test_generate_baseline_from_real_images(tmp_path, model_files, capsys) -> No
                  str(tmp_path / "data" / "cifar-10-batches-py"), "--json", "-o", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["baseline"] == "ipguard"
     assert FingerprintSet.load(out).meta["baseline"]["name"] == "ipguard"
+
+
+def test_generate_from_natural_images(tmp_path, model_files) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+    from test_data import write_batches
+
+    write_batches(tmp_path / "data", n=40)
+    out = tmp_path / "nat.safetensors"
+    assert main(["generate", str(model_files["base"]), "--start", "natural", "--n", "6", "--steps", "5", "--quiet",
+                 "--data", str(tmp_path / "data" / "cifar-10-batches-py"), "-o", str(out)]) == 0
+    assert FingerprintSet.load(out).meta["start"] == "natural"

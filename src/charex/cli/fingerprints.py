@@ -58,7 +58,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not refs and not args.json:
         print("note: no --references given: fingerprints made without independent reference models transfer "
               "more to independent models (docs/results.md)", file=sys.stderr)
-    fp = generate(model, cfg, input_shape=args.input_shape, references=refs, progress=not args.quiet)
+    x0 = None
+    if args.start == "natural":  # from the owner's own real images (harder for a thief to spot; docs/results.md)
+        import torch
+
+        from ..data import load_cifar10
+
+        real = load_cifar10(args.data, "test")
+        idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.n]
+        x0 = real.images[idx].float() / 255
+    fp = generate(model, cfg, x0=x0, input_shape=args.input_shape, references=refs, progress=not args.quiet)
+    if x0 is not None:
+        fp.meta["start"] = "natural"
     fp.save(args.output)
     if fp.meta["base_match_rate"] < 1.0 and not args.json:
         print(f"warning: the base model assigns only {100 * fp.meta['base_match_rate']:.1f}% of the saved examples to "
@@ -202,7 +213,10 @@ def register(add: Add) -> None:
                    help="make another method's fingerprint instead, for comparison (data-based: starts from real "
                         "CIFAR-10 test images, --data): frontier stitching (Le Merrer et al. 2019), IPGuard "
                         "(Cao et al. 2021), sensitive samples (He et al. 2019)")
-    g.add_argument("--data", help="--baseline: CIFAR-10 folder (default: the shared copy)")
+    g.add_argument("--start", default="noise", choices=["noise", "natural"],
+                   help="noise: from U[0,1] (the paper, default); natural: from real CIFAR-10 test images (--data), "
+                        "which a thief's query detector does not spot as easily (docs/results.md)")
+    g.add_argument("--data", help="--baseline / --start natural: CIFAR-10 folder (default: the shared copy)")
     g.add_argument("--n", type=int, help="number of examples (default 100)")
     g.add_argument("--steps", type=int, help="sign-gradient steps (default 100; paper: 500)")
     g.add_argument("--alpha", type=float,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..data import load_cifar10
@@ -187,7 +188,9 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
     refs = _references(pools.get("generation", {}), spec.get("references", False))
     baseline = {"name": spec["baseline"], "params": spec.get("params", {}), "n": cfg.n, "seed": cfg.seed} \
         if "baseline" in spec else None
+    start = spec.get("start", "noise")
     key = {"config": baseline or cfg.to_dict(), "references": sorted(refs), "report_pool": report_pool,
+           **({"start": start} if start != "noise" else {}),
            "calibration": sorted(pools.get("calibration", {})), "reported": sorted(pools.get(report_pool, {})),
            "derived": {g: sorted(v) for g, v in derived.items()}, "level": profile["level"],
            "rho_min": profile.get("rho_min", RHO_MIN)}
@@ -203,7 +206,7 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
         stale = fp is None or {k: fp.meta.get("baseline", {}).get(k) for k in ("name", "params")} != \
             {"name": baseline["name"], "params": baseline["params"]} or fp.n != cfg.n or fp.config.seed != cfg.seed
     else:
-        stale = fp is None or fp.config != resolved or \
+        stale = fp is None or fp.config != resolved or fp.meta.get("start", "noise") != start or \
             sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs)
     if stale:
         say(f"generating {spec['name']}")
@@ -215,6 +218,12 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
                 raise CharexError(f"baseline {baseline['name']} needs real images")
             fp = BASELINES[baseline["name"]](base, real.images, real.labels, n=cfg.n, seed=cfg.seed,
                                              **baseline["params"])
+        elif start == "natural":  # start from the owner's own real images instead of uniform noise
+            if real is None:
+                raise CharexError("start: natural needs real images")
+            idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.n]
+            fp = generate(base, cfg, x0=real.images[idx].float() / 255, references=refs or None, progress=progress)
+            fp.meta["start"] = "natural"
         else:
             fp = generate(base, cfg, references=refs or None, progress=progress)
         fp.meta["generation_seconds"] = round(time.perf_counter() - t0, 1)
