@@ -192,13 +192,9 @@ def _as_completed(futures: Iterable[Any]) -> Iterator[Any]:
 
 def _execute_ray(jobs: list[tuple[str, list[str]]], fps: list[tuple[str, str, bytes]],
                  address: str) -> Iterator[list[dict]]:
-    try:
-        import ray
-    except ImportError:
-        raise CharexError("--ray needs Ray: pip install 'charex[ray]' (or ray)") from None
-    if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
-                 include_dashboard=False, log_to_driver=False)
+    from ._ray import connect
+
+    ray = connect(address)
     ref = ray.put(fps)  # the fingerprints travel once, through the object store
     task = ray.remote(num_cpus=1)(lambda spec, f, skip: check_suspect(spec, f, skip))
     pending = [task.remote(spec, ref, skip) for spec, skip in jobs]

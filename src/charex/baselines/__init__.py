@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .boundary import frontier, ipguard
+from .frontier import frontier
+from .ipguard import ipguard
 from .sensitive import sensitive
 
 BASELINES: dict[str, Callable[..., Any]] = {"frontier": frontier, "ipguard": ipguard, "sensitive": sensitive}

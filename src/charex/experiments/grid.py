@@ -171,13 +171,9 @@ def _cell(profile: dict[str, Any], data: str | Path | None, out: str, kind: str,
 
 def _run_cells_on_ray(profile: dict[str, Any], data: str | Path | None, out: Path, address: str,
                       say: Callable[[str], None]) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise CharexError("--ray needs Ray: pip install 'charex[ray]' (or ray)") from None
-    if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
-                 include_dashboard=False, log_to_driver=False)
+    from .._ray import connect
+
+    ray = connect(address)
     task = ray.remote(num_cpus=1)(_cell)
     root = str(out.resolve())
     data_s = str(Path(data).resolve()) if data else None
