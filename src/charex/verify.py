@@ -3,7 +3,9 @@
 Null model: an independent model's match count K on n examples is beta-binomial,
 K ~ BetaBinomial(n, a, b), with mean mu = a / (a + b) and overdispersion
 rho = 1 / (a + b + 1) capturing between-model variation. (mu, rho) are fitted by maximum
-a-posteriori on the reference models' counts with a Jeffreys Beta(1/2, 1/2) prior on mu and
+a-posteriori on the reference models' counts with a Beta(3/2, 3/2) prior on mu (log-density
++1/2 log mu + 1/2 log(1 - mu); earlier versions of these docs called it Jeffreys, which it is not: it keeps mu
+away from 0 and 1, so near-zero counts give a wide null, see docs/results.md) and
 rho >= ``rho_min`` (default :data:`RHO_MIN` = 0.1), so that a few references that happen to agree never
 yield a null sharper than the data can support. The default was chosen on the validation pool of the held-out
 evaluation (``scripts/choose_rho_min.py``, docs/results.md): 0.02 let independent models of the base's own
@@ -133,7 +135,7 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
     mu, rho = fit_beta_binomial([r["matches"] for r in rows], fp.n, rho_min)
     threshold = next((k for k in range(fp.n + 1) if null_p_value(k, fp.n, mu, rho) <= level), fp.n + 1)
     block: dict[str, Any] = {
-        "method": "beta-binomial MAP (Jeffreys prior on mu, rho >= rho_min)",
+        "method": "beta-binomial MAP (Beta(3/2,3/2) prior on mu, rho >= rho_min)",
         "mu": mu, "rho": rho, "rho_min": rho_min, "level": level,
         "threshold_matches": threshold, "threshold_rate": threshold / fp.n, "references": rows,
     }
