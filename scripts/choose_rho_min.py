@@ -12,14 +12,13 @@ import argparse
 import json
 from pathlib import Path
 
-from charex.verify import fit_beta_binomial, null_p_value
+from charex.verify import fit_beta_binomial, null_threshold
 
 CANDIDATES = (0.02, 0.05, 0.08, 0.1, 0.15, 0.2)
 
 
 def threshold(counts: list[int], n: int, rho_min: float, level: float) -> int:
-    mu, rho = fit_beta_binomial(counts, n, rho_min)
-    return next((k for k in range(n + 1) if null_p_value(k, n, mu, rho) <= level), n + 1)
+    return null_threshold(n, *fit_beta_binomial(counts, n, rho_min), level)
 
 
 def main() -> None:
@@ -28,6 +27,7 @@ def main() -> None:
     p.add_argument("--level", type=float, default=0.01)
     args = p.parse_args()
     rows = [json.loads(f.read_text()) for f in sorted((Path(args.run) / "rates" / "validation").glob("*.json"))]
+    default = json.loads((Path(args.run) / "results-validation.json").read_text())["profile"].get("default_method")
     print(f"{len(rows)} validation rows\n\n| rho_min | false claims | missed useful copies | default row's threshold |")
     print("|---|---|---|---|")
     for rho_min in CANDIDATES:
@@ -38,8 +38,7 @@ def main() -> None:
             th = threshold(list(r["calibration"]["counts"].values()), n, rho_min, args.level)
             fc += sum(v["matches"] >= th for v in r["independent"].values())
             missed += sum(v["matches"] < th for g in r["derived"].values() for v in g.values())
-            if r["name"] == json.loads((Path(args.run) / "results-validation.json").read_text())["profile"].get(
-                    "default_method"):
+            if r["name"] == default:
                 default_th = th
         print(f"| {rho_min} | {fc} | {missed} | {default_th}/100 |")
 

@@ -73,7 +73,8 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     channels_last = dtype != torch.float32 and device.type == "cpu"
     base_digest = state_digest(model)
-    refs = _check_references(named_models(references or {}), shape, num_classes, base_digest, device)
+    refs = named_models(references or {})
+    ref_digests = _check_references(refs, shape, num_classes, base_digest, device)
     with eval_mode(model), contextlib.ExitStack() as stack:
         for _, r in refs:
             stack.enter_context(eval_mode(r))
@@ -102,7 +103,7 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
         "normalization": {k: card[k] for k in ("mean", "std") if k in card},
         "classes": card.get("classes"), "base_model": card.get("lineage") or card.get("source"),
         "base_model_digest": base_digest, "charex_version": __version__,
-        "references": [{"name": name, "digest": state_digest(r)} for name, r in refs],
+        "references": [{"name": name, "digest": digest} for (name, _), digest in zip(refs, ref_digests)],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "base_match_rate": float((logits.argmax(1) == y).float().mean()),
         "eta_optimal_rate": float((loss < cfg.eta).float().mean()), "mean_base_loss": float(loss.mean()),
@@ -154,10 +155,10 @@ def _quantize_and_polish(x: torch.Tensor, y: torch.Tensor, exact: ModelForward, 
 
 
 def _check_references(refs: list[tuple[str, nn.Module]], shape: tuple[int, int, int], num_classes: int,
-                      base_digest: str, device: torch.device) -> list[tuple[str, nn.Module]]:
+                      base_digest: str, device: torch.device) -> list[str]:
     """Reference models must take the base's input shape, have its class count, differ from it and
-    live on its device."""
-    seen: set[str] = set()
+    live on its device. Returns their weight digests, in order."""
+    seen: list[str] = []
     for name, r in refs:
         probe_model(r, shape, num_classes, name=f"reference {name}")
         digest = state_digest(r)
@@ -166,10 +167,10 @@ def _check_references(refs: list[tuple[str, nn.Module]], shape: tuple[int, int, 
                               "independent models")
         if digest in seen:
             raise CharexError(f"reference {name} has the same weights as another reference")
-        seen.add(digest)
+        seen.append(digest)
         if model_device(r) != device:
             raise CharexError(f"reference {name} is on {model_device(r)} but the base model on {device}")
-    return refs
+    return seen
 
 
 def _input_shape(x0: torch.Tensor | None, input_shape: Sequence[int] | None, card: dict) -> tuple[int, int, int]:

@@ -31,7 +31,7 @@ import numpy as np
 from .errors import CharexError
 from .fingerprint import FingerprintSet
 from .types import Verdict
-from .verify import null_p_value
+from .verify import null_p_value, verdict_from_count
 
 RETRY_STATUS = (429, 502, 503, 504)
 
@@ -181,10 +181,7 @@ def verify_remote(fp: FingerprintSet, remote: RemoteModel, *, name: str | None =
             raise CharexError(f"--max-queries must be >= 1, got {max_queries}")
         order = order[:max_queries]
     cal = fp.calibration
-    full_threshold = None
-    if cal is not None:
-        full_threshold = next((t for t in range(fp.n + 1) if null_p_value(t, fp.n, cal["mu"], cal["rho"])
-                               <= cal["level"]), fp.n + 1)
+    full_threshold = cal["threshold_matches"] if cal is not None else None
     remote.check(tuple(fp.images.shape[1:]))  # type: ignore[arg-type]
     images = fp.images.numpy()
     answers: dict[int, int] = {}
@@ -229,16 +226,12 @@ def verify_remote(fp: FingerprintSet, remote: RemoteModel, *, name: str | None =
     extra = {"answered": m, "examples": fp.n, "sent": remote.sent, "stopped_early": stopped,
              "datatype": remote.datatype, "layout": remote.layout, "scale": remote.scale,
              "batch_size": remote.batch_size}
-    if cal is None:
-        return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, extra=extra)
-    if stopped:  # the full-n decision is settled; p is bounded by treating every unsent example as a miss/match
-        derived = k >= full_threshold
-        p = null_p_value(k if derived else k + fp.n - m, fp.n, cal["mu"], cal["rho"])
-        extra["p_value_is_bound"] = True
-        return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"],
-                       threshold=full_threshold / fp.n, p_value=p, decision="derived" if derived else "not derived",
-                       extra=extra)
-    p = null_p_value(k, m, cal["mu"], cal["rho"])
-    threshold = next((t for t in range(m + 1) if null_p_value(t, m, cal["mu"], cal["rho"]) <= cal["level"]), m + 1)
-    return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"], threshold=threshold / m,
-                   p_value=p, decision="derived" if p <= cal["level"] else "not derived", extra=extra)
+    if cal is None or not stopped:
+        return verdict_from_count(fp, name, k, m, extra)
+    # stopped early: the full-n decision is settled; p is bounded by counting every unsent example as a miss
+    # (derived) or as a match (not derived)
+    derived = k >= full_threshold
+    p = null_p_value(k if derived else k + fp.n - m, fp.n, cal["mu"], cal["rho"])
+    return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"],
+                   threshold=full_threshold / fp.n, p_value=p, decision="derived" if derived else "not derived",
+                   extra={**extra, "p_value_is_bound": True})

@@ -87,7 +87,7 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
 
     from .models import load_model
     from .models.probe import probe_model
-    from .verify import match_count, null_p_value
+    from .verify import predict, verdict_from_count
 
     torch.set_num_threads(1)
     todo = [(p, d, b) for p, d, b in fingerprints if d not in set(skip)]
@@ -113,14 +113,10 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
                 lines.append({**row, "skipped": first_line(e)})
                 continue
             t1 = time.perf_counter()
-            k = match_count(model, fp, spec)
-            row.update(matches=k, n=fp.n, match_rate=k / fp.n, seconds=round(time.perf_counter() - t1, 4))
-            cal = fp.calibration
-            if cal is None:
-                row.update(p_value=None, decision="uncalibrated")
-            else:
-                p = null_p_value(k, fp.n, cal["mu"], cal["rho"])
-                row.update(p_value=p, decision="derived" if p <= cal["level"] else "not derived")
+            k = int((predict(model, fp.pixels(), name=spec) == fp.targets).sum())  # probed just above
+            v = verdict_from_count(fp, spec, k)
+            row.update(matches=k, n=fp.n, match_rate=v.match_rate, seconds=round(time.perf_counter() - t1, 4),
+                       p_value=v.p_value, decision=v.decision)
         except Exception as e:  # a crash on one pair is that pair's error line
             row["error"] = first_line(e)
         lines.append(row)
@@ -138,8 +134,9 @@ def run_scan(fingerprints: Sequence[str | Path], suspects: Sequence[str], output
     fps = expand_fingerprints(fingerprints)
     loaded = []
     for p in fps:
-        fp = FingerprintSet.load(p)  # refuses tampered files before any work starts
-        loaded.append((str(p), fp.digest, p.read_bytes()))
+        raw = p.read_bytes()
+        fp = FingerprintSet.from_bytes(raw, str(p))  # refuses tampered files before any work starts
+        loaded.append((str(p), fp.digest, raw))
     sus = expand_suspects(suspects)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,25 @@ def null_p_value(k: int, n: int, mu: float, rho: float) -> float:
     return float(betabinom.sf(k - 1, n, mu * s, (1 - mu) * s))
 
 
+def null_threshold(n: int, mu: float, rho: float, level: float) -> int:
+    """Smallest match count k out of n with P(K >= k) <= level under the null (n + 1 when none is)."""
+    return next((k for k in range(n + 1) if null_p_value(k, n, mu, rho) <= level), n + 1)
+
+
+def verdict_from_count(fp: FingerprintSet, name: str, k: int, m: int | None = None,
+                       extra: dict[str, Any] | None = None) -> Verdict:
+    """The verdict for ``k`` matches among ``m`` (default all n) of ``fp``'s examples: ``uncalibrated`` without
+    a calibration block, else p = P(K_m >= k) under the calibrated null scaled to m examples."""
+    m = fp.n if m is None else m
+    cal = fp.calibration
+    if cal is None:
+        return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, extra=dict(extra or {}))
+    p = null_p_value(k, m, cal["mu"], cal["rho"])
+    threshold = cal["threshold_rate"] if m == fp.n else null_threshold(m, cal["mu"], cal["rho"], cal["level"]) / m
+    return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"], threshold=threshold,
+                   p_value=p, decision="derived" if p <= cal["level"] else "not derived", extra=dict(extra or {}))
+
+
 def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
               rho_min: float = RHO_MIN) -> FingerprintSet:
     """Fit the null on independent reference models and return ``fp`` with a calibration block.
@@ -133,7 +152,7 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
                               "calibrate on independent models that took no part in generation")
         rows.append({"name": name, "digest": digest, "matches": match_count(m, fp, name), "n": fp.n})
     mu, rho = fit_beta_binomial([r["matches"] for r in rows], fp.n, rho_min)
-    threshold = next((k for k in range(fp.n + 1) if null_p_value(k, fp.n, mu, rho) <= level), fp.n + 1)
+    threshold = null_threshold(fp.n, mu, rho, level)
     block: dict[str, Any] = {
         "method": "beta-binomial MAP (Beta(3/2,3/2) prior on mu, rho >= rho_min)",
         "mu": mu, "rho": rho, "rho_min": rho_min, "level": level,
@@ -184,18 +203,7 @@ def verify(fp: FingerprintSet, suspects: Models) -> list[Verdict]:
         >>> [v.decision for v in verify(fp, {"suspect": model})]  # doctest: +SKIP
         ['derived']
     """
-    cal = fp.calibration
-    out = []
-    for name, m in named_models(suspects):
-        k = match_count(m, fp, name)
-        if cal is None:
-            out.append(Verdict(suspect=name, match_rate=k / fp.n, matches=k, n=fp.n))
-            continue
-        p = null_p_value(k, fp.n, cal["mu"], cal["rho"])
-        out.append(Verdict(suspect=name, match_rate=k / fp.n, matches=k, n=fp.n, null_rate=cal["mu"],
-                           threshold=cal["threshold_rate"], p_value=p,
-                           decision="derived" if p <= cal["level"] else "not derived"))
-    return out
+    return [verdict_from_count(fp, name, match_count(m, fp, name)) for name, m in named_models(suspects)]
 
 
 def verify_answers(fp: FingerprintSet, answers: Mapping[int, int], name: str = "answers") -> Verdict:
@@ -214,12 +222,4 @@ def verify_answers(fp: FingerprintSet, answers: Mapping[int, int], name: str = "
     if idx[0] < 0 or idx[-1] >= fp.n:
         raise CharexError(f"answers name examples outside 0..{fp.n - 1}")
     k = sum(int(fp.targets[i]) == int(answers[i]) for i in idx)
-    m = len(idx)
-    extra = {"answered": m, "examples": fp.n}
-    cal = fp.calibration
-    if cal is None:
-        return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, extra=extra)
-    p = null_p_value(k, m, cal["mu"], cal["rho"])
-    threshold = next((t for t in range(m + 1) if null_p_value(t, m, cal["mu"], cal["rho"]) <= cal["level"]), m + 1)
-    return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"], threshold=threshold / m,
-                   p_value=p, decision="derived" if p <= cal["level"] else "not derived", extra=extra)
+    return verdict_from_count(fp, name, k, len(idx), {"answered": len(idx), "examples": fp.n})

@@ -7,6 +7,7 @@ asking for a cached lineage loads it instead of rebuilding it.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,6 +45,19 @@ class ModelCache:
         if not lineage:
             raise CharexError("cannot cache a model whose card has no lineage name")
         return save_model(model, self.path(lineage, data_digest), {**card, "lineage": lineage})
+
+    def adopt(self, lineage: str, data_digest: str, folders: list[Path]) -> None:
+        """Copy a model trained elsewhere (bundled, or a ``charex train`` output folder) into the cache when its
+        card names exactly this lineage on the same data; nothing when the cache already holds it."""
+        if self.path(lineage, data_digest).is_file():
+            return
+        for folder in folders:
+            for p in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+                card = read_card(p)
+                if card.get("lineage") == lineage and card.get("data_digest") == data_digest:
+                    self.path(lineage, data_digest).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(p, self.path(lineage, data_digest))
+                    return
 
     def get_or_create(self, lineage: str, make: Callable[[], nn.Module], data_digest: str | None = None) -> nn.Module:
         """Load ``lineage`` from the cache, or build it with ``make()`` and store it."""

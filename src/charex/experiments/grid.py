@@ -11,7 +11,6 @@ Every step first looks for its finished output, so an interrupted run resumes wh
 from __future__ import annotations
 
 import json
-import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +24,7 @@ from ..fingerprint import FingerprintSet
 from ..generate import generate
 from ..lineage import base_name, prune_name
 from ..metrics import evaluate
-from ..models.loading import bundled_dir, read_card
+from ..models.loading import bundled_dir
 from ..train import TrainConfig, accuracy, train_from_scratch
 from ..types import GenerationConfig
 from ..zoo import ModelCache
@@ -50,18 +49,6 @@ def set_name(m: dict[str, Any]) -> str:
     """File-friendly name of one grid cell, e.g. ``ltrc-k2-d0.03``."""
     k = f"-k{m['k']}" if m.get("k") else ""
     return f"{m['method']}{k}-d{m.get('delta', 0):g}"
-
-
-def _seed_from_bundled(cache: ModelCache, lineage: str, digest: str) -> None:
-    """Copy a bundled model into the cache when it is exactly the requested lineage on the same data."""
-    if cache.path(lineage, digest).is_file() or not bundled_dir().is_dir():
-        return
-    for p in bundled_dir().glob("*.safetensors"):
-        card = read_card(p)
-        if card.get("lineage") == lineage and card.get("data_digest") == digest:
-            cache.path(lineage, digest).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, cache.path(lineage, digest))
-            return
 
 
 def model_specs(profile: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
@@ -96,7 +83,7 @@ class _Grid:
     def trained(self, arch: str, kw: dict[str, Any], seed: int) -> nn.Module:
         lineage = base_name(arch, kw, seed, self.epochs)
         digest = self.train.digest
-        _seed_from_bundled(self.cache, lineage, digest)
+        self.cache.adopt(lineage, digest, [bundled_dir()])
         if not self.cache.path(lineage, digest).is_file():
             self.say(f"training {lineage}")
         return self.cache.get_or_create(lineage, lambda: train_from_scratch(

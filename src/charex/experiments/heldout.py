@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -39,29 +38,15 @@ from ..generate import generate
 from ..lineage import base_name, distill_name, finetune_name, iterative_prune_name, parent_of
 from ..metrics import roc_auc, tpr_at_fpr
 from ..models import load_model
-from ..models.loading import bundled_dir, read_card
+from ..models.loading import bundled_dir
 from ..models.probe import model_device
 from ..train import TrainConfig, accuracy, train_from_scratch
 from ..types import GenerationConfig
-from ..verify import RHO_MIN, calibrate, match_count, null_p_value
+from ..verify import RHO_MIN, calibrate, verify
 from ..zoo import ModelCache
 from .provenance import provenance, write_json
 
 POOLS = ("generation", "validation", "calibration", "heldout")
-
-
-def seed_cache(cache: ModelCache, lineage: str, digest: str, folders: list[Path]) -> None:
-    """Copy a model trained elsewhere (bundled, or a ``charex train`` output folder) into the cache when it
-    is exactly the requested lineage on the same data."""
-    if cache.path(lineage, digest).is_file():
-        return
-    for folder in folders:
-        for p in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-            card = read_card(p)
-            if card.get("lineage") == lineage and card.get("data_digest") == digest:
-                cache.path(lineage, digest).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(p, cache.path(lineage, digest))
-                return
 
 
 class Models:
@@ -75,7 +60,7 @@ class Models:
         self.progress, self.say = progress, say
 
     def get(self, lineage: str, make: Callable[[], nn.Module]) -> nn.Module:
-        seed_cache(self.cache, lineage, self.train.digest, self.folders)
+        self.cache.adopt(lineage, self.train.digest, self.folders)
         if not self.cache.path(lineage, self.train.digest).is_file():
             self.say(f"making {lineage}")
         return self.cache.get_or_create(lineage, make, self.train.digest)
@@ -107,7 +92,7 @@ class Models:
                 names = [iterative_prune_name(parent, x, pr["epochs_per_round"], pr["tolerance"], data_name, r)
                          for x in ratios]
                 for name in names:
-                    seed_cache(self.cache, name, self.train.digest, self.folders)
+                    self.cache.adopt(name, self.train.digest, self.folders)
                 if not all(self.cache.path(name, self.train.digest).is_file() for name in names):
                     self.say(f"pruning chain {ratios} (repeat {r}) on {data_name}")
                     for m, _ in prune_chain(base, ratios, data=data, test=self.test,
@@ -232,9 +217,8 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
     c = cal.calibration or {}
 
     def row(m: nn.Module, name: str) -> dict[str, Any]:
-        k = match_count(m, fp, name)
-        p = null_p_value(k, fp.n, c["mu"], c["rho"])
-        return {"matches": k, "rate": k / fp.n, "p_value": p, "derived": p <= c["level"],
+        v = verify(cal, {name: m})[0]
+        return {"matches": v.matches, "rate": v.match_rate, "p_value": v.p_value, "derived": v.decision == "derived",
                 "accuracy": m.card.get("test_accuracy")}
 
     base_acc = base.card.get("test_accuracy")
