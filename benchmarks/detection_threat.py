@@ -72,7 +72,7 @@ def main() -> None:
     from charex import GenerationConfig, generate, load_model
     from charex.baselines import BASELINES
     from charex.data import load_cifar10
-    from charex.data.cifar10 import thief_split
+    from charex.data.cifar10 import sample_images, thief_split
     from charex.experiments.provenance import cpu_description, write_json
     from charex.fingerprint import FingerprintSet
     from charex.metrics import roc_auc
@@ -116,8 +116,7 @@ def main() -> None:
                 cfg = GenerationConfig(n=100, seed=seed, **how["cfg"])
                 x0 = None
                 if how.get("natural"):  # the thief starts from its own images, as the owner did from its own
-                    pick = torch.randperm(len(thief_data), generator=torch.Generator().manual_seed(seed))[:100]
-                    x0 = thief_data.images[pick].float() / 255
+                    x0 = sample_images(thief_data.images, thief_data.labels, 100, seed)[0]
                 fp = generate(copy, cfg, x0=x0, references=thief_refs if how.get("refs") else None)
             own.append(fp.pixels())
         det = train_detector(torch.cat(own)[:args.per_method], natural_train)

@@ -1,4 +1,5 @@
-"""What the baselines share: picking real start images, labelling by the base model, packing a FingerprintSet."""
+"""What the baselines share: labelling by the base model and packing a FingerprintSet (start images come from
+:func:`charex.data.cifar10.sample_images`)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,10 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
 from ..models.probe import eval_mode, model_device
 from ..types import GenerationConfig
-
-
-def pick(images: torch.Tensor, labels: torch.Tensor, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` random real images (uint8 N x C x H x W) as float [0, 1], with their labels."""
-    if images.dim() != 4 or images.dtype != torch.uint8:
-        raise CharexError(f"baselines need real uint8 N x C x H x W images (--data), got {images.dtype} "
-                          f"{tuple(images.shape)}")
-    if len(images) < count:
-        raise CharexError(f"baselines need at least {count} real images, got {len(images)}")
-    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
-    return images[idx].float() / 255, labels[idx].long()
 
 
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

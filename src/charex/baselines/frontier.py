@@ -8,7 +8,8 @@ from torch import nn
 
 from ..fingerprint import FingerprintSet
 from ..models.probe import eval_mode
-from .common import logits, pack, pick
+from ..data.cifar10 import sample_images
+from .common import logits, pack
 
 
 def frontier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, n: int = 100, eps: float = 0.02,
@@ -20,7 +21,7 @@ def frontier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, n:
 
     eps: FGSM step in [0, 1] pixels (the paper uses 0.25 on MNIST; 0.02 suits CIFAR-10 here, documented default).
     """
-    x, y = pick(images, labels, min(len(images), 20 * n), seed)
+    x, y = sample_images(images, labels, min(len(images), 20 * n), seed)
     with eval_mode(model):
         xg = x.clone().requires_grad_(True)
         g = torch.autograd.grad(F.cross_entropy(logits(model, xg), y.to(xg.device), reduction="sum"), xg)[0]

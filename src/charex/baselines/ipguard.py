@@ -8,7 +8,8 @@ from torch import nn
 
 from ..fingerprint import FingerprintSet
 from ..models.probe import eval_mode
-from .common import logits, pack, pick
+from ..data.cifar10 import sample_images
+from .common import logits, pack
 
 
 def ipguard(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, n: int = 100, k: float = 0.5,
@@ -21,7 +22,7 @@ def ipguard(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, n: 
 
     k: logit margin (documented default 0.5); steps, lr: Adam on the pixels, clipped to [0, 1].
     """
-    x, _ = pick(images, labels, n, seed)
+    x, _ = sample_images(images, labels, n, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     c = int(logits(model, x[:1]).shape[1])
     i = torch.randint(c, (n,), generator=gen)

@@ -7,7 +7,8 @@ from torch import nn
 
 from ..fingerprint import FingerprintSet
 from ..models.probe import eval_mode
-from .common import logits, pack, pick
+from ..data.cifar10 import sample_images
+from .common import logits, pack
 
 
 def sensitive(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, n: int = 100, steps: int = 50,
@@ -19,7 +20,7 @@ def sensitive(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, n
 
     steps, lr: the ascent (documented defaults 50 and 0.01; the paper optimises until convergence).
     """
-    x, _ = pick(images, labels, n, seed)
+    x, _ = sample_images(images, labels, n, seed)
     params = [p for p in model.parameters() if p.requires_grad]
     out = []
     with eval_mode(model):

@@ -60,13 +60,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
               "more to independent models (docs/results.md)", file=sys.stderr)
     x0 = None
     if args.start == "natural":  # from the owner's own real images (harder for a thief to spot; docs/results.md)
-        import torch
-
         from ..data import load_cifar10
+        from ..data.cifar10 import sample_images
 
         real = load_cifar10(args.data, "test")
-        idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.n]
-        x0 = real.images[idx].float() / 255
+        x0 = sample_images(real.images, real.labels, cfg.n, cfg.seed)[0]
     fp = generate(model, cfg, x0=x0, input_shape=args.input_shape, references=refs, progress=not args.quiet)
     if x0 is not None:
         fp.meta["start"] = "natural"

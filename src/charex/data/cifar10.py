@@ -47,6 +47,19 @@ class ArrayDataset:
         return ArrayDataset(self.images[idx], self.labels[idx], self.classes, h[:16])
 
 
+def sample_images(images: torch.Tensor, labels: torch.Tensor, count: int,
+                  seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` random real images (uint8 N x C x H x W, drawn with ``seed``) as float [0, 1], with their labels.
+
+    The start images of the baselines and of natural-start generation."""
+    if images.dim() != 4 or images.dtype != torch.uint8:
+        raise CharexError(f"need real uint8 N x C x H x W images (--data), got {images.dtype} {tuple(images.shape)}")
+    if len(images) < count:
+        raise CharexError(f"need at least {count} real images, got {len(images)}")
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
+    return images[idx].float() / 255, labels[idx].long()
+
+
 def thief_split(data: ArrayDataset, split: str) -> tuple[ArrayDataset, str]:
     """The thief's training data: ``all``, or a fixed random half (``half-a`` or ``half-b``; the halves are
     disjoint and the same on every machine). Returns the data and its name (e.g. ``train-half-b``)."""

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..data import load_cifar10
-from ..data.cifar10 import ArrayDataset, thief_split
+from ..data.cifar10 import ArrayDataset, sample_images, thief_split
 from ..derive import quantize_int8
 from ..derive.distill import distill_model
 from ..derive.finetune import finetune_model
@@ -206,8 +205,8 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
         elif start == "natural":  # start from the owner's own real images instead of uniform noise
             if real is None:
                 raise CharexError("start: natural needs real images")
-            idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.n]
-            fp = generate(base, cfg, x0=real.images[idx].float() / 255, references=refs or None, progress=progress)
+            x0 = sample_images(real.images, real.labels, cfg.n, cfg.seed)[0]
+            fp = generate(base, cfg, x0=x0, references=refs or None, progress=progress)
             fp.meta["start"] = "natural"
         else:
             fp = generate(base, cfg, references=refs or None, progress=progress)
