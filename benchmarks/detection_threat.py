@@ -93,11 +93,9 @@ def main() -> None:
     lineage = next(n for n in res["accuracy"]["derived"]["prune 90%"] if n.endswith("seed=1)"))
     copy = ModelCache(run / "models").get(lineage, train.digest)
     # the thief's own independent models: the validation pool's (never those of the owner's generation or held-out)
-    thief_refs = [load_model(f"bundled:{k}") for k in ("independent-2",)]
-    thief_refs += [load_model(p) for p in (Path("runs/pool/resnet8-s101.safetensors"),
-                                           Path("runs/pool/plain-s300.safetensors")) if p.is_file()]
-    if not thief_refs:
-        thief_refs = [load_model(f"bundled:{k}") for k in ("independent-2", "independent-resnet8", "independent-plain")]
+    # (scripts/train_pools.sh makes the two that are not bundled; load_model names a missing one)
+    thief_refs = [load_model(spec) for spec in ("bundled:independent-2", "runs/pool/resnet8-s101.safetensors",
+                                                "runs/pool/plain-s300.safetensors")]
     gen = torch.Generator().manual_seed(0)
     natural_train = thief_data.images[torch.randperm(len(thief_data), generator=gen)[:args.per_method]].float() / 255
     natural_cal = thief_data.images[torch.randperm(len(thief_data), generator=gen)[:2000]].float() / 255
