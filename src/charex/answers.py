@@ -18,7 +18,8 @@ from typing import Any, Iterator
 from .errors import CharexError
 from .fingerprint import FingerprintSet
 
-_PNG = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
+_PNG = re.compile(r"^([0-9]{1,18})\.png$", re.IGNORECASE)
+_INT = re.compile(r"-?[0-9]{1,18}")  # longer is no index or class (and int() would refuse 4300+ digits)
 
 
 def read_answers(path: str | Path, fp: FingerprintSet) -> dict[int, int]:
@@ -57,26 +58,37 @@ def read_answers(path: str | Path, fp: FingerprintSet) -> dict[int, int]:
 
 
 def _rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    text = p.read_text(encoding="utf-8-sig")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CharexError(f"{p} is not UTF-8 text (byte {e.start}: {e.reason}); answers are CSV or JSON lines") from None
+    if "\0" in text:
+        raise CharexError(f"{p} holds NUL characters: not a text answers file")
     if p.suffix.lower() in (".jsonl", ".ndjson"):
-        for i, raw in enumerate(text.splitlines(), 1):
-            if not raw.strip():
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
                 continue
             try:
-                obj = json.loads(raw)
+                obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise CharexError(f"{p}, line {i}: not JSON ({e.msg})") from None
+            except RecursionError:
+                raise CharexError(f"{p}, line {i}: JSON nested too deeply") from None
             if not isinstance(obj, dict):
                 raise CharexError(f"{p}, line {i}: expected an object with 'file' and 'label'")
             yield i, obj
         return
     reader = csv.DictReader(text.splitlines())
-    if reader.fieldnames is None:
-        raise CharexError(f"{p} is empty")
-    if not {"file", "label"} <= set(reader.fieldnames):
-        raise CharexError(f"{p}: the CSV header must name 'file' and 'label', got {reader.fieldnames}")
-    for i, row in enumerate(reader, 2):
-        yield i, row
+    try:
+        if reader.fieldnames is None:
+            raise CharexError(f"{p} is empty")
+        if not {"file", "label"} <= set(reader.fieldnames):
+            raise CharexError(f"{p}: the CSV header must name 'file' and 'label', got {reader.fieldnames}")
+        for i, row in enumerate(reader, 2):
+            yield i, row
+    except csv.Error as e:
+        raise CharexError(f"{p}, line {reader.line_num}: not valid CSV ({e})") from None
 
 
 def _example(file: str, n: int, where: str) -> int:
@@ -84,7 +96,7 @@ def _example(file: str, n: int, where: str) -> int:
     m = _PNG.match(name)
     if m:
         idx = int(m.group(1))
-    elif name.isdigit():
+    elif _INT.fullmatch(name) and not name.startswith("-"):
         idx = int(name)
     else:
         raise CharexError(f"{where}: {file!r} is neither an exported file name (NNNN.png) nor an example index")
@@ -97,7 +109,7 @@ def _label(label: Any, classes: list[str], num_classes: int, where: str) -> int:
     text = str(label).strip()
     if text in classes:
         return classes.index(text)
-    if isinstance(label, int) or text.lstrip("-").isdigit():
+    if not isinstance(label, bool) and _INT.fullmatch(text):
         v = int(text)
         if 0 <= v < num_classes:
             return v

@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Callable
 
 import numpy as np
@@ -34,6 +35,35 @@ from .types import Verdict
 from .verify import null_p_value, verdict_from_count
 
 RETRY_STATUS = (429, 502, 503, 504)
+MAX_RESPONSE_BYTES = 64 * 2 ** 20  # an answer larger than this is refused (a batch of 32 x 1000 scores is ~1 MB)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the port made explicit."""
+    u = urlsplit(url)
+    try:
+        port = u.port
+    except ValueError:
+        port = -1  # a malformed port never equals a real one
+    return u.scheme.lower(), (u.hostname or "").lower(), port or {"http": 80, "https": 443}.get(u.scheme.lower())
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only for GET (metadata) and only to the same scheme, host and port; refuses the rest.
+
+    urllib's own handler re-sends every header, Authorization included, to wherever a 301/302/303 points, and
+    turns a POST into a GET: a suspect's operator could collect the verifier's token on another host.
+    """
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        if req.get_method() != "GET":
+            raise CharexError(f"{req.full_url}: answered an inference request with a redirect ({code}) to "
+                              f"{newurl!r}; charex does not follow redirects of inference requests")
+        if _origin(newurl) != _origin(req.full_url):
+            raise CharexError(f"{req.full_url}: redirect ({code}) to another scheme, host or port ({newurl!r}) "
+                              "refused: credentials and queries stay with the URL you gave")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class RemoteModel:
@@ -47,13 +77,15 @@ class RemoteModel:
         batch_size: images per request at most.
         timeout: seconds per request. retries: further attempts on 429/5xx/connection errors, with
             backoff ``backoff * 2**attempt`` seconds.
-        auth_env: name of an environment variable holding the ``Authorization`` header value.
+        auth_env: name of an environment variable holding the ``Authorization`` header value; it is sent
+            only to the URL's scheme, host and port (redirects elsewhere are refused).
+        max_response_bytes: an answer larger than this is an error.
     """
 
     def __init__(self, url: str, *, datatype: str = "FP32", layout: str | None = None, scale: float = 1.0,
                  batch_size: int = 32,
                  timeout: float = 30.0, retries: int = 4, backoff: float = 0.5, auth_env: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 max_response_bytes: int = MAX_RESPONSE_BYTES, sleep: Callable[[float], None] = time.sleep) -> None:
         if not url.startswith(("http://", "https://")) or "/v2/models/" not in url:
             raise CharexError(f"remote model URL must look like http://HOST:PORT/v2/models/NAME, got {url!r}")
         if datatype not in ("FP32", "UINT8"):
@@ -67,6 +99,9 @@ class RemoteModel:
         self.url = url.rstrip("/")
         self.datatype, self.layout, self.scale, self.batch_size = datatype, layout, float(scale), batch_size
         self.timeout, self.retries, self.backoff, self.sleep = timeout, retries, backoff, sleep
+        self.max_response_bytes = int(max_response_bytes)
+        self._opener = urllib.request.build_opener(_SameOriginRedirects())
+        self.num_classes: int | None = None
         self.headers = {"Content-Type": "application/json"}
         if auth_env:
             value = os.environ.get(auth_env)
@@ -82,12 +117,16 @@ class RemoteModel:
         for attempt in range(self.retries + 1):
             req = urllib.request.Request(url, data=data, method=method, headers=self.headers)
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    raw = resp.read()
+                with self._opener.open(req, timeout=self.timeout) as resp:
+                    raw = resp.read(self.max_response_bytes + 1)
+                if len(raw) > self.max_response_bytes:
+                    raise CharexError(f"{url} answered with more than {self.max_response_bytes} bytes; refused")
                 try:
                     out = json.loads(raw)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, UnicodeDecodeError):
                     raise CharexError(f"{url} answered with something that is not JSON: {raw[:80]!r}") from None
+                except RecursionError:
+                    raise CharexError(f"{url} answered with JSON nested too deeply") from None
                 if not isinstance(out, dict):
                     raise CharexError(f"{url} answered with JSON that is not an object")
                 return out
@@ -102,15 +141,19 @@ class RemoteModel:
                 self.sleep(self.backoff * 2 ** attempt)
         raise CharexError(f"{url}: no answer after {self.retries + 1} attempts ({last})")
 
-    def check(self, shape: tuple[int, int, int]) -> dict[str, Any]:
-        """Read the metadata; pick the input and layout; fail early when the declared shape does not fit."""
+    def check(self, shape: tuple[int, int, int], num_classes: int | None = None) -> dict[str, Any]:
+        """Read the metadata; pick the input and layout; fail early when the declared input shape or the
+        declared class count (the first output's last dimension) does not fit the fingerprint."""
         meta = self._request("GET", self.url)
-        inputs = meta.get("inputs") or []
-        if not inputs or not isinstance(inputs, list):
+        inputs = meta.get("inputs")
+        if not isinstance(inputs, list) or not inputs or not isinstance(inputs[0], dict):
             raise CharexError(f"{self.url}: the metadata declares no inputs")
         inp = inputs[0]
-        self.input_name = str(inp.get("name"))
-        declared = list(inp.get("shape") or [])
+        name = inp.get("name")
+        if not isinstance(name, str) or not name:
+            raise CharexError(f"{self.url}: the metadata's first input has no name")
+        self.input_name = name
+        declared = _dims(inp.get("shape"), f"{self.url}: input {name!r}")
         c, h, w = shape
         if self.layout is None:
             self.layout = "nhwc" if declared[-3:] == [h, w, c] else "nchw"
@@ -118,8 +161,16 @@ class RemoteModel:
         if len(declared) != 4 or any(d not in (-1, x) for d, x in zip(declared[1:], want)):
             raise CharexError(f"{self.url}: input {self.input_name!r} is declared {declared}; the fingerprint's "
                               f"images are {self.layout.upper()} {want} (choose --remote-layout or another model)")
-        if declared[0] not in (-1, None) and declared[0] >= 1:
-            self.batch_size = min(self.batch_size, int(declared[0]))
+        if declared[0] >= 1:
+            self.batch_size = min(self.batch_size, declared[0])
+        self.num_classes = num_classes
+        outputs = meta.get("outputs")
+        if num_classes is not None and isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) \
+                and outputs[0].get("shape") is not None:
+            out = _dims(outputs[0]["shape"], f"{self.url}: output {outputs[0].get('name')!r}")
+            if len(out) >= 2 and out[-1] not in (-1, 1, num_classes):
+                raise CharexError(f"{self.url}: output {outputs[0].get('name')!r} is declared {out}: "
+                                  f"{out[-1]} classes, but the fingerprint has {num_classes}")
         return meta
 
     def labels(self, images: np.ndarray) -> list[int]:
@@ -137,27 +188,55 @@ class RemoteModel:
             body = {"inputs": [{"name": self.input_name, "shape": list(x.shape), "datatype": self.datatype,
                                 "data": data}]}
             resp = self._request("POST", f"{self.url}/infer", body)
-            out += _labels_from(resp, len(part), self.url)
+            out += _labels_from(resp, len(part), self.url, self.num_classes)
             self.sent += len(part)
         return out
 
 
-def _labels_from(resp: dict[str, Any], n: int, url: str) -> list[int]:
+def _dims(shape: Any, what: str) -> list[int]:
+    """A declared tensor shape: a list of integers (-1 for any size)."""
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= -1
+                                              for d in shape):
+        raise CharexError(f"{what} has no valid declared shape (a list of integers, -1 for any): {shape!r:.80}")
+    return shape
+
+
+def _labels_from(resp: dict[str, Any], n: int, url: str, num_classes: int | None = None) -> list[int]:
+    """The n labels in an inference answer: the first output as N class indices or N x C scores (argmax).
+
+    With ``num_classes`` the answer must have exactly that many scores per image, or labels below it.
+    """
     outputs = resp.get("outputs")
-    if not outputs or not isinstance(outputs, list) or "data" not in outputs[0]:
+    if not isinstance(outputs, list) or not outputs or not isinstance(outputs[0], dict) or "data" not in outputs[0]:
         raise CharexError(f"{url}: the answer holds no outputs with data")
     o = outputs[0]
+    shape = o.get("shape")
     try:
-        arr = np.asarray(o["data"], dtype=np.float64).reshape([int(s) for s in o.get("shape") or [n, -1]])
-    except (ValueError, TypeError) as e:
-        raise CharexError(f"{url}: output {o.get('name')!r} does not have its declared shape: {e}") from None
-    if arr.shape[0] != n:
-        raise CharexError(f"{url}: asked {n} images, got {arr.shape[0]} answers")
-    if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):  # labels
-        return [int(v) for v in arr.reshape(n)]
+        dims = [n, -1] if shape is None else [int(s) for s in _dims(shape, f"{url}: output")]
+        arr = np.asarray(o["data"], dtype=np.float64).reshape(dims)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise CharexError(f"{url}: output {o.get('name')!r:.40} does not have its declared shape: "
+                          f"{str(e)[:120]}") from None
+    if arr.ndim == 0 or arr.shape[0] != n:
+        raise CharexError(f"{url}: asked {n} images, got {arr.shape[0] if arr.ndim else 'no'} answers")
     if not np.isfinite(arr).all():
-        raise CharexError(f"{url}: the answer holds NaN or inf scores")
-    return [int(v) for v in arr.reshape(n, -1).argmax(1)]
+        raise CharexError(f"{url}: the answer holds NaN or inf values")
+    if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):  # labels
+        labels = arr.reshape(n)
+        if (labels != np.round(labels)).any() or labels.min() < 0 or \
+                (num_classes is not None and labels.max() >= num_classes):
+            raise CharexError(f"{url}: labels must be class indices in [0, {num_classes or 'C'}), got "
+                              f"{labels[:5].tolist()}...")
+        return [int(v) for v in labels]
+    if arr.ndim != 2 or arr.shape[1] < 2 or (num_classes is not None and arr.shape[1] != num_classes):
+        raise CharexError(f"{url}: the answer has shape {list(arr.shape)}; expected {n} x {num_classes or 'C'} "
+                          "scores or N labels")
+    return [int(v) for v in arr.argmax(1)]
+
+
+def _num_classes(fp: FingerprintSet) -> int | None:
+    nc = fp.meta.get("num_classes")
+    return int(nc) if isinstance(nc, int) and nc > 0 else None
 
 
 def verify_remote(fp: FingerprintSet, remote: RemoteModel, *, name: str | None = None, max_queries: int | None = None,
@@ -182,7 +261,7 @@ def verify_remote(fp: FingerprintSet, remote: RemoteModel, *, name: str | None =
         order = order[:max_queries]
     cal = fp.calibration
     full_threshold = cal["threshold_matches"] if cal is not None else None
-    remote.check(tuple(fp.images.shape[1:]))  # type: ignore[arg-type]
+    remote.check(tuple(fp.images.shape[1:]), _num_classes(fp))  # type: ignore[arg-type]
     images = fp.images.numpy()
     answers: dict[int, int] = {}
     k = 0
