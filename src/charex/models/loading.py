@@ -12,6 +12,11 @@ Supported specs:
   * a full pickled module only with ``trust_pickle=True`` (it can run arbitrary code).
 
 A sidecar card is ``<file>.json`` or ``<stem>.json`` next to the file.
+
+A card is part of the file, so it is as untrusted as the file: it may name a registry architecture, never
+an import path (``package.module:callable`` imports and calls code; only the caller's own ``arch`` argument
+may), and the weights' shapes are checked against the architecture built without memory (on the ``meta``
+device) before anything is allocated.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelLoadError, first_line
-from .architectures import build_arch
+from .architectures import ARCHITECTURES, build_arch
 from .normalized import Normalized, resolve_normalization
 from .probe import set_eval
 
@@ -118,6 +123,8 @@ def load_model(spec: str | Path | nn.Module, arch: str | None = None, trust_pick
         raise ModelLoadError(f"model path is a folder, expected a file: {path}")
     card = read_card(path)
     card.setdefault("source", spec_str)
+    if arch is None and "arch" in card:
+        _check_card_arch(card["arch"], path)
     if arch is not None:
         card["arch"] = arch
     if arch_kwargs:
@@ -193,17 +200,49 @@ def _load_inner(path: Path, card: dict[str, Any], trust_pickle: bool) -> tuple[n
                          ".onnx or a TorchScript archive)")
 
 
+def _check_card_arch(name: Any, path: Path) -> None:
+    """A card (untrusted, like its file) may name a registry architecture, not an import path."""
+    if not isinstance(name, str):
+        raise ModelLoadError(f"{path}: the model card's 'arch' must be a string, got {name!r:.60}")
+    if name not in ARCHITECTURES:
+        raise ModelLoadError(f"{path}: the model card names architecture {name!r:.80}, which is not in charex's "
+                             f"registry ({', '.join(sorted(ARCHITECTURES))}); charex imports code only when you "
+                             "name it yourself: pass --arch (arch=...) if you trust it")
+
+
 def _from_state_dict(path: Path, state: dict[str, Any], card: dict[str, Any]) -> tuple[nn.Module, None]:
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelLoadError(f"{path} is not a state dict of tensors")
     if "arch" not in card:
         raise ModelLoadError(f"{path} holds only weights and no model card names its architecture: "
                              "pass --arch NAME (e.g. cnn1) or add a sidecar JSON card")
-    model = build_arch(card["arch"], **card.get("arch_kwargs", {}))
+    kwargs = card.get("arch_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ModelLoadError(f"{path}: the model card's 'arch_kwargs' must be an object, got {kwargs!r:.60}")
     if any(k.startswith("model.") for k in state) and {"mean", "std"} <= set(state):
         state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    with torch.device("meta"):  # shapes first, without memory: a card cannot make charex allocate a huge model
+        _check_state(path, state, card, _build(card["arch"], kwargs, path).state_dict())
+    model = _build(card["arch"], kwargs, path)
     expected = model.state_dict()
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    return model, None
+
+
+def _build(arch: str, kwargs: dict[str, Any], path: Path) -> nn.Module:
+    try:
+        return build_arch(arch, **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as e:  # the card's arguments reach the architecture's constructor
+        raise ModelLoadError(f"{path}: architecture {arch!r} cannot be built with {kwargs!r:.120}: "
+                             f"{first_line(e)}") from e
+
+
+def _check_state(path: Path, state: dict[str, Any], card: dict[str, Any],
+                 expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict must have exactly the architecture's keys and shapes; returns ``expected``."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     bad_shape = [f"{k}: file {tuple(state[k].shape)} vs arch {tuple(v.shape)}"
@@ -212,8 +251,7 @@ def _from_state_dict(path: Path, state: dict[str, Any], card: dict[str, Any]) ->
         raise ModelLoadError(
             f"{path} does not fit architecture {card['arch']!r} {card.get('arch_kwargs', {})}: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {bad_shape[:5]}")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    return model, None
+    return expected
 
 
 def _is_torchscript(path: Path) -> bool:
