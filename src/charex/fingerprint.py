@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,15 @@ class FingerprintSet:
         if not isinstance(tg, torch.Tensor) or tg.dtype != torch.int64 or tg.shape != (imgs.shape[0],):
             raise FingerprintFileError(f"targets must be int64 of shape ({imgs.shape[0]},), got "
                                        f"{getattr(tg, 'dtype', None)} {tuple(getattr(tg, 'shape', ()))}")
+        if imgs.dtype == torch.float32 and imgs.numel() and not (torch.isfinite(imgs).all() and imgs.min() >= 0
+                                                                 and imgs.max() <= 1):
+            raise FingerprintFileError("float32 images must be finite pixels in [0, 1]")
+        _check_meta(self.meta, tuple(imgs.shape[1:]))
         nc = self.meta.get("num_classes")
         if nc is not None and tg.numel() and (int(tg.min()) < 0 or int(tg.max()) >= int(nc)):
             raise FingerprintFileError(f"targets must lie in [0, {nc}), got range [{int(tg.min())}, {int(tg.max())}]")
+        if self.calibration is not None:
+            _check_calibration(self.calibration, int(imgs.shape[0]))
 
     @property
     def n(self) -> int:
@@ -133,6 +140,65 @@ class FingerprintSet:
             raise
         except (ValueError, KeyError, TypeError) as e:
             raise FingerprintFileError(f"{p}: fingerprint header is invalid: {e}") from e
+
+
+def _is_int(v: Any, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_unit(v: Any) -> bool:
+    """A finite number strictly inside (0, 1)."""
+    return _is_number(v) and 0 < v < 1
+
+
+def _check_meta(meta: Any, shape: tuple[int, ...]) -> None:
+    """The metadata fields the library reads must have their types (a forged header is refused, not obeyed)."""
+    if not isinstance(meta, dict):
+        raise FingerprintFileError(f"meta must be an object, got {type(meta).__name__}")
+    nc = meta.get("num_classes")
+    if nc is not None and not _is_int(nc, 1):
+        raise FingerprintFileError(f"meta num_classes must be a positive integer, got {nc!r:.40}")
+    s = meta.get("input_shape")
+    if s is not None and (not isinstance(s, list) or tuple(s) != shape):
+        raise FingerprintFileError(f"meta input_shape {s!r:.40} does not match the images' shape {list(shape)}")
+    classes = meta.get("classes")
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+                                or (nc is not None and len(classes) != nc)):
+        raise FingerprintFileError(f"meta classes must be a list of {nc or 'C'} names, got {classes!r:.60}")
+    for key in ("references", "surrogates"):
+        rows = meta.get(key)
+        if rows is not None and (not isinstance(rows, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("digest"), str)
+                for r in rows)):
+            raise FingerprintFileError(f"meta {key} must be a list of {{name, digest}} objects, got {rows!r:.60}")
+    norm = meta.get("normalization")
+    if norm is not None and not isinstance(norm, dict):
+        raise FingerprintFileError(f"meta normalization must be an object, got {norm!r:.40}")
+
+
+def _check_calibration(cal: Any, n: int) -> None:
+    """A calibration block must be one that :func:`charex.calibrate` could have written for n examples."""
+    if not isinstance(cal, dict):
+        raise FingerprintFileError(f"calibration must be an object, got {type(cal).__name__}")
+    if n < 1:
+        raise FingerprintFileError("a calibrated fingerprint needs at least one example")
+    bad = [k for k in ("mu", "rho", "level") if not _is_unit(cal.get(k))]
+    t = cal.get("threshold_matches")
+    if not _is_int(t, 0) or t > n + 1:
+        bad.append("threshold_matches")
+    elif not _is_number(cal.get("threshold_rate")) or not math.isclose(cal["threshold_rate"], t / n):
+        bad.append("threshold_rate")
+    refs = cal.get("references")
+    if not isinstance(refs, list) or not all(isinstance(r, dict) and _is_int(r.get("matches"), 0) and
+                                             _is_int(r.get("n"), 1) and r["matches"] <= r["n"] for r in refs):
+        bad.append("references")
+    if bad:
+        raise FingerprintFileError(f"calibration block is invalid ({', '.join(bad)}): "
+                                   "recalibrate with `charex calibrate`")
 
 
 def _canonical(obj: Any) -> str:

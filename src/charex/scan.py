@@ -53,27 +53,38 @@ def expand_suspects(specs: Sequence[str]) -> list[str]:
         elif p.is_dir():
             out += [str(f) for f in sorted(p.iterdir()) if f.suffix.lower() in MODEL_SUFFIXES]
         elif p.is_file() and p.suffix.lower() in (".txt", ".lst"):
-            out += [line.strip() for line in p.read_text().splitlines() if line.strip() and not line.startswith("#")]
+            try:
+                text = p.read_bytes().decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CharexError(f"suspect list {p} is not UTF-8 text (byte {e.start})") from None
+            out += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
         else:
             out.append(s)  # a model file, or a missing one: reported as an error line for that suspect
     return list(dict.fromkeys(out))
 
 
 def done_pairs(output: Path) -> set[tuple[str, str]]:
-    """(suspect, fingerprint digest) pairs already in ``output``; a torn last line is cut off the file."""
+    """(suspect, fingerprint digest) pairs already in ``output``; a torn last line is cut off the file.
+
+    A file that is not charex scan output (a line that is not a scan result, or a tail that is not a torn one)
+    is an error and is left as it is.
+    """
     if not output.is_file():
         return set()
     raw = output.read_bytes()
-    if raw and not raw.endswith(b"\n"):  # a crash mid-line: drop the torn tail so appends stay valid JSON lines
-        raw = raw[: raw.rfind(b"\n") + 1]
-        output.write_bytes(raw)
+    cut = raw[: raw.rfind(b"\n") + 1]
+    if cut != raw and not raw[len(cut):].startswith(b"{"):
+        raise CharexError(f"{output} does not end like charex scan output (a JSON line); choose a new -o file")
     pairs = set()
-    for line in raw.decode().splitlines():
+    for i, line in enumerate(cut.split(b"\n")[:-1], 1):
         try:
             r = json.loads(line)
             pairs.add((r["suspect"], r["fingerprint"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
+        except (ValueError, KeyError, TypeError, RecursionError):  # ValueError: JSON and UTF-8 errors
+            raise CharexError(f"{output}, line {i} is not a line of charex scan output; choose a new -o file, "
+                              "or remove that line to resume") from None
+    if cut != raw:  # a crash mid-line: drop the torn tail so appends stay valid JSON lines
+        output.write_bytes(cut)
     return pairs
 
 
