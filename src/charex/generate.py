@@ -20,7 +20,7 @@ from .errors import CharexError
 from .fingerprint import FingerprintSet
 from .dtypes import resolve_dtype
 from .frequency import HighPass
-from .gradients import ModelForward, reference_gradient
+from .gradients import ModelForward, reference_gradient, surrogate_gradient
 from .models.normalized import state_digest
 from .models.probe import Models, eval_mode, model_device, named_models, probe_model
 from .types import GenerationConfig
@@ -31,13 +31,15 @@ Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | None = None,
              targets: torch.Tensor | None = None, quantize: bool = True,
              input_shape: Sequence[int] | None = None, references: Models | None = None,
-             progress: bool = False) -> FingerprintSet:
+             surrogates: Models | None = None, progress: bool = False) -> FingerprintSet:
     """Generate ``config.n`` characteristic examples of ``model``.
 
     With ``references`` (reference-contrastive generation, beyond the paper) every step descends
     ``CE(base) + config.ref_weight * mean_r -log(1 - p_r(target | x))``: the examples are pushed to
     their targets on the base model (with the method's weight noise and high-pass) and away from them
     on independent reference models, which costs one more forward/backward pass per reference and step.
+    With ``surrogates`` (the owner's own students of the base) every step also descends
+    ``config.surrogate_weight * mean_s CE(s(x), target)``, so that the examples transfer to students.
 
     Args:
         model: classifier on N x C x H x W pixels in [0, 1] (e.g. from :func:`charex.load_model`).
@@ -51,6 +53,8 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
         references: independent models (name -> model mapping or list) to push away from the
             targets; their weight digests are recorded in ``meta["references"]`` and ``calibrate``
             refuses them as calibration references (they match ~0% by construction).
+        surrogates: models derived from the base (e.g. students distilled by the owner) to pull toward the
+            targets; their digests are recorded in ``meta["surrogates"]`` and ``calibrate`` refuses them too.
         progress: show a progress bar.
 
     Returns:
@@ -67,26 +71,27 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
     shape = _input_shape(x0, input_shape, card)
     num_classes = probe_model(model, shape, card.get("num_classes"), name="base model")
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    x = torch.rand((cfg.n, *shape), generator=gen, device=device) if x0 is None else _check_x0(x0, cfg.n, shape, device)
-    y = torch.randint(num_classes, (cfg.n,), generator=gen, device=device) if targets is None \
-        else _check_targets(targets, cfg.n, num_classes, device)
+    x, y = start_and_targets(gen, cfg.n, shape, num_classes, x0, targets)
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     channels_last = dtype != torch.float32 and device.type == "cpu"
     base_digest = state_digest(model)
-    refs = named_models(references or {})
-    ref_digests = _check_references(refs, shape, num_classes, base_digest, device)
+    refs, surs = named_models(references or {}), named_models(surrogates or {})
+    digests = _check_others(refs + surs, shape, num_classes, base_digest, device, len(refs))
     with eval_mode(model), contextlib.ExitStack() as stack:
-        for _, r in refs:
+        for _, r in refs + surs:
             stack.enter_context(eval_mode(r))
         fwd = ModelForward(model, dtype=dtype, channels_last=channels_last, delta=cfg.delta, scope=cfg.noise_scope,
                            generator=gen)
         ref_fwd = [ModelForward(r, dtype=dtype, channels_last=channels_last) for _, r in refs]
+        sur_fwd = [ModelForward(r, dtype=dtype, channels_last=channels_last) for _, r in surs]
         project: Callable[[torch.Tensor], torch.Tensor] = HighPass(shape[1], shape[2], cfg.k, device=device)
 
         def grad(xa: torch.Tensor, ya: torch.Tensor) -> torch.Tensor:
             g = fwd.input_gradient(xa, ya, cfg.noise_samples)
             if ref_fwd and cfg.ref_weight > 0:
                 g = g + cfg.ref_weight * reference_gradient(ref_fwd, xa, ya)
+            if sur_fwd and cfg.surrogate_weight > 0:
+                g = g + cfg.surrogate_weight * surrogate_gradient(sur_fwd, xa, ya)
             return g
 
         x = _descend(x, y, grad, project, fwd.loss if cfg.early_stop else None, cfg, progress).clamp_(0, 1)
@@ -103,7 +108,8 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
         "normalization": {k: card[k] for k in ("mean", "std") if k in card},
         "classes": card.get("classes"), "base_model": card.get("lineage") or card.get("source"),
         "base_model_digest": base_digest, "charex_version": __version__,
-        "references": [{"name": name, "digest": digest} for (name, _), digest in zip(refs, ref_digests)],
+        "references": [{"name": name, "digest": digest} for (name, _), digest in zip(refs, digests)],
+        "surrogates": [{"name": name, "digest": digest} for (name, _), digest in zip(surs, digests[len(refs):])],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "base_match_rate": float((logits.argmax(1) == y).float().mean()),
         "eta_optimal_rate": float((loss < cfg.eta).float().mean()), "mean_base_loss": float(loss.mean()),
@@ -154,22 +160,37 @@ def _quantize_and_polish(x: torch.Tensor, y: torch.Tensor, exact: ModelForward, 
     return xq, int(fixed.sum())
 
 
-def _check_references(refs: list[tuple[str, nn.Module]], shape: tuple[int, int, int], num_classes: int,
-                      base_digest: str, device: torch.device) -> list[str]:
-    """Reference models must take the base's input shape, have its class count, differ from it and
-    live on its device. Returns their weight digests, in order."""
+def start_and_targets(gen: torch.Generator, n: int, shape: Sequence[int], num_classes: int,
+                      x0: torch.Tensor | None = None,
+                      targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The start images (U[0, 1] from ``gen`` unless ``x0`` is given) and the targets (uniform random from ``gen``
+    unless given), drawn in this order: all of a fingerprint's randomness but the weight noise, which ``gen``
+    feeds afterwards (``charex audit`` re-draws them to check that the targets follow the seed)."""
+    device = gen.device
+    x = torch.rand((n, *shape), generator=gen, device=device) if x0 is None else _check_x0(x0, n, tuple(shape), device)
+    y = torch.randint(num_classes, (n,), generator=gen, device=device) if targets is None \
+        else _check_targets(targets, n, num_classes, device)
+    return x, y
+
+
+def _check_others(models: list[tuple[str, nn.Module]], shape: tuple[int, int, int], num_classes: int,
+                  base_digest: str, device: torch.device, n_refs: int) -> list[str]:
+    """Reference and surrogate models (references first, ``n_refs`` of them) must take the base's input shape,
+    have its class count, differ from it and from each other and live on its device. Returns their weight
+    digests, in order."""
     seen: list[str] = []
-    for name, r in refs:
-        probe_model(r, shape, num_classes, name=f"reference {name}")
+    for i, (name, r) in enumerate(models):
+        role = "reference" if i < n_refs else "surrogate"
+        probe_model(r, shape, num_classes, name=f"{role} {name}")
         digest = state_digest(r)
         if digest == base_digest:
-            raise CharexError(f"reference {name} is the base model itself (same weight digest); references must be "
-                              "independent models")
+            why = "references must be independent models" if role == "reference" else "surrogates are made from it"
+            raise CharexError(f"{role} {name} is the base model itself (same weight digest); {why}")
         if digest in seen:
-            raise CharexError(f"reference {name} has the same weights as another reference")
+            raise CharexError(f"{role} {name} has the same weights as another reference or surrogate")
         seen.append(digest)
         if model_device(r) != device:
-            raise CharexError(f"reference {name} is on {model_device(r)} but the base model on {device}")
+            raise CharexError(f"{role} {name} is on {model_device(r)} but the base model on {device}")
     return seen
 
 

@@ -10,7 +10,7 @@ at a step, drawn with one RNG call over all perturbed parameters.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import ContextManager
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +161,20 @@ def reference_gradient(references: list[ModelForward], x: torch.Tensor, y: torch
     Descending it lowers every reference's probability of the target label (the contrastive term of
     reference-contrastive generation; one forward and backward pass per reference).
     """
+    return _mean_loss_gradient(references, x, y, away_loss)
+
+
+def surrogate_gradient(surrogates: list[ModelForward], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient w.r.t. x of the summed cross-entropy averaged over surrogate models (no weight noise).
+
+    Descending it raises every surrogate's probability of the target label (surrogate-aware generation:
+    the examples should also transfer to students of the base; one forward and backward pass per surrogate).
+    """
+    return _mean_loss_gradient(surrogates, x, y, lambda z, t: F.cross_entropy(z, t, reduction="none"))
+
+
+def _mean_loss_gradient(models: list[ModelForward], x: torch.Tensor, y: torch.Tensor,
+                        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     xg = x.detach().requires_grad_(True)
-    loss = sum(away_loss(r.logits(xg), y).sum() for r in references) / len(references)
-    return torch.autograd.grad(loss, xg)[0]
+    total = sum(loss(m.logits(xg), y).sum() for m in models) / len(models)
+    return torch.autograd.grad(total, xg)[0]

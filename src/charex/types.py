@@ -44,6 +44,9 @@ class GenerationConfig:
         ref_weight: weight lambda of the reference-contrastive term when ``generate`` is given
             reference models: each step descends CE(base) + lambda * mean_r -log(1 - p_r(target | x))
             (default 8; ignored without references).
+        surrogate_weight: weight mu of the surrogate term when ``generate`` is given surrogate models (the
+            owner's own students of the base, which the examples should transfer to): each step also descends
+            mu * mean_s CE(s(x), target) (default 4; ignored without surrogates).
 
     Defaults (chosen on the validation pool of ``charex reproduce heldout --pool validation``; the held-out
     numbers are in docs/results.md): vanilla steps, 100 of them at 0.5/255, and ``ref_weight`` 8 for the
@@ -70,6 +73,7 @@ class GenerationConfig:
     early_stop: bool = False
     polish_steps: int = 100
     ref_weight: float = 8.0
+    surrogate_weight: float = 4.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -86,8 +90,10 @@ class GenerationConfig:
             raise CharexError(f"delta must be a finite number >= 0, got {self.delta!r}")
         if not (isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta > 0):
             raise CharexError(f"eta must be a finite number > 0, got {self.eta!r}")
-        if not (isinstance(self.ref_weight, (int, float)) and math.isfinite(self.ref_weight) and self.ref_weight >= 0):
-            raise CharexError(f"ref_weight must be a finite number >= 0, got {self.ref_weight!r}")
+        for name in ("ref_weight", "surrogate_weight"):
+            w = getattr(self, name)
+            if isinstance(w, bool) or not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
+                raise CharexError(f"{name} must be a finite number >= 0, got {w!r}")
         if self.dtype not in DTYPES:
             raise CharexError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.noise_scope not in NOISE_SCOPES:

@@ -140,6 +140,7 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
     named = named_models(references)
     base_digest = fp.meta.get("base_model_digest")
     used = {r["digest"]: r["name"] for r in fp.meta.get("references", [])}
+    surrogates = {r["digest"]: r["name"] for r in fp.meta.get("surrogates", [])}
     rows = []
     for name, m in named:
         digest = state_digest(m)
@@ -150,6 +151,10 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
             raise CharexError(f"reference {name} was a generation reference of this fingerprint (as {used[digest]}): "
                               "the examples were pushed away from it, so it would make the null too optimistic; "
                               "calibrate on independent models that took no part in generation")
+        if digest in surrogates:
+            raise CharexError(f"reference {name} was a surrogate of this fingerprint (as {surrogates[digest]}): "
+                              "surrogates are derived from the base, so they would make the null match like a "
+                              "derived copy; calibrate on independent models")
         rows.append({"name": name, "digest": digest, "matches": match_count(m, fp, name), "n": fp.n})
     mu, rho = fit_beta_binomial([r["matches"] for r in rows], fp.n, rho_min)
     threshold = null_threshold(fp.n, mu, rho, level)

@@ -96,3 +96,44 @@ def test_calibration_strength() -> None:
     assert weak["strength"] == "weak" and "95/100" in weak["advice"]
     assert calibration_strength(30, 100, 0.1, 4) == {"strength": "ok"}
     assert "only 2 references" in calibration_strength(30, 100, 0.1, 2)["advice"]
+
+
+def surrogate_aware(base, refs, surs, x0, y, steps, alpha, ref_weight, sur_weight):
+    """Independent loop: sign descent on CE(base) + ref_weight * mean_r away + sur_weight * mean_s CE(s)."""
+    x = x0.clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        loss = F.cross_entropy(base(x), y, reduction="sum")
+        away = sum(-torch.log(1 - torch.softmax(r(x), 1).gather(1, y[:, None]).squeeze(1)).sum() for r in refs)
+        pull = sum(F.cross_entropy(s(x), y, reduction="sum") for s in surs)
+        (g,) = torch.autograd.grad(loss + ref_weight * away / len(refs) + sur_weight * pull / len(surs), x)
+        x = torch.clamp(x.detach() - alpha * g.sign(), 0, 1)
+    return x
+
+
+def test_surrogate_aware_equals_independent_loop(trained_tiny) -> None:
+    refs = [make_tiny(21, train_steps=60)]
+    surs = [make_tiny(41, train_steps=60), make_tiny(42, train_steps=60)]
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand(5, 3, 16, 16, generator=g)
+    y = torch.randint(10, (5,), generator=g)
+    cfg = GenerationConfig(method="vanilla", n=5, steps=6, alpha=0.01, dtype="float32", ref_weight=2.0,
+                           surrogate_weight=3.0)
+    fp = generate(trained_tiny, cfg, x0=x0, targets=y, quantize=False, references=refs, surrogates=surs)
+    want = surrogate_aware(trained_tiny, refs, surs, x0, y, 6, 0.01, 2.0, 3.0)
+    assert torch.allclose(fp.images, want, atol=1e-6)
+    assert [r["digest"] for r in fp.meta["surrogates"]] == [state_digest(m) for m in surs]
+
+
+def test_surrogates_recorded_refused_for_calibration_and_checked(trained_tiny) -> None:
+    s1, r2, r3 = (make_tiny(s, train_steps=30) for s in (51, 52, 53))
+    cfg = GenerationConfig(method="vanilla", n=8, steps=5, dtype="float32")
+    fp = generate(trained_tiny, cfg, surrogates={"s1": s1})
+    assert fp.meta["surrogates"][0]["name"] == "s1" and fp.meta["references"] == []
+    with pytest.raises(CharexError, match="was a surrogate"):
+        calibrate(fp, {"s1": s1, "r2": r2})
+    assert calibrate(fp, {"r2": r2, "r3": r3}).calibration is not None
+    with pytest.raises(CharexError, match="base model itself"):
+        generate(trained_tiny, cfg, surrogates=[trained_tiny])
+    with pytest.raises(CharexError, match="same weights as another"):
+        generate(trained_tiny, cfg, references=[s1], surrogates=[s1])

@@ -49,12 +49,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return _baseline(args)
 
     preset = PRESETS[args.preset]
-    given = {k: getattr(args, k) for k in ("method", "n", "steps", "alpha", "delta", "q", "k", "ref_weight")
+    given = {k: getattr(args, k) for k in ("method", "n", "steps", "alpha", "delta", "q", "k", "ref_weight",
+                                           "surrogate_weight")
              if getattr(args, k) is not None}
     cfg = GenerationConfig(**{**preset, **given, "eta": args.eta, "seed": args.seed, "dtype": args.dtype,
                               "noise_scope": args.noise_scope, "early_stop": args.early_stop})
     model = load(args, args.model)
     refs = {spec: load(args, spec) for spec in args.references or []}
+    surs = {spec: load(args, spec) for spec in args.surrogates or []}
     if not refs and not args.json:
         print("note: no --references given: fingerprints made without independent reference models transfer "
               "more to independent models (docs/results.md)", file=sys.stderr)
@@ -65,7 +67,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         real = load_cifar10(args.data, "test")
         x0 = sample_images(real.images, real.labels, cfg.n, cfg.seed)[0]
-    fp = generate(model, cfg, x0=x0, input_shape=args.input_shape, references=refs, progress=not args.quiet)
+    fp = generate(model, cfg, x0=x0, input_shape=args.input_shape, references=refs, surrogates=surs,
+                  progress=not args.quiet)
     if x0 is not None:
         fp.meta["start"] = "natural"
     fp.save(args.output)
@@ -174,6 +177,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  references        {len(refs)} (ref_weight {c.ref_weight:g})" if refs else "  references        none")
     for r in refs:
         print(f"    {r['name']} digest {r['digest']}")
+    for r in m.get("surrogates") or []:
+        print(f"  surrogate         {r['name']} digest {r['digest']} (surrogate_weight {c.surrogate_weight:g})")
     print(f"  base match        {100 * m.get('base_match_rate', float('nan')):.1f}%  "
           f"(eta-optimal {100 * m.get('eta_optimal_rate', float('nan')):.1f}%)")
     print(f"  created           {m.get('created')} by charex {m.get('charex_version')}")
@@ -206,6 +211,10 @@ def register(add: Add) -> None:
                    help="independent models to push away from the targets (reference-contrastive generation); "
                         "they may not be used for calibration afterwards")
     g.add_argument("--ref-weight", type=float, help="weight of the reference term (default 8)")
+    g.add_argument("--surrogates", nargs="+", metavar="MODEL",
+                   help="your own students of MODEL (e.g. charex derive distill on your data) to pull the examples "
+                        "toward, so that they transfer to students too; recorded, and refused for calibration")
+    g.add_argument("--surrogate-weight", type=float, help="weight of the surrogate term (default 4)")
     g.add_argument("--method", choices=["vanilla", "rc", "rcgm", "ltrc"], help="method (default vanilla)")
     g.add_argument("--baseline", choices=["frontier", "ipguard", "sensitive"],
                    help="make another method's fingerprint instead, for comparison (data-based: starts from real "
