@@ -1,8 +1,25 @@
-"""The compute dtype a device runs natively."""
+"""The compute dtype a device runs natively, and the platform a bit-identical re-run depends on."""
 
 from __future__ import annotations
 
+import platform
+
 import torch
+
+
+def platform_record(device: torch.device | None = None) -> dict[str, str]:
+    """CPU model (or GPU name), torch version and OS: with the inputs and the dtype, what makes a re-run
+    bit-identical (``charex audit``)."""
+    if device is not None and device.type == "cuda":
+        cpu = torch.cuda.get_device_name(device)
+    else:
+        cpu = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+        except OSError:
+            pass
+    return {"device": cpu, "torch": torch.__version__, "system": platform.system()}
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:

@@ -18,7 +18,7 @@ from torch import nn
 from . import __version__
 from .errors import CharexError
 from .fingerprint import FingerprintSet
-from .dtypes import resolve_dtype
+from .dtypes import platform_record, resolve_dtype
 from .frequency import HighPass
 from .gradients import ModelForward, reference_gradient, surrogate_gradient
 from .models.normalized import state_digest
@@ -107,7 +107,7 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
         "input_shape": list(shape), "num_classes": num_classes,
         "normalization": {k: card[k] for k in ("mean", "std") if k in card},
         "classes": card.get("classes"), "base_model": card.get("lineage") or card.get("source"),
-        "base_model_digest": base_digest, "charex_version": __version__,
+        "base_model_digest": base_digest, "charex_version": __version__, "platform": platform_record(device),
         "references": [{"name": name, "digest": digest} for (name, _), digest in zip(refs, digests)],
         "surrogates": [{"name": name, "digest": digest} for (name, _), digest in zip(surs, digests[len(refs):])],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
