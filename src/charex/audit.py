@@ -33,15 +33,17 @@ from .models.probe import Models, model_device, named_models
 
 # Across dtypes or platforms an example agrees when its perturbation (example minus start) has cosine similarity
 # >= COSINE_AGREE with the re-run's, and the examples agree when at least AGREE_FRACTION_MIN of them do. Chosen on
-# the measurement in docs/results.md (scripts/audit_experiment.py): honest bfloat16 vs float32 re-runs of five
-# configurations; examples optimised toward an unrecorded model, even with a tiny weight, agree far less.
+# the measurement in docs/audit.md (scripts/audit_experiment.py): honest bfloat16 vs float32 re-runs from noise
+# agree on 97-100% of the examples, a forgery pulled toward an unrecorded model at weight 0.005 on 79%; honest
+# natural-start fingerprints agree on 76% only (audit those in their recorded dtype). Across dtypes the decisive
+# check is whether the claim against a suspect reproduces on the honest re-run (``suspect``).
 COSINE_AGREE = 0.8
 AGREE_FRACTION_MIN = 0.85
 
 
 @dataclass(frozen=True)
 class Check:
-    """One audit check: ``status`` is ``pass``, ``fail``, ``skip`` (not checkable with what was given) or ``info``."""
+    """One audit check: ``status`` is ``pass``, ``fail`` or ``skip`` (not checkable with what was given)."""
 
     name: str
     status: str
@@ -77,7 +79,9 @@ def audit(fp: FingerprintSet, base: nn.Module, *, references: Models | None = No
         calibration_references: the models its calibration names; re-measured when given.
         x0: the start images for fingerprints generated from natural images (``meta["start"] == "natural"``).
         dtype: re-run in this dtype instead of the recorded one (the examples then agree within tolerance only).
-        suspect: a model the fingerprint is used against: its matches on the file and on the re-run are reported.
+        suspect: a model the fingerprint is used against: the check "claim reproduces on the re-run" fails when
+            the file judges it derived but the honest re-run (calibrated on ``calibration_references`` when
+            given) does not.
         progress: progress bar for the re-run.
 
     Returns:
@@ -132,7 +136,7 @@ def audit(fp: FingerprintSet, base: nn.Module, *, references: Models | None = No
     checks.append(_base_match(fp, base))
     checks += _calibration(fp, calibration_references)
     if suspect is not None and regen is not None:
-        checks.append(_suspect(fp, regen, suspect))
+        checks.append(_suspect(fp, regen, suspect, calibration_references))
     return AuditReport(checks, regen)
 
 
@@ -171,11 +175,16 @@ def _compare(fp: FingerprintSet, regen: FingerprintSet, x0: torch.Tensor | None,
 
 
 def _base_match(fp: FingerprintSet, base: nn.Module) -> Check:
-    from .verify import match_count
+    """The base model's match rate on the file's images, computed as generate does (one float32 batch: polished
+    examples sit at the decision boundary, where another batch size can flip a near-tie)."""
+    from .gradients import ModelForward
+    from .models.probe import eval_mode
 
-    k = match_count(base, fp, "base model")
+    with eval_mode(base), torch.no_grad():
+        logits = ModelForward(base, fold_bn=False).logits(fp.pixels().to(model_device(base)))
+    k = int((logits.argmax(1).cpu() == fp.targets).sum())
     recorded = fp.meta.get("base_match_rate")
-    ok = isinstance(recorded, (int, float)) and abs(k / fp.n - recorded) < 1e-9
+    ok = isinstance(recorded, (int, float)) and round(recorded * fp.n) == k  # recorded as a float32 mean
     return Check("base match", "pass" if ok else "fail",
                  f"the base model assigns {k}/{fp.n} examples to their targets (recorded: {recorded})", {"matches": k})
 
@@ -219,14 +228,25 @@ def _calibration(fp: FingerprintSet, models: Models | None) -> list[Check]:
     return out
 
 
-def _suspect(fp: FingerprintSet, regen: FingerprintSet, suspect: nn.Module) -> Check:
-    from .verify import match_count, verdict_from_count
+def _suspect(fp: FingerprintSet, regen: FingerprintSet, suspect: nn.Module, calibration_references: Models | None
+             ) -> Check:
+    """Does the claim against ``suspect`` hold on the honest re-run too? The re-run is calibrated on the
+    calibration models when they are given, else it borrows the file's calibration. Decisive across dtypes and
+    platforms, where the examples agree only within a tolerance."""
+    from .verify import calibrate, match_count, verdict_from_count
 
+    if fp.calibration is None:
+        return Check("claim reproduces on the re-run", "skip", "the fingerprint is not calibrated: no claim to check")
+    if calibration_references is not None:
+        regen = calibrate(regen, calibration_references, level=fp.calibration["level"],
+                          rho_min=fp.calibration.get("rho_min", 0.1))
+    else:
+        regen = regen.with_calibration(fp.calibration)
     k_file, k_regen = match_count(suspect, fp, "suspect"), match_count(suspect, regen, "suspect")
-    v_file = verdict_from_count(fp, "suspect", k_file)
-    v_regen = verdict_from_count(regen.with_calibration(fp.calibration), "suspect", k_regen)
+    v_file, v_regen = verdict_from_count(fp, "suspect", k_file), verdict_from_count(regen, "suspect", k_regen)
     data = {"matches_file": k_file, "matches_regenerated": k_regen, "decision_file": v_file.decision,
-            "decision_regenerated": v_regen.decision}
-    return Check("suspect", "info", f"the suspect matches {k_file}/{fp.n} of the file's examples ({v_file.decision}) "
-                                    f"and {k_regen}/{fp.n} of the re-run's ({v_regen.decision}, with the file's "
-                                    "calibration)", data)
+            "decision_regenerated": v_regen.decision, "threshold_regenerated": regen.calibration["threshold_matches"]}
+    fails = v_file.decision == "derived" and v_regen.decision != "derived"
+    return Check("claim reproduces on the re-run", "fail" if fails else "pass",
+                 f"the suspect matches {k_file}/{fp.n} of the file's examples ({v_file.decision}) and {k_regen}/"
+                 f"{fp.n} of the re-run's ({v_regen.decision}, threshold {data['threshold_regenerated']})", data)
