@@ -76,7 +76,7 @@ def main() -> None:
     from charex.experiments.provenance import cpu_description, write_json
     from charex.fingerprint import FingerprintSet
     from charex.metrics import roc_auc
-    from charex.verify import null_p_value
+    from charex.null import p_value
     from charex.zoo import ModelCache
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,7 +131,7 @@ def main() -> None:
         answers = np.where(flagged, rnd, answers)
         k = int((answers == owner.targets.numpy()).sum())
         cal = rates["calibration"]
-        pval = null_p_value(k, owner.n, cal["mu"], cal["rho"])
+        pval = p_value(cal, k, owner.n)
         honest = rates["derived"]["prune 90%"][lineage]["matches"]
         row = {"method": name, "detector_auc": round(auc, 3), "ood_auc": round(auc_ood, 3),
                "flagged": int(flagged.sum()), "matches_honest": honest, "matches_random_answers": k,

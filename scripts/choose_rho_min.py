@@ -12,13 +12,14 @@ import argparse
 import json
 from pathlib import Path
 
-from charex.verify import fit_beta_binomial, null_threshold
+from charex.null import fit_beta_binomial, threshold as null_threshold
 
 CANDIDATES = (0.02, 0.05, 0.08, 0.1, 0.15, 0.2)
 
 
 def threshold(counts: list[int], n: int, rho_min: float, level: float) -> int:
-    return null_threshold(n, *fit_beta_binomial(counts, n, rho_min), level)
+    mu, rho = fit_beta_binomial(counts, n, rho_min)
+    return null_threshold({"mu": mu, "rho": rho}, n, level)
 
 
 def main() -> None:

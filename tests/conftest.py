@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from charex import GenerationConfig, calibrate, generate, load_model
+from charex.derive import prune_model
 from charex.models import Normalized, build_arch, save_model
 
 torch.set_num_threads(2)
@@ -51,9 +53,22 @@ def random_tiny() -> Normalized:
 
 @pytest.fixture(scope="session")
 def model_files(tmp_path_factory: pytest.TempPathFactory, trained_tiny: Normalized) -> dict[str, Path]:
-    """The trained tiny base and three independent tiny models saved as safetensors with cards."""
+    """The trained tiny base and five independent tiny models saved as safetensors with cards."""
     d = tmp_path_factory.mktemp("models")
     out = {"base": save_model(trained_tiny, d / "base.safetensors")}
-    for s in (1, 2, 3):
+    for s in (1, 2, 3, 4, 5):
         out[f"ind{s}"] = save_model(make_tiny(10 + s, train_steps=150), d / f"ind{s}.safetensors")
     return out
+
+
+@pytest.fixture(scope="session")
+def fp_and_models(tmp_path_factory):
+    """(remote tests) A fingerprint of bundled:base; suspects: a 50% pruned copy of it and a bundled independent model."""
+    d = tmp_path_factory.mktemp("remote")
+    base = load_model("bundled:base")
+    pruned, _ = prune_model(base, 0.5, scope="global")
+    refs = [load_model(f"bundled:{k}") for k in ("independent-1", "other-arch")]
+    fp = generate(base, GenerationConfig(n=40, steps=30, dtype="float32"), references=refs)
+    cal = calibrate(fp, {k: load_model(f"bundled:{k}") for k in ("independent-2", "independent-3", "reference-plain")})
+    cal.save(d / "cal.safetensors")
+    return d, cal, {"pruned": pruned, "other": load_model("bundled:independent-resnet8")}

@@ -190,18 +190,25 @@ def _base_match(fp: FingerprintSet, base: nn.Module) -> Check:
 
 
 def _calibration(fp: FingerprintSet, models: Models | None) -> list[Check]:
-    from .verify import fit_beta_binomial, match_count, null_threshold
+    from .null import fit_beta_binomial, fit_logit_normal, threshold as null_threshold
+    from .verify import match_count
 
     cal = fp.calibration
     if cal is None:
         return [Check("calibration", "skip", "the fingerprint is not calibrated")]
     rows = cal["references"]
-    mu, rho = fit_beta_binomial([r["matches"] for r in rows], fp.n, cal.get("rho_min", 0.1))
-    threshold = null_threshold(fp.n, mu, rho, cal["level"])
-    ok = threshold == cal["threshold_matches"] and abs(mu - cal["mu"]) < 1e-4 and abs(rho - cal["rho"]) < 1e-4
+    counts = [r["matches"] for r in rows]
+    if cal.get("null") == "logit-normal":
+        null = fit_logit_normal(counts, fp.n, cal["s_min"], cal["s_max"])
+        same = null["counts"] == cal.get("counts")
+    else:
+        mu, rho = fit_beta_binomial(counts, fp.n, cal.get("rho_min", 0.1))
+        null, same = {"mu": mu, "rho": rho}, abs(rho - cal["rho"]) < 1e-4
+    threshold = null_threshold(null, fp.n, cal["level"])
+    ok = same and threshold == cal["threshold_matches"] and abs(null["mu"] - cal["mu"]) < 1e-4
     out = [Check("calibration arithmetic", "pass" if ok else "fail",
                  f"the recorded counts give threshold {threshold}/{fp.n} (recorded {cal['threshold_matches']}), "
-                 f"null mean {mu:.4f} (recorded {cal['mu']:.4f})", {"threshold": threshold, "mu": mu, "rho": rho})]
+                 f"null mean {null['mu']:.4f} (recorded {cal['mu']:.4f})", {"threshold": threshold, "mu": null["mu"]})]
     barred = {fp.meta.get("base_model_digest")} | {r["digest"] for k in ("references", "surrogates")
                                                    for r in fp.meta.get(k) or []}
     bad = [r.get("name") for r in rows if r.get("digest") in barred]
@@ -238,8 +245,8 @@ def _suspect(fp: FingerprintSet, regen: FingerprintSet, suspect: nn.Module, cali
     if fp.calibration is None:
         return Check("claim reproduces on the re-run", "skip", "the fingerprint is not calibrated: no claim to check")
     if calibration_references is not None:
-        regen = calibrate(regen, calibration_references, level=fp.calibration["level"],
-                          rho_min=fp.calibration.get("rho_min", 0.1))
+        spread = (fp.calibration.get("s_min", 0.5), fp.calibration.get("s_max", 2.0))
+        regen = calibrate(regen, calibration_references, level=fp.calibration["level"], spread=spread)
     else:
         regen = regen.with_calibration(fp.calibration)
     k_file, k_regen = match_count(suspect, fp, "suspect"), match_count(suspect, regen, "suspect")

@@ -186,7 +186,19 @@ def _check_calibration(cal: Any, n: int) -> None:
         raise FingerprintFileError(f"calibration must be an object, got {type(cal).__name__}")
     if n < 1:
         raise FingerprintFileError("a calibrated fingerprint needs at least one example")
-    bad = [k for k in ("mu", "rho", "level") if not _is_unit(cal.get(k))]
+    bad = [k for k in ("mu", "level") if not _is_unit(cal.get(k))]
+    if cal.get("null") == "logit-normal":
+        s_min, s_max = cal.get("s_min"), cal.get("s_max")
+        if not (_is_number(s_min) and _is_number(s_max) and 0 < s_min < s_max <= 10):
+            bad.append("s_min/s_max")
+        counts, cn = cal.get("counts"), cal.get("counts_n")
+        if not (_is_int(cn, 1) and isinstance(counts, list) and len(counts) >= 2 and len(counts) <= 10_000
+                and all(_is_int(c, 0) and c <= cn for c in counts)):
+            bad.append("counts")
+    elif cal.get("null") is not None:
+        bad.append("null")
+    elif not _is_unit(cal.get("rho")):
+        bad.append("rho")
     t = cal.get("threshold_matches")
     if not _is_int(t, 0) or t > n + 1:
         bad.append("threshold_matches")

@@ -32,7 +32,8 @@ import numpy as np
 from .errors import CharexError
 from .fingerprint import FingerprintSet
 from .types import Verdict
-from .verify import null_p_value, verdict_from_count
+from .null import p_value
+from .verify import verdict_from_count
 
 RETRY_STATUS = (429, 502, 503, 504)
 MAX_RESPONSE_BYTES = 64 * 2 ** 20  # an answer larger than this is refused (a batch of 32 x 1000 scores is ~1 MB)
@@ -310,7 +311,7 @@ def verify_remote(fp: FingerprintSet, remote: RemoteModel, *, name: str | None =
     # stopped early: the full-n decision is settled; p is bounded by counting every unsent example as a miss
     # (derived) or as a match (not derived)
     derived = k >= full_threshold
-    p = null_p_value(k if derived else k + fp.n - m, fp.n, cal["mu"], cal["rho"])
+    p = p_value(cal, k if derived else k + fp.n - m, fp.n)
     return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"],
                    threshold=full_threshold / fp.n, p_value=p, decision="derived" if derived else "not derived",
                    extra={**extra, "p_value_is_bound": True})

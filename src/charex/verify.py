@@ -1,16 +1,11 @@
 """Match rates, calibration of the null on independent reference models, and verdicts.
 
-Null model: an independent model's match count K on n examples is beta-binomial,
-K ~ BetaBinomial(n, a, b), with mean mu = a / (a + b) and overdispersion
-rho = 1 / (a + b + 1) capturing between-model variation. (mu, rho) are fitted by maximum
-a-posteriori on the reference models' counts with a Beta(3/2, 3/2) prior on mu (log-density
-+1/2 log mu + 1/2 log(1 - mu); earlier versions of these docs called it Jeffreys, which it is not: it keeps mu
-away from 0 and 1, so near-zero counts give a wide null, see docs/results.md) and
-rho >= ``rho_min`` (default :data:`RHO_MIN` = 0.1), so that a few references that happen to agree never
-yield a null sharper than the data can support. The default was chosen on the validation pool of the held-out
-evaluation (``scripts/choose_rho_min.py``, docs/results.md): 0.02 let independent models of the base's own
-architecture exceed the threshold of fingerprints made without references. The p-value of a suspect with k matches
-is P(K >= k); it is ``derived`` when p <= level.
+The null (:mod:`charex.null`): an independent model's match count is the posterior predictive of a logit-normal
+binomial model fitted on the calibration models' counts (flat priors; the spread of models on the logit scale in
+[0.45, 2.0], chosen on the validation pool of the held-out evaluation, ``scripts/choose_null.py``). Near-zero counts
+give a near-zero null; few calibration models a wide one. The p-value of a suspect with k matches is P(K >= k);
+it is ``derived`` when p <= level. Files calibrated before carry the beta-binomial MAP null they were made with
+(``mu``, ``rho``; :func:`charex.null.fit_beta_binomial`) and keep their verdicts.
 """
 
 from __future__ import annotations
@@ -23,6 +18,8 @@ import torch
 from torch import nn
 
 from .errors import CharexError
+from .null import S_MAX, S_MIN, fit_beta_binomial, fit_logit_normal, p_value
+from .null import threshold as null_threshold
 from .fingerprint import FingerprintSet
 from .models.normalized import state_digest
 from .models.probe import Models, eval_mode, model_device, named_models, probe_model
@@ -56,36 +53,6 @@ def match_rate(model: nn.Module, fp: FingerprintSet, name: str = "model") -> flo
     return match_count(model, fp, name) / fp.n
 
 
-RHO_MIN = 0.1
-
-
-def fit_beta_binomial(counts: Sequence[int], n: int, rho_min: float = RHO_MIN) -> tuple[float, float]:
-    """MAP fit of (mu, rho) of a beta-binomial to ``counts`` out of ``n`` each (see module docs)."""
-    from scipy.optimize import minimize
-    from scipy.stats import betabinom
-
-    k = np.asarray(counts, dtype=float)
-    if k.size < 2:
-        raise CharexError(f"calibration needs at least 2 reference models, got {k.size}")
-
-    def unpack(z: np.ndarray) -> tuple[float, float]:
-        mu = 1 / (1 + math.exp(-z[0]))
-        rho = rho_min + (1 - rho_min) / (1 + math.exp(-z[1]))
-        return min(max(mu, 1e-9), 1 - 1e-9), min(rho, 1 - 1e-9)
-
-    def nll(z: np.ndarray) -> float:
-        mu, rho = unpack(z)
-        s = 1 / rho - 1
-        ll = betabinom.logpmf(k, n, mu * s, (1 - mu) * s).sum() + 0.5 * math.log(mu) + 0.5 * math.log(1 - mu)
-        return -float(ll)
-
-    m0 = (k.mean() + 0.5) / (n + 1)
-    best = min((minimize(nll, np.array([math.log(m0 / (1 - m0)), z1]), method="Nelder-Mead",
-                         options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 2000}) for z1 in (-4.0, -1.0, 1.0)),
-               key=lambda r: r.fun)
-    return unpack(best.x)
-
-
 def format_p(p: float | None) -> str:
     """A p-value for people: 3 significant digits, ``<1e-15`` below what float64 tails resolve, ``-`` for None."""
     if p is None:
@@ -94,16 +61,8 @@ def format_p(p: float | None) -> str:
 
 
 def null_p_value(k: int, n: int, mu: float, rho: float) -> float:
-    """P(K >= k) for K ~ BetaBinomial(n) with mean mu and overdispersion rho."""
-    from scipy.stats import betabinom
-
-    s = 1 / rho - 1
-    return float(betabinom.sf(k - 1, n, mu * s, (1 - mu) * s))
-
-
-def null_threshold(n: int, mu: float, rho: float, level: float) -> int:
-    """Smallest match count k out of n with P(K >= k) <= level under the null (n + 1 when none is)."""
-    return next((k for k in range(n + 1) if null_p_value(k, n, mu, rho) <= level), n + 1)
+    """P(K >= k) for K ~ BetaBinomial(n) with mean mu and overdispersion rho (the earlier null)."""
+    return p_value({"mu": mu, "rho": rho}, k, n)
 
 
 def verdict_from_count(fp: FingerprintSet, name: str, k: int, m: int | None = None,
@@ -114,14 +73,14 @@ def verdict_from_count(fp: FingerprintSet, name: str, k: int, m: int | None = No
     cal = fp.calibration
     if cal is None:
         return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, extra=dict(extra or {}))
-    p = null_p_value(k, m, cal["mu"], cal["rho"])
-    threshold = cal["threshold_rate"] if m == fp.n else null_threshold(m, cal["mu"], cal["rho"], cal["level"]) / m
+    p = p_value(cal, k, m)
+    threshold = cal["threshold_rate"] if m == fp.n else null_threshold(cal, m, cal["level"]) / m
     return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"], threshold=threshold,
                    p_value=p, decision="derived" if p <= cal["level"] else "not derived", extra=dict(extra or {}))
 
 
 def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
-              rho_min: float = RHO_MIN) -> FingerprintSet:
+              spread: tuple[float, float] = (S_MIN, S_MAX)) -> FingerprintSet:
     """Fit the null on independent reference models and return ``fp`` with a calibration block.
 
     Args:
@@ -130,7 +89,8 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
             runs or architectures), as a name -> model mapping or a list.
         level: significance level of the ``derived`` decision (false-accusation rate per
             independent suspect under the fitted null).
-        rho_min: lower bound on the between-model overdispersion (default 0.1).
+        spread: the prior range [s_min, s_max] of the independent models' spread on the logit scale (default
+            [0.45, 2.0], chosen on the validation pool; :mod:`charex.null`).
 
     Example:
         >>> fp = calibrate(fp, {"ind1": m1, "ind2": m2, "ind3": m3})  # doctest: +SKIP
@@ -156,14 +116,14 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
                               "surrogates are derived from the base, so they would make the null match like a "
                               "derived copy; calibrate on independent models")
         rows.append({"name": name, "digest": digest, "matches": match_count(m, fp, name), "n": fp.n})
-    mu, rho = fit_beta_binomial([r["matches"] for r in rows], fp.n, rho_min)
-    threshold = null_threshold(fp.n, mu, rho, level)
+    null = fit_logit_normal([r["matches"] for r in rows], fp.n, *spread)
+    threshold = null_threshold(null, fp.n, level)
     block: dict[str, Any] = {
-        "method": "beta-binomial MAP (Beta(3/2,3/2) prior on mu, rho >= rho_min)",
-        "mu": mu, "rho": rho, "rho_min": rho_min, "level": level,
-        "threshold_matches": threshold, "threshold_rate": threshold / fp.n, "references": rows,
+        "method": "logit-normal binomial, posterior predictive of a new independent model (flat priors, spread in "
+                  f"[{spread[0]:g}, {spread[1]:g}])",
+        **null, "level": level, "threshold_matches": threshold, "threshold_rate": threshold / fp.n, "references": rows,
     }
-    block.update(calibration_strength(threshold, fp.n, mu, len(rows)))
+    block.update(calibration_strength(threshold, fp.n, null["mu"], len(rows)))
     return fp.with_calibration(block)
 
 
@@ -214,9 +174,8 @@ def verify(fp: FingerprintSet, suspects: Models) -> list[Verdict]:
 def verify_answers(fp: FingerprintSet, answers: Mapping[int, int], name: str = "answers") -> Verdict:
     """A verdict from labels collected elsewhere (``charex.answers.read_answers``): example index -> label.
 
-    With m of the n examples answered, the test uses those m: the calibrated null (mean mu, overdispersion
-    rho) is the same per example, so the suspect's match count K_m is BetaBinomial(m) under it and
-    p = P(K_m >= k). ``extra`` records ``answered`` (m) and ``examples`` (n).
+    With m of the n examples answered, the test uses those m: the calibrated null is the same per example, so
+    the suspect's match count K_m follows it at m examples and p = P(K_m >= k). ``extra`` records ``answered`` (m) and ``examples`` (n).
 
     Example:
         >>> v = verify_answers(fp, read_answers("answers.csv", fp), "api.example.com")  # doctest: +SKIP

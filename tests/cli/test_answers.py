@@ -17,9 +17,9 @@ from charex.verify import predict, verify, verify_answers
 def cal_fp(tmp_path_factory, model_files):
     d = tmp_path_factory.mktemp("answers")
     assert main(["generate", str(model_files["base"]), "--n", "30", "--steps", "40", "--alpha", "0.02", "--quiet",
-                 "-o", str(d / "fp.safetensors")]) == 0
+                 "--references", str(model_files["ind4"]), "-o", str(d / "fp.safetensors")]) == 0
     assert main(["calibrate", str(d / "fp.safetensors"), "--reference", str(model_files["ind1"]),
-                 str(model_files["ind2"]), "--quiet", "-o", str(d / "cal.safetensors")]) == 0
+                 str(model_files["ind2"]), str(model_files["ind5"]), "--quiet", "-o", str(d / "cal.safetensors")]) == 0
     assert main(["export", str(d / "cal.safetensors"), str(d / "png")]) == 0
     return d
 

@@ -195,7 +195,8 @@ def forge(fp: FingerprintSet, header: dict) -> bytes:
 
 
 # invalid by construction: a forged calibration or metadata that no calibrate() or generate() writes
-INVALID_FORGERIES = [("calibration", "mu", -0.5), ("calibration", "mu", "0.1"), ("calibration", "rho", 0),
+INVALID_FORGERIES = [("calibration", "mu", -0.5), ("calibration", "mu", "0.1"), ("calibration", "s_min", 0), ("calibration", "counts", [1]),
+                     ("calibration", "null", "magic"), ("calibration", "counts", [5, 999]),
                      ("calibration", "level", 1.5), ("calibration", "threshold_matches", 10**6),
                      ("calibration", "threshold_matches", 3.5), ("calibration", "references", "all"),
                      ("meta", "num_classes", 0), ("meta", "num_classes", "10"), ("meta", "input_shape", [1, 2, 3]),

@@ -94,15 +94,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     fp = FingerprintSet.load(args.fingerprint)
     refs = {spec: load(args, spec) for spec in args.reference}
-    cal = calibrate(fp, refs, level=args.level, rho_min=args.rho_min)
+    cal = calibrate(fp, refs, level=args.level, spread=(args.spread_min, args.spread_max))
     cal.save(args.output)
     c = cal.calibration or {}
     if args.json:
         print_json({"output": str(args.output), **c})
     else:
         rates = ", ".join(f"{r['matches']}/{r['n']}" for r in c["references"])
-        print(f"calibrated on {len(refs)} reference models (matches {rates}): null mean {100 * c['mu']:.1f}%, "
-              f"overdispersion {c['rho']:.3f}; 'derived' at >= {c['threshold_matches']}/{fp.n} matches "
+        print(f"calibrated on {len(refs)} reference models (matches {rates}): null mean {100 * c['mu']:.1f}%; "
+              f"'derived' at >= {c['threshold_matches']}/{fp.n} matches "
               f"(level {c['level']}); wrote {args.output}")
     if c.get("strength") in ("weak", "impossible"):
         print(f"warning: {c['strength']} calibration: {c['advice']}", file=sys.stderr)
@@ -186,8 +186,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if cal is None:
         print("  calibration       none (verify reports match rates only)")
     else:
-        print(f"  calibration       {len(cal['references'])} references, null mean {100 * cal['mu']:.1f}%, "
-              f"rho {cal['rho']:.3f}, derived at >= {cal['threshold_matches']}/{fp.n} (level {cal['level']})")
+        null = f"spread in [{cal['s_min']:g}, {cal['s_max']:g}]" if cal.get("null") == "logit-normal" else \
+            f"beta-binomial rho {cal['rho']:.3f}"
+        print(f"  calibration       {len(cal['references'])} references, null mean {100 * cal['mu']:.1f}% ({null}), "
+              f"derived at >= {cal['threshold_matches']}/{fp.n} (level {cal['level']})")
     return 0
 
 
@@ -202,6 +204,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(add: Add) -> None:
     """Add the generate, calibrate, verify, inspect, export subcommands."""
+    from ..null import S_MAX, S_MIN
+
     g = add("generate", cmd_generate, EXAMPLES["generate"], "generate characteristic examples of a model and save them")
     g.add_argument("model", help="model file or bundled:NAME")
     g.add_argument("--preset", default="default", choices=["default", "paper"],
@@ -250,8 +254,10 @@ def register(add: Add) -> None:
     c.add_argument("fingerprint")
     c.add_argument("--reference", nargs="+", required=True, help="independent models (at least 2)")
     c.add_argument("--level", type=float, default=0.01, help="significance level of 'derived' (default 0.01)")
-    c.add_argument("--rho-min", type=float, default=0.1,
-                   help="lower bound on between-model overdispersion (default 0.1, chosen on a validation pool)")
+    c.add_argument("--spread-min", type=float, default=S_MIN,
+                   help=f"least spread of independent models' match rates on the logit scale (default {S_MIN}, chosen "
+                        "on a validation pool; docs/method.md)")
+    c.add_argument("--spread-max", type=float, default=S_MAX, help=f"largest spread (default {S_MAX})")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--json", action="store_true")
     c.add_argument("--quiet", action="store_true")

@@ -41,7 +41,8 @@ from ..models.loading import bundled_dir
 from ..models.probe import model_device
 from ..train import TrainConfig, accuracy, train_from_scratch
 from ..types import GenerationConfig
-from ..verify import RHO_MIN, calibrate, verify
+from ..null import S_MAX, S_MIN
+from ..verify import calibrate, verify
 from ..zoo import ModelCache
 from .provenance import provenance, write_json
 
@@ -177,7 +178,7 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
            **({"start": start} if start != "noise" else {}),
            "calibration": sorted(pools.get("calibration", {})), "reported": sorted(pools.get(report_pool, {})),
            "derived": {g: sorted(v) for g, v in derived.items()}, "level": profile["level"],
-           "rho_min": profile.get("rho_min", RHO_MIN)}
+           "null": {"kind": "logit-normal", "spread": list(profile.get("spread", (S_MIN, S_MAX)))}}
     rates_path = out / "rates" / report_pool / f"{spec['name']}.json"
     if rates_path.is_file():
         done = json.loads(rates_path.read_text())
@@ -212,7 +213,7 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
             fp = generate(base, cfg, references=refs or None, progress=progress)
         fp.meta["generation_seconds"] = round(time.perf_counter() - t0, 1)
         fp.save(fp_path)
-    cal = calibrate(fp, pools["calibration"], level=profile["level"], rho_min=key["rho_min"])
+    cal = calibrate(fp, pools["calibration"], level=profile["level"], spread=tuple(key["null"]["spread"]))
     c = cal.calibration or {}
 
     def row(m: nn.Module, name: str) -> dict[str, Any]:
@@ -225,7 +226,8 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
     groups = {g: {n: row(m, n) for n, m in ms.items()} for g, ms in derived.items()}
     result = {"name": spec["name"], "spec": spec, "key": key, "config": cfg.to_dict(),
               "generation_seconds": fp.meta.get("generation_seconds"), "base_match_rate": fp.meta["base_match_rate"],
-              "calibration": {**{k: c[k] for k in ("mu", "rho", "rho_min", "threshold_matches", "strength") if k in c},
+              "calibration": {**{k: c[k] for k in ("null", "mu", "s_min", "s_max", "threshold_matches", "strength")
+                                 if k in c},
                               "counts": {r["name"]: r["matches"] for r in c["references"]}},
               "independent": reported, "derived": groups,
               "summary": summarize_rows(reported, groups, base_acc, profile["useful_drop"])}
