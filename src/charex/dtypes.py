@@ -10,16 +10,23 @@ import torch
 def platform_record(device: torch.device | None = None) -> dict[str, str]:
     """CPU model (or GPU name), torch version and OS: with the inputs and the dtype, what makes a re-run
     bit-identical (``charex audit``)."""
-    if device is not None and device.type == "cuda":
-        cpu = torch.cuda.get_device_name(device)
-    else:
-        cpu = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-        except OSError:
-            pass
+    cpu = torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else cpu_info()[0]
     return {"device": cpu, "torch": torch.__version__, "system": platform.system()}
+
+
+def cpu_info() -> tuple[str, set[str]]:
+    """The CPU's model name (from /proc/cpuinfo where there is one) and its feature flags."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and name in ("", platform.machine(), platform.processor()):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return name, flags
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:

@@ -128,6 +128,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     fp = FingerprintSet.load(args.fingerprint)
     if not args.suspect and not args.answers:
         raise CharexError("name at least one suspect model or --answers FILE")
+    if args.transform:  # simulate an image API's channel on the queries (local and remote suspects)
+        import dataclasses
+
+        from ..channels import parse_channel
+
+        if args.answers:
+            raise CharexError("--transform simulates a channel for models you query; answers were already collected "
+                              "through the real one")
+        fp = dataclasses.replace(fp, images=parse_channel(args.transform)(fp.images))
     answered = [verify_answers(fp, read_answers(path, fp), str(path)) for path in args.answers or []]
     remote = [spec for spec in args.suspect if spec.startswith(("http://", "https://"))]
     local = [spec for spec in args.suspect if spec not in remote]
@@ -288,6 +297,10 @@ def register(add: Add) -> None:
                                                    "file; re-check offline with --answers FILE")
     r.add_argument("--all-queries", action="store_true",
                    help="send every example (default: stop once the verdict can no longer change)")
+    v.add_argument("--transform", metavar="SPEC",
+                   help="pass the examples through what an image API may do before the suspect sees them: png, "
+                        "jpeg:Q, noise:SIGMA (1/255 units), resize:FACTOR, shift:PIXELS, chained with + "
+                        "(e.g. jpeg:75); to check that a fingerprint survives a channel before relying on it")
     v.add_argument("--json", action="store_true", help="print {\"results\": [...]} as JSON")
     v.add_argument("--quiet", action="store_true")
     add_model_args(v)

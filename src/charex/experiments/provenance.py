@@ -30,15 +30,9 @@ def git_revision() -> str | None:
 
 def cpu_description() -> str:
     """The CPU model name and the vector/matrix extensions that decide the fast dtype (e.g. AVX-512 BF16, AMX)."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", platform.machine(), platform.processor()):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    from ..dtypes import cpu_info
+
+    name, flags = cpu_info()
     ext = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512-BF16"),
                                      ("amx_bf16", "AMX-BF16")) if flag in flags]
     return f"{name} ({', '.join(ext) or 'no AVX2'}), {torch.get_num_threads()} threads"
