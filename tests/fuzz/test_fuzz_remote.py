@@ -16,6 +16,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from http_stub import JsonHandler
+
 from .conftest import check
 
 CLASSES = 10
@@ -118,19 +120,9 @@ def response(spec: dict, n: int, labels: list[int]) -> tuple[bytes, int, bool]:
     return raw, status, valid
 
 
-class Stub(http.server.BaseHTTPRequestHandler):
+class Stub(JsonHandler):
     meta: bytes = b""
     plan = None  # callable(n, labels) -> (raw, status)
-
-    def log_message(self, *a) -> None:
-        pass
-
-    def _send(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self) -> None:
         self._send(200, Stub.meta)

@@ -19,6 +19,7 @@ from charex.cli import main
 from charex.errors import CharexError
 from charex.models import save_model
 from charex.remote import RemoteModel, verify_remote
+from http_stub import JsonHandler
 
 HERE = Path(__file__).resolve().parent
 
@@ -100,21 +101,11 @@ def test_mlserver_verdicts_equal_local_ones(mlserver, fp_and_models, capsys) -> 
     assert main(["verify", str(d / "cal.safetensors"), f"{mlserver}/v2/models/other", "--audit", str(audit)]) == 2
 
 
-class Misbehaving(http.server.BaseHTTPRequestHandler):
+class Misbehaving(JsonHandler):
     """Answers per ``mode``: wrong-shape metadata, 500s, 503s then success, garbage JSON, slow answers."""
 
     mode = "ok"
     calls = 0
-
-    def log_message(self, *a) -> None:
-        pass
-
-    def _send(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self) -> None:
         shape = [-1, 1, 8, 8] if Misbehaving.mode == "shape" else [-1, 32, 32, 3]

@@ -14,47 +14,31 @@ import pytest
 from charex.cli import main
 from charex.errors import CharexError
 from charex.remote import RemoteModel, verify_remote
+from http_stub import JsonHandler
 
 TOKEN = "Bearer do-not-forward"
 
 
-class Recorder(http.server.BaseHTTPRequestHandler):
+class Recorder(JsonHandler):
     """The other host: records every request with its headers and answers like a valid endpoint."""
 
     seen: list = []
-
-    def log_message(self, *a) -> None:
-        pass
 
     def _answer(self) -> None:
         Recorder.seen.append((self.command, self.path, dict(self.headers)))
         body = json.dumps({"name": "m", "inputs": [{"name": "img", "datatype": "UINT8", "shape": [-1, 32, 32, 3]}],
                            "outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [0]}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self._send(200, body)
 
     do_GET = do_POST = _answer
 
 
-class Operator(http.server.BaseHTTPRequestHandler):
+class Operator(JsonHandler):
     """The suspect's endpoint, misbehaving per ``mode``."""
 
     mode = ""
     other = ""  # base URL of the recorder on 127.0.0.2
     classes = 10
-
-    def log_message(self, *a) -> None:
-        pass
-
-    def _send(self, code: int, body: bytes, headers: dict | None = None) -> None:
-        self.send_response(code)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def _redirect(self, where: str) -> None:
         self._send(302 if "302" in Operator.mode else 307, b"", {"Location": where})
