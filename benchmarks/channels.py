@@ -36,6 +36,10 @@ FINGERPRINTS = {  # name -> (config, references?, natural start?)
     "natural start 100 x 0.5/255, references": (GenerationConfig(), True, True),
     "natural start 40 x 0.25/255, references": (GenerationConfig(steps=40, alpha=0.25 / 255), True, True),
     "paper-vanilla (500 x 1/255, no references)": (GenerationConfig(steps=500, alpha=1 / 255), False, False),
+    "default + EOT jpeg:75": (GenerationConfig(eot="jpeg:75"), True, False),
+    "default + EOT jpeg:75,shift:1,resize:2": (GenerationConfig(eot="jpeg:75,shift:1,resize:2"), True, False),
+    "natural start 40 x 0.25/255 + EOT jpeg:75": (GenerationConfig(steps=40, alpha=0.25 / 255, eot="jpeg:75"), True,
+                                                  True),
 }
 
 
@@ -43,6 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="write every number here")
     ap.add_argument("--data", help="CIFAR-10 folder (natural starts; default: the shared copy)")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only fingerprints whose name starts so")
     args = ap.parse_args()
     base = load_model("bundled:base")
     refs = {k: load_model(f"bundled:{k}") for k in REFS}
@@ -56,6 +61,8 @@ def main() -> None:
     print(f"CPU: {cpu}; dtype auto -> {dtype}")
     rows = []
     for name, (cfg, use_refs, natural) in FINGERPRINTS.items():
+        if args.only and not any(name.startswith(o) for o in args.only):
+            continue
         t0 = time.perf_counter()
         x0 = sample_images(real.images, real.labels, cfg.n, cfg.seed)[0] if natural else None
         fp = calibrate(generate(base, cfg, x0=x0, references=refs if use_refs else None), cals)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .channels import parse_diff_channels
 from .errors import CharexError
 from .fingerprint import FingerprintSet
 from .dtypes import platform_record, resolve_dtype
@@ -86,8 +87,15 @@ def generate(model: nn.Module, config: GenerationConfig, *, x0: torch.Tensor | N
         sur_fwd = [ModelForward(r, dtype=dtype, channels_last=channels_last) for _, r in surs]
         project: Callable[[torch.Tensor], torch.Tensor] = HighPass(shape[1], shape[2], cfg.k, device=device)
 
+        eot = parse_diff_channels(cfg.eot) if cfg.eot else []
+
         def grad(xa: torch.Tensor, ya: torch.Tensor) -> torch.Tensor:
             g = fwd.input_gradient(xa, ya, cfg.noise_samples)
+            for channel in eot:  # expectation over transformations: the loss through each channel, chained back
+                xg = xa.detach().requires_grad_(True)
+                xt = channel(xg, gen)
+                g = g + torch.autograd.grad(xt, xg, fwd.input_gradient(xt.detach(), ya, cfg.noise_samples))[0]
+            g = g / (1 + len(eot))
             if ref_fwd and cfg.ref_weight > 0:
                 g = g + cfg.ref_weight * reference_gradient(ref_fwd, xa, ya)
             if sur_fwd and cfg.surrogate_weight > 0:

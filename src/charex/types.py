@@ -47,6 +47,10 @@ class GenerationConfig:
         surrogate_weight: weight mu of the surrogate term when ``generate`` is given surrogate models (the
             owner's own students of the base, which the examples should transfer to): each step also descends
             mu * mean_s CE(s(x), target) (default 4; ignored without surrogates).
+        eot: expectation over transformations: comma-separated channels (``charex.channels`` grammar, e.g.
+            ``jpeg:75`` or ``jpeg:75,shift:1``) through which the base-model loss is also taken at every step,
+            the gradients averaged with the clean one, so that the examples survive what an image API does to
+            them (JPEG through a differentiable approximation). Empty (default): clean images only.
 
     Defaults (chosen on the validation pool of ``charex reproduce heldout --pool validation``; the held-out
     numbers are in docs/results.md): vanilla steps, 100 of them at 0.5/255, and ``ref_weight`` 8 for the
@@ -74,6 +78,7 @@ class GenerationConfig:
     polish_steps: int = 100
     ref_weight: float = 8.0
     surrogate_weight: float = 4.0
+    eot: str = ""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -96,6 +101,12 @@ class GenerationConfig:
                 raise CharexError(f"{name} must be a finite number >= 0, got {w!r}")
         if self.dtype not in DTYPES:
             raise CharexError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.eot, str):
+            raise CharexError(f"eot must be a string of channel specs, got {self.eot!r}")
+        if self.eot:
+            from .channels import parse_diff_channels
+
+            parse_diff_channels(self.eot)
         if self.noise_scope not in NOISE_SCOPES:
             raise CharexError(f"noise_scope must be one of {', '.join(NOISE_SCOPES)}, got {self.noise_scope!r}")
 

@@ -52,3 +52,37 @@ def test_verify_transform(model_files, tmp_path, capsys) -> None:
     assert '"matches": 12' in capsys.readouterr().out
     assert main(["verify", str(fp), str(model_files["base"]), "--transform", "jpeg:75"]) == 3
     assert main(["verify", str(fp), "--answers", str(tmp_path / "a.csv"), "--transform", "png"]) == 2
+
+
+def test_differentiable_jpeg_is_close_to_libjpeg() -> None:
+    from charex.channels import diff_jpeg
+
+    x = images(n=8, c=3)
+    for q in (90, 75):
+        pil = parse_channel(f"jpeg:{q}")(x).float()
+        ours = diff_jpeg(x.float() / 255, q) * 255
+        assert (ours - pil).abs().mean() < 0.1 * (x.float() - pil).abs().mean()  # 1-3/255 against 45/255
+    gray = images(n=4, c=1)
+    assert (diff_jpeg(gray.float() / 255, 75) * 255 - parse_channel("jpeg:75")(gray).float()).abs().mean() < 3
+
+
+def test_eot_generation_equals_an_independent_loop(trained_tiny) -> None:
+    import torch.nn.functional as F
+
+    from charex import GenerationConfig, generate
+    from charex.channels import diff_jpeg
+
+    g = torch.Generator().manual_seed(3)
+    x0, y = torch.rand(4, 3, 16, 16, generator=g), torch.randint(10, (4,), generator=g)
+    cfg = GenerationConfig(n=4, steps=5, alpha=0.01, dtype="float32", eot="jpeg:75")
+    fp = generate(trained_tiny, cfg, x0=x0, targets=y, quantize=False)
+    x = x0.clone()
+    for _ in range(5):
+        x.requires_grad_(True)
+        loss = F.cross_entropy(trained_tiny(x), y, reduction="sum") + \
+            F.cross_entropy(trained_tiny(diff_jpeg(x, 75)), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        x = torch.clamp(x.detach() - 0.01 * grad.sign(), 0, 1)
+    assert torch.allclose(fp.images, x, atol=1e-6) and fp.config.eot == "jpeg:75"
+    with pytest.raises(CharexError):
+        GenerationConfig(eot="jpeg")

@@ -50,7 +50,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     preset = PRESETS[args.preset]
     given = {k: getattr(args, k) for k in ("method", "n", "steps", "alpha", "delta", "q", "k", "ref_weight",
-                                           "surrogate_weight")
+                                           "surrogate_weight", "eot")
              if getattr(args, k) is not None}
     cfg = GenerationConfig(**{**preset, **given, "eta": args.eta, "seed": args.seed, "dtype": args.dtype,
                               "noise_scope": args.noise_scope, "early_stop": args.early_stop})
@@ -228,6 +228,9 @@ def register(add: Add) -> None:
                    help="your own students of MODEL (e.g. charex derive distill on your data) to pull the examples "
                         "toward, so that they transfer to students too; recorded, and refused for calibration")
     g.add_argument("--surrogate-weight", type=float, help="weight of the surrogate term (default 4)")
+    g.add_argument("--eot", metavar="SPECS",
+                   help="make the examples survive an image API's channel: the loss is also taken through each of "
+                        "these comma-separated channels (e.g. jpeg:75 or jpeg:75,shift:1; see verify --transform)")
     g.add_argument("--method", choices=["vanilla", "rc", "rcgm", "ltrc"], help="method (default vanilla)")
     g.add_argument("--baseline", choices=["frontier", "ipguard", "sensitive"],
                    help="make another method's fingerprint instead, for comparison (data-based: starts from real "
