@@ -10,7 +10,7 @@ the re-run; the re-run is an honest fingerprint of the same base, and (with ``su
 the suspect matches it too.
 
 Agreement of the examples: generation is deterministic on one platform and dtype (bit-identical re-runs, any
-thread count; measured in docs/results.md), so with the recorded dtype on the recorded platform the examples must
+thread count; measured in docs/audit.md), so with the recorded dtype on the recorded platform the examples must
 be identical. Across dtypes or CPUs the sign steps drift; the re-run's perturbations (examples minus their start)
 then still point the same way (cosine similarity per example), unlike those of a fingerprint optimised toward an
 unrecorded model. The tolerances below were chosen on that measurement.
@@ -35,7 +35,7 @@ from .models.probe import Models, model_device, named_models
 # >= COSINE_AGREE with the re-run's, and the examples agree when at least AGREE_FRACTION_MIN of them do. Chosen on
 # the measurement in docs/audit.md (scripts/audit_experiment.py): honest bfloat16 vs float32 re-runs from noise
 # agree on 97-100% of the examples, a forgery pulled toward an unrecorded model at weight 0.005 on 79%; honest
-# natural-start fingerprints agree on 76% only (audit those in their recorded dtype). Across dtypes the decisive
+# natural-start fingerprints agree on 77% only (audit those in their recorded dtype). Across dtypes the decisive
 # check is whether the claim against a suspect reproduces on the honest re-run (``suspect``).
 COSINE_AGREE = 0.8
 AGREE_FRACTION_MIN = 0.85

@@ -10,20 +10,22 @@ it is ``derived`` when p <= level. Files calibrated before carry the beta-binomi
 
 from __future__ import annotations
 
-import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
 from .errors import CharexError
+from .fingerprint import FingerprintSet
 from .null import S_MAX, S_MIN, fit_beta_binomial, fit_logit_normal, p_value
 from .null import threshold as null_threshold
-from .fingerprint import FingerprintSet
 from .models.normalized import state_digest
 from .models.probe import Models, eval_mode, model_device, named_models, probe_model
 from .types import Verdict
+
+
+__all__ = ["calibrate", "calibration_strength", "fit_beta_binomial", "format_p", "match_count", "match_rate",
+           "null_p_value", "predict", "verdict_from_count", "verify", "verify_answers"]
 
 
 def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name: str = "model") -> torch.Tensor:
