@@ -1,4 +1,4 @@
-"""Atomic file writes: a temp file in the target folder, fsync, then rename."""
+"""Atomic file writes (a temp file in the target folder, fsync, then rename), and reading user-given text files."""
 
 from __future__ import annotations
 
@@ -6,6 +6,17 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+
+def read_utf8(path: Path, what: str) -> str:
+    """The text of a file a user or a suspect gave (a BOM is dropped); CharexError naming ``what`` and the byte
+    offset when it is not UTF-8."""
+    from .errors import CharexError
+
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CharexError(f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from ._io import read_utf8
 from .errors import CharexError
 from .fingerprint import FingerprintSet
 
@@ -58,11 +59,7 @@ def read_answers(path: str | Path, fp: FingerprintSet) -> dict[int, int]:
 
 
 def _rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    raw = p.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CharexError(f"{p} is not UTF-8 text (byte {e.start}: {e.reason}); answers are CSV or JSON lines") from None
+    text = read_utf8(p, "answers file")
     if "\0" in text:
         raise CharexError(f"{p} holds NUL characters: not a text answers file")
     if p.suffix.lower() in (".jsonl", ".ndjson"):

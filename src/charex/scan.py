@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from ._io import read_utf8
 from .errors import CharexError, first_line
 from .fingerprint import FingerprintSet
 
@@ -53,11 +54,8 @@ def expand_suspects(specs: Sequence[str]) -> list[str]:
         elif p.is_dir():
             out += [str(f) for f in sorted(p.iterdir()) if f.suffix.lower() in MODEL_SUFFIXES]
         elif p.is_file() and p.suffix.lower() in (".txt", ".lst"):
-            try:
-                text = p.read_bytes().decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise CharexError(f"suspect list {p} is not UTF-8 text (byte {e.start})") from None
-            out += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+            out += [line.strip() for line in read_utf8(p, "suspect list").splitlines()
+                    if line.strip() and not line.startswith("#")]
         else:
             out.append(s)  # a model file, or a missing one: reported as an error line for that suspect
     return list(dict.fromkeys(out))
