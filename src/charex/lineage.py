@@ -10,11 +10,14 @@ import hashlib
 import re
 from typing import Any, Callable
 
+DEFAULT_LR = 0.08  # TrainConfig.lr; a model trained with another peak rate names it in its lineage
 
-def base_name(arch: str, arch_kwargs: dict[str, Any], seed: int, epochs: int) -> str:
-    """Lineage name of a model trained from scratch."""
+
+def base_name(arch: str, arch_kwargs: dict[str, Any], seed: int, epochs: int, lr: float | None = None) -> str:
+    """Lineage name of a model trained from scratch; ``lr`` is named only when it is not the default (0.08)."""
     w = arch_kwargs.get("width")
     extra = "".join(f",{k}={v}" for k, v in sorted(arch_kwargs.items()) if k not in ("width", "num_classes"))
+    extra += f",lr={lr:g}" if lr is not None and lr != DEFAULT_LR else ""
     return f"{arch}{f'-w{w:g}' if w is not None else ''}(seed={seed},epochs={epochs}{extra})"
 
 

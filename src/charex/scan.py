@@ -44,15 +44,19 @@ def expand_fingerprints(specs: Sequence[str | Path]) -> list[Path]:
 
 
 def expand_suspects(specs: Sequence[str]) -> list[str]:
-    """Suspect specs from files, ``bundled:NAME``, folders (model files inside) and list files (``.txt``/``.lst``:
-    one spec per line, ``#`` comments), in a stable order without duplicates."""
+    """Suspect specs from files, ``bundled:NAME``, ``hf:...``, Hugging Face model folders, folders (the model files
+    and Hugging Face model folders inside) and list files (``.txt``/``.lst``: one spec per line, ``#`` comments),
+    in a stable order without duplicates."""
+    from .models.huggingface import is_hf_folder
+
     out: list[str] = []
     for s in specs:
         p = Path(s)
-        if s.startswith("bundled:"):
+        if s.startswith(("bundled:", "hf:")) or is_hf_folder(p):
             out.append(s)
         elif p.is_dir():
-            out += [str(f) for f in sorted(p.iterdir()) if f.suffix.lower() in MODEL_SUFFIXES]
+            out += [str(f) for f in sorted(p.iterdir())
+                    if f.suffix.lower() in MODEL_SUFFIXES and f.is_file() or is_hf_folder(f)]
         elif p.is_file() and p.suffix.lower() in (".txt", ".lst"):
             out += [line.strip() for line in read_utf8(p, "suspect list").splitlines()
                     if line.strip() and not line.startswith("#")]

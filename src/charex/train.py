@@ -20,6 +20,7 @@ from torch import nn
 from .data.cifar10 import ArrayDataset
 from .dtypes import resolve_dtype
 from .errors import CharexError
+from .lineage import DEFAULT_LR
 from .models.probe import eval_mode, model_device
 
 
@@ -29,7 +30,7 @@ class TrainConfig:
 
     epochs: int = 15            # passes over the training set
     batch_size: int = 128       # examples per SGD step
-    lr: float = 0.08            # peak learning rate of the one-cycle schedule
+    lr: float = DEFAULT_LR      # peak learning rate of the one-cycle schedule (0.08)
     warmup: float = 0.15        # fraction of steps spent rising linearly to the peak
     momentum: float = 0.9       # Nesterov momentum
     weight_decay: float = 5e-4  # L2 on all parameters
@@ -183,7 +184,7 @@ def train_from_scratch(arch: str, arch_kwargs: dict[str, Any], seed: int, train:
     model.card.update({
         "arch": arch, "arch_kwargs": dict(arch_kwargs), "input_shape": list(train.images.shape[1:]),
         "num_classes": len(train.classes), "classes": list(train.classes),
-        "lineage": base_name(arch, arch_kwargs, seed, cfg.epochs), "seed": seed, "epochs": cfg.epochs,
+        "lineage": base_name(arch, arch_kwargs, seed, cfg.epochs, cfg.lr), "seed": seed, "epochs": cfg.epochs,
         "train": config_dict(cfg), "data_digest": train.digest, "train_seconds": round(stats["train_seconds"], 1),
         "test_accuracy": accuracy(model, test) if test is not None else None})
     return model

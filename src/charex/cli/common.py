@@ -33,7 +33,7 @@ def kv_arg(text: str) -> tuple[str, Any]:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model loading (applies to every model named on the command line)")
     g.add_argument("--arch", help="architecture for weight-only files: registry name (cnn1, resnet, plain, wide, tiny, "
-                                  "vgg16, vgg19) or package.module:callable; default: from the model card")
+                                  "vit, vgg16, vgg19, resnet50, hf) or package.module:callable; default: from the model card")
     g.add_argument("--arch-kw", type=kv_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument, e.g. --arch-kw width=0.25 (repeatable)")
     g.add_argument("--normalization", help="cifar10, imagenet or none; default: from the model card, else none")
@@ -44,6 +44,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--onnx-input", help="ONNX suspects: name of the image input (default: the only input)")
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a full pickled module (runs code from the file; only for trusted files)")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="Hugging Face folders: allow the code their config names (auto_map; runs code from the "
+                        "folder; only for trusted models)")
 
 def load(args: argparse.Namespace, spec: str) -> Any:
     from ..models import load_model
@@ -52,7 +55,8 @@ def load(args: argparse.Namespace, spec: str) -> Any:
                               ("scale", getattr(args, "onnx_scale", None)),
                               ("input", getattr(args, "onnx_input", None))) if v is not None}
     return load_model(spec, arch=args.arch, trust_pickle=args.trust_pickle, arch_kwargs=dict(args.arch_kw),
-                      normalization=args.normalization, onnx_options=onnx)
+                      normalization=args.normalization, onnx_options=onnx,
+                      trust_remote_code=getattr(args, "trust_remote_code", False))
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))

@@ -34,7 +34,7 @@ from ..dtypes import resolve_dtype
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..generate import generate
-from ..lineage import base_name, distill_name, finetune_name, iterative_prune_name, parent_of
+from ..lineage import DEFAULT_LR, base_name, distill_name, finetune_name, iterative_prune_name, parent_of
 from ..metrics import roc_auc, tpr_at_fpr
 from ..models import load_model
 from ..models.loading import bundled_dir
@@ -66,10 +66,11 @@ class Models:
         return self.cache.get_or_create(lineage, make, self.train.digest)
 
     def trained(self, spec: dict[str, Any]) -> nn.Module:
-        """A model trained from scratch: {arch, arch_kwargs, seed, epochs}."""
+        """A model trained from scratch: {arch, arch_kwargs, seed, epochs} and optionally lr (peak rate)."""
         arch, kw, seed, epochs = spec["arch"], spec.get("arch_kwargs", {}), spec["seed"], spec["epochs"]
-        return self.get(base_name(arch, kw, seed, epochs), lambda: train_from_scratch(
-            arch, kw, seed, self.train, self.test, TrainConfig(epochs=epochs, seed=seed), self.progress))
+        lr = float(spec.get("lr", DEFAULT_LR))
+        return self.get(base_name(arch, kw, seed, epochs, lr), lambda: train_from_scratch(
+            arch, kw, seed, self.train, self.test, TrainConfig(epochs=epochs, seed=seed, lr=lr), self.progress))
 
     def derived(self, base: nn.Module, pool: str) -> dict[str, dict[str, nn.Module]]:
         """Group name -> lineage -> derived copy, per the profile's ``derived`` block.
@@ -137,7 +138,7 @@ def pool_models(models: Models, profile: dict[str, Any], report_pool: str) -> di
     seen: dict[str, str] = {}
     for pool in POOLS:
         for spec in profile["pools"].get(pool, []):
-            name = base_name(spec["arch"], spec.get("arch_kwargs", {}), spec["seed"], spec["epochs"])
+            name = base_name(spec["arch"], spec.get("arch_kwargs", {}), spec["seed"], spec["epochs"], spec.get("lr"))
             if name in seen:
                 raise CharexError(f"{name} is in both the {seen[name]} and the {pool} pool")
             seen[name] = pool

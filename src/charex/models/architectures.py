@@ -1,4 +1,6 @@
-"""Architectures by name: the paper's CNN-1 (``cnn1``), a tiny test net, a small ResNet and VGG-16/19.
+"""Architectures by name: the paper's CNN-1 (``cnn1``), a tiny test net, a small ResNet, a plain VGG, a wide
+shallow net, a small ViT, VGG-16/19 and ResNet-50
+(torchvision layouts), and ``hf`` (a Hugging Face image classifier from its config).
 
 Every constructor takes keyword arguments only and returns a model that maps *normalized*
 N x C x H x W input to N x num_classes logits; :class:`charex.models.Normalized` adds the
@@ -167,6 +169,52 @@ class WideShallow(nn.Module):
         return self.fc(torch.flatten(self.features(x), 1))
 
 
+class _EncoderBlock(nn.Module):
+    """Pre-norm transformer encoder block: x + MHSA(LN(x)), then x + MLP(LN(x)) with GELU."""
+
+    def __init__(self, dim: int, heads: int, mlp: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.ln1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.ln2(x))
+
+
+class ViT(nn.Module):
+    """A small vision transformer (Dosovitskiy et al. 2021) for CIFAR-size input: ``patch`` x ``patch`` patches
+    (4: 64 tokens at 32 x 32), learned position embeddings, ``depth`` pre-norm encoder blocks, and a linear head
+    on the mean of the tokens (no class token; pooling trains better on small data).
+
+    An independent model of another family than every convolutional net here.
+
+    Args:
+        dim: token width. depth: encoder blocks. heads: attention heads. mlp_ratio: MLP width / dim.
+        patch: patch side. image_size: input side. num_classes, in_channels: as elsewhere.
+    """
+
+    def __init__(self, *, dim: int = 128, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0, patch: int = 4,
+                 image_size: int = 32, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        if image_size % patch or dim % heads or min(dim, depth, heads, patch) < 1:
+            raise CharexError(f"invalid ViT: image_size {image_size} must be a multiple of patch {patch}, "
+                              f"dim {dim} of heads {heads}, all >= 1")
+        tokens = (image_size // patch) ** 2
+        self.embed = nn.Conv2d(in_channels, dim, patch, patch)
+        self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.blocks = nn.Sequential(*[_EncoderBlock(dim, heads, int(dim * mlp_ratio)) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2) + self.pos
+        return self.head(self.norm(self.blocks(t)).mean(1))
+
+
 class VGG(nn.Module):
     """torchvision-compatible VGG (same state-dict keys) for ImageNet-scale experiments.
 
@@ -190,6 +238,60 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+class _Bottleneck(nn.Module):
+    """torchvision's ResNet bottleneck (v1.5: the stride on the 3x3 conv)."""
+
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        cout = 4 * width
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet50(nn.Module):
+    """torchvision-compatible ResNet-50 (same state-dict keys; He et al. 2016, ImageNet, v1.5 strides).
+
+    Load torchvision weights with ``charex.load_model("resnet50.pth", arch="resnet50", normalization="imagenet")``.
+    ``layers`` changes the blocks per stage (3, 4, 6, 3: ResNet-50; 3, 4, 23, 3: ResNet-101).
+    """
+
+    def __init__(self, *, layers: tuple[int, ...] | list[int] = (3, 4, 6, 3), num_classes: int = 1000,
+                 in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for i, (blocks, width) in enumerate(zip(layers, (64, 128, 256, 512))):
+            stage = []
+            for b in range(blocks):
+                stage.append(_Bottleneck(cin, width, 2 if (i > 0 and b == 0) else 1))
+                cin = 4 * width
+            setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 def vgg16(**kw: Any) -> VGG:
     """VGG-16 (configuration D), torchvision state-dict layout."""
     return VGG(plan=VGG16_PLAN, **kw)
@@ -200,14 +302,24 @@ def vgg19(**kw: Any) -> VGG:
     return VGG(plan=VGG19_PLAN, **kw)
 
 
+def hf(**kw: Any) -> nn.Module:
+    """A Hugging Face image classifier from its config (``config=`` the ``config.json`` dict; needs ``charex[hf]``)."""
+    from .huggingface import build_hf
+
+    return build_hf(**kw)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "cnn1": CNN1,
     "tiny": TinyNet,
     "resnet": ResNet,
     "plain": PlainVGG,
     "wide": WideShallow,
+    "vit": ViT,
     "vgg16": vgg16,
     "vgg19": vgg19,
+    "resnet50": ResNet50,
+    "hf": hf,
 }
 
 

@@ -7,6 +7,9 @@ Supported specs:
   * ``*.pt`` / ``*.pth`` / ``*.ckpt``: a state dict loaded with ``torch.load(weights_only=True)``,
     or a TorchScript archive (detected by content);
   * ``*.pt2``: a ``torch.export`` program;
+  * a Hugging Face model folder (``save_pretrained``: ``config.json``, weights, ``preprocessor_config.json``) or
+    ``hf:FOLDER`` / ``hf:OWNER/NAME`` from the local HF cache (optional extra ``charex[hf]``; see
+    :mod:`charex.models.huggingface`);
   * ``*.onnx``: run with ONNX Runtime (optional extra ``charex[onnx]``; verification only, see
     :mod:`charex.models.onnx`), input layout and scale from the card's ``onnx`` block or ``onnx_options``;
   * a full pickled module only with ``trust_pickle=True`` (it can run arbitrary code).
@@ -32,6 +35,8 @@ from torch import nn
 
 from ..errors import ModelLoadError, first_line
 from .architectures import ARCHITECTURES, build_arch
+from .huggingface import PREFIX as HF_PREFIX
+from .huggingface import is_hf_folder
 from .normalized import Normalized, resolve_normalization
 from .probe import set_eval
 
@@ -82,7 +87,8 @@ def _safetensors_metadata_card(path: Path) -> dict[str, Any]:
 def load_model(spec: str | Path | nn.Module, arch: str | None = None, trust_pickle: bool = False, *,
                arch_kwargs: Mapping[str, Any] | None = None,
                normalization: str | tuple[Sequence[float], Sequence[float]] | None = None,
-               device: torch.device | str = "cpu", onnx_options: Mapping[str, Any] | None = None) -> nn.Module:
+               device: torch.device | str = "cpu", onnx_options: Mapping[str, Any] | None = None,
+               trust_remote_code: bool = False) -> nn.Module:
     """Load a classifier that takes N x C x H x W pixels in [0, 1] (normalization inside).
 
     Args:
@@ -94,6 +100,7 @@ def load_model(spec: str | Path | nn.Module, arch: str | None = None, trust_pick
         normalization: ``cifar10``, ``imagenet``, ``none`` or (mean, std); overrides the card.
         device: where to put the model.
         onnx_options: for ``.onnx`` files: ``input``, ``layout``, ``scale`` (override the card's ``onnx``).
+        trust_remote_code: Hugging Face folders: allow the config's own code (``auto_map``; runs code).
 
     Returns:
         A :class:`Normalized` module in eval mode with its card in ``.card``.
@@ -115,12 +122,14 @@ def load_model(spec: str | Path | nn.Module, arch: str | None = None, trust_pick
         if not path.is_file():
             known = sorted(p.stem for p in bundled_dir().glob("*.safetensors")) if bundled_dir().is_dir() else []
             raise ModelLoadError(f"no bundled model {name!r}; bundled: {', '.join(known) or 'none'}")
+    elif spec_str.startswith(HF_PREFIX) or is_hf_folder(Path(spec_str)):
+        return _load_hf(spec_str, normalization, trust_remote_code, device)
     else:
         path = Path(spec_str)
     if not path.exists():
         raise ModelLoadError(f"model file not found: {path}")
     if path.is_dir():
-        raise ModelLoadError(f"model path is a folder, expected a file: {path}")
+        raise ModelLoadError(f"model path is a folder without a Hugging Face config.json, expected a file: {path}")
     card = read_card(path)
     card.setdefault("source", spec_str)
     if arch is None and "arch" in card:
@@ -149,6 +158,15 @@ def load_model(spec: str | Path | nn.Module, arch: str | None = None, trust_pick
             mean, std = resolve_normalization(normalization, channels)
         model = Normalized(inner, mean, std, card)
     return set_eval(model.float().to(device))
+
+
+def _load_hf(spec: str, normalization: str | tuple[Sequence[float], Sequence[float]] | None,
+             trust_remote_code: bool, device: torch.device | str) -> Normalized:
+    from .huggingface import load_hf
+
+    norm = resolve_normalization(normalization) if normalization is not None else None
+    inner, card = load_hf(spec, normalization=norm, trust_remote_code=trust_remote_code)
+    return set_eval(Normalized(inner, card["mean"], card["std"], card).float().to(device))
 
 
 def _load_inner(path: Path, card: dict[str, Any], trust_pickle: bool) -> tuple[nn.Module, Normalized | None]:
