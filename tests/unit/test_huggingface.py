@@ -211,3 +211,17 @@ def test_resnet50_has_torchvision_layout() -> None:
     assert sum(p.numel() for p in m.parameters()) == 25_557_032
     assert len(state) == 320 and {"conv1.weight", "layer1.0.downsample.0.weight", "layer4.2.bn3.running_var",
                                   "layer3.5.conv2.weight", "fc.bias"} <= set(state)
+
+
+def test_derived_copies_of_an_hf_model_save_and_reload(hf, tmp_path) -> None:
+    from charex.derive import prunable_weights, prune_model, quantize_int8
+
+    base = load_model(hf["vit"])
+    pruned, _ = prune_model(base, 0.5, scope="global")
+    back = load_model(save_model(pruned, tmp_path / "pruned.safetensors"))
+    x = torch.rand(3, 3, 16, 16)
+    assert back.card["arch"] == "hf" and torch.allclose(back(x), pruned(x), atol=1e-6)
+    weights = torch.cat([w.detach().flatten() for w in prunable_weights(back).values()])
+    assert float((weights == 0).float().mean()) == pytest.approx(0.5, abs=0.01)  # every Linear/Conv of the HF model
+    q = quantize_int8(base)
+    assert load_model(save_model(q, tmp_path / "q.safetensors"))(x).shape == (3, 10)
