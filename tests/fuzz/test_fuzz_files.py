@@ -9,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -253,6 +255,38 @@ def test_model_sidecar_card(world, card, raw) -> None:
     side = d / "w.json"
     side.write_bytes(raw) if raw is not None else side.write_text(json.dumps(card))
     check(["verify", str(world["cal"]), str(d / "w.safetensors")])
+    shutil.rmtree(d)
+
+
+# ---------------------------------------------------------------- Hugging Face model folders
+
+HF_CONFIG = {"model_type": "vit", "architectures": ["ViTForImageClassification"], "image_size": 32, "patch_size": 8,
+             "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+             "num_labels": 10}
+HF_PRE = {"do_normalize": True, "do_rescale": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+          "rescale_factor": 1 / 255, "size": {"height": 32, "width": 32}}
+HF_KEYS = sorted(set(HF_CONFIG) | set(HF_PRE) | {"auto_map", "id2label", "num_channels", "crop_size",
+                                                 "do_center_crop", "dtype", "hidden_act"})
+
+
+@given(config=st.dictionaries(st.sampled_from(HF_KEYS) | st.text(max_size=5), JSON_VALUES, max_size=3),
+       pre=st.dictionaries(st.sampled_from(HF_KEYS), JSON_VALUES, max_size=3) | st.none(),
+       raw=st.none() | st.binary(max_size=64), which=st.sampled_from(["config.json", "preprocessor_config.json"]))
+@example(config={"auto_map": {"AutoModelForImageClassification": "evil.Evil"}}, pre={}, raw=None, which="config.json")
+@example(config={"hidden_size": 4096, "intermediate_size": 16384, "num_attention_heads": 16}, pre={}, raw=None,
+         which="config.json")
+def test_hf_folder(world, config, pre, raw, which) -> None:
+    """A Hugging Face model folder whose config.json and preprocessor_config.json the suspect's owner wrote."""
+    transformers = pytest.importorskip("transformers")
+    d = scratch()
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(transformers.ViTConfig(**HF_CONFIG)).save_pretrained(d / "m")
+    (d / "m" / "config.json").write_text(json.dumps({**HF_CONFIG, **config}))
+    if pre is not None:
+        (d / "m" / "preprocessor_config.json").write_text(json.dumps({**HF_PRE, **pre}))
+    if raw is not None:
+        (d / "m" / which).write_bytes(raw)
+    check(["verify", str(world["cal"]), str(d / "m")])
     shutil.rmtree(d)
 
 
