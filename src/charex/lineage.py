@@ -40,9 +40,16 @@ def iterative_prune_name(parent: str, ratio: float, epochs_per_round: int, toler
                         data=data, seed=seed)
 
 
-def distill_name(parent: str, arch: str, epochs: int, data: str, seed: int) -> str:
-    """Lineage of a student trained on the parent's labels: ``parent|distill(arch,ep=E,data=D,seed=S)``."""
-    return derived_name(parent, "distill", arch, ep=epochs, data=data, seed=seed)
+def distill_name(parent: str, arch: str, epochs: int, data: str, seed: int, temperature: float | None = None,
+                 queries: int | None = None) -> str:
+    """Lineage of a student trained on the parent's answers: ``parent|distill(arch,ep=E,data=D,seed=S)`` for
+    labels, with ``T=...`` for probabilities at temperature T and ``q=...`` for a query budget."""
+    extra: dict[str, Any] = {}
+    if temperature is not None:
+        extra["T"] = float(temperature)
+    if queries is not None:
+        extra["q"] = int(queries)
+    return derived_name(parent, "distill", arch, ep=epochs, data=data, seed=seed, **extra)
 
 
 def finetune_name(parent: str, last_layer: bool, lr: float, epochs: int, data: str, seed: int) -> str:

@@ -78,6 +78,7 @@ def accuracy(model: nn.Module, data: ArrayDataset, batch_size: int = 500, dtype:
 
 def train_model(model: nn.Module, data: ArrayDataset, cfg: TrainConfig, *, masks: dict[str, torch.Tensor] | None = None,
                 params: list[nn.Parameter] | None = None, bn_eval: bool = False,
+                soft_targets: torch.Tensor | None = None, temperature: float = 1.0,
                 progress: bool = True) -> dict[str, Any]:
     """Train ``model`` in place on ``data`` and return stats (loss, accuracy, seconds).
 
@@ -89,12 +90,18 @@ def train_model(model: nn.Module, data: ArrayDataset, cfg: TrainConfig, *, masks
             (pruning with fine-tuning).
         params: train only these parameters (default: all).
         bn_eval: keep BatchNorm layers in eval mode (running statistics fixed and used).
+        soft_targets: N x classes probabilities (a teacher's, at ``temperature``) to distil instead of the labels:
+            the loss is ``T^2 KL(soft || softmax(out / T))`` (Hinton et al. 2015); accuracy is against the labels.
+        temperature: T of ``soft_targets``.
         progress: show a progress bar with loss and accuracy.
     """
     from tqdm.auto import tqdm
 
     device = model_device(model)
     cfg = replace(cfg, dtype=resolve_dtype(cfg.dtype, device))
+    if soft_targets is not None and (soft_targets.shape[0] != len(data) or soft_targets.dim() != 2 or temperature <= 0):
+        raise CharexError(f"soft targets must be {len(data)} x classes probabilities with a temperature > 0, got "
+                          f"{tuple(soft_targets.shape)} at T = {temperature}")
     gen = torch.Generator().manual_seed(cfg.seed)
     named = dict(model.named_parameters())
     masks = {k: m.to(device) for k, m in (masks or {}).items()}
@@ -132,7 +139,12 @@ def train_model(model: nn.Module, data: ArrayDataset, cfg: TrainConfig, *, masks
                     x = x.contiguous(memory_format=torch.channels_last)
                 with _autocast(cfg.dtype, device):
                     out = model(x)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                if soft_targets is None:
+                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                else:
+                    p = soft_targets[idx].to(device)
+                    loss = temperature ** 2 * F.kl_div(F.log_softmax(out.float() / temperature, 1), p,
+                                                       reduction="batchmean")
                 if not torch.isfinite(loss):
                     raise CharexError(f"training diverged (loss {loss.item()}) at epoch {epoch}; lower the learning rate")
                 opt.zero_grad(set_to_none=True)

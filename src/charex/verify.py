@@ -28,8 +28,8 @@ __all__ = ["calibrate", "calibration_strength", "fit_beta_binomial", "format_p",
            "null_p_value", "predict", "verdict_from_count", "verify", "verify_answers"]
 
 
-def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name: str = "model") -> torch.Tensor:
-    """Argmax labels of ``model`` on N x C x H x W float pixels, in eval mode, in batches.
+def batch_logits(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name: str = "model") -> torch.Tensor:
+    """Float32 logits (on the CPU) of ``model`` on N x C x H x W float pixels, in eval mode, in batches.
 
     Raises CharexError if the model returns NaN/inf logits.
     """
@@ -40,8 +40,16 @@ def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name:
             logits = model(pixels[i:i + batch_size].to(device)).float()
             if not torch.isfinite(logits).all():
                 raise CharexError(f"{name} returned NaN or inf logits on the fingerprint images")
-            out.append(logits.argmax(1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+            out.append(logits.cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name: str = "model") -> torch.Tensor:
+    """Argmax labels of ``model`` on N x C x H x W float pixels, in eval mode, in batches.
+
+    Raises CharexError if the model returns NaN/inf logits.
+    """
+    return batch_logits(model, pixels, batch_size, name).argmax(1) if len(pixels) else torch.zeros(0, dtype=torch.int64)
 
 
 def match_count(model: nn.Module, fp: FingerprintSet, name: str = "model") -> int:

@@ -25,10 +25,14 @@ TOY = {
                 "prune": {"ratios": [0.5], "repeats": 2, "epochs_per_round": 1, "tolerance": 0.5,
                           "max_extra_epochs": 0, "lr": 0.01, "split": "half-b"},
                 "finetune": {"split": "half-b", "epochs": 1, "lr": 0.01, "repeats": 2}, "int8": True,
-                "distill": {"arch": "tiny", "arch_kwargs": {"width": 4}, "epochs": 1, "split": "half-b", "seed": 9}},
+                "distill": [{"group": "student (labels)", "arch": "tiny", "arch_kwargs": {"width": 4}, "epochs": 1,
+                             "split": "half-b", "seed": 9},
+                            {"group": "student (probabilities)", "arch": "tiny", "arch_kwargs": {"width": 4},
+                             "epochs": 1, "split": "half-b", "seed": 10, "repeats": 2, "temperature": 4.0,
+                             "queries": 10}]},
     "generation": {"n": 6, "steps": 3, "alpha": 0.02, "q": 2, "seed": 0, "dtype": "auto", "delta": 0.0, "k": 0,
                    "ref_weight": 1.0},
-    "level": 0.01, "useful_drop": 100.0,
+    "level": 0.01, "useful_drop": 100.0, "student_useful_drop": 100.0,
     "methods": [{"name": "vanilla", "method": "vanilla"},
                 {"name": "vanilla+ref", "method": "vanilla", "references": True},
                 {"name": "sweep-only", "method": "rc", "delta": 0.01, "pools": ["validation"]}],
@@ -47,7 +51,7 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
     val = json.loads((run / "results-validation.json").read_text())
     assert [r["name"] for r in val["rows"]] == ["vanilla", "vanilla+ref", "sweep-only"]
     assert set(val["rows"][0]["independent"]) == set(val["accuracy"]["pools"]["validation"])
-    assert "distilled" not in val["rows"][0]["derived"]  # the student is reported on held-out only
+    assert not any(g.startswith("student") for g in val["rows"][0]["derived"])  # students: held-out only
     assert main(base_args) == 0
     res = json.loads((run / "results-heldout.json").read_text())
     assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref"]
@@ -57,7 +61,9 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
     assert set(pools) == {"generation", "calibration", "heldout"}
     for r in res["rows"]:
         assert set(r["independent"]) == set(pools["heldout"])
-        assert set(r["derived"]) == {"prune 50%", "fine-tune", "int8", "distilled"}
+        assert set(r["derived"]) == {"prune 50%", "fine-tune", "int8", "student (labels)", "student (probabilities)"}
+        assert [n.rsplit("|", 1)[1] for n in r["derived"]["student (probabilities)"]] == [
+            f"distill(tiny,ep=1,data=train-half-b,seed={s},T=4,q=10)" for s in (10, 11)]
         # validation copies (repeat 0) never appear in held-out numbers
         assert all("seed=0" not in n.rsplit("|", 1)[1] for g in ("prune 50%", "fine-tune") for n in r["derived"][g])
         for rows in r["derived"].values():
@@ -65,6 +71,7 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
                 assert row["accuracy"] is not None and 0 <= row["rate"] <= 1
         s = r["summary"]
         assert s["n_independent"] == 2 and s["false_claims"] <= 2
+        assert s["n_useful_derived"] == 3 and s["n_useful_students"] == 3  # students are scored apart
     refs = json.loads((run / "rates" / "heldout" / "vanilla+ref.json").read_text())
     assert refs["key"]["references"] == ["tiny-w4(seed=1,epochs=1)"]
     assert "| vanilla+ref |" in (run / "table-heldout.md").read_text()

@@ -1,4 +1,6 @@
 import copy
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +10,8 @@ from charex.data.cifar10 import ArrayDataset
 from charex.derive import cast_weights, prune_masks, prune_model, quantize_int8, sparsity
 from charex.derive.prune import prunable_weights
 from charex.errors import CharexError
-from charex.models import build_arch, state_digest
+from charex import load_model
+from charex.models import build_arch, save_model, state_digest
 from conftest import make_tiny, synthetic_data
 
 
@@ -109,26 +112,65 @@ def test_prune_until_useful_rounds_global_masks_and_stop() -> None:
     assert stats["extra_epochs"] == 2 and not stats["within_tolerance"] and len(stats["rounds"]) == 3
 
 
-def test_distill_trains_a_fresh_student_on_the_teachers_labels(monkeypatch) -> None:
+def test_distill_trains_a_fresh_student_on_the_teachers_answers(monkeypatch) -> None:
+    """Labels: the teacher's top-1; probabilities: softmax(logits / T) with T^2 KL; a query budget: a subset."""
     import charex.derive.distill as distill
-    from charex.verify import predict
+    from charex.verify import batch_logits, predict
 
     teacher = make_tiny(0, train_steps=40)
     teacher.card["lineage"] = "tiny(seed=0)"
     data = _syn(64, 2)
-    seen = {}
-    real = distill.train_from_scratch
+    seen: dict = {}
+    real = distill.train_model
 
-    def spy(arch, kw, seed, train, test, cfg, progress):
-        seen["labels"] = train.labels.clone()
-        return real(arch, kw, seed, train, test, cfg, progress)
+    def spy(model, train, cfg, **kw):
+        seen.update(labels=train.labels.clone(), images=train.images.clone(), soft=kw.get("soft_targets"),
+                    temperature=kw.get("temperature"))
+        return real(model, train, cfg, **kw)
 
-    monkeypatch.setattr(distill, "train_from_scratch", spy)
+    monkeypatch.setattr(distill, "train_model", spy)
     student, stats = distill.distill_model(teacher, data, arch="tiny", arch_kwargs={"width": 4}, epochs=1, seed=3,
                                            data_name="half-b")
-    assert torch.equal(seen["labels"], predict(teacher, data.images.float() / 255))
+    assert torch.equal(seen["labels"], predict(teacher, data.images.float() / 255)) and seen["soft"] is None
     assert student.card["lineage"] == "tiny(seed=0)|distill(tiny,ep=1,data=half-b,seed=3)"
     assert student.card["parent"] == "tiny(seed=0)" and 0 <= stats["teacher_label_accuracy"] <= 1
+    assert student.card["distill"]["answers"] == "labels" and stats["queries"] == 64
+
+    student, stats = distill.distill_model(teacher, data, arch="tiny", arch_kwargs={"width": 4}, epochs=1, seed=3,
+                                           data_name="half-b", temperature=4.0, queries=40)
+    assert len(seen["images"]) == 40 and stats["queries"] == 40
+    want = torch.softmax(batch_logits(teacher, seen["images"].float() / 255) / 4.0, 1)
+    assert torch.allclose(seen["soft"], want) and seen["temperature"] == 4.0
+    assert student.card["lineage"] == "tiny(seed=0)|distill(tiny,ep=1,data=half-b,seed=3,T=4,q=40)"
+    assert student.card["distill"]["answers"] == "probabilities" and load_model(save_model(
+        student, Path(tempfile.mkdtemp()) / "s.safetensors")).card["distill"]["temperature"] == 4.0
+    with pytest.raises(CharexError, match="query budget"):
+        distill.distill_model(teacher, data, arch="tiny", arch_kwargs={}, epochs=1, queries=65)
+
+
+def test_soft_target_loss_is_t2_kl() -> None:
+    """One SGD step on soft targets moves the weights as the hand-written T^2 KL loss's gradient says."""
+    from charex.train import TrainConfig, train_model
+
+    data = _syn(32, 4)
+    soft = torch.softmax(torch.randn(32, 10, generator=torch.Generator().manual_seed(0)), 1)
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.1, momentum=0.5, weight_decay=0.0, warmup=1.0, crop_padding=0,
+                      label_smoothing=0.0, dtype="float32")
+    a, b = make_tiny(5), make_tiny(5)
+    a.train()  # the reference step by hand, on the same (unflipped) batch order
+    gen = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(32, generator=gen)
+    from charex.train import augment
+
+    x = augment(data.images[perm].float() / 255, 0, gen)
+    out = a(x)
+    loss = 3.0 ** 2 * torch.sum(soft[perm] * (soft[perm].log() - torch.log_softmax(out / 3.0, 1))) / 32
+    loss.backward()
+    with torch.no_grad():
+        want = {n: p - 0.1 * 1.5 * p.grad for n, p in a.named_parameters()}  # Nesterov's first step: (1 + m) g
+    train_model(b, data, cfg, soft_targets=soft, temperature=3.0, progress=False)
+    for n, p in b.named_parameters():
+        assert torch.allclose(p, want[n], atol=1e-5), n
 
 
 def test_prune_chain_equals_separate_calls() -> None:

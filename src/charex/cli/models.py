@@ -144,12 +144,14 @@ def cmd_derive(args: argparse.Namespace) -> int:
         from ..lineage import distill_name
 
         data, data_name = _thief_data(args)
-        kw = _width_kwargs(args.student, args.width)
+        kw = {**_width_kwargs(args.student, args.width), **dict(args.student_kw)}
         seeds = [args.seed + r for r in range(args.repeats)]
-        names = [distill_name(parent, args.student, args.epochs, data_name, s) for s in seeds]
+        names = [distill_name(parent, args.student, args.epochs, data_name, s, args.temperature, args.queries)
+                 for s in seeds]
         for s, out in zip(seeds, _outputs(args, names)):
             m, stats = distill_model(base, data, arch=args.student, arch_kwargs=kw, epochs=args.epochs, seed=s,
-                                     data_name=data_name, progress=not args.quiet)
+                                     data_name=data_name, temperature=args.temperature, queries=args.queries,
+                                     progress=not args.quiet)
             results.append(_write_derived(args, m, stats, out, base_acc))
     else:
         m = quantize_int8(base) if args.to == "int8" else cast_weights(base, args.to)
@@ -249,6 +251,13 @@ def register(add: Add) -> None:
                                                                    "the last round at most (default 3)")
     d.add_argument("--student", default="cnn1", help="distill: the student's architecture (default cnn1)")
     d.add_argument("--width", type=float, default=0.25, help="distill: the student's width (default 0.25)")
+    d.add_argument("--student-kw", type=kv_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="distill: a student architecture argument, e.g. --student-kw depth=4 (repeatable)")
+    d.add_argument("--temperature", type=float, metavar="T",
+                   help="distill: train on the base's probabilities softmax(logits/T) with T^2 KL (an API that "
+                        "returns probabilities; T = 1 as served, 4 as in Hinton et al.); default: top-1 labels only")
+    d.add_argument("--queries", type=int, metavar="N",
+                   help="distill: the thief's query budget: only N of its images are sent (default: all)")
     d.add_argument("--epochs", type=int, default=1, help="finetune/distill: epochs (distill: use ~8)")
     d.add_argument("--last-layer", action="store_true", help="finetune: train only the last layer")
     d.add_argument("--data-split", default="all", choices=["all", "half-a", "half-b"],

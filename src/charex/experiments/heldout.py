@@ -77,7 +77,9 @@ class Models:
 
         Repeats ``r < validation_repeats`` of pruning and fine-tuning serve the ``validation`` pool (where
         defaults are chosen), the others the ``heldout`` pool, so no reported copy took part in a choice.
-        int8 is deterministic and serves both; the distilled student is reported on ``heldout`` only.
+        int8 is deterministic and serves both. Students (``distill``: one spec or a list, each with its ``group``
+        name, ``arch``, ``epochs``, ``split``, ``seed``, ``repeats`` and optionally ``temperature`` for probability
+        distillation and ``queries`` for a query budget) are reported on ``heldout`` only.
         """
         d, parent, out = self.profile["derived"], parent_of(base.card), {}
         nval = d.get("validation_repeats", 0)
@@ -116,12 +118,16 @@ class Models:
             q.card["test_accuracy"] = accuracy(q, self.test)
             out["int8"] = {q.card["lineage"]: q}
         ds = d.get("distill")
-        if ds and pool == "heldout":
-            data, data_name = thief_split(self.train, ds["split"])
-            lineage = distill_name(parent, ds["arch"], ds["epochs"], data_name, ds["seed"])
-            out["distilled"] = {lineage: self.get(lineage, lambda: distill_model(
-                base, data, arch=ds["arch"], arch_kwargs=ds.get("arch_kwargs", {}), epochs=ds["epochs"],
-                seed=ds["seed"], data_name=data_name, test=self.test, progress=self.progress)[0])}
+        for st in (ds if isinstance(ds, list) else [ds] if ds else []) if pool == "heldout" else []:
+            data, data_name = thief_split(self.train, st["split"])
+            for seed in range(st["seed"], st["seed"] + st.get("repeats", 1)):
+                lineage = distill_name(parent, st["arch"], st["epochs"], data_name, seed, st.get("temperature"),
+                                       st.get("queries"))
+                out.setdefault(st.get("group", "distilled"), {})[lineage] = self.get(
+                    lineage, lambda st=st, seed=seed, data=data, data_name=data_name: distill_model(
+                        base, data, arch=st["arch"], arch_kwargs=st.get("arch_kwargs", {}), epochs=st["epochs"],
+                        seed=seed, data_name=data_name, test=self.test, temperature=st.get("temperature"),
+                        queries=st.get("queries"), progress=self.progress)[0])
         return out
 
     def _with_acc(self, m: nn.Module) -> nn.Module:
@@ -231,7 +237,8 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
                                  if k in c},
                               "counts": {r["name"]: r["matches"] for r in c["references"]}},
               "independent": reported, "derived": groups,
-              "summary": summarize_rows(reported, groups, base_acc, profile["useful_drop"])}
+              "summary": summarize_rows(reported, groups, base_acc, profile["useful_drop"],
+                                        profile.get("student_useful_drop", 3.0))}
     write_json(rates_path, result)
     return result
 
@@ -245,16 +252,24 @@ def _references(pool: dict[str, nn.Module], which: bool | int) -> dict[str, nn.M
     return dict(list(pool.items())[:which])
 
 
+def is_student(group: str) -> bool:
+    """Students (``distilled``, ``student ...`` groups) never saw the weights: reported, not scored as weight copies."""
+    return group.startswith(("distilled", "student"))
+
+
 def summarize_rows(independent: dict[str, dict[str, Any]], groups: dict[str, dict[str, dict[str, Any]]],
-                   base_acc: float | None, useful_drop: float) -> dict[str, Any]:
+                   base_acc: float | None, useful_drop: float, student_drop: float = 3.0) -> dict[str, Any]:
     """Transferability, robustness per group (useful copies only), uniqueness, AUC, TPR at 1% FPR and false
-    claims, all in percent; copies more than ``useful_drop`` points below the base are counted apart."""
+    claims, all in percent; copies more than ``useful_drop`` points below the base (students: ``student_drop``)
+    are counted apart. AUC and TPR score the weight copies; students get their own ``student_auc``."""
     neg = [r["rate"] for r in independent.values()]
     transfer = 100 * float(np.mean(neg))
     useful_pos: list[float] = []
+    student_pos: list[float] = []
     out_groups: dict[str, Any] = {}
     for g, rows in groups.items():
-        useful = {n: r for n, r in rows.items() if not _lost(r, base_acc, useful_drop)}
+        drop = student_drop if is_student(g) else useful_drop
+        useful = {n: r for n, r in rows.items() if not _lost(r, base_acc, drop)}
         lost = {n: r for n, r in rows.items() if n not in useful}
         for label, sel in (("", useful), (" (not useful)", lost)):
             if not sel:
@@ -265,12 +280,12 @@ def summarize_rows(independent: dict[str, dict[str, Any]], groups: dict[str, dic
                 "robustness": rob, "uniqueness": rob - transfer, "n_models": len(sel),
                 "detected": sum(r["derived"] for r in sel.values()),
                 "accuracy_min": 100 * min(accs) if accs else None, "accuracy_max": 100 * max(accs) if accs else None}
-        if g != "distilled":  # a student is a different model; its rate is reported, not scored as a theft
-            useful_pos += [r["rate"] for r in useful.values()]
+        (student_pos if is_student(g) else useful_pos).extend(r["rate"] for r in useful.values())
     return {"transferability": transfer, "transferability_max": 100 * max(neg), "groups": out_groups,
             "auc": roc_auc(useful_pos, neg), "tpr_at_1pct_fpr": 100 * tpr_at_fpr(useful_pos, neg, 0.01),
             "false_claims": sum(r["derived"] for r in independent.values()), "n_independent": len(neg),
-            "n_useful_derived": len(useful_pos)}
+            "n_useful_derived": len(useful_pos),
+            **({"student_auc": roc_auc(student_pos, neg), "n_useful_students": len(student_pos)} if student_pos else {})}
 
 
 def _lost(r: dict[str, Any], base_acc: float | None, useful_drop: float) -> bool:

@@ -108,12 +108,14 @@ def heldout_tradeoff(rows: Sequence[dict[str, Any]], path: str | Path, chosen: s
     """Worst-group robustness of useful derived copies vs mean transferability, one point per method row of
     ``charex reproduce heldout``: with references filled, without open; ``chosen`` (the default) ringed in red.
     Rows without references and the chosen one are labelled (the others crowd the lower left)."""
+    from ..experiments.heldout import is_student
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     ys = []
     for r in rows:
         s = r["summary"]
-        useful = [g for name, g in s["groups"].items() if "not useful" not in name and name != "distilled"]
+        useful = [g for name, g in s["groups"].items() if "not useful" not in name and not is_student(name)]
         worst = min(g["robustness"] for g in useful) if useful else float("nan")
         ys.append(worst)
         x = s["transferability"]

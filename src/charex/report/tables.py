@@ -87,11 +87,11 @@ def grid_csv(results: dict) -> str:
 
 
 def _group_order(g: str) -> tuple[int, int, str]:
-    """Pruned groups by ratio, then fine-tune, int8, distilled, others; groups of copies no longer useful last."""
+    """Pruned groups by ratio, then fine-tune, int8, students, others; groups of copies no longer useful last."""
     lost = int("not useful" in g)
     if g.startswith("prune "):
         return lost, 0, f"{float(g.split()[1].rstrip('%')):06.2f}"
-    kinds = ["fine-tune", "int8", "distilled"]
+    kinds = ["fine-tune", "int8", "distilled", "student"]
     head = g.split(" (")[0]
     return lost, 1 + kinds.index(head) if head in kinds else 9, g
 
@@ -132,5 +132,6 @@ def heldout_markdown(results: dict) -> str:
                        f"{c['threshold_matches']}/{r['config']['n']} | {'-' if secs is None else secs} |")
     lines.append("")
     lines.append("Cells: robustness % (uniqueness = robustness - transferability) and copies judged derived at "
-                 f"level {results['profile']['level']}; accuracy range of each group's copies in its header.")
+                 f"level {results['profile']['level']}; accuracy range of each group's copies in its header. "
+                 "AUC and TPR score the weight copies; students (never given the weights) are reported apart.")
     return "\n".join(lines) + "\n"
