@@ -33,8 +33,13 @@ TOY = {
     "generation": {"n": 6, "steps": 3, "alpha": 0.02, "q": 2, "seed": 0, "dtype": "auto", "delta": 0.0, "k": 0,
                    "ref_weight": 1.0},
     "level": 0.01, "useful_drop": 100.0, "student_useful_drop": 100.0,
+    "surrogates": [{"arch": "tiny", "arch_kwargs": {"width": 4}, "epochs": 1, "split": "half-a", "seed": 20,
+                    "temperature": 4.0}],
     "methods": [{"name": "vanilla", "method": "vanilla"},
                 {"name": "vanilla+ref", "method": "vanilla", "references": True},
+                {"name": "surrogate", "method": "vanilla", "references": True, "surrogates": True},
+                {"name": "disagree", "method": "vanilla", "baseline": "disagree", "params": {"candidates": 2},
+                 "references": True},
                 {"name": "sweep-only", "method": "rc", "delta": 0.01, "pools": ["validation"]}],
 }
 
@@ -49,16 +54,23 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
                  "--quiet"]
     assert main(base_args + ["--pool", "validation"]) == 0
     val = json.loads((run / "results-validation.json").read_text())
-    assert [r["name"] for r in val["rows"]] == ["vanilla", "vanilla+ref", "sweep-only"]
+    assert [r["name"] for r in val["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "disagree", "sweep-only"]
     assert set(val["rows"][0]["independent"]) == set(val["accuracy"]["pools"]["validation"])
     assert not any(g.startswith("student") for g in val["rows"][0]["derived"])  # students: held-out only
     assert main(base_args) == 0
     res = json.loads((run / "results-heldout.json").read_text())
-    assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref"]
+    assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "disagree"]
     pools = res["accuracy"]["pools"]
     names = [n for p in pools.values() for n in p]
-    assert len(names) == len(set(names)) == 5  # generation, calibration and held-out: the validation pool is not built
-    assert set(pools) == {"generation", "calibration", "heldout"}
+    assert len(names) == len(set(names)) == 6  # generation, calibration, held-out, surrogates: not validation
+    assert set(pools) == {"generation", "calibration", "heldout", "surrogates"}
+    assert [n.rsplit("|", 1)[1] for n in pools["surrogates"]] == ["distill(tiny,ep=1,data=train-half-a,seed=20,T=4)"]
+    fps = run / "fingerprints"
+    from charex import FingerprintSet
+
+    assert len(FingerprintSet.load(fps / "surrogate.safetensors").meta["surrogates"]) == 1
+    disagree = FingerprintSet.load(fps / "disagree.safetensors")
+    assert disagree.meta["baseline"]["name"] == "disagree" and len(disagree.meta["references"]) == 1
     for r in res["rows"]:
         assert set(r["independent"]) == set(pools["heldout"])
         assert set(r["derived"]) == {"prune 50%", "fine-tune", "int8", "student (labels)", "student (probabilities)"}

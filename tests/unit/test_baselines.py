@@ -7,11 +7,11 @@ from charex import FingerprintSet, match_rate
 from charex.baselines import BASELINES
 from charex.errors import CharexError
 from charex.models import state_digest
-from conftest import synthetic_data
+from conftest import make_tiny, synthetic_data
 
 
 @pytest.mark.parametrize("name, kw", [("frontier", {"eps": 0.05}), ("ipguard", {"steps": 20, "lr": 0.02}),
-                                      ("sensitive", {"steps": 3})])
+                                      ("sensitive", {"steps": 3}), ("disagree", {"candidates": 5})])
 def test_baseline_sets_verify_like_fingerprints(trained_tiny, tmp_path, name, kw) -> None:
     x, y = synthetic_data(400, seed=7)
     images = (x * 255).round().to(torch.uint8)
@@ -43,3 +43,21 @@ def test_ipguard_points_lie_near_the_boundary(trained_tiny) -> None:
 def test_baselines_need_real_images(trained_tiny) -> None:
     with pytest.raises(CharexError, match="real uint8"):
         BASELINES["frontier"](trained_tiny, torch.rand(10, 3, 16, 16), torch.zeros(10), n=4)
+
+
+def test_disagree_keeps_the_images_the_references_label_otherwise(trained_tiny) -> None:
+    """The kept images are those with the fewest references agreeing with the base, checked against a count by hand."""
+    from charex.baselines import disagree
+    from charex.data.cifar10 import sample_images
+    from charex.verify import predict
+
+    x, y = synthetic_data(300, seed=9)
+    images = (x * 255).round().to(torch.uint8)
+    refs = [make_tiny(20 + i, train_steps=10) for i in range(2)]
+    fp = disagree(trained_tiny, images, y, n=10, seed=4, references=refs, candidates=10)
+    cand, _ = sample_images(images, y, 100, 4)
+    base = predict(trained_tiny, cand)
+    agree = sum((predict(r, cand) == base).int() for r in refs)
+    kept = [int(agree[(cand == fp.images[i].float() / 255).flatten(1).all(1)][0]) for i in range(fp.n)]
+    assert sorted(kept) == sorted(agree.tolist())[:10] and fp.n == 10
+    assert [r["digest"] for r in fp.meta["references"]] == [state_digest(r) for r in refs]

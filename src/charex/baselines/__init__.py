@@ -8,16 +8,19 @@ GenerationConfig (n and seed only: these are not characteristic examples).
   frontier   frontier-stitching adversarial examples (Le Merrer et al., Neural Computing and Applications 2019)
   ipguard    boundary points (Cao et al., AsiaCCS 2021, IPGuard)
   sensitive  sensitive samples (He et al., CVPR 2019)
+  disagree   natural images where independent references disagree with the base (for students; issue 15)
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from .disagree import disagree
 from .frontier import frontier
 from .ipguard import ipguard
 from .sensitive import sensitive
 
-BASELINES: dict[str, Callable[..., Any]] = {"frontier": frontier, "ipguard": ipguard, "sensitive": sensitive}
+BASELINES: dict[str, Callable[..., Any]] = {"frontier": frontier, "ipguard": ipguard, "sensitive": sensitive,
+                                            "disagree": disagree}
 
-__all__ = ["BASELINES", "frontier", "ipguard", "sensitive"]
+__all__ = ["BASELINES", "disagree", "frontier", "ipguard", "sensitive"]

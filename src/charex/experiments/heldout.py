@@ -4,9 +4,10 @@ Independent models come in four disjoint pools: ``generation`` (references that 
 methods push away from; no other method sees them), ``validation`` (where defaults and hyperparameters
 are chosen), ``calibration`` (the verifier's null) and ``heldout`` (used only for reported numbers).
 Derived copies are made as a thief ships them: global magnitude pruning in rounds with retraining
-until within a point of the base, fine-tuning on the thief's half of the data, int8, and a student
-distilled from the base's labels. Every copy's accuracy is reported beside its match rate; a copy more
-than ``useful_drop`` points below the base is reported apart, as no longer a useful theft.
+until within a point of the base, fine-tuning on the thief's half of the data, int8, and students distilled
+from the base's labels or probabilities. Every copy's accuracy is reported beside its match rate; a copy more
+than ``useful_drop`` points below the base (a student: ``student_useful_drop``) is reported apart, as no longer
+a useful theft. Surrogate-aware rows use the owner's own students (``surrogates``, on the owner's half).
 
 Output folder: models/ (lineage cache), fingerprints/, rates/POOL/ (one JSON per method: a finished unit),
 results-POOL.json, table-POOL.md, fig-tradeoff-POOL.png, provenance-POOL.json (POOL: validation or heldout).
@@ -130,6 +131,20 @@ class Models:
                         queries=st.get("queries"), progress=self.progress)[0])
         return out
 
+    def surrogates(self, base: nn.Module) -> dict[str, nn.Module]:
+        """The owner's own students of the base (profile ``surrogates``: distill specs, on the owner's data),
+        for surrogate-aware rows; lineage -> model."""
+        parent, out = parent_of(base.card), {}
+        for st in self.profile.get("surrogates", []):
+            data, data_name = thief_split(self.train, st["split"])
+            lineage = distill_name(parent, st["arch"], st["epochs"], data_name, st["seed"], st.get("temperature"),
+                                   st.get("queries"))
+            out[lineage] = self.get(lineage, lambda st=st, data=data, data_name=data_name: distill_model(
+                base, data, arch=st["arch"], arch_kwargs=st.get("arch_kwargs", {}), epochs=st["epochs"],
+                seed=st["seed"], data_name=data_name, test=self.test, temperature=st.get("temperature"),
+                queries=st.get("queries"), progress=self.progress)[0])
+        return out
+
     def _with_acc(self, m: nn.Module) -> nn.Module:
         m.card["test_accuracy"] = accuracy(m, self.test)
         return m
@@ -163,7 +178,7 @@ def pool_models(models: Models, profile: dict[str, Any], report_pool: str) -> di
 
 def method_config(spec: dict[str, Any], defaults: dict[str, Any]) -> GenerationConfig:
     """The GenerationConfig of one method row (``references`` is not a config field)."""
-    keys = {"method", "n", "steps", "alpha", "delta", "q", "k", "seed", "dtype", "ref_weight"}
+    keys = {"method", "n", "steps", "alpha", "delta", "q", "k", "seed", "dtype", "ref_weight", "surrogate_weight"}
     merged = {**defaults, **spec}
     return GenerationConfig(**{k: v for k, v in merged.items() if k in keys}).effective()
 
@@ -173,15 +188,19 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
                say: Callable[[str], None], real: ArrayDataset | None = None) -> dict[str, Any]:
     """Generate (or load) one method's fingerprint, calibrate it and measure every model; resumable.
 
-    A row with ``baseline`` (``frontier``, ``ipguard``, ``sensitive``; parameters in ``params``) makes that
-    baseline's fingerprint from ``real`` images (the test split) instead of characteristic examples.
+    A row with ``baseline`` (``frontier``, ``ipguard``, ``sensitive``, ``disagree``; parameters in ``params``) makes
+    that baseline's fingerprint from ``real`` images (the test split) instead of characteristic examples (with
+    ``references``, they go to the baseline). A row with ``surrogates: true`` pulls its examples toward the
+    owner's students of the base (``pools["surrogates"]``, the profile's ``surrogates``).
     """
     cfg = method_config(spec, profile["generation"])
     refs = _references(pools.get("generation", {}), spec.get("references", False))
+    surs = dict(pools.get("surrogates", {})) if spec.get("surrogates") else {}
     baseline = {"name": spec["baseline"], "params": spec.get("params", {}), "n": cfg.n, "seed": cfg.seed} \
         if "baseline" in spec else None
     start = spec.get("start", "noise")
     key = {"config": baseline or cfg.to_dict(), "references": sorted(refs), "report_pool": report_pool,
+           **({"surrogates": sorted(surs)} if surs else {}),
            **({"start": start} if start != "noise" else {}),
            "calibration": sorted(pools.get("calibration", {})), "reported": sorted(pools.get(report_pool, {})),
            "derived": {g: sorted(v) for g, v in derived.items()}, "level": profile["level"],
@@ -195,11 +214,14 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
     fp = FingerprintSet.load(fp_path) if fp_path.is_file() else None
     resolved = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, model_device(base)))  # as generate records it
     if baseline is not None:
-        stale = fp is None or {k: fp.meta.get("baseline", {}).get(k) for k in ("name", "params")} != \
-            {"name": baseline["name"], "params": baseline["params"]} or fp.n != cfg.n or fp.config.seed != cfg.seed
+        made = fp.meta.get("baseline", {}) if fp is not None else {}
+        stale = fp is None or made.get("name") != baseline["name"] or fp.n != cfg.n or fp.config.seed != cfg.seed \
+            or any(made.get("params", {}).get(k) != v for k, v in baseline["params"].items()) or \
+            sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs)
     else:
         stale = fp is None or fp.config != resolved or fp.meta.get("start", "noise") != start or \
-            sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs)
+            sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs) or \
+            sorted(r["name"] for r in fp.meta.get("surrogates", [])) != sorted(surs)
     if stale:
         say(f"generating {spec['name']}")
         t0 = time.perf_counter()
@@ -209,15 +231,15 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
             if real is None:
                 raise CharexError(f"baseline {baseline['name']} needs real images")
             fp = BASELINES[baseline["name"]](base, real.images, real.labels, n=cfg.n, seed=cfg.seed,
-                                             **baseline["params"])
+                                             **baseline["params"], **({"references": list(refs.values())} if refs else {}))
         elif start == "natural":  # start from the owner's own real images instead of uniform noise
             if real is None:
                 raise CharexError("start: natural needs real images")
             x0 = sample_images(real.images, real.labels, cfg.n, cfg.seed)[0]
-            fp = generate(base, cfg, x0=x0, references=refs or None, progress=progress)
+            fp = generate(base, cfg, x0=x0, references=refs or None, surrogates=surs or None, progress=progress)
             fp.meta["start"] = "natural"
         else:
-            fp = generate(base, cfg, references=refs or None, progress=progress)
+            fp = generate(base, cfg, references=refs or None, surrogates=surs or None, progress=progress)
         fp.meta["generation_seconds"] = round(time.perf_counter() - t0, 1)
         fp.save(fp_path)
     cal = calibrate(fp, pools["calibration"], level=profile["level"], spread=tuple(key["null"]["spread"]))
@@ -309,6 +331,8 @@ def run_heldout(profile: dict[str, Any], data: str | Path | None, out: str | Pat
         base = models.trained(profile["base"])
     derived = models.derived(base, pool)
     pools = pool_models(models, profile, pool)
+    if profile.get("surrogates"):
+        pools["surrogates"] = models.surrogates(base)
     methods = [m for m in profile["methods"] if pool in m.get("pools", ("heldout", "validation"))]
     rows = [run_method(m, profile, base, pools, derived, out, pool, progress, say, real=test) for m in methods]
     accs = {"base": base.card["test_accuracy"],
