@@ -95,3 +95,16 @@ def test_import_path_arch() -> None:
     assert isinstance(build_arch("charex.models.architectures:TinyNet", width=4), torch.nn.Module)
     with pytest.raises(CharexError, match="cannot import"):
         build_arch("no.such.module:thing")
+
+
+def test_vit_arch_and_lr_in_lineage() -> None:
+    """The registry's small ViT maps 32 x 32 images to logits; a non-default peak lr is part of a lineage name."""
+    from charex.lineage import base_name
+    from charex.models import build_arch
+
+    m = build_arch("vit", dim=32, depth=2, heads=4)
+    assert m(torch.rand(3, 3, 32, 32)).shape == (3, 10) and m.pos.shape == (1, 64, 32)
+    with pytest.raises(CharexError, match="multiple of patch"):
+        build_arch("vit", image_size=30)
+    assert base_name("vit", {"dim": 96}, 1, 8, 0.03) == "vit(seed=1,epochs=8,dim=96,lr=0.03)"
+    assert base_name("cnn1", {"width": 0.25}, 1, 8, 0.08) == base_name("cnn1", {"width": 0.25}, 1, 8)
