@@ -5,15 +5,19 @@
 Needs a finished ``charex reproduce heldout`` run (its fingerprints, calibration counts and model cache). The
 thief holds a derived copy (the held-out 90% pruned copy, repeat 1) and its own independent models (the
 validation pool stands in for them). For each method it:
-  1. generates 300 fingerprint examples *itself*, on its copy (with its own models as references where the
-     method uses references, from its own images where the method starts from natural images), and trains a
-     small CNN (``tiny``, width 16, 8 epochs) to separate them from 300
-     natural images of its half of CIFAR-10 training data;
-  2. scores the owner's real fingerprint (100 examples) against 1,000 natural test images: the detector's ROC AUC,
-     and that of an out-of-distribution score of the copy itself (1 - max softmax);
-  3. answers every query the detector flags (threshold: 1% false positives on its natural training images, so
-     real customers barely notice) with a random label; the owner's verdict on the copy is recomputed from the
-     calibration of the run.
+  1. generates fingerprint examples *itself*, on its copy (with its own models as references where the method
+     uses references, from its own images where the method starts from natural images), and fits three detectors
+     on them and on natural images of its half of CIFAR-10 training data:
+       - ``cnn``: the small CNN (``tiny``, width 16, 8 epochs) on 300 of its examples vs 300 natural images;
+       - ``resnet``: a stronger one, a ResNet-8 trained 12 epochs with flips on 1,000 vs 1,000;
+       - ``mahalanobis``: a feature-space score of the copy itself that needs no examples: the smallest
+         Mahalanobis distance of the copy's penultimate features to its class means (shared covariance, fitted on
+         5,000 natural images; Lee et al., NeurIPS 2018);
+  2. scores the owner's real fingerprint (100 examples) against 1,000 natural test images: each detector's ROC AUC,
+     and that of the copy's confidence (1 - max softmax) for reference;
+  3. answers every query a detector flags (threshold: 1% false positives on 2,000 natural images of its own, so
+     real customers barely notice) with a random label, per detector and for the three together (a query flagged
+     by any); the owner's verdict on the copy is recomputed from the calibration of the run.
 Prints the CPU and one row per method.
 """
 
@@ -38,6 +42,9 @@ METHODS = {  # name in the heldout run -> how the thief makes its own examples o
                                 "refs": True, "natural": True},
     "baseline-frontier": {"baseline": "frontier", "params": {"eps": 0.02}},
     "baseline-ipguard": {"baseline": "ipguard", "params": {"k": 0.5, "steps": 100, "lr": 0.01}},
+    "surrogate+ref5-100x0.5-w8-s4": {"cfg": {"method": "vanilla", "steps": 100, "alpha": 0.5 / 255,
+                                             "ref_weight": 8.0}, "refs": True},  # the thief has no surrogates
+    "natural-disagree": {"baseline": "disagree", "params": {"candidates": 20}, "refs": True},
 }
 
 
@@ -63,9 +70,72 @@ def train_detector(pos: torch.Tensor, neg: torch.Tensor, seed: int = 0) -> torch
     return net.eval()
 
 
+def train_resnet_detector(pos: torch.Tensor, neg: torch.Tensor, seed: int = 0, epochs: int = 12) -> torch.nn.Module:
+    """The stronger detector: a ResNet-8 (fingerprint 1 vs natural 0) with horizontal flips, Adam and a cosine
+    schedule."""
+    from charex.models import build_arch
+
+    torch.manual_seed(seed)
+    net = build_arch("resnet", blocks=1, width=1.0, num_classes=2)
+    x = torch.cat([pos, neg])
+    y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = epochs * ((len(x) + 63) // 64)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 64):
+            idx = perm[i:i + 64]
+            xb = x[idx]
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+            loss = F.cross_entropy(net(xb * 2 - 1), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval()
+
+
 def score(net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
-        return torch.softmax(net(x * 2 - 1), 1)[:, 1].numpy()
+        return torch.cat([torch.softmax(net(x[i:i + 500] * 2 - 1), 1)[:, 1] for i in range(0, len(x), 500)]).numpy()
+
+
+def penultimate(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of the model's last linear layer (its penultimate features), in batches."""
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    feats: list[torch.Tensor] = []
+    hook = last.register_forward_hook(lambda mod, inp, out: feats.append(inp[0].detach().float()))
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), 500):
+                model(x[i:i + 500])
+    finally:
+        hook.remove()
+    return torch.cat(feats)
+
+
+class Mahalanobis:
+    """Lee et al. (2018): class means and one shared covariance of the copy's penultimate features on natural
+    images; the score of x is the smallest Mahalanobis distance to a class mean (large: unlike natural data)."""
+
+    def __init__(self, model: torch.nn.Module, natural: torch.Tensor) -> None:
+        self.model = model
+        f = penultimate(model, natural)
+        with torch.no_grad():
+            y = torch.cat([model(natural[i:i + 500]).argmax(1) for i in range(0, len(natural), 500)])
+        self.means = torch.stack([f[y == c].mean(0) if (y == c).any() else f.mean(0) for c in range(int(y.max()) + 1)])
+        centred = f - self.means[y]
+        cov = centred.T @ centred / len(f) + 1e-4 * torch.eye(f.shape[1])
+        self.precision = torch.linalg.inv(cov)
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        f = penultimate(self.model, x)
+        d = f[:, None, :] - self.means[None]
+        return torch.einsum("nci,ij,ncj->nc", d, self.precision, d).min(1).values.numpy()
 
 
 def main() -> None:
@@ -76,12 +146,12 @@ def main() -> None:
     from charex.experiments.provenance import cpu_description, write_json
     from charex.fingerprint import FingerprintSet
     from charex.metrics import roc_auc
-    from charex.null import p_value
     from charex.zoo import ModelCache
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/heldout")
-    p.add_argument("--per-method", type=int, default=300, help="thief's own fingerprint examples per method")
+    p.add_argument("--per-method", type=int, default=1000,
+                   help="thief's own fingerprint examples per method (the small CNN uses the first 300)")
     p.add_argument("--json")
     args = p.parse_args()
     run = Path(args.run)
@@ -97,9 +167,12 @@ def main() -> None:
     thief_refs = [load_model(spec) for spec in ("bundled:independent-2", "runs/pool/resnet8-s101.safetensors",
                                                 "runs/pool/plain-s300.safetensors")]
     gen = torch.Generator().manual_seed(0)
-    natural_train = thief_data.images[torch.randperm(len(thief_data), generator=gen)[:args.per_method]].float() / 255
-    natural_cal = thief_data.images[torch.randperm(len(thief_data), generator=gen)[:2000]].float() / 255
+    perm = torch.randperm(len(thief_data), generator=gen)  # disjoint natural images for fitting and thresholds
+    natural_train = thief_data.images[perm[:args.per_method]].float() / 255
+    natural_cal = thief_data.images[perm[args.per_method:args.per_method + 2000]].float() / 255
+    natural_feat = thief_data.images[perm[args.per_method + 2000:args.per_method + 7000]].float() / 255
     natural_test = test.images[torch.randperm(len(test), generator=gen)[:1000]].float() / 255
+    maha = Mahalanobis(copy, natural_feat)
     rows = []
     for name, how in METHODS.items():
         rates = json.loads((run / "rates" / "heldout" / f"{name}.json").read_text())
@@ -109,7 +182,8 @@ def main() -> None:
             seed = 100 + s
             if "baseline" in how:
                 fp = BASELINES[how["baseline"]](copy, thief_data.images, thief_data.labels, n=100, seed=seed,
-                                                **how["params"])
+                                                **how["params"], **({"references": thief_refs} if how.get("refs")
+                                                                    else {}))
             else:
                 cfg = GenerationConfig(n=100, seed=seed, **how["cfg"])
                 x0 = None
@@ -117,36 +191,50 @@ def main() -> None:
                     x0 = sample_images(thief_data.images, thief_data.labels, 100, seed)[0]
                 fp = generate(copy, cfg, x0=x0, references=thief_refs if how.get("refs") else None)
             own.append(fp.pixels())
-        det = train_detector(torch.cat(own)[:args.per_method], natural_train)
+        own_x = torch.cat(own)
+        detectors = {"cnn": (lambda n=train_detector(own_x[:300], natural_train[:300]): lambda t: score(n, t))(),
+                     "resnet": (lambda n=train_resnet_detector(own_x, natural_train): lambda t: score(n, t))(),
+                     "mahalanobis": maha}
         x = owner.pixels()
-        auc = roc_auc(score(det, x), score(det, natural_test))
         with torch.no_grad():
             ood = lambda t: (1 - torch.softmax(copy(t), 1).amax(1)).numpy()  # noqa: E731
             auc_ood = roc_auc(ood(x), ood(natural_test))
-        thr = float(np.quantile(score(det, natural_cal), 0.99))
-        flagged = score(det, x) > thr
-        with torch.no_grad():
             answers = copy(x).argmax(1).numpy()
         rnd = np.random.default_rng(0).integers(0, 10, size=len(answers))
-        answers = np.where(flagged, rnd, answers)
-        k = int((answers == owner.targets.numpy()).sum())
         cal = rates["calibration"]
-        pval = p_value(cal, k, owner.n)
         honest = rates["derived"]["prune 90%"][lineage]["matches"]
-        row = {"method": name, "detector_auc": round(auc, 3), "ood_auc": round(auc_ood, 3),
-               "flagged": int(flagged.sum()), "matches_honest": honest, "matches_random_answers": k,
-               "threshold": cal["threshold_matches"], "p_value": pval,
-               "decision": "derived" if pval <= 0.01 else "not derived"}
+        row = {"method": name, "ood_auc": round(auc_ood, 3), "matches_honest": honest,
+               "threshold": cal["threshold_matches"], "detectors": {}}
+        any_flag = np.zeros(len(answers), dtype=bool)
+        for dname, det in detectors.items():
+            flags = det(x) > float(np.quantile(det(natural_cal), 0.99))
+            any_flag |= flags
+            row["detectors"][dname] = {"auc": round(roc_auc(det(x), det(natural_test)), 3), **_verdict(
+                flags, answers, rnd, owner, cal)}
+        row["detectors"]["any"] = {"auc": None, **_verdict(any_flag, answers, rnd, owner, cal)}
         rows.append(row)
-        print(f"  {name:26s} detector AUC {auc:.3f}, OOD AUC {auc_ood:.3f}, flagged {row['flagged']}/100, "
-              f"matches {honest} -> {k} (threshold {cal['threshold_matches']}): {row['decision']}", flush=True)
-    print("\n| method | detector AUC | OOD-score AUC | flagged (of 100) | matches honest -> random on flagged | "
-          "threshold | verdict |\n|---|---|---|---|---|---|---|")
+        print(f"  {name:30s} " + ", ".join(f"{d} AUC {v['auc']} flags {v['flagged']} -> {v['matches']} {v['decision']}"
+                                          for d, v in row["detectors"].items())
+              + f"; honest {honest}, threshold {cal['threshold_matches']}", flush=True)
+    print("\n| method | AUC: cnn / resnet / mahalanobis (1 - max softmax) | flagged: cnn / resnet / maha / any | "
+          "matches honest -> random on flagged by any | threshold | verdict (any) |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['detector_auc']} | {r['ood_auc']} | {r['flagged']} | {r['matches_honest']} -> "
-              f"{r['matches_random_answers']} | {r['threshold']} | {r['decision']} |")
+        d = r["detectors"]
+        print(f"| {r['method']} | {d['cnn']['auc']} / {d['resnet']['auc']} / {d['mahalanobis']['auc']} ({r['ood_auc']}) | "
+              f"{d['cnn']['flagged']} / {d['resnet']['flagged']} / {d['mahalanobis']['flagged']} / {d['any']['flagged']} | "
+              f"{r['matches_honest']} -> {d['any']['matches']} | {r['threshold']} | {d['any']['decision']} |")
     if args.json:
         write_json(args.json, {"cpu": cpu, "copy": lineage, "per_method": args.per_method, "rows": rows})
+
+
+def _verdict(flags: np.ndarray, answers: np.ndarray, rnd: np.ndarray, owner, cal: dict) -> dict:
+    """The owner's verdict when the copy answers the flagged queries at random."""
+    from charex.null import p_value
+
+    k = int((np.where(flags, rnd, answers) == owner.targets.numpy()).sum())
+    pval = p_value(cal, k, owner.n)
+    return {"flagged": int(flags.sum()), "matches": k, "p_value": pval,
+            "decision": "derived" if pval <= 0.01 else "not derived"}
 
 
 if __name__ == "__main__":
