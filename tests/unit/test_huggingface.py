@@ -92,37 +92,41 @@ def test_saved_charex_file_rebuilds_from_the_registry(hf, tmp_path) -> None:
     assert again.card["arch"] == "hf" and torch.equal(again(x), m(x))
 
 
-def test_cli_pipeline_matches_the_hand_wrapped_model(hf, tmp_path, capsys) -> None:
-    """generate, calibrate, verify, scan and export-model on folders; the verdicts equal the Python API's on the
-    hand-wrapped models."""
+@pytest.mark.parametrize("base, ref, cal_models", [("vit", "cnx", ["vit2", "cnx2", "vit3"]),
+                                                  ("cnx", "cnx2", ["vit", "vit2", "vit3"])])
+def test_cli_pipeline_matches_the_hand_wrapped_model(hf, tmp_path, capsys, base, ref, cal_models) -> None:
+    """generate, calibrate, verify, scan and export-model on folders (a ViT and a ConvNeXt as the base); the
+    verdicts equal the Python API's on the hand-wrapped models."""
+    other = "vit3"
     fp_path, cal_path = tmp_path / "fp.safetensors", tmp_path / "cal.safetensors"
-    assert main(["generate", str(hf["vit"]), "--references", str(hf["cnx"]), "--n", "20", "--steps", "30",
+    assert main(["generate", str(hf[base]), "--references", str(hf[ref]), "--n", "20", "--steps", "30",
                  "--dtype", "float32", "--seed", "3", "--quiet", "-o", str(fp_path)]) == 0
-    assert main(["calibrate", str(fp_path), "--reference", str(hf["vit2"]), str(hf["cnx2"]), str(hf["vit3"]),
+    assert main(["calibrate", str(fp_path), "--reference", *[str(hf[k]) for k in cal_models],
                  "-o", str(cal_path)]) == 0
     capsys.readouterr()
-    rc = main(["verify", str(cal_path), str(hf["vit"]), str(hf["vit3"]), "--json"])
+    rc = main(["verify", str(cal_path), str(hf[base]), str(hf[other]), "--json"])
     cli = {Path(r["suspect"]).name: r for r in json.loads(capsys.readouterr().out)["results"]}
-    assert rc == 0 and cli["vit"]["decision"] == "derived"
+    assert rc == 0 and cli[base]["decision"] == "derived" and cli[base]["matches"] == 20
 
-    fp = generate(_by_hand(hf["vit"]), GenerationConfig(n=20, steps=30, dtype="float32", seed=3),
-                  references=[_by_hand(hf["cnx"])], progress=False)
+    fp = generate(_by_hand(hf[base]), GenerationConfig(n=20, steps=30, dtype="float32", seed=3),
+                  references=[_by_hand(hf[ref])], progress=False)
     assert torch.equal(fp.images, FingerprintSet.load(fp_path).images)
-    cal = calibrate(fp, {k: _by_hand(hf[k]) for k in ("vit2", "cnx2", "vit3")})
-    api = {r.suspect: r for r in verify(cal, {k: _by_hand(hf[k]) for k in ("vit", "vit3")})}
-    for k in ("vit", "vit3"):
-        assert (cli[k]["matches"], cli[k]["decision"]) == (api[k].matches, api[k].decision)
+    cal = calibrate(fp, {k: _by_hand(hf[k]) for k in cal_models})
+    api = {r.suspect: r for r in verify(cal, {k: _by_hand(hf[k]) for k in (base, other)})}
+    for k in (base, other):
+        assert (cli[k]["matches"], cli[k]["p_value"], cli[k]["decision"]) == \
+            (api[k].matches, api[k].p_value, api[k].decision)
 
-    assert main(["scan", "--fingerprints", str(cal_path), "--suspects", str(hf["vit"]), str(hf["cnx2"]).replace(
+    assert main(["scan", "--fingerprints", str(cal_path), "--suspects", str(hf[base]), str(hf["cnx2"]).replace(
         "cnx2", ""), "-o", str(tmp_path / "scan.jsonl"), "--quiet"]) in (0, 1)  # a folder and a folder of folders
     rows = [json.loads(line) for line in (tmp_path / "scan.jsonl").read_text().splitlines()]
-    assert {Path(r["suspect"]).name: r["decision"] for r in rows}["vit"] == "derived"
+    assert {Path(r["suspect"]).name: r["decision"] for r in rows}[base] == "derived" and len(rows) == 5
 
     pytest.importorskip("onnxruntime")
-    assert main(["export-model", str(hf["vit"]), str(tmp_path / "vit.onnx")]) == 0
+    assert main(["export-model", str(hf[base]), str(tmp_path / "m.onnx")]) == 0
     capsys.readouterr()
-    assert main(["verify", str(cal_path), str(tmp_path / "vit.onnx"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["results"][0]["matches"] == cli["vit"]["matches"]
+    assert main(["verify", str(cal_path), str(tmp_path / "m.onnx"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["matches"] == cli[base]["matches"]
 
 
 def test_preprocessing_folds_rescale_and_normalize_into_mean_std() -> None:
