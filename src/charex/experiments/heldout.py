@@ -120,30 +120,24 @@ class Models:
             out["int8"] = {q.card["lineage"]: q}
         ds = d.get("distill")
         for st in (ds if isinstance(ds, list) else [ds] if ds else []) if pool == "heldout" else []:
-            data, data_name = thief_split(self.train, st["split"])
             for seed in range(st["seed"], st["seed"] + st.get("repeats", 1)):
-                lineage = distill_name(parent, st["arch"], st["epochs"], data_name, seed, st.get("temperature"),
-                                       st.get("queries"))
-                out.setdefault(st.get("group", "distilled"), {})[lineage] = self.get(
-                    lineage, lambda st=st, seed=seed, data=data, data_name=data_name: distill_model(
-                        base, data, arch=st["arch"], arch_kwargs=st.get("arch_kwargs", {}), epochs=st["epochs"],
-                        seed=seed, data_name=data_name, test=self.test, temperature=st.get("temperature"),
-                        queries=st.get("queries"), progress=self.progress)[0])
+                out.setdefault(st.get("group", "distilled"), {}).update([self.student(base, st, seed)])
         return out
 
     def surrogates(self, base: nn.Module) -> dict[str, nn.Module]:
         """The owner's own students of the base (profile ``surrogates``: distill specs, on the owner's data),
         for surrogate-aware rows; lineage -> model."""
-        parent, out = parent_of(base.card), {}
-        for st in self.profile.get("surrogates", []):
-            data, data_name = thief_split(self.train, st["split"])
-            lineage = distill_name(parent, st["arch"], st["epochs"], data_name, st["seed"], st.get("temperature"),
-                                   st.get("queries"))
-            out[lineage] = self.get(lineage, lambda st=st, data=data, data_name=data_name: distill_model(
-                base, data, arch=st["arch"], arch_kwargs=st.get("arch_kwargs", {}), epochs=st["epochs"],
-                seed=st["seed"], data_name=data_name, test=self.test, temperature=st.get("temperature"),
-                queries=st.get("queries"), progress=self.progress)[0])
-        return out
+        return dict(self.student(base, st, st["seed"]) for st in self.profile.get("surrogates", []))
+
+    def student(self, base: nn.Module, st: dict[str, Any], seed: int) -> tuple[str, nn.Module]:
+        """(lineage, student) of one distill spec (``arch``, ``epochs``, ``split``, ``temperature``, ``queries``)."""
+        data, data_name = thief_split(self.train, st["split"])
+        lineage = distill_name(parent_of(base.card), st["arch"], st["epochs"], data_name, seed, st.get("temperature"),
+                               st.get("queries"))
+        return lineage, self.get(lineage, lambda: distill_model(
+            base, data, arch=st["arch"], arch_kwargs=st.get("arch_kwargs", {}), epochs=st["epochs"], seed=seed,
+            data_name=data_name, test=self.test, temperature=st.get("temperature"), queries=st.get("queries"),
+            progress=self.progress)[0])
 
     def _with_acc(self, m: nn.Module) -> nn.Module:
         m.card["test_accuracy"] = accuracy(m, self.test)
