@@ -27,9 +27,8 @@ t tiny-s400 --arch tiny --arch-kw width=32 --seed 400 --epochs 8
 t cnn1-s6 --arch cnn1 --width 0.25 --seed 6 --epochs 6
 t cnn1-s7 --arch cnn1 --width 0.25 --seed 7 --epochs 6
 t cnn1-s5 --arch cnn1 --width 0.25 --seed 5 --epochs 8
-# small vision transformers (4x4 patches), one per pool: validation, calibration, held-out x2
+# small vision transformers (4x4 patches), one per pool: calibration, held-out, validation
 V="--arch vit --arch-kw dim=96 --arch-kw depth=4 --arch-kw heads=4 --epochs 8 --lr 0.03"
 t vit-s501 $V --seed 501
 t vit-s502 $V --seed 502
-t vit-s503 $V --seed 503
 t vit-s500 $V --seed 500
