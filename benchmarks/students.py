@@ -21,9 +21,11 @@ def main() -> None:
     from charex import load_model
     from charex.correlation import calibrate_correlation, cutmix_queries, distance
     from charex.data import load_cifar10
+    from charex.derive import quantize_int8
     from charex.experiments.heldout import is_student
     from charex.experiments.provenance import cpu_description, write_json
     from charex.metrics import roc_auc
+    from charex.models.loading import bundled_dir
     from charex.zoo import ModelCache
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +39,15 @@ def main() -> None:
     train, test = load_cifar10(None, "train"), load_cifar10(None, "test")
     res = json.loads((run / "results-heldout.json").read_text())
     cache = ModelCache(run / "models")
-    get = lambda lineage: cache.get(lineage, train.digest)  # noqa: E731
+    folders = [bundled_dir()] + [Path(f) for f in json.loads((run / "results-heldout.json").read_text())["profile"]
+                                 .get("model_folders", [])]
+
+    def get(lineage: str):
+        if lineage.endswith("|quantize(int8)"):  # deterministic, never cached by the run
+            return quantize_int8(base)
+        cache.adopt(lineage, train.digest, folders)  # pool models live in the bundle and runs/pool until adopted
+        return cache.get(lineage, train.digest)
+
     base = load_model(res["profile"]["base"])
     x = cutmix_queries(test.images, a.n, seed=0)
     accs = res["accuracy"]
@@ -52,7 +62,8 @@ def main() -> None:
         for lineage, acc in models.items():
             d = distance(corr, get(lineage), x)
             pv = null.p_value(d)
-            useful = acc is None or 100 * (base_acc - acc) <= drops["student" if is_student(g) else "weights"]
+            useful = g.startswith("independent") or acc is None or \
+                100 * (base_acc - acc) <= drops["student" if is_student(g) else "weights"]
             rows.append({"group": g, "model": lineage, "accuracy": acc, "useful": useful, "distance": d,
                          "p_value": pv, "derived": pv <= a.level})
             print(f"  {g:38s} {100 * (acc or 0):5.1f}%  d {d:.4f}  p {pv:.2g}  "
