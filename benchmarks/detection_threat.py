@@ -152,6 +152,7 @@ def main() -> None:
     p.add_argument("--run", default="runs/heldout")
     p.add_argument("--per-method", type=int, default=1000,
                    help="thief's own fingerprint examples per method (the small CNN uses the first 300)")
+    p.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="only these rows (default: all)")
     p.add_argument("--json")
     args = p.parse_args()
     run = Path(args.run)
@@ -175,6 +176,8 @@ def main() -> None:
     maha = Mahalanobis(copy, natural_feat)
     rows = []
     for name, how in METHODS.items():
+        if args.methods and name not in args.methods:
+            continue
         rates = json.loads((run / "rates" / "heldout" / f"{name}.json").read_text())
         owner = FingerprintSet.load(run / "fingerprints" / f"{name}.safetensors")
         own = []
