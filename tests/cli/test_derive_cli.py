@@ -83,3 +83,10 @@ def test_derive_prune_until_within_and_distill(tmp_path, monkeypatch, capsys, mo
     s = load_model(r["output"])
     assert s.card["lineage"].endswith("|distill(tiny,ep=1,data=train-half-a,seed=0)") and s.card["arch"] == "tiny"
     assert r["test_accuracy"] is not None and 0 <= r["teacher_label_accuracy"] <= 1
+    assert main(["derive", "distill", base, "--student", "tiny", "--student-kw", "width=4", "--epochs", "1",
+                 "--temperature", "4", "--queries", "30", "--data-split", "half-a", "--data", data, "--quiet",
+                 "--json", "-o", str(tmp_path / "p.safetensors")]) == 0
+    r = json.loads(capsys.readouterr().out)["models"][0]
+    s = load_model(r["output"])
+    assert s.card["lineage"].endswith("|distill(tiny,ep=1,data=train-half-a,seed=0,T=4,q=30)") and r["queries"] == 30
+    assert s.card["arch_kwargs"] == {"width": 4} and s.card["distill"]["answers"] == "probabilities"
