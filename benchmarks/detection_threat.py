@@ -204,7 +204,11 @@ def main() -> None:
             auc_ood = roc_auc(ood(x), ood(natural_test))
             answers = copy(x).argmax(1).numpy()
         rnd = np.random.default_rng(0).integers(0, 10, size=len(answers))
-        cal = rates["calibration"]
+        from charex.null import fit_logit_normal
+
+        cal = {**fit_logit_normal(list(rates["calibration"]["counts"].values()), owner.n, rates["calibration"]["s_min"],
+                                  rates["calibration"]["s_max"]),
+               "threshold_matches": rates["calibration"]["threshold_matches"]}  # the run's null, from its counts
         honest = rates["derived"]["prune 90%"][lineage]["matches"]
         row = {"method": name, "ood_auc": round(auc_ood, 3), "matches_honest": honest,
                "threshold": cal["threshold_matches"], "detectors": {}}
