@@ -180,11 +180,13 @@ def config_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 def train_from_scratch(arch: str, arch_kwargs: dict[str, Any], seed: int, train: ArrayDataset,
                        test: ArrayDataset | None = None, cfg: TrainConfig | None = None,
-                       progress: bool = True) -> nn.Module:
+                       progress: bool = True, soft_targets: torch.Tensor | None = None,
+                       temperature: float = 1.0) -> nn.Module:
     """Build ``arch`` with init seed ``seed``, train it on CIFAR-style data and attach its model card.
 
     The card holds architecture, normalization, classes, lineage name, seed, epochs,
-    training config, data digest, test accuracy and training time.
+    training config, data digest, test accuracy and training time. ``soft_targets`` and ``temperature`` go to
+    :func:`train_model` (distillation from probabilities).
     """
     from .lineage import base_name
     from .models import NORMALIZATIONS, Normalized, build_arch
@@ -192,7 +194,7 @@ def train_from_scratch(arch: str, arch_kwargs: dict[str, Any], seed: int, train:
     cfg = cfg or TrainConfig(seed=seed)
     torch.manual_seed(seed)
     model = Normalized(build_arch(arch, **arch_kwargs), *NORMALIZATIONS["cifar10"])
-    stats = train_model(model, train, cfg, progress=progress)
+    stats = train_model(model, train, cfg, soft_targets=soft_targets, temperature=temperature, progress=progress)
     model.card.update({
         "arch": arch, "arch_kwargs": dict(arch_kwargs), "input_shape": list(train.images.shape[1:]),
         "num_classes": len(train.classes), "classes": list(train.classes),

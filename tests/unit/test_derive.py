@@ -121,14 +121,14 @@ def test_distill_trains_a_fresh_student_on_the_teachers_answers(monkeypatch) -> 
     teacher.card["lineage"] = "tiny(seed=0)"
     data = _syn(64, 2)
     seen: dict = {}
-    real = distill.train_model
+    real = distill.train_from_scratch
 
-    def spy(model, train, cfg, **kw):
-        seen.update(labels=train.labels.clone(), images=train.images.clone(), soft=kw.get("soft_targets"),
-                    temperature=kw.get("temperature"))
-        return real(model, train, cfg, **kw)
+    def spy(arch, kw, seed, train, test, cfg, **options):
+        seen.update(labels=train.labels.clone(), images=train.images.clone(), soft=options.get("soft_targets"),
+                    temperature=options.get("temperature"))
+        return real(arch, kw, seed, train, test, cfg, **options)
 
-    monkeypatch.setattr(distill, "train_model", spy)
+    monkeypatch.setattr(distill, "train_from_scratch", spy)
     student, stats = distill.distill_model(teacher, data, arch="tiny", arch_kwargs={"width": 4}, epochs=1, seed=3,
                                            data_name="half-b")
     assert torch.equal(seen["labels"], predict(teacher, data.images.float() / 255)) and seen["soft"] is None

@@ -11,7 +11,7 @@ from torch import nn
 from ..data.cifar10 import ArrayDataset
 from ..lineage import distill_name, parent_of
 from ..errors import CharexError
-from ..train import TrainConfig, accuracy, config_dict, train_model
+from ..train import TrainConfig, train_from_scratch
 from ..verify import batch_logits
 
 
@@ -43,21 +43,13 @@ def distill_model(teacher: nn.Module, data: ArrayDataset, *, arch: str, arch_kwa
     answered = ArrayDataset(data.images, labels, data.classes, f"{data.digest}-labels")
     cfg = TrainConfig(epochs=epochs, seed=seed)
     soft = None if temperature is None else torch.softmax(out.float() / temperature, 1)
-    torch.manual_seed(seed)
-    from ..models import NORMALIZATIONS, Normalized, build_arch
-
-    student = Normalized(build_arch(arch, **arch_kwargs), *NORMALIZATIONS["cifar10"])
-    stats = train_model(student, answered, cfg, soft_targets=soft, temperature=temperature or 1.0, progress=progress)
+    student = train_from_scratch(arch, arch_kwargs, seed, answered, test, cfg, progress=progress, soft_targets=soft,
+                                 temperature=temperature or 1.0)
     parent = parent_of(getattr(teacher, "card", {}) or {})
-    student.card.update({
-        "arch": arch, "arch_kwargs": dict(arch_kwargs), "input_shape": list(data.images.shape[1:]),
-        "num_classes": len(data.classes), "classes": list(data.classes), "seed": seed, "epochs": epochs,
-        "train": config_dict(cfg), "train_seconds": round(stats["train_seconds"], 1),
-        "lineage": distill_name(parent, arch, epochs, data_name, seed, temperature, queries), "parent": parent,
-        "distill": {"teacher": parent, "data": data_name, "epochs": epochs, "seed": seed,
-                    "answers": "labels" if temperature is None else "probabilities", "temperature": temperature,
-                    "queries": len(data)},
-        "test_accuracy": accuracy(student, test) if test is not None else None})
+    student.card.update(lineage=distill_name(parent, arch, epochs, data_name, seed, temperature, queries),
+                        parent=parent, distill={"teacher": parent, "data": data_name, "epochs": epochs, "seed": seed,
+                                 "answers": "labels" if temperature is None else "probabilities",
+                                 "temperature": temperature, "queries": len(data)})
     agreement = float((labels.cpu() == data.labels).float().mean())
     return student, {"teacher_label_accuracy": agreement, "queries": len(data),
                      "test_accuracy": student.card.get("test_accuracy")}
