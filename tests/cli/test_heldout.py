@@ -40,6 +40,7 @@ TOY = {
                 {"name": "surrogate", "method": "vanilla", "references": True, "surrogates": True},
                 {"name": "disagree", "method": "vanilla", "baseline": "disagree", "params": {"candidates": 2},
                  "references": True},
+                {"name": "eot", "method": "vanilla", "references": True, "start": "natural", "eot": "jpeg:75"},
                 {"name": "sweep-only", "method": "rc", "delta": 0.01, "pools": ["validation"]}],
 }
 
@@ -54,12 +55,13 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
                  "--quiet"]
     assert main(base_args + ["--pool", "validation"]) == 0
     val = json.loads((run / "results-validation.json").read_text())
-    assert [r["name"] for r in val["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "disagree", "sweep-only"]
+    assert [r["name"] for r in val["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "disagree", "eot",
+                                                "sweep-only"]
     assert set(val["rows"][0]["independent"]) == set(val["accuracy"]["pools"]["validation"])
     assert not any(g.startswith("student") for g in val["rows"][0]["derived"])  # students: held-out only
     assert main(base_args) == 0
     res = json.loads((run / "results-heldout.json").read_text())
-    assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "disagree"]
+    assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "disagree", "eot"]
     pools = res["accuracy"]["pools"]
     names = [n for p in pools.values() for n in p]
     assert len(names) == len(set(names)) == 6  # generation, calibration, held-out, surrogates: not validation
@@ -87,6 +89,8 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
     refs = json.loads((run / "rates" / "heldout" / "vanilla+ref.json").read_text())
     assert refs["key"]["references"] == ["tiny-w4(seed=1,epochs=1)"]
     assert "| vanilla+ref |" in (run / "table-heldout.md").read_text()
+    eot = FingerprintSet.load(fps / "eot.safetensors")
+    assert eot.config.eot == "jpeg:75" and eot.meta["start"] == "natural"
     # resume: nothing is trained, derived or generated again
     monkeypatch.setattr(heldout, "train_from_scratch", lambda *a, **k: pytest.fail("retrained a cached model"))
     monkeypatch.setattr(heldout, "generate", lambda *a, **k: pytest.fail("regenerated a finished set"))
@@ -94,6 +98,13 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
     # a lost rates file is recomputed from the saved fingerprint, without generating it again
     (run / "rates" / "validation" / "vanilla.json").unlink()
     assert main(base_args + ["--pool", "validation"]) == 0
+    # --methods runs only the rows named; the results keep every other row still valid, and run nothing else
+    (run / "rates" / "heldout" / "disagree.json").unlink()
+    (run / "rates" / "heldout" / "vanilla.json").unlink()
+    assert main(base_args + ["--methods", "vanilla"]) == 0
+    res = json.loads((run / "results-heldout.json").read_text())
+    assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "eot"]
+    assert main(base_args + ["--methods", "nope"]) == 2
 
 
 def test_heldout_pools_must_be_disjoint(tmp_path, monkeypatch) -> None:

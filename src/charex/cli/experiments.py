@@ -72,7 +72,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         from ..report.tables import heldout_markdown
 
         profile = load_profile(args.profile if args.profile != "quick" else "heldout")
-        res = run_heldout(profile, args.data, args.out, pool=args.pool, progress=not args.quiet)
+        res = run_heldout(profile, args.data, args.out, pool=args.pool, progress=not args.quiet, methods=args.methods)
         print(heldout_markdown(res))
         print(f"results in {args.out}: table-{args.pool}.md, results-{args.pool}.json, fig-tradeoff-{args.pool}.png, "
               f"provenance-{args.pool}.json")
@@ -130,6 +130,8 @@ def register(add: Add) -> None:
                          "independent models with realistic derived copies (profile heldout)")
     rr.add_argument("--pool", default="heldout", choices=["heldout", "validation"],
                     help="heldout: report on the held-out pool; validation: the sweep that chooses defaults")
+    rr.add_argument("--methods", nargs="+", metavar="NAME",
+                    help="heldout: run only these method rows of the profile (the others stay cached for later)")
     rr.add_argument("--base", help="imagenet: base weights (e.g. torchvision vgg16 .pth)")
     rr.add_argument("--other", nargs="+", help="imagenet: independent models' weights (e.g. vgg19 .pth)")
     rr.add_argument("--val", help="imagenet: val ImageFolder (val/<class>/*.JPEG)")

@@ -172,15 +172,17 @@ def pool_models(models: Models, profile: dict[str, Any], report_pool: str) -> di
 
 def method_config(spec: dict[str, Any], defaults: dict[str, Any]) -> GenerationConfig:
     """The GenerationConfig of one method row (``references`` is not a config field)."""
-    keys = {"method", "n", "steps", "alpha", "delta", "q", "k", "seed", "dtype", "ref_weight", "surrogate_weight"}
+    keys = {"method", "n", "steps", "alpha", "delta", "q", "k", "seed", "dtype", "ref_weight", "surrogate_weight", "eot"}
     merged = {**defaults, **spec}
     return GenerationConfig(**{k: v for k, v in merged.items() if k in keys}).effective()
 
 
 def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, pools: dict[str, dict[str, nn.Module]],
                derived: dict[str, dict[str, nn.Module]], out: Path, report_pool: str, progress: bool,
-               say: Callable[[str], None], real: ArrayDataset | None = None) -> dict[str, Any]:
+               say: Callable[[str], None], real: ArrayDataset | None = None,
+               only_cached: bool = False) -> dict[str, Any] | None:
     """Generate (or load) one method's fingerprint, calibrate it and measure every model; resumable.
+    ``only_cached``: return the saved result if it is still valid, else None (nothing is run).
 
     A row with ``baseline`` (``frontier``, ``ipguard``, ``sensitive``, ``disagree``; parameters in ``params``) makes
     that baseline's fingerprint from ``real`` images (the test split) instead of characteristic examples (with
@@ -204,6 +206,8 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
         done = json.loads(rates_path.read_text())
         if done.get("key") == key:  # the key decides validity; the row's label may have been renamed
             return {**done, "name": spec["name"], "spec": spec}
+    if only_cached:
+        return None
     fp_path = out / "fingerprints" / f"{spec['name']}.safetensors"
     fp = FingerprintSet.load(fp_path) if fp_path.is_file() else None
     resolved = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, model_device(base)))  # as generate records it
@@ -309,10 +313,19 @@ def _lost(r: dict[str, Any], base_acc: float | None, useful_drop: float) -> bool
 
 
 def run_heldout(profile: dict[str, Any], data: str | Path | None, out: str | Path, *, pool: str = "heldout",
-                progress: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) every method of ``profile``, reporting on ``pool`` (``heldout`` or ``validation``)."""
+                progress: bool = True, say: Callable[[str], None] = print,
+                methods: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) every method of ``profile``, reporting on ``pool`` (``heldout`` or ``validation``).
+
+    ``methods``: run only the rows of these names; the results also hold every other row whose saved result is
+    still valid (nothing else is run).
+    """
     if pool not in ("heldout", "validation"):
         raise CharexError(f"report pool must be heldout or validation, got {pool!r}")
+    if methods:
+        unknown = set(methods) - {m["name"] for m in profile["methods"]}
+        if unknown:
+            raise CharexError(f"no such method rows in the profile: {sorted(unknown)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"provenance-{pool}.json", provenance({**profile, "report_pool": pool}))
@@ -327,8 +340,9 @@ def run_heldout(profile: dict[str, Any], data: str | Path | None, out: str | Pat
     pools = pool_models(models, profile, pool)
     if profile.get("surrogates"):
         pools["surrogates"] = models.surrogates(base)
-    methods = [m for m in profile["methods"] if pool in m.get("pools", ("heldout", "validation"))]
-    rows = [run_method(m, profile, base, pools, derived, out, pool, progress, say, real=test) for m in methods]
+    rows = [r for m in profile["methods"] if pool in m.get("pools", ("heldout", "validation"))
+            if (r := run_method(m, profile, base, pools, derived, out, pool, progress, say, real=test,
+                                only_cached=bool(methods) and m["name"] not in methods)) is not None]
     accs = {"base": base.card["test_accuracy"],
             "pools": {p: {n: m.card.get("test_accuracy") for n, m in ms.items()} for p, ms in pools.items()},
             "derived": {g: {n: m.card.get("test_accuracy") for n, m in ms.items()} for g, ms in derived.items()}}
