@@ -19,7 +19,7 @@ def tiny(seed: int) -> dict:
 
 TOY = {
     "dataset": "cifar10", "base": tiny(0), "model_folders": [],
-    "pools": {"generation": [tiny(1)], "validation": [tiny(2), tiny(3)], "calibration": [tiny(4), tiny(5)],
+    "pools": {"generation": [tiny(1), tiny(8)], "validation": [tiny(2), tiny(3)], "calibration": [tiny(4), tiny(5)],
               "heldout": [tiny(6), tiny(7)]},
     "derived": {"validation_repeats": 1,
                 "prune": {"ratios": [0.5], "repeats": 2, "epochs_per_round": 1, "tolerance": 0.5,
@@ -33,14 +33,16 @@ TOY = {
     "generation": {"n": 6, "steps": 3, "alpha": 0.02, "q": 2, "seed": 0, "dtype": "auto", "delta": 0.0, "k": 0,
                    "ref_weight": 1.0},
     "level": 0.01, "useful_drop": 100.0, "student_useful_drop": 100.0,
-    "surrogates": [{"arch": "tiny", "arch_kwargs": {"width": 4}, "epochs": 1, "split": "half-a", "seed": 20,
-                    "temperature": 4.0}],
+    "surrogates": [{"arch": "tiny", "arch_kwargs": {"width": 4}, "epochs": 1, "split": "half-a", "seed": s,
+                    "temperature": 4.0} for s in (20, 21)],
     "methods": [{"name": "vanilla", "method": "vanilla"},
                 {"name": "vanilla+ref", "method": "vanilla", "references": True},
                 {"name": "surrogate", "method": "vanilla", "references": True, "surrogates": True},
                 {"name": "disagree", "method": "vanilla", "baseline": "disagree", "params": {"candidates": 2},
                  "references": True},
                 {"name": "eot", "method": "vanilla", "references": True, "start": "natural", "eot": "jpeg:75"},
+                {"name": "cae", "method": "vanilla", "references": 1, "surrogates": 1, "select": {"candidates": 9},
+                 "pools": ["heldout"]},
                 {"name": "sweep-only", "method": "rc", "delta": 0.01, "pools": ["validation"]}],
 }
 
@@ -61,18 +63,23 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
     assert not any(g.startswith("student") for g in val["rows"][0]["derived"])  # students: held-out only
     assert main(base_args) == 0
     res = json.loads((run / "results-heldout.json").read_text())
-    assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "disagree", "eot"]
+    assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "disagree", "eot", "cae"]
     pools = res["accuracy"]["pools"]
     names = [n for p in pools.values() for n in p]
-    assert len(names) == len(set(names)) == 6  # generation, calibration, held-out, surrogates: not validation
+    assert len(names) == len(set(names)) == 8  # generation, calibration, held-out, surrogates: not validation
     assert set(pools) == {"generation", "calibration", "heldout", "surrogates"}
-    assert [n.rsplit("|", 1)[1] for n in pools["surrogates"]] == ["distill(tiny,ep=1,data=train-half-a,seed=20,T=4)"]
+    assert [n.rsplit("|", 1)[1] for n in pools["surrogates"]] == [
+        f"distill(tiny,ep=1,data=train-half-a,seed={s},T=4)" for s in (20, 21)]
     fps = run / "fingerprints"
     from charex import FingerprintSet
 
-    assert len(FingerprintSet.load(fps / "surrogate.safetensors").meta["surrogates"]) == 1
+    assert len(FingerprintSet.load(fps / "surrogate.safetensors").meta["surrogates"]) == 2
+    cae = FingerprintSet.load(fps / "cae.safetensors")  # 9 candidates, the 6 most conferrable kept
+    assert cae.n == 6 and cae.meta["selection"]["candidates"] == 9
+    assert [r.get("role") for r in cae.meta["references"]] == [None, "selection"]
+    assert [r.get("role") for r in cae.meta["surrogates"]] == [None, "selection"]
     disagree = FingerprintSet.load(fps / "disagree.safetensors")
-    assert disagree.meta["baseline"]["name"] == "disagree" and len(disagree.meta["references"]) == 1
+    assert disagree.meta["baseline"]["name"] == "disagree" and len(disagree.meta["references"]) == 2
     for r in res["rows"]:
         assert set(r["independent"]) == set(pools["heldout"])
         assert set(r["derived"]) == {"prune 50%", "fine-tune", "int8", "student (labels)", "student (probabilities)"}
@@ -87,7 +94,7 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
         assert s["n_independent"] == 2 and s["false_claims"] <= 2
         assert s["n_useful_derived"] == 3 and s["n_useful_students"] == 3  # students are scored apart
     refs = json.loads((run / "rates" / "heldout" / "vanilla+ref.json").read_text())
-    assert refs["key"]["references"] == ["tiny-w4(seed=1,epochs=1)"]
+    assert refs["key"]["references"] == ["tiny-w4(seed=1,epochs=1)", "tiny-w4(seed=8,epochs=1)"]
     assert "| vanilla+ref |" in (run / "table-heldout.md").read_text()
     eot = FingerprintSet.load(fps / "eot.safetensors")
     assert eot.config.eot == "jpeg:75" and eot.meta["start"] == "natural"
@@ -103,7 +110,7 @@ def test_heldout_toy_scale_pools_and_resume(tmp_path, monkeypatch, capsys) -> No
     (run / "rates" / "heldout" / "vanilla.json").unlink()
     assert main(base_args + ["--methods", "vanilla"]) == 0
     res = json.loads((run / "results-heldout.json").read_text())
-    assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "eot"]
+    assert [r["name"] for r in res["rows"]] == ["vanilla", "vanilla+ref", "surrogate", "eot", "cae"]
     assert main(base_args + ["--methods", "nope"]) == 2
 
 

@@ -186,17 +186,31 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
 
     A row with ``baseline`` (``frontier``, ``ipguard``, ``sensitive``, ``disagree``; parameters in ``params``) makes
     that baseline's fingerprint from ``real`` images (the test split) instead of characteristic examples (with
-    ``references``, they go to the baseline). A row with ``surrogates: true`` pulls its examples toward the
-    owner's students of the base (``pools["surrogates"]``, the profile's ``surrogates``).
+    ``references``, they go to the baseline). A row with ``surrogates: true`` (or a count: the first k) pulls its
+    examples toward the owner's students of the base (``pools["surrogates"]``, the profile's ``surrogates``). A row
+    with ``select: {"candidates": N}`` generates N candidates and keeps the ``n`` most conferrable
+    (:func:`charex.select.select_conferrable`), judged by the generation references and surrogates it left out of
+    the loss.
     """
     cfg = method_config(spec, profile["generation"])
     refs = _references(pools.get("generation", {}), spec.get("references", False))
-    surs = dict(pools.get("surrogates", {})) if spec.get("surrogates") else {}
+    surs = _references(pools.get("surrogates", {}), spec.get("surrogates", False))
+    select = spec.get("select")  # keep the n most conferrable of more candidates, judged by the models left out
+    if select:
+        if not isinstance(select, dict) or not isinstance(select.get("candidates"), int) or \
+                select["candidates"] < cfg.n:
+            raise CharexError(f"{spec['name']}: select needs candidates >= n, got {select!r}")
+        sel_refs = {k: m for k, m in pools.get("generation", {}).items() if k not in refs}
+        sel_surs = {k: m for k, m in pools.get("surrogates", {}).items() if k not in surs}
+        if not sel_refs or not sel_surs:
+            raise CharexError(f"{spec['name']}: select needs generation references and surrogates left out of "
+                              "the loss (set references and surrogates to a count below the pool's size)")
     baseline = {"name": spec["baseline"], "params": spec.get("params", {}), "n": cfg.n, "seed": cfg.seed} \
         if "baseline" in spec else None
     start = spec.get("start", "noise")
     key = {"config": baseline or cfg.to_dict(), "references": sorted(refs), "report_pool": report_pool,
            **({"surrogates": sorted(surs)} if surs else {}),
+           **({"select": {**select, "references": sorted(sel_refs), "surrogates": sorted(sel_surs)}} if select else {}),
            **({"start": start} if start != "noise" else {}),
            "calibration": sorted(pools.get("calibration", {})), "reported": sorted(pools.get(report_pool, {})),
            "derived": {g: sorted(v) for g, v in derived.items()}, "level": profile["level"],
@@ -217,9 +231,10 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
             or any(made.get("params", {}).get(k) != v for k, v in baseline["params"].items()) or \
             sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs)
     else:
+        used = lambda key: sorted(r["name"] for r in fp.meta.get(key, []) if r.get("role") != "selection")  # noqa
         stale = fp is None or fp.config != resolved or fp.meta.get("start", "noise") != start or \
-            sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs) or \
-            sorted(r["name"] for r in fp.meta.get("surrogates", [])) != sorted(surs)
+            used("references") != sorted(refs) or used("surrogates") != sorted(surs) or \
+            fp.meta.get("selection", {}).get("candidates") != (select or {}).get("candidates")
     if stale:
         say(f"generating {spec['name']}")
         t0 = time.perf_counter()
@@ -236,6 +251,12 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
             x0 = sample_images(real.images, real.labels, cfg.n, cfg.seed)[0]
             fp = generate(base, cfg, x0=x0, references=refs or None, surrogates=surs or None, progress=progress)
             fp.meta["start"] = "natural"
+        elif select:
+            from ..select import select_conferrable
+
+            many = generate(base, dataclasses.replace(cfg, n=select["candidates"]), references=refs or None,
+                            surrogates=surs or None, progress=progress)
+            fp = select_conferrable(many, cfg.n, surrogates=sel_surs, references=sel_refs, base=base)
         else:
             fp = generate(base, cfg, references=refs or None, surrogates=surs or None, progress=progress)
         fp.meta["generation_seconds"] = round(time.perf_counter() - t0, 1)
@@ -264,11 +285,12 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
 
 
 def _references(pool: dict[str, nn.Module], which: bool | int) -> dict[str, nn.Module]:
-    """The generation references of a method row: none (false), the whole pool (true) or its first k (int)."""
+    """The generation references (or surrogates) of a method row: none (false), the whole pool (true) or its
+    first k (int)."""
     if isinstance(which, bool):
         return dict(pool) if which else {}
     if not isinstance(which, int) or not 0 <= which <= len(pool):
-        raise CharexError(f"references must be true, false or 0..{len(pool)}, got {which!r}")
+        raise CharexError(f"references and surrogates must be true, false or 0..{len(pool)}, got {which!r}")
     return dict(list(pool.items())[:which])
 
 
