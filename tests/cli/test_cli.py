@@ -173,3 +173,15 @@ def test_generate_from_natural_images(tmp_path, model_files) -> None:
     assert main(["generate", str(model_files["base"]), "--start", "natural", "--n", "6", "--steps", "5", "--quiet",
                  "--data", str(tmp_path / "data" / "cifar-10-batches-py"), "-o", str(out)]) == 0
     assert FingerprintSet.load(out).meta["start"] == "natural"
+    # the stealth preset starts from natural images by itself; --start noise overrides it like any option
+    from charex.types import PRESETS
+
+    assert main(["generate", str(model_files["base"]), "--preset", "stealth", "--n", "6", "--steps", "3", "--quiet",
+                 "--data", str(tmp_path / "data" / "cifar-10-batches-py"), "-o", str(out)]) == 0
+    fp = FingerprintSet.load(out)
+    assert fp.meta["start"] == "natural" and PRESETS["stealth"]["start"] == "natural"
+    assert (fp.config.alpha, fp.config.eot, fp.config.steps) == (PRESETS["stealth"]["alpha"],
+                                                                  PRESETS["stealth"].get("eot", ""), 3)
+    assert main(["generate", str(model_files["base"]), "--preset", "stealth", "--start", "noise", "--n", "6",
+                 "--steps", "3", "--quiet", "-o", str(out)]) == 0
+    assert "start" not in FingerprintSet.load(out).meta

@@ -100,3 +100,29 @@ def test_download_from_file_url_with_checksum(tmp_path, monkeypatch) -> None:
     with pytest.raises(CharexError, match="MD5"):
         download_cifar10(tmp_path / "dl2", url=arc.as_uri(), md5="0" * 32)
     assert not (tmp_path / "dl2" / "cifar-10-batches-py").exists()
+
+
+def test_start_images_any_input_size(tmp_path, monkeypatch) -> None:
+    """Natural starts: CIFAR-10's test split for 32 x 32 models, the owner's own image folder for any other size."""
+    from charex.data.starts import start_images
+
+    monkeypatch.setenv("CHAREX_CACHE", str(tmp_path / "cache"))
+    write_batches(tmp_path / "c", n=20)
+    a = start_images(tmp_path / "c", (3, 32, 32), 5, seed=1)
+    assert a.shape == (5, 3, 32, 32) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, start_images(tmp_path / "c", (3, 32, 32), 5, seed=1))  # seeded
+    assert start_images(tmp_path / "c", (3, 16, 16), 5, seed=1).shape == (5, 3, 16, 16)  # CIFAR-10, resized
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "own" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(tmp_path / "own" / cls / f"{i}.png")
+    b = start_images(tmp_path / "own", (3, 48, 48), 4, seed=0)
+    assert b.shape == (4, 3, 48, 48)
+    assert start_images(tmp_path / "own", (3, 32, 32), 2, seed=0).shape == (2, 3, 32, 32)  # not CIFAR: the folder
+    with pytest.raises(CharexError, match="at least 7"):
+        start_images(tmp_path / "own", (3, 48, 48), 7, seed=0)
+    with pytest.raises(CharexError, match="needs --data"):
+        start_images(None, (3, 48, 48), 2, seed=0)
+    with pytest.raises(CharexError, match="square RGB"):
+        start_images(tmp_path / "own", (1, 48, 48), 2, seed=0)

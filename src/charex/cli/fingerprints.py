@@ -12,6 +12,8 @@ from .common import (EXIT_DERIVED, EXIT_NOT_DERIVED, EXIT_UNCALIBRATED, Add, add
 
 EXAMPLES = {
     "generate": "charex generate bundled:base --references bundled:independent-1 bundled:other-arch -o fp.safetensors"
+                "\n  charex generate bundled:base --preset stealth --references bundled:independent-1 "
+                "bundled:other-arch -o fp-stealth.safetensors   # for a suspect behind an API"
                 "\n  charex generate bundled:base --preset paper -o fp-paper.safetensors   # the paper's LTRC"
                 "\n  charex generate model.safetensors --arch cnn1 --arch-kw width=0.25 "
                 "--normalization cifar10 --method vanilla -o fp.safetensors",
@@ -48,7 +50,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.baseline:
         return _baseline(args)
 
-    preset = PRESETS[args.preset]
+    preset = dict(PRESETS[args.preset])
+    start = args.start or preset.pop("start", "noise")  # where the examples begin is not a GenerationConfig field
+    preset.pop("start", None)
     given = {k: getattr(args, k) for k in ("method", "n", "steps", "alpha", "delta", "q", "k", "ref_weight",
                                            "surrogate_weight", "eot")
              if getattr(args, k) is not None}
@@ -61,12 +65,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print("note: no --references given: fingerprints made without independent reference models transfer "
               "more to independent models (docs/results.md)", file=sys.stderr)
     x0 = None
-    if args.start == "natural":  # from the owner's own real images (harder for a thief to spot; docs/results.md)
-        from ..data import load_cifar10
-        from ..data.cifar10 import sample_images
+    if start == "natural":  # from the owner's own real images (harder for a thief to spot; docs/results.md)
+        from ..data.starts import start_images
 
-        real = load_cifar10(args.data, "test")
-        x0 = sample_images(real.images, real.labels, cfg.n, cfg.seed)[0]
+        shape = args.input_shape or model.card.get("input_shape") or (3, 32, 32)
+        x0 = start_images(args.data, shape, cfg.n, cfg.seed)
     fp = generate(model, cfg, x0=x0, input_shape=args.input_shape, references=refs, surrogates=surs,
                   progress=not args.quiet)
     if x0 is not None:
@@ -217,9 +220,12 @@ def register(add: Add) -> None:
 
     g = add("generate", cmd_generate, EXAMPLES["generate"], "generate characteristic examples of a model and save them")
     g.add_argument("model", help="model file or bundled:NAME")
-    g.add_argument("--preset", default="default", choices=["default", "paper"],
-                   help="default: the settings chosen on the validation pool (docs/results.md); paper: the paper's "
-                        "LTRC (k=2, delta=0.03, q=10, 500 steps of 1/255). Options below override the preset")
+    g.add_argument("--preset", default="default", choices=["default", "stealth", "paper"],
+                   help="default: the settings chosen on the validation pool, for suspects whose weights or honest "
+                        "answers you get; stealth: small moves of your own natural images (--data) that survive "
+                        "JPEG 75, for a suspect behind an API that may spot and filter queries (docs/results.md); "
+                        "paper: the paper's LTRC (k=2, delta=0.03, q=10, 500 steps of 1/255). Options below override "
+                        "the preset")
     g.add_argument("--references", nargs="+", metavar="MODEL",
                    help="independent models to push away from the targets (reference-contrastive generation); "
                         "they may not be used for calibration afterwards")
@@ -236,10 +242,11 @@ def register(add: Add) -> None:
                    help="make another method's fingerprint instead, for comparison (data-based: starts from real "
                         "CIFAR-10 test images, --data): frontier stitching (Le Merrer et al. 2019), IPGuard "
                         "(Cao et al. 2021), sensitive samples (He et al. 2019)")
-    g.add_argument("--start", default="noise", choices=["noise", "natural"],
+    g.add_argument("--start", choices=["noise", "natural"],
                    help="noise: from U[0,1] (the paper, default); natural: from real CIFAR-10 test images (--data), "
                         "which a thief's query detector does not spot as easily (docs/results.md)")
-    g.add_argument("--data", help="--baseline / --start natural: CIFAR-10 folder (default: the shared copy)")
+    g.add_argument("--data", help="--baseline: CIFAR-10 folder (default: the shared copy); --start natural / --preset "
+                                  "stealth: that, or a folder of class folders of your own images (any input size)")
     g.add_argument("--n", type=int, help="number of examples (default 100)")
     g.add_argument("--steps", type=int, help="sign-gradient steps (default 100; paper: 500)")
     g.add_argument("--alpha", type=float,
