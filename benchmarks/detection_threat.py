@@ -24,6 +24,7 @@ Prints the CPU and one row per method.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -31,21 +32,94 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-METHODS = {  # name in the heldout run -> how the thief makes its own examples of that kind
-    "vanilla+ref5-100x0.5-w8": {"cfg": {"method": "vanilla", "steps": 100, "alpha": 0.5 / 255, "ref_weight": 8.0},
-                                "refs": True},
-    "paper-vanilla": {"cfg": {"method": "vanilla", "steps": 500, "alpha": 1 / 255}},
-    "paper-rc": {"cfg": {"method": "rc", "steps": 500, "alpha": 1 / 255, "delta": 0.03}},
-    "natural+ref5-100x0.5-w8": {"cfg": {"method": "vanilla", "steps": 100, "alpha": 0.5 / 255, "ref_weight": 8.0},
-                                "refs": True, "natural": True},
-    "natural+ref5-40x0.25-w8": {"cfg": {"method": "vanilla", "steps": 40, "alpha": 0.25 / 255, "ref_weight": 8.0},
-                                "refs": True, "natural": True},
-    "baseline-frontier": {"baseline": "frontier", "params": {"eps": 0.02}},
-    "baseline-ipguard": {"baseline": "ipguard", "params": {"k": 0.5, "steps": 100, "lr": 0.01}},
-    "surrogate+ref5-100x0.5-w8-s4": {"cfg": {"method": "vanilla", "steps": 100, "alpha": 0.5 / 255,
-                                             "ref_weight": 8.0}, "refs": True},  # the thief has no surrogates
-    "natural-disagree": {"baseline": "disagree", "params": {"candidates": 20}, "refs": True},
-}
+def thief_examples(copy: torch.nn.Module, owner, thief_data, thief_refs: list, count: int) -> torch.Tensor:
+    """``count`` examples of the owner's kind that the thief makes itself on its copy, 100 per seed (100, 200, ...):
+    the same method and settings as recorded in the owner's fingerprint (Kerckhoffs), with the thief's own
+    independent models as references where the owner used references, from the thief's own images where the owner
+    started from natural images. The thief has no surrogates (a student of the base needs the base)."""
+    from charex import generate
+    from charex.baselines import BASELINES
+    from charex.data.cifar10 import sample_images
+
+    baseline = owner.meta.get("baseline")
+    refs = thief_refs if owner.meta.get("references") else None
+    own = []
+    for s in range(0, count, 100):
+        seed = 100 + s
+        if baseline:
+            fp = BASELINES[baseline["name"]](copy, thief_data.images, thief_data.labels, n=100, seed=seed,
+                                             **baseline.get("params", {}), **({"references": refs} if refs else {}))
+        else:
+            cfg = dataclasses.replace(owner.config, n=100, seed=seed)
+            x0 = sample_images(thief_data.images, thief_data.labels, 100, seed)[0] \
+                if owner.meta.get("start") == "natural" else None
+            fp = generate(copy, cfg, x0=x0, references=refs)
+        own.append(fp.pixels())
+    return torch.cat(own)[:count]
+
+
+def fit_detectors(copy: torch.nn.Module, own_x: torch.Tensor, natural_train: torch.Tensor,
+                  maha: "Mahalanobis") -> dict:
+    """Detector name -> score function (higher: more likely a fingerprint query)."""
+    cnn = train_detector(own_x[:300], natural_train[:300])
+    resnet = train_resnet_detector(own_x, natural_train[:len(own_x)])
+    return {"cnn": lambda t: score(cnn, t), "resnet": lambda t: score(resnet, t), "mahalanobis": maha}
+
+
+def adaptive_thief(detectors: dict, copy: torch.nn.Module, owner, cal: dict, natural_cal: torch.Tensor,
+                   natural_test: torch.Tensor, level: float = 0.01) -> dict:
+    """Each detector's AUC (owner's queries vs natural test images) and the owner's verdict when the copy answers
+    what that detector flags (1% false positives on ``natural_cal``) at random; ``any``: flagged by any detector."""
+    from charex.metrics import roc_auc
+
+    x = owner.pixels()
+    with torch.no_grad():
+        answers = copy(x).argmax(1).numpy()
+    rnd = np.random.default_rng(0).integers(0, int(owner.meta.get("num_classes", 10)), size=len(answers))
+    out, any_flag = {}, np.zeros(len(answers), dtype=bool)
+    for name, det in detectors.items():
+        flags = det(x) > float(np.quantile(det(natural_cal), 0.99))
+        any_flag |= flags
+        out[name] = {"auc": round(roc_auc(det(x), det(natural_test)), 3), **_verdict(flags, answers, rnd, owner, cal,
+                                                                                     level)}
+    out["any"] = {"auc": None, **_verdict(any_flag, answers, rnd, owner, cal, level)}
+    return out
+
+
+def run_null(rates: dict, n: int) -> dict:
+    """The run's calibrated null, rebuilt from the calibration counts it saved."""
+    from charex.null import fit_logit_normal
+
+    c = rates["calibration"]
+    return {**fit_logit_normal(list(c["counts"].values()), n, c["s_min"], c["s_max"]),
+            "threshold_matches": c["threshold_matches"]}
+
+
+def thief_inputs(seed: int = 0, per_method: int = 1000):
+    """The thief's data: its half of the training set, and disjoint natural images of it for fitting detectors
+    (``per_method``), setting their 1% thresholds (2,000) and the Mahalanobis statistics (5,000); 1,000 natural
+    test images to score AUCs against."""
+    from charex.data import load_cifar10
+    from charex.data.cifar10 import thief_split
+
+    train, test = load_cifar10(None, "train"), load_cifar10(None, "test")
+    thief_data, _ = thief_split(train, "half-b")
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(thief_data), generator=gen)
+    pick = lambda a, b: thief_data.images[perm[a:b]].float() / 255  # noqa: E731
+    return {"train": train, "thief_data": thief_data, "natural_train": pick(0, per_method),
+            "natural_cal": pick(per_method, per_method + 2000),
+            "natural_feat": pick(per_method + 2000, per_method + 7000),
+            "natural_test": test.images[torch.randperm(len(test), generator=gen)[:1000]].float() / 255}
+
+
+def thief_references() -> list:
+    """The thief's own independent models: the validation pool's (never those of the owner's generation,
+    calibration or held-out pools); scripts/train_pools.sh makes the two that are not bundled."""
+    from charex import load_model
+
+    return [load_model(spec) for spec in ("bundled:independent-2", "runs/pool/resnet8-s101.safetensors",
+                                          "runs/pool/plain-s300.safetensors")]
 
 
 def train_detector(pos: torch.Tensor, neg: torch.Tensor, seed: int = 0) -> torch.nn.Module:
@@ -139,10 +213,6 @@ class Mahalanobis:
 
 
 def main() -> None:
-    from charex import GenerationConfig, generate, load_model
-    from charex.baselines import BASELINES
-    from charex.data import load_cifar10
-    from charex.data.cifar10 import sample_images, thief_split
     from charex.experiments.provenance import cpu_description, write_json
     from charex.fingerprint import FingerprintSet
     from charex.metrics import roc_auc
@@ -152,73 +222,32 @@ def main() -> None:
     p.add_argument("--run", default="runs/heldout")
     p.add_argument("--per-method", type=int, default=1000,
                    help="thief's own fingerprint examples per method (the small CNN uses the first 300)")
-    p.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="only these rows (default: all)")
+    p.add_argument("--methods", nargs="+", metavar="NAME", help="only these rows of the run (default: all)")
     p.add_argument("--json")
     args = p.parse_args()
     run = Path(args.run)
     cpu = cpu_description()
     print(f"CPU: {cpu}")
-    train, test = load_cifar10(None, "train"), load_cifar10(None, "test")
-    thief_data, _ = thief_split(train, "half-b")
+    data = thief_inputs(0, args.per_method)
     res = json.loads((run / "results-heldout.json").read_text())
     lineage = next(n for n in res["accuracy"]["derived"]["prune 90%"] if n.endswith("seed=1)"))
-    copy = ModelCache(run / "models").get(lineage, train.digest)
-    # the thief's own independent models: the validation pool's (never those of the owner's generation or held-out)
-    # (scripts/train_pools.sh makes the two that are not bundled; load_model names a missing one)
-    thief_refs = [load_model(spec) for spec in ("bundled:independent-2", "runs/pool/resnet8-s101.safetensors",
-                                                "runs/pool/plain-s300.safetensors")]
-    gen = torch.Generator().manual_seed(0)
-    perm = torch.randperm(len(thief_data), generator=gen)  # disjoint natural images for fitting and thresholds
-    natural_train = thief_data.images[perm[:args.per_method]].float() / 255
-    natural_cal = thief_data.images[perm[args.per_method:args.per_method + 2000]].float() / 255
-    natural_feat = thief_data.images[perm[args.per_method + 2000:args.per_method + 7000]].float() / 255
-    natural_test = test.images[torch.randperm(len(test), generator=gen)[:1000]].float() / 255
-    maha = Mahalanobis(copy, natural_feat)
+    copy = ModelCache(run / "models").get(lineage, data["train"].digest)
+    refs = thief_references()
+    maha = Mahalanobis(copy, data["natural_feat"])
     rows = []
-    for name, how in METHODS.items():
-        if args.methods and name not in args.methods:
-            continue
+    for name in args.methods or [r["name"] for r in res["rows"]]:
         rates = json.loads((run / "rates" / "heldout" / f"{name}.json").read_text())
         owner = FingerprintSet.load(run / "fingerprints" / f"{name}.safetensors")
-        own = []
-        for s in range(0, args.per_method, 100):
-            seed = 100 + s
-            if "baseline" in how:
-                fp = BASELINES[how["baseline"]](copy, thief_data.images, thief_data.labels, n=100, seed=seed,
-                                                **how["params"], **({"references": thief_refs} if how.get("refs")
-                                                                    else {}))
-            else:
-                cfg = GenerationConfig(n=100, seed=seed, **how["cfg"])
-                x0 = None
-                if how.get("natural"):  # the thief starts from its own images, as the owner did from its own
-                    x0 = sample_images(thief_data.images, thief_data.labels, 100, seed)[0]
-                fp = generate(copy, cfg, x0=x0, references=thief_refs if how.get("refs") else None)
-            own.append(fp.pixels())
-        own_x = torch.cat(own)
-        detectors = {"cnn": (lambda n=train_detector(own_x[:300], natural_train[:300]): lambda t: score(n, t))(),
-                     "resnet": (lambda n=train_resnet_detector(own_x, natural_train): lambda t: score(n, t))(),
-                     "mahalanobis": maha}
-        x = owner.pixels()
+        own_x = thief_examples(copy, owner, data["thief_data"], refs, args.per_method)
+        detectors = fit_detectors(copy, own_x, data["natural_train"], maha)
         with torch.no_grad():
             ood = lambda t: (1 - torch.softmax(copy(t), 1).amax(1)).numpy()  # noqa: E731
-            auc_ood = roc_auc(ood(x), ood(natural_test))
-            answers = copy(x).argmax(1).numpy()
-        rnd = np.random.default_rng(0).integers(0, 10, size=len(answers))
-        from charex.null import fit_logit_normal
-
-        cal = {**fit_logit_normal(list(rates["calibration"]["counts"].values()), owner.n, rates["calibration"]["s_min"],
-                                  rates["calibration"]["s_max"]),
-               "threshold_matches": rates["calibration"]["threshold_matches"]}  # the run's null, from its counts
+            auc_ood = roc_auc(ood(owner.pixels()), ood(data["natural_test"]))
+        cal = run_null(rates, owner.n)
         honest = rates["derived"]["prune 90%"][lineage]["matches"]
         row = {"method": name, "ood_auc": round(auc_ood, 3), "matches_honest": honest,
-               "threshold": cal["threshold_matches"], "detectors": {}}
-        any_flag = np.zeros(len(answers), dtype=bool)
-        for dname, det in detectors.items():
-            flags = det(x) > float(np.quantile(det(natural_cal), 0.99))
-            any_flag |= flags
-            row["detectors"][dname] = {"auc": round(roc_auc(det(x), det(natural_test)), 3), **_verdict(
-                flags, answers, rnd, owner, cal)}
-        row["detectors"]["any"] = {"auc": None, **_verdict(any_flag, answers, rnd, owner, cal)}
+               "threshold": cal["threshold_matches"],
+               "detectors": adaptive_thief(detectors, copy, owner, cal, data["natural_cal"], data["natural_test"])}
         rows.append(row)
         print(f"  {name:30s} " + ", ".join(f"{d} AUC {v['auc']} flags {v['flagged']} -> {v['matches']} {v['decision']}"
                                           for d, v in row["detectors"].items())
@@ -234,14 +263,14 @@ def main() -> None:
         write_json(args.json, {"cpu": cpu, "copy": lineage, "per_method": args.per_method, "rows": rows})
 
 
-def _verdict(flags: np.ndarray, answers: np.ndarray, rnd: np.ndarray, owner, cal: dict) -> dict:
+def _verdict(flags: np.ndarray, answers: np.ndarray, rnd: np.ndarray, owner, cal: dict, level: float = 0.01) -> dict:
     """The owner's verdict when the copy answers the flagged queries at random."""
     from charex.null import p_value
 
     k = int((np.where(flags, rnd, answers) == owner.targets.numpy()).sum())
     pval = p_value(cal, k, owner.n)
     return {"flagged": int(flags.sum()), "matches": k, "p_value": pval,
-            "decision": "derived" if pval <= 0.01 else "not derived"}
+            "decision": "derived" if pval <= level else "not derived"}
 
 
 if __name__ == "__main__":
