@@ -52,7 +52,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     preset = dict(PRESETS[args.preset])
     start = args.start or preset.pop("start", "noise")  # where the examples begin is not a GenerationConfig field
-    preset.pop("start", None)
+    preset.pop("start", None)  # also when --start overrode it
     given = {k: getattr(args, k) for k in ("method", "n", "steps", "alpha", "delta", "q", "k", "ref_weight",
                                            "surrogate_weight", "eot")
              if getattr(args, k) is not None}
@@ -243,8 +243,8 @@ def register(add: Add) -> None:
                         "CIFAR-10 test images, --data): frontier stitching (Le Merrer et al. 2019), IPGuard "
                         "(Cao et al. 2021), sensitive samples (He et al. 2019)")
     g.add_argument("--start", choices=["noise", "natural"],
-                   help="noise: from U[0,1] (the paper, default); natural: from real CIFAR-10 test images (--data), "
-                        "which a thief's query detector does not spot as easily (docs/results.md)")
+                   help="noise: from U[0,1] (the paper; every preset but stealth); natural: from real images "
+                        "(--data), which a thief's query detector does not spot as easily (docs/results.md)")
     g.add_argument("--data", help="--baseline: CIFAR-10 folder (default: the shared copy); --start natural / --preset "
                                   "stealth: that, or a folder of class folders of your own images (any input size)")
     g.add_argument("--n", type=int, help="number of examples (default 100)")

@@ -200,6 +200,8 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
         if not isinstance(select, dict) or not isinstance(select.get("candidates"), int) or \
                 select["candidates"] < cfg.n:
             raise CharexError(f"{spec['name']}: select needs candidates >= n, got {select!r}")
+        if "baseline" in spec or spec.get("start", "noise") != "noise":
+            raise CharexError(f"{spec['name']}: select works on noise-start characteristic examples only")
         sel_refs = {k: m for k, m in pools.get("generation", {}).items() if k not in refs}
         sel_surs = {k: m for k, m in pools.get("surrogates", {}).items() if k not in surs}
         if not sel_refs or not sel_surs:
@@ -231,7 +233,9 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
             or any(made.get("params", {}).get(k) != v for k, v in baseline["params"].items()) or \
             sorted(r["name"] for r in fp.meta.get("references", [])) != sorted(refs)
     else:
-        used = lambda key: sorted(r["name"] for r in fp.meta.get(key, []) if r.get("role") != "selection")  # noqa
+        def used(key: str) -> list[str]:  # the models generation used (not those that selected)
+            return sorted(r["name"] for r in fp.meta.get(key, []) if r.get("role") != "selection")
+
         stale = fp is None or fp.config != resolved or fp.meta.get("start", "noise") != start or \
             used("references") != sorted(refs) or used("surrogates") != sorted(surs) or \
             fp.meta.get("selection", {}).get("candidates") != (select or {}).get("candidates")
