@@ -67,9 +67,11 @@ def fit_detectors(copy: torch.nn.Module, own_x: torch.Tensor, natural_train: tor
 
 
 def adaptive_thief(detectors: dict, copy: torch.nn.Module, owner, cal: dict, natural_cal: torch.Tensor,
-                   natural_test: torch.Tensor, level: float = 0.01) -> dict:
+                   natural_test: torch.Tensor, level: float = 0.01, channel: str | None = None) -> dict:
     """Each detector's AUC (owner's queries vs natural test images) and the owner's verdict when the copy answers
-    what that detector flags (1% false positives on ``natural_cal``) at random; ``any``: flagged by any detector."""
+    what that detector flags (1% false positives on ``natural_cal``) at random; ``any``: flagged by any detector.
+    With ``channel`` (e.g. ``jpeg:75``), also ``any+CHANNEL``: the thief filters as for ``any`` and passes every
+    query it does answer through the channel first (``charex.channels``) before its copy sees it."""
     from charex.metrics import roc_auc
 
     x = owner.pixels()
@@ -83,6 +85,12 @@ def adaptive_thief(detectors: dict, copy: torch.nn.Module, owner, cal: dict, nat
         out[name] = {"auc": round(roc_auc(det(x), det(natural_test)), 3), **_verdict(flags, answers, rnd, owner, cal,
                                                                                      level)}
     out["any"] = {"auc": None, **_verdict(any_flag, answers, rnd, owner, cal, level)}
+    if channel:
+        from charex.channels import parse_channel
+
+        with torch.no_grad():
+            through = copy(parse_channel(channel)(owner.images).float() / 255).argmax(1).numpy()
+        out[f"any+{channel}"] = {"auc": None, **_verdict(any_flag, through, rnd, owner, cal, level)}
     return out
 
 

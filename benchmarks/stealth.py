@@ -15,8 +15,9 @@ each method row (``--methods``; default: the default, the stealth candidates and
 2. The adaptive thief (rows in ``--thief-methods``). Per useful copy (``--thief-copies all``; ``one``: the 90%
    pruned copy only) the thief makes its own examples of the owner's kind on its copy, fits the three detectors of
    ``detection_threat.py`` (small CNN, ResNet-8, Mahalanobis on its copy's features), and answers every query any
-   of them flags at 1% false positives with a random label; the owner's verdict is recomputed. The int8 copy's
-   thief is included (its weights are plain float tensors rounded to an int8 grid).
+   of them flags at 1% false positives with a random label; the owner's verdict is recomputed, and again for a
+   thief who also re-encodes every query it answers (``--thief-channel``, default JPEG 75). The int8 copy's thief
+   is included (its weights are plain float tensors rounded to an int8 grid).
 
 Prints the CPU, the dtype of the run, one line per row and two markdown tables.
 """
@@ -80,6 +81,8 @@ def main() -> None:
                    help="rows the adaptive thief attacks (none: channels only)")
     p.add_argument("--thief-copies", default="all", choices=["all", "one"])
     p.add_argument("--per-method", type=int, default=600, help="the thief's own examples per copy and row")
+    p.add_argument("--thief-channel", default="jpeg:75",
+                   help="the thief also re-encodes what it answers through this channel (reported as any+CHANNEL)")
     p.add_argument("--json")
     args = p.parse_args()
     run = Path(args.run)
@@ -89,7 +92,8 @@ def main() -> None:
     copies, independents = useful_copies(run, args.pool, results)
     print(f"CPU: {cpu}; pool {args.pool}: {len(copies)} useful copies, {len(independents)} independents")
     out: dict = {"cpu": cpu, "revision": git_revision(), "pool": args.pool, "level": level, "channels": CHANNELS,
-                 "per_method": args.per_method, "thief_copies": args.thief_copies, "rows": {}}
+                 "per_method": args.per_method, "thief_copies": args.thief_copies,
+                 "thief_channel": args.thief_channel, "rows": {}}
     for name in args.methods:
         rates = json.loads((run / "rates" / args.pool / f"{name}.json").read_text())
         owner = FingerprintSet.load(run / "fingerprints" / f"{name}.safetensors")
@@ -130,15 +134,22 @@ def main() -> None:
                 t0 = time.perf_counter()
                 own = thief_examples(copy, owner, data["thief_data"], refs, args.per_method)
                 dets = fit_detectors(copy, own, data["natural_train"], maha)
-                res = adaptive_thief(dets, copy, owner, cal, data["natural_cal"], data["natural_test"], level)
+                res = adaptive_thief(dets, copy, owner, cal, data["natural_cal"], data["natural_test"], level,
+                                     channel=args.thief_channel)
                 res["honest"] = matches(copy, owner.pixels(), owner.targets)
                 res["seconds"] = round(time.perf_counter() - t0, 1)
                 out["rows"].setdefault(name, {}).setdefault("thief", {})[n] = res
                 print(f"  thief on {n[-60:]} | {name}: honest {res['honest']} -> {res['any']['matches']} "
                       f"({res['any']['decision']}); AUC cnn {res['cnn']['auc']} resnet {res['resnet']['auc']} maha "
-                      f"{res['mahalanobis']['auc']}; flagged {res['any']['flagged']} ({res['seconds']} s)", flush=True)
+                      f"{res['mahalanobis']['auc']}; flagged {res['any']['flagged']}{_also(res, args.thief_channel)} "
+                      f"({res['seconds']} s)", flush=True)
                 save(args.json, out)  # a long run keeps what it measured
     print_tables(out, len(copies), len(independents))
+
+
+def _also(res: dict, channel: str) -> str:
+    r = res.get(f"any+{channel}")
+    return f"; also through {channel}: {r['matches']} ({r['decision']})" if r else ""
 
 
 def save(path: str | None, out: dict) -> None:
@@ -163,8 +174,10 @@ def print_tables(out: dict, n_copies: int, n_indep: int) -> None:
     thief_rows = {n: r["thief"] for n, r in out["rows"].items() if r.get("thief")}
     if not thief_rows:
         return
+    ch = out.get("thief_channel")
     print("\n| method | copies | AUC cnn / resnet / mahalanobis: mean (max) | flagged by any: mean (max) | "
-          "matches honest -> adaptive: min | still derived |\n|---|---|---|---|---|---|")
+          f"matches honest -> adaptive: min | still derived | also through {ch}: min matches, still derived |"
+          "\n|---|---|---|---|---|---|---|")
     for name, per in thief_rows.items():
         v = list(per.values())
         auc = " / ".join(f"{np.mean([r[d]['auc'] for r in v]):.3f} ({max(r[d]['auc'] for r in v):.3f})"
@@ -172,7 +185,9 @@ def print_tables(out: dict, n_copies: int, n_indep: int) -> None:
         fl = [r["any"]["flagged"] for r in v]
         print(f"| {name} | {len(v)} | {auc} | {np.mean(fl):.1f} ({max(fl)}) | "
               f"{min(r['honest'] for r in v)} -> {min(r['any']['matches'] for r in v)} | "
-              f"{sum(r['any']['decision'] == 'derived' for r in v)}/{len(v)} |")
+              f"{sum(r['any']['decision'] == 'derived' for r in v)}/{len(v)} | " +
+              (f"{min(r[f'any+{ch}']['matches'] for r in v)}, "
+               f"{sum(r[f'any+{ch}']['decision'] == 'derived' for r in v)}/{len(v)} |" if ch else "- |"))
 
 
 if __name__ == "__main__":
