@@ -45,20 +45,20 @@ THIEF_METHODS = ["natural+ref5-40x0.25-w8", "natural+ref5-40x0.25-w8-eot75", "na
 
 def matches(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> int:
     """How many of ``x`` (N x C x H x W in [0, 1]) ``model`` classifies as their target."""
-    with torch.no_grad():
-        return int((torch.cat([model(x[i:i + 250]).argmax(1) for i in range(0, len(x), 250)]) == targets).sum())
+    from charex.verify import batch_logits
+
+    return int((batch_logits(model, x).argmax(1) == targets).sum())
 
 
 def useful_copies(run: Path, pool: str, results: dict) -> tuple[dict, dict]:
     """(useful weight copies, independents of the pool) as lineage -> model, loaded from the run's cache."""
+    from charex import load_model
     from charex.data import load_cifar10
     from charex.experiments.heldout import Models, is_student, pool_models
 
     profile = results["profile"]
     train, test = load_cifar10(None, "train"), load_cifar10(None, "test")
     models = Models(profile, train, test, run, progress=False, say=lambda m: print(f"  {m}"))
-    from charex import load_model
-
     base = load_model(profile["base"])
     derived = models.derived(base, pool)
     floor = results["accuracy"]["base"] - profile["useful_drop"] / 100
