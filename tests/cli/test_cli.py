@@ -161,6 +161,21 @@ def test_generate_baseline_from_real_images(tmp_path, model_files, capsys) -> No
     assert FingerprintSet.load(out).meta["baseline"]["name"] == "ipguard"
 
 
+def test_generate_with_conferrability_selection(tmp_path, model_files, capsys) -> None:
+    out = tmp_path / "cae.safetensors"
+    m = {k: str(v) for k, v in model_files.items()}
+    args = ["generate", m["base"], "--n", "4", "--steps", "2", "--quiet", "--references", m["ind1"], "--surrogates",
+            m["ind2"], "-o", str(out)]
+    assert main(args + ["--select-from", "8"]) == 2  # selection models are required
+    assert "--selection-references" in capsys.readouterr().err and not out.exists()
+    assert main(args + ["--select-from", "8", "--selection-references", m["ind3"], "--selection-surrogates",
+                        m["ind4"]]) == 0
+    fp = FingerprintSet.load(out)
+    assert fp.n == 4 and fp.meta["selection"]["candidates"] == 8
+    assert [r.get("role") for r in fp.meta["references"]] == [None, "selection"]
+    assert main(["calibrate", str(out), "--reference", m["ind3"], m["ind5"], "-o", str(tmp_path / "c.st")]) == 2
+
+
 def test_generate_from_natural_images(tmp_path, model_files) -> None:
     import sys
     from pathlib import Path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -70,8 +71,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         shape = args.input_shape or model.card.get("input_shape") or (3, 32, 32)
         x0 = start_images(args.data, shape, cfg.n, cfg.seed)
-    fp = generate(model, cfg, x0=x0, input_shape=args.input_shape, references=refs, surrogates=surs,
-                  progress=not args.quiet)
+    if args.select_from is not None:  # CAE: more candidates, the most conferrable kept (docs/method.md)
+        from ..select import select_conferrable
+
+        if args.select_from < cfg.n or not args.selection_references or not args.selection_surrogates:
+            raise CharexError("--select-from N needs N >= --n and both --selection-references and "
+                              "--selection-surrogates (models not used in generation)")
+        if x0 is not None:
+            raise CharexError("--select-from works with noise starts only")
+        many = generate(model, dataclasses.replace(cfg, n=args.select_from), input_shape=args.input_shape,
+                        references=refs, surrogates=surs, progress=not args.quiet)
+        fp = select_conferrable(many, cfg.n, base=model,
+                                references={m: load(args, m) for m in args.selection_references},
+                                surrogates={m: load(args, m) for m in args.selection_surrogates})
+    else:
+        fp = generate(model, cfg, x0=x0, input_shape=args.input_shape, references=refs, surrogates=surs,
+                      progress=not args.quiet)
     if x0 is not None:
         fp.meta["start"] = "natural"
     fp.save(args.output)
@@ -132,8 +147,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.suspect and not args.answers:
         raise CharexError("name at least one suspect model or --answers FILE")
     if args.transform:  # simulate an image API's channel on the queries (local and remote suspects)
-        import dataclasses
-
         from ..channels import parse_channel
 
         if args.answers:
@@ -234,6 +247,12 @@ def register(add: Add) -> None:
                    help="your own students of MODEL (e.g. charex derive distill on your data) to pull the examples "
                         "toward, so that they transfer to students too; recorded, and refused for calibration")
     g.add_argument("--surrogate-weight", type=float, help="weight of the surrogate term (default 4)")
+    g.add_argument("--select-from", type=int, metavar="N",
+                   help="generate N candidates and keep the --n most conferrable (Lukas et al. 2021): most likely "
+                        "on --selection-surrogates and least on --selection-references, models not used in "
+                        "generation and then refused for calibration (docs/results.md: it did not help here)")
+    g.add_argument("--selection-references", nargs="+", metavar="MODEL", help="--select-from: independent models")
+    g.add_argument("--selection-surrogates", nargs="+", metavar="MODEL", help="--select-from: students of MODEL")
     g.add_argument("--eot", metavar="SPECS",
                    help="make the examples survive an image API's channel: the loss is also taken through each of "
                         "these comma-separated channels (e.g. jpeg:75 or jpeg:75,shift:1; see verify --transform)")
