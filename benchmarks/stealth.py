@@ -45,9 +45,9 @@ THIEF_METHODS = ["natural+ref5-40x0.25-w8", "natural+ref5-40x0.25-w8-eot75", "na
 
 def matches(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> int:
     """How many of ``x`` (N x C x H x W in [0, 1]) ``model`` classifies as their target."""
-    from charex.verify import batch_logits
+    from charex.verify import predict
 
-    return int((batch_logits(model, x).argmax(1) == targets).sum())
+    return int((predict(model, x) == targets).sum())
 
 
 def useful_copies(run: Path, pool: str, results: dict) -> tuple[dict, dict]:

@@ -96,6 +96,9 @@ def audit(fp: FingerprintSet, base: nn.Module, *, references: Models | None = No
     if fp.meta.get("baseline"):
         raise CharexError("this fingerprint was made by a baseline method, not by charex generate; audit re-runs "
                           "charex generation only")
+    if fp.meta.get("selection"):
+        raise CharexError(f"this fingerprint keeps {fp.n} of {fp.meta['selection'].get('candidates')} candidates "
+                          "chosen by conferrability (generate --select-from); audit re-runs plain generation only")
     if fp.images.dtype != torch.uint8:
         raise CharexError("audit needs a quantized (uint8) fingerprint, as generate saves them")
     checks: list[Check] = []

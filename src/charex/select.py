@@ -4,17 +4,21 @@ optimised on."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from .errors import CharexError
 from .fingerprint import FingerprintSet
+from .generate import generate
 from .models.normalized import state_digest
-from .models.probe import Models, eval_mode, named_models
+from .models.probe import Models, named_models
+from .types import GenerationConfig
+from .verify import batch_logits, predict
 
 
-def conferrability(fp: FingerprintSet, surrogates: Models, references: Models, batch: int = 250) -> torch.Tensor:
+def conferrability(fp: FingerprintSet, surrogates: Models, references: Models) -> torch.Tensor:
     """CAE's conferrability score of every example (N): mean_s p_s(t | x) * (1 - mean_r p_r(t | x)).
 
     High: the example's target is predicted by the base's students (``surrogates``) and not by independent
@@ -27,12 +31,8 @@ def conferrability(fp: FingerprintSet, surrogates: Models, references: Models, b
     x, t = fp.pixels(), fp.targets
 
     def p_target(models: list[tuple[str, nn.Module]]) -> torch.Tensor:
-        out = []
-        for _, m in models:
-            with eval_mode(m), torch.no_grad():
-                p = torch.cat([torch.softmax(m(x[i:i + batch]).float(), 1) for i in range(0, len(x), batch)])
-            out.append(p.gather(1, t[:, None])[:, 0])
-        return torch.stack(out).mean(0)
+        return torch.stack([torch.softmax(batch_logits(m, x, name=name), 1).gather(1, t[:, None])[:, 0]
+                            for name, m in models]).mean(0)
 
     return p_target(sur) * (1 - p_target(ref))
 
@@ -61,11 +61,11 @@ def select_conferrable(fp: FingerprintSet, n: int, *, surrogates: Models, refere
     score = conferrability(fp, surrogates, references)
     hit = None
     if base is not None:
-        with eval_mode(base), torch.no_grad():
-            hit = torch.cat([base(fp.pixels()[i:i + 250]).argmax(1) for i in range(0, fp.n, 250)]) == fp.targets
+        hit = predict(base, fp.pixels(), name="base model") == fp.targets
         score = torch.where(hit, score, score - 2.0)  # scores lie in [0, 1]: misses rank last
-    order = sorted(range(fp.n), key=lambda i: (-float(score[i]), i))[:n]
-    keep = torch.tensor(sorted(order))
+    kept = torch.zeros(fp.n, dtype=torch.bool)
+    kept[sorted(range(fp.n), key=lambda i: (-float(score[i]), i))[:n]] = True
+    keep = kept.nonzero()[:, 0]
     meta = dict(fp.meta)
     for key, models in (("references", references), ("surrogates", surrogates)):
         meta[key] = list(meta.get(key, [])) + [{"name": name, "digest": state_digest(m), "role": "selection"}
@@ -73,7 +73,20 @@ def select_conferrable(fp: FingerprintSet, n: int, *, surrogates: Models, refere
     if hit is not None:
         meta["base_match_rate"] = float(hit[keep].float().mean())
     meta["selection"] = {"score": "conferrability (Lukas et al. 2021)", "candidates": fp.n, "kept": n,
-                         "min_score_kept": float(score[keep].min()), "max_score_dropped":
-                         float(score[[i for i in range(fp.n) if i not in set(order)]].max()) if n < fp.n else None}
+                         "min_score_kept": float(score[kept].min()),
+                         "max_score_dropped": float(score[~kept].max()) if n < fp.n else None}
     return dataclasses.replace(fp, images=fp.images[keep], targets=fp.targets[keep],
                                config=dataclasses.replace(fp.config, n=n), meta=meta, calibration=None)
+
+
+def generate_conferrable(model: nn.Module, config: GenerationConfig, candidates: int, *, references: Models | None,
+                         surrogates: Models | None, selection_references: Models, selection_surrogates: Models,
+                         input_shape: Sequence[int] | None = None, progress: bool = False) -> FingerprintSet:
+    """``generate`` ``candidates`` examples (noise start) with ``config`` and keep the ``config.n`` most conferrable,
+    judged by the selection models (:func:`select_conferrable`)."""
+    if candidates < config.n:
+        raise CharexError(f"need at least n = {config.n} candidates, got {candidates}")
+    many = generate(model, dataclasses.replace(config, n=candidates), input_shape=input_shape, references=references,
+                    surrogates=surrogates, progress=progress)
+    return select_conferrable(many, config.n, surrogates=selection_surrogates, references=selection_references,
+                              base=model)

@@ -94,6 +94,8 @@ def test_baselines_and_float_sets_are_refused(parts) -> None:
         audit(dataclasses.replace(fp, meta={**fp.meta, "baseline": {"name": "ipguard"}}), parts["base"])
     with pytest.raises(CharexError, match="uint8"):
         audit(dataclasses.replace(fp, images=fp.pixels()), parts["base"])
+    with pytest.raises(CharexError, match="conferrability"):  # an error (exit 2), never a failed check (exit 1)
+        audit(dataclasses.replace(fp, meta={**fp.meta, "selection": {"candidates": 300}}), parts["base"])
 
 
 def test_generation_is_bit_identical_across_runs_and_threads(parts) -> None:

@@ -52,8 +52,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return _baseline(args)
 
     preset = dict(PRESETS[args.preset])
-    start = args.start or preset.pop("start", "noise")  # where the examples begin is not a GenerationConfig field
-    preset.pop("start", None)  # also when --start overrode it
+    start = args.start or preset.get("start", "noise")  # where the examples begin is not a GenerationConfig field
+    preset.pop("start", None)
     given = {k: getattr(args, k) for k in ("method", "n", "steps", "alpha", "delta", "q", "k", "ref_weight",
                                            "surrogate_weight", "eot")
              if getattr(args, k) is not None}
@@ -72,18 +72,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         shape = args.input_shape or model.card.get("input_shape") or (3, 32, 32)
         x0 = start_images(args.data, shape, cfg.n, cfg.seed)
     if args.select_from is not None:  # CAE: more candidates, the most conferrable kept (docs/method.md)
-        from ..select import select_conferrable
+        from ..select import generate_conferrable
 
         if args.select_from < cfg.n or not args.selection_references or not args.selection_surrogates:
             raise CharexError("--select-from N needs N >= --n and both --selection-references and "
                               "--selection-surrogates (models not used in generation)")
         if x0 is not None:
             raise CharexError("--select-from works with noise starts only")
-        many = generate(model, dataclasses.replace(cfg, n=args.select_from), input_shape=args.input_shape,
-                        references=refs, surrogates=surs, progress=not args.quiet)
-        fp = select_conferrable(many, cfg.n, base=model,
-                                references={m: load(args, m) for m in args.selection_references},
-                                surrogates={m: load(args, m) for m in args.selection_surrogates})
+        fp = generate_conferrable(model, cfg, args.select_from, references=refs, surrogates=surs,
+                                  selection_references={m: load(args, m) for m in args.selection_references},
+                                  selection_surrogates={m: load(args, m) for m in args.selection_surrogates},
+                                  input_shape=args.input_shape, progress=not args.quiet)
     else:
         fp = generate(model, cfg, x0=x0, input_shape=args.input_shape, references=refs, surrogates=surs,
                       progress=not args.quiet)

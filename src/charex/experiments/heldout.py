@@ -256,11 +256,11 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
             fp = generate(base, cfg, x0=x0, references=refs or None, surrogates=surs or None, progress=progress)
             fp.meta["start"] = "natural"
         elif select:
-            from ..select import select_conferrable
+            from ..select import generate_conferrable
 
-            many = generate(base, dataclasses.replace(cfg, n=select["candidates"]), references=refs or None,
-                            surrogates=surs or None, progress=progress)
-            fp = select_conferrable(many, cfg.n, surrogates=sel_surs, references=sel_refs, base=base)
+            fp = generate_conferrable(base, cfg, select["candidates"], references=refs or None,
+                                      surrogates=surs or None, selection_references=sel_refs,
+                                      selection_surrogates=sel_surs, progress=progress)
         else:
             fp = generate(base, cfg, references=refs or None, surrogates=surs or None, progress=progress)
         fp.meta["generation_seconds"] = round(time.perf_counter() - t0, 1)
