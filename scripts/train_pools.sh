@@ -32,3 +32,6 @@ V="--arch vit --arch-kw dim=96 --arch-kw depth=4 --arch-kw heads=4 --epochs 8 --
 t vit-s501 $V --seed 501
 t vit-s502 $V --seed 502
 t vit-s500 $V --seed 500
+# the owner's twins of the base (its recipe, other seeds) for mistake fingerprints (benchmarks/mistakes.py)
+t cnn1-s9-twin --arch cnn1 --width 0.25 --seed 9 --epochs 15
+t cnn1-s10-twin --arch cnn1 --width 0.25 --seed 10 --epochs 15

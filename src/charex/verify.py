@@ -52,8 +52,15 @@ def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name:
     return batch_logits(model, pixels, batch_size, name).argmax(1) if len(pixels) else torch.zeros(0, dtype=torch.int64)
 
 
+def _require_match_fingerprint(fp: FingerprintSet) -> None:
+    if "mistakes" in fp.meta:  # its sections are compared with each other, never counted together
+        raise CharexError("this is a mistake fingerprint (charex.mistakes): judge suspects with "
+                          "`charex mistakes-verify`, not by match counts")
+
+
 def match_count(model: nn.Module, fp: FingerprintSet, name: str = "model") -> int:
     """Number of fingerprint examples ``model`` classifies as their target label."""
+    _require_match_fingerprint(fp)
     probe_model(model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
     return int((predict(model, fp.pixels(), name=name) == fp.targets).sum())
 
@@ -79,6 +86,7 @@ def verdict_from_count(fp: FingerprintSet, name: str, k: int, m: int | None = No
                        extra: dict[str, Any] | None = None) -> Verdict:
     """The verdict for ``k`` matches among ``m`` (default all n) of ``fp``'s examples: ``uncalibrated`` without
     a calibration block, else p = P(K_m >= k) under the calibrated null scaled to m examples."""
+    _require_match_fingerprint(fp)
     m = fp.n if m is None else m
     cal = fp.calibration
     if cal is None:
@@ -190,6 +198,7 @@ def verify_answers(fp: FingerprintSet, answers: Mapping[int, int], name: str = "
     Example:
         >>> v = verify_answers(fp, read_answers("answers.csv", fp), "api.example.com")  # doctest: +SKIP
     """
+    _require_match_fingerprint(fp)
     if not answers:
         raise CharexError("no answers to verify")
     idx = sorted(answers)

@@ -1,0 +1,167 @@
+"""Mistake fingerprints (charex.mistakes) on a held-out run: chosen on the validation pool, reported on the held-out one.
+
+    python benchmarks/mistakes.py --run runs/heldout --json docs/data/students-mistakes.json
+
+Needs a finished ``charex reproduce heldout`` run (its results and model cache), the owner's extra twins
+(``scripts/train_pools.sh`` trains them into runs/pool) and the validation students (``--validation-students``,
+students of the base on the thief's half that the held-out run never sees; the commands are in docs/results.md).
+
+The owner's panel: the base, its twins (every generation-pool model of the base's recipe, plus ``--twins``) and the
+rest of the generation pool as references. Its labelled images, two sources:
+  owner  the owner's half of the training set (half-a) and the test split: disjoint from every thief's data;
+  all    the whole training set and the test split: the thief's half-b included, as when a thief queries with the
+         public data the base was trained on.
+Choice (validation pool only, rule fixed before the held-out pool is read): over max_agree in {1, 2, 3} and the
+number of twins (1 or all), on the ``owner`` source, the configuration with no validation independent judged
+derived at --level that maximises the smallest -log10 p of the validation students. The chosen one is then run on
+the held-out pool (calibration pool for the null) with both sources. Prints the CPU and, per group, the verdicts,
+AUC and TPR at 1% FPR against the held-out independents, with each model's accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+
+def main() -> None:
+    import torch
+
+    from charex import load_model
+    from charex.data import load_cifar10
+    from charex.data.cifar10 import thief_split
+    from charex.derive import quantize_int8
+    from charex.experiments.heldout import is_student
+    from charex.experiments.provenance import cpu_description, write_json
+    from charex.metrics import roc_auc, tpr_at_fpr
+    from charex.mistakes import calibrate_mistakes, mistake_queries, score
+    from charex.models.loading import bundled_dir
+    from charex.verify import predict
+    from charex.zoo import ModelCache
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default="runs/heldout")
+    p.add_argument("--twins", nargs="*", default=["runs/pool/cnn1-s9-twin.safetensors",
+                                                  "runs/pool/cnn1-s10-twin.safetensors"])
+    p.add_argument("--validation-students", nargs="*", default=["runs/validation-students/cnn1-T4-s1110.safetensors",
+                                                                "runs/validation-students/resnet14-T4-s1120.safetensors"])
+    p.add_argument("--level", type=float, default=0.01)
+    p.add_argument("--json")
+    a = p.parse_args()
+    run = Path(a.run)
+    print(f"CPU: {cpu_description()}", flush=True)
+    train, test = load_cifar10(None, "train"), load_cifar10(None, "test")
+    res = json.loads((run / "results-heldout.json").read_text())
+    val_res = json.loads((run / "results-validation.json").read_text())
+    cache = ModelCache(run / "models")
+    folders = [bundled_dir()] + [Path(f) for f in res["profile"].get("model_folders", [])]
+    base = load_model(res["profile"]["base"])
+
+    def get(lineage: str):
+        if lineage.endswith("|quantize(int8)"):  # deterministic, never cached by the run
+            return quantize_int8(base)
+        cache.adopt(lineage, train.digest, folders)
+        return cache.get(lineage, train.digest)
+
+    recipe = {k: base.card.get(k) for k in ("arch", "arch_kwargs", "epochs")}
+    generation = {n: get(n) for n in res["accuracy"]["pools"]["generation"]}
+    twins = {n: m for n, m in generation.items() if {k: m.card.get(k) for k in recipe} == recipe}
+    twins.update({Path(f).stem: load_model(f) for f in a.twins})
+    refs = [m for n, m in generation.items() if n not in twins]
+    print(f"twins: {', '.join(twins)}; references: {len(refs)}", flush=True)
+    twin_list = list(twins.values())
+    panel = [base, *twin_list, *refs]
+
+    half_a, _ = thief_split(train, "half-a")
+    sources = {"owner": (torch.cat([half_a.images, test.images]), torch.cat([half_a.labels, test.labels])),
+               "all": (torch.cat([train.images, test.images]), torch.cat([train.labels, test.labels]))}
+    preds = {}
+    for s, (imgs, _) in sources.items():
+        x = imgs.float() / 255
+        preds[s] = torch.stack([predict(m, x, name=f"panel model {i}") for i, m in enumerate(panel)])
+        print(f"panel labels on {s}: {len(imgs)} images", flush=True)
+
+    def fingerprint(source: str, max_agree: int, n_twins: int):
+        keep = [0, *range(1, 1 + n_twins), *range(1 + len(twin_list), len(panel))]
+        imgs, labels = sources[source]
+        return mistake_queries(base, twin_list[:n_twins], imgs, labels, references=refs, max_agree=max_agree,
+                               predictions=preds[source][keep])
+
+    def log10p(v: float) -> float:
+        return -math.log10(max(v, 1e-300))
+
+    calibration = {n: get(n) for n in res["accuracy"]["pools"]["calibration"]}
+    validation = {n: get(n) for n in val_res["accuracy"]["pools"]["validation"]}
+    val_students = {Path(f).stem: load_model(f) for f in a.validation_students}
+    selection = []
+    for max_agree in (1, 2, 3):
+        for n_twins in sorted({1, len(twin_list)}):
+            fp = fingerprint("owner", max_agree, n_twins)
+            null = calibrate_mistakes(fp, calibration)
+            ind = {n: null.p_value(score(fp, m, n)) for n, m in validation.items()}
+            stu = {n: null.p_value(score(fp, m, n)) for n, m in val_students.items()}
+            row = {"max_agree": max_agree, "twins": n_twins, "sections": fp.meta["mistakes"]["sections"],
+                   "calibration_scale": null.scale, "independents_p": ind, "students_p": stu,
+                   "false_claims": sum(v <= a.level for v in ind.values()),
+                   "students_min_log10p": min(log10p(v) for v in stu.values())}
+            selection.append(row)
+            print(f"validation: max_agree {max_agree}, twins {n_twins}, sections {row['sections']}: independents "
+                  f"p >= {min(ind.values()):.3g} ({row['false_claims']} claimed), students p "
+                  f"{', '.join(f'{v:.3g}' for v in stu.values())}", flush=True)
+    ok = [r for r in selection if r["false_claims"] == 0] or selection
+    chosen = max(ok, key=lambda r: r["students_min_log10p"])
+    print(f"chosen: max_agree {chosen['max_agree']}, twins {chosen['twins']}", flush=True)
+
+    accs = res["accuracy"]
+    base_acc = accs["base"]
+    drops = {"weights": res["profile"]["useful_drop"], "student": res["profile"].get("student_useful_drop", 3.0)}
+    groups = {"independent (heldout)": accs["pools"]["heldout"], **accs["derived"]}
+    reported = {}
+    for source in sources:
+        fp = fingerprint(source, chosen["max_agree"], chosen["twins"])
+        null = calibrate_mistakes(fp, calibration)
+        rows = []
+        for g, models in groups.items():
+            for lineage, acc in models.items():
+                s = score(fp, get(lineage), lineage)
+                pv = null.p_value(s)
+                ind = g.startswith("independent")
+                useful = ind or acc is None or 100 * (base_acc - acc) <= drops["student" if is_student(g) else "weights"]
+                rows.append({"group": g, "model": lineage, "accuracy": acc, "useful": useful, **s.to_dict(),
+                             "p_value": pv, "derived": pv <= a.level})
+        neg = [r["d"] for r in rows if r["group"].startswith("independent")]
+        summary = {}
+        print(f"\nsource {source}: sections {fp.meta['mistakes']['sections']} (base, twins), calibration rms d "
+              f"{null.scale:.4f}\n| group | models (useful) | accuracy | d | judged derived (useful) | AUC | TPR@1% |"
+              "\n|---|---|---|---|---|---|---|")
+        for g in groups:
+            sel = [r for r in rows if r["group"] == g]
+            use = sel if g.startswith("independent") else [r for r in sel if r["useful"]]
+            pos = [r["d"] for r in use]
+            summary[g] = {"n": len(sel), "n_useful": len(use), "derived": sum(r["derived"] for r in use),
+                          "auc": None if g.startswith("independent") or not use else roc_auc(pos, neg),
+                          "tpr_at_1pct": None if g.startswith("independent") or not use else tpr_at_fpr(pos, neg, 0.01)}
+            accs_g = [100 * r["accuracy"] for r in sel if r["accuracy"] is not None]
+            sm = summary[g]
+            print(f"| {g} | {len(sel)} ({len(use)}) | {min(accs_g):.1f}-{max(accs_g):.1f}% | "
+                  f"{min(r['d'] for r in sel):+.3f} to {max(r['d'] for r in sel):+.3f} | {sm['derived']}/{len(use)} | "
+                  + ("-" if sm["auc"] is None else f"{sm['auc']:.3f}") + " | "
+                  + ("-" if sm["tpr_at_1pct"] is None else f"{sm['tpr_at_1pct']:.2f}") + " |", flush=True)
+        students = [r for r in rows if is_student(r["group"]) and r["useful"]]
+        claims = sum(r["derived"] for r in rows if r["group"].startswith("independent"))
+        if students:
+            print(f"useful students: {sum(r['derived'] for r in students)}/{len(students)} judged derived, AUC "
+                  f"{roc_auc([r['d'] for r in students], neg):.3f}; false claims {claims}/{len(neg)}", flush=True)
+        reported[source] = {"sections": fp.meta["mistakes"]["sections"], "calibration": null.to_dict(),
+                            "rows": rows, "summary": summary, "false_claims": claims, "queries": fp.n}
+    if a.json:
+        write_json(a.json, {"cpu": cpu_description(), "level": a.level, "twins": list(twins),
+                            "references": len(refs), "validation_students": list(val_students),
+                            "selection": selection, "chosen": {k: chosen[k] for k in ("max_agree", "twins")},
+                            "heldout": reported})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The mistakes commands: fingerprints for students (charex.mistakes): make one, and judge suspects with it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import torch
+
+from ..errors import CharexError
+from .common import EXIT_DERIVED, EXIT_NOT_DERIVED, Add, add_model_args, load, print_json
+
+EXAMPLES = {
+    "mistakes-make": "charex mistakes-make bundled:base --twin bundled:independent-1 --reference bundled:other-arch "
+                     "bundled:reference-plain --data ../shared/datasets/cifar10 -o mistakes.safetensors",
+    "mistakes-verify": "charex mistakes-verify mistakes.safetensors student.safetensors --independent "
+                       "bundled:independent-2 bundled:independent-3 bundled:independent-plain",
+}
+
+
+def labelled_images(data: str | None, shape: list[int], classes: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The owner's labelled images as uint8 N x C x H x W and N labels: every CIFAR-10 image (train and test) of a
+    CIFAR-10 location, or a folder of class folders (sorted names must be the model's classes, when it names them)."""
+    from ..data.cifar10 import load_cifar10
+    from ..data.folder import ImageFolder
+
+    try:
+        train, test = load_cifar10(data, "train"), load_cifar10(data, "test")
+    except CharexError:
+        if data is None or not Path(data).is_dir():
+            raise
+    else:
+        return torch.cat([train.images, test.images]), torch.cat([train.labels, test.labels])
+    folder = ImageFolder(data, resize=int(shape[1]), crop=int(shape[1]))
+    if classes is not None and folder.classes != list(classes):
+        raise CharexError(f"{data}'s class folders {folder.classes[:5]}... are not the model's classes "
+                          f"{list(classes)[:5]}... in order")
+    pairs = [folder[i] for i in range(len(folder))]
+    images = (torch.stack([x for x, _ in pairs]) * 255).round().to(torch.uint8)
+    return images, torch.tensor([y for _, y in pairs], dtype=torch.int64)
+
+
+def cmd_make(args: argparse.Namespace) -> int:
+    from ..mistakes import mistake_queries
+
+    base = load(args, args.model)
+    twins = [load(args, s) for s in args.twin]
+    refs = [load(args, s) for s in args.reference]
+    card = getattr(base, "card", {}) or {}
+    shape = card.get("input_shape") or [3, 32, 32]
+    images, labels = labelled_images(args.data, shape, card.get("classes"))
+    fp = mistake_queries(base, twins, images, labels, references=refs, max_agree=args.max_agree,
+                         per_model=args.per_model, seed=args.seed)
+    fp.save(args.output)
+    sections = fp.meta["mistakes"]["sections"]
+    if args.json:
+        print_json({"output": str(args.output), "queries": fp.n, "sections": sections,
+                    "twins": fp.meta["twins"], "references": fp.meta["references"]})
+    else:
+        print(f"wrote {fp.n} queries to {args.output}: {sections[0]} distinctive mistakes of the base and "
+              f"{', '.join(map(str, sections[1:]))} of its {len(twins)} twin(s), from {len(images)} labelled images")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..fingerprint import FingerprintSet
+    from ..mistakes import calibrate_mistakes, verify_mistakes
+
+    fp = FingerprintSet.load(args.fingerprint)
+    null = calibrate_mistakes(fp, {s: load(args, s) for s in args.independent})
+    rows = verify_mistakes(fp, null, {s: load(args, s) for s in args.suspect}, level=args.level)
+    if args.json:
+        print_json({"calibration": null.to_dict(), "results": rows})
+    else:
+        print(f"null: d of {len(null.differences)} independent models, rms {null.scale:.4f}")
+        for r in rows:
+            print(f"{r['model']}: repeats {100 * r['rates'][0]:.1f}% of the base's mistakes and "
+                  f"{100 * sum(r['rates'][1:]) / (len(r['rates']) - 1):.1f}% of its twins' (d {r['d']:+.3f}), "
+                  f"p = {r['p_value']:.2g}: {'DERIVED' if r['derived'] else 'NOT DERIVED'}")
+    return EXIT_DERIVED if any(r["derived"] for r in rows) else EXIT_NOT_DERIVED
+
+
+def register(add: Add) -> None:
+    """Add the mistakes-make and mistakes-verify subcommands."""
+    m = add("mistakes-make", cmd_make, EXAMPLES["mistakes-make"],
+            "a fingerprint for students: the base's distinctive mistakes on your labelled images, against its "
+            "twins' (the base's recipe trained with other seeds)")
+    m.add_argument("model", help="the base model")
+    m.add_argument("--twin", nargs="+", required=True, metavar="MODEL",
+                   help="one or more twins: your recipe for the base, trained again with another seed")
+    m.add_argument("--reference", nargs="*", default=[], metavar="MODEL",
+                   help="independent models that only help judge which mistakes are distinctive")
+    m.add_argument("--data", help="your labelled images: a CIFAR-10 location (train and test), or a folder of "
+                                  "class folders; default: the shared CIFAR-10 copy")
+    m.add_argument("--max-agree", type=int, default=2,
+                   help="keep a model's mistake when at most this many other panel models share it (default 2)")
+    m.add_argument("--per-model", type=int, help="at most this many queries per section (default: all)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("-o", "--output", required=True)
+    m.add_argument("--json", action="store_true")
+    add_model_args(m)
+    v = add("mistakes-verify", cmd_verify, EXAMPLES["mistakes-verify"],
+            "judge suspects with a mistake fingerprint: exit 0 when one is judged derived, 1 when none is")
+    v.add_argument("fingerprint")
+    v.add_argument("suspect", nargs="+")
+    v.add_argument("--independent", nargs="+", required=True, metavar="MODEL",
+                   help="two or more models known to be independent of the base (not its twins or references)")
+    v.add_argument("--level", type=float, default=0.01)
+    v.add_argument("--json", action="store_true")
+    add_model_args(v)
+

@@ -1,0 +1,112 @@
+"""Mistake fingerprints (charex.mistakes): sections checked against a count by hand, the statistic and its null
+against scipy, refusals, and a round trip through the file format."""
+
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from charex import FingerprintSet
+from charex.errors import CharexError
+from charex.mistakes import MistakeNull, MistakeScore, calibrate_mistakes, mistake_queries, score, verify_mistakes
+from charex.models import state_digest
+from charex.verify import predict
+from conftest import make_tiny
+
+
+@pytest.fixture(scope="module")
+def setting(trained_tiny):
+    images = torch.randint(0, 256, (600, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    y = torch.randint(0, 10, (600,), generator=torch.Generator().manual_seed(3))  # noisy labels: many mistakes
+    twins = [make_tiny(30 + i, train_steps=60) for i in range(2)]
+    refs = [make_tiny(40, train_steps=60)]
+    return images, y, twins, refs
+
+
+def test_sections_are_each_models_distinctive_mistakes(trained_tiny, setting, tmp_path) -> None:
+    images, y, twins, refs = setting
+    fp = mistake_queries(trained_tiny, twins, images, y, references=refs, max_agree=1)
+    x = images.float() / 255
+    preds = torch.stack([predict(m, x) for m in [trained_tiny, *twins, *refs]])
+    sections = fp.meta["mistakes"]["sections"]
+    assert len(sections) == 3 and sum(sections) == fp.n
+    start = 0
+    for o, size in enumerate(sections):
+        agree = (preds == preds[o]).sum(0) - 1
+        want = torch.nonzero((preds[o] != y) & (agree <= 1)).flatten()
+        assert size == len(want)
+        got = fp.images[start:start + size]
+        assert torch.equal(got, images[want]) and torch.equal(fp.targets[start:start + size], preds[o][want])
+        start += size
+    # each owner repeats its own mistakes: the base scores 1 on section 0, twin t on section t
+    assert score(fp, trained_tiny).rates[0] == 1.0 and score(fp, twins[0]).rates[1] == 1.0
+    assert [r["digest"] for r in fp.meta["twins"]] == [state_digest(t) for t in twins]
+    fp.save(tmp_path / "m.safetensors")
+    back = FingerprintSet.load(tmp_path / "m.safetensors")
+    assert back.meta["mistakes"] == fp.meta["mistakes"] and torch.equal(back.targets, fp.targets)
+    assert score(back, twins[1]).to_dict() == score(fp, twins[1]).to_dict()
+
+
+def test_per_model_caps_every_section(trained_tiny, setting) -> None:
+    images, y, twins, _ = setting
+    fp = mistake_queries(trained_tiny, twins, images, y, max_agree=2, per_model=25, seed=1)
+    assert fp.meta["mistakes"]["sections"] == [25, 25, 25]
+
+
+def test_statistic_and_null_against_scipy() -> None:
+    s = MistakeScore(rates=(0.40, 0.30, 0.20), counts=(400, 300, 200), sizes=(1000, 1000, 1000))
+    assert s.d == pytest.approx(0.40 - 0.25)
+    se = math.sqrt(0.4 * 0.6 / 1000 + (0.3 * 0.7 / 1000 + 0.2 * 0.8 / 1000) / 4)
+    assert s.se == pytest.approx(se)
+    null = MistakeNull((0.01, -0.02, 0.015, -0.005))
+    rms = math.sqrt((0.01 ** 2 + 0.02 ** 2 + 0.015 ** 2 + 0.005 ** 2) / 4)
+    want = max(stats.t.sf(0.15 / rms, df=4), stats.norm.sf(0.15 / se))
+    assert null.scale == pytest.approx(rms) and null.p_value(s) == pytest.approx(want)
+    # a suspect below every bound is not claimed, whatever the calibration spread
+    tiny = MistakeNull((1e-6, -1e-6))
+    weak = MistakeScore(rates=(0.31, 0.30), counts=(31, 30), sizes=(100, 100))
+    assert tiny.p_value(weak) > 0.3
+
+
+def test_refusals(trained_tiny, setting) -> None:
+    images, y, twins, refs = setting
+    with pytest.raises(CharexError, match="at least one twin"):
+        mistake_queries(trained_tiny, [], images, y)
+    with pytest.raises(CharexError, match="same weights"):
+        mistake_queries(trained_tiny, [trained_tiny], images, y)
+    with pytest.raises(CharexError, match="uint8"):
+        mistake_queries(trained_tiny, twins, images.float(), y)
+    with pytest.raises(CharexError, match="distinctive mistakes"):
+        mistake_queries(trained_tiny, twins, images[:30], y[:30], max_agree=0)
+    fp = mistake_queries(trained_tiny, twins, images, y, references=refs)
+    for taken, what in ((twins[0], "twin"), (refs[0], "reference"), (trained_tiny, "base")):
+        with pytest.raises(CharexError, match=what):
+            calibrate_mistakes(fp, {"a": taken, "b": make_tiny(50, train_steps=5)})
+    with pytest.raises(CharexError, match="two or more"):
+        calibrate_mistakes(fp, [make_tiny(50, train_steps=5)])
+    plain = FingerprintSet(images=fp.images, targets=fp.targets, config=fp.config,
+                           meta={k: v for k, v in fp.meta.items() if k != "mistakes"})
+    with pytest.raises(CharexError, match="not a mistake fingerprint"):
+        score(plain, trained_tiny)
+
+
+def test_verdicts_name_each_suspect(trained_tiny, setting) -> None:
+    images, y, twins, refs = setting
+    fp = mistake_queries(trained_tiny, twins, images, y, references=refs)
+    null = calibrate_mistakes(fp, {f"ind{i}": make_tiny(60 + i, train_steps=60) for i in range(3)})
+    rows = verify_mistakes(fp, null, {"base": trained_tiny, "other": make_tiny(70, train_steps=60)})
+    assert [r["model"] for r in rows] == ["base", "other"]
+    assert rows[0]["derived"] and rows[0]["rates"][0] == 1.0  # the base repeats all its own mistakes
+    assert all(0 <= r["p_value"] <= 1 for r in rows)
+
+
+def test_match_count_paths_refuse_a_mistake_fingerprint(trained_tiny, setting) -> None:
+    from charex.verify import calibrate, verify, verify_answers
+
+    images, y, twins, _ = setting
+    fp = mistake_queries(trained_tiny, twins, images, y)
+    for call in (lambda: verify(fp, [trained_tiny]), lambda: calibrate(fp, [twins[0], twins[1]]),
+                 lambda: verify_answers(fp, {0: 1})):
+        with pytest.raises(CharexError, match="mistakes-verify"):
+            call()
