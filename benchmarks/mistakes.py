@@ -83,11 +83,11 @@ def main() -> None:
         preds[s] = torch.stack([predict(m, x, name=f"panel model {i}") for i, m in enumerate(panel)])
         print(f"panel labels on {s}: {len(imgs)} images", flush=True)
 
-    def fingerprint(source: str, max_agree: int, n_twins: int):
+    def fingerprint(source: str, max_agree: int, n_twins: int, per_model: int | None = None):
         keep = [0, *range(1, 1 + n_twins), *range(1 + len(twin_list), len(panel))]
         imgs, labels = sources[source]
         return mistake_queries(base, twin_list[:n_twins], imgs, labels, references=refs, max_agree=max_agree,
-                               predictions=preds[source][keep])
+                               per_model=per_model, predictions=preds[source][keep])
 
     def log10p(v: float) -> float:
         return -math.log10(max(v, 1e-300))
@@ -154,8 +154,22 @@ def main() -> None:
         if students:
             print(f"useful students: {sum(r['derived'] for r in students)}/{len(students)} judged derived, AUC "
                   f"{roc_auc([r['d'] for r in students], neg):.3f}; false claims {claims}/{len(neg)}", flush=True)
+        budget = []  # fewer queries: at most per_model per section (the same draw for every model)
+        for per_model in (250, 500, 1000):
+            small = fingerprint(source, chosen["max_agree"], chosen["twins"], per_model)
+            small_null = calibrate_mistakes(small, calibration)
+            verdicts = {r["model"]: small_null.p_value(score(small, get(r["model"]), r["model"])) <= a.level
+                        for r in rows if r["group"].startswith("independent") or (is_student(r["group"]) and r["useful"])}
+            budget.append({"per_model": per_model, "queries": small.n,
+                           "students_derived": sum(v for n, v in verdicts.items() if n in {r["model"] for r in students}),
+                           "students": len(students), "false_claims": sum(v for n, v in verdicts.items() if n not in
+                                                                          {r["model"] for r in students})})
+            print(f"  at most {per_model} per section ({small.n} queries): useful students "
+                  f"{budget[-1]['students_derived']}/{len(students)}, false claims {budget[-1]['false_claims']}/"
+                  f"{len(neg)}", flush=True)
         reported[source] = {"sections": fp.meta["mistakes"]["sections"], "calibration": null.to_dict(),
-                            "rows": rows, "summary": summary, "false_claims": claims, "queries": fp.n}
+                            "rows": rows, "summary": summary, "false_claims": claims, "queries": fp.n,
+                            "budget": budget}
     if a.json:
         write_json(a.json, {"cpu": cpu_description(), "level": a.level, "twins": list(twins),
                             "references": len(refs), "validation_students": list(val_students),

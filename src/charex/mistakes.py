@@ -113,6 +113,7 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
     targets = torch.cat([preds[o][idx] for o, idx in enumerate(keep)])
     meta = dict(fp.meta)
     meta["mistakes"] = {"sections": sections, "max_agree": max_agree}
+    meta["base_match_rate"] = float((preds[0][rows] == targets).float().mean())
     meta["twins"] = [{"name": _name(t, f"twin-{i}"), "digest": state_digest(t)} for i, t in enumerate(twins)]
     meta["references"] = [{"name": _name(r, f"reference-{i}"), "digest": state_digest(r)}
                           for i, r in enumerate(references)]

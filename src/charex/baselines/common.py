@@ -12,8 +12,9 @@ from torch import nn
 from .. import __version__
 from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
-from ..models.probe import eval_mode, model_device
+from ..models.probe import model_device
 from ..types import GenerationConfig
+from ..verify import batch_logits
 
 
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -24,10 +25,10 @@ def pack(model: nn.Module, x: torch.Tensor, name: str, params: dict[str, Any], s
          seed: int) -> FingerprintSet:
     """8-bit images labelled by the base model; meta records the baseline, its parameters and source."""
     xq = torch.round(x.clamp(0, 1) * 255) / 255
-    with eval_mode(model), torch.no_grad():
-        y = logits(model, xq).argmax(1).cpu()
+    z = batch_logits(model, xq, name="base model")  # in batches: a set may hold thousands of images
+    y = z.argmax(1)
     card = getattr(model, "card", {}) or {}
-    meta = {"input_shape": list(x.shape[1:]), "num_classes": int(logits(model, xq[:1]).shape[1]),
+    meta = {"input_shape": list(x.shape[1:]), "num_classes": int(z.shape[1]),
             "normalization": {k: card[k] for k in ("mean", "std") if k in card}, "classes": card.get("classes"),
             "base_model": card.get("lineage") or card.get("source"), "base_model_digest": state_digest(model),
             "charex_version": __version__, "references": [],
