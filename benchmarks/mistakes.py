@@ -1,4 +1,4 @@
-"""Mistake fingerprints (charex.mistakes) on a held-out run: chosen on the validation pool, reported on the held-out one.
+"""Mistake fingerprints (charex.mistakes) on a held-out run: chosen on the validation pool, reported on held-out.
 
     python benchmarks/mistakes.py --run runs/heldout --json docs/data/students-mistakes.json
 
@@ -45,8 +45,9 @@ def main() -> None:
     p.add_argument("--run", default="runs/heldout")
     p.add_argument("--twins", nargs="*", default=["runs/pool/cnn1-s9-twin.safetensors",
                                                   "runs/pool/cnn1-s10-twin.safetensors"])
-    p.add_argument("--validation-students", nargs="*", default=["runs/validation-students/cnn1-T4-s1110.safetensors",
-                                                                "runs/validation-students/resnet14-T4-s1120.safetensors"])
+    p.add_argument("--validation-students", nargs="*",
+                   default=["runs/validation-students/cnn1-T4-s1110.safetensors",
+                            "runs/validation-students/resnet14-T4-s1120.safetensors"])
     p.add_argument("--level", type=float, default=0.01)
     p.add_argument("--json")
     a = p.parse_args()
@@ -128,7 +129,8 @@ def main() -> None:
                 s = score(fp, get(lineage), lineage)
                 pv = null.p_value(s)
                 ind = g.startswith("independent")
-                useful = ind or acc is None or 100 * (base_acc - acc) <= drops["student" if is_student(g) else "weights"]
+                drop = drops["student" if is_student(g) else "weights"]
+                useful = ind or acc is None or 100 * (base_acc - acc) <= drop
                 rows.append({"group": g, "model": lineage, "accuracy": acc, "useful": useful, **s.to_dict(),
                              "p_value": pv, "derived": pv <= a.level})
         neg = [r["d"] for r in rows if r["group"].startswith("independent")]
@@ -155,15 +157,16 @@ def main() -> None:
             print(f"useful students: {sum(r['derived'] for r in students)}/{len(students)} judged derived, AUC "
                   f"{roc_auc([r['d'] for r in students], neg):.3f}; false claims {claims}/{len(neg)}", flush=True)
         budget = []  # fewer queries: at most per_model per section (the same draw for every model)
+        student_names = {r["model"] for r in students}
         for per_model in (250, 500, 1000):
             small = fingerprint(source, chosen["max_agree"], chosen["twins"], per_model)
             small_null = calibrate_mistakes(small, calibration)
             verdicts = {r["model"]: small_null.p_value(score(small, get(r["model"]), r["model"])) <= a.level
-                        for r in rows if r["group"].startswith("independent") or (is_student(r["group"]) and r["useful"])}
+                        for r in rows if r["group"].startswith("independent") or r["model"] in student_names}
             budget.append({"per_model": per_model, "queries": small.n,
-                           "students_derived": sum(v for n, v in verdicts.items() if n in {r["model"] for r in students}),
-                           "students": len(students), "false_claims": sum(v for n, v in verdicts.items() if n not in
-                                                                          {r["model"] for r in students})})
+                           "students_derived": sum(v for n, v in verdicts.items() if n in student_names),
+                           "students": len(students),
+                           "false_claims": sum(v for n, v in verdicts.items() if n not in student_names)})
             print(f"  at most {per_model} per section ({small.n} queries): useful students "
                   f"{budget[-1]['students_derived']}/{len(students)}, false claims {budget[-1]['false_claims']}/"
                   f"{len(neg)}", flush=True)

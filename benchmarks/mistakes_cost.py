@@ -48,7 +48,8 @@ def main() -> None:
     train_s = [float(t.card.get("train_seconds") or 0) for t in twins]
     budget = 30 * 60
     total = sum(train_s) + make_s
-    print(f"twins' training (cards): {', '.join(f'{s:.0f} s' for s in train_s)}  = {sum(train_s) / budget:.2f} of 30 min")
+    print(f"twins' training (cards): {', '.join(f'{s:.0f} s' for s in train_s)} = "
+          f"{sum(train_s) / budget:.2f} of 30 min")
     print(f"mistake_queries on {len(images)} images ({fp.n} queries kept): {make_s:.0f} s = {make_s / budget:.3f}")
     print(f"one suspect scored on the {fp.n} queries: {score_s:.1f} s")
     print(f"owner's total: {total / 60:.1f} min = {total / budget:.2f} of the budget "

@@ -49,7 +49,7 @@ def _name(model: nn.Module, fallback: str) -> str:
 
 
 def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor, *,
-                    references: Sequence[nn.Module] = (), max_agree: int = 2, per_model: int | None = None,
+                    references: Sequence[nn.Module] = (), max_agree: int = 3, per_model: int | None = None,
                     seed: int = 0, predictions: torch.Tensor | None = None) -> FingerprintSet:
     """The distinctive mistakes of the base and of each twin, as one fingerprint file in sections.
 
