@@ -25,37 +25,25 @@ import json
 import math
 from pathlib import Path
 
+TWINS = ["runs/pool/cnn1-s9-twin.safetensors", "runs/pool/cnn1-s10-twin.safetensors"]
 
-def main() -> None:
+
+def owner_setting(run: Path, twin_files: list[str]) -> dict:
+    """What a held-out run gives the owner: the base, a model getter by lineage, the twins (generation-pool models
+    of the base's recipe, then ``twin_files``), the other generation models as references, the image sources with
+    the panel's labels on them, and the run's results."""
     import torch
 
     from charex import load_model
     from charex.data import load_cifar10
     from charex.data.cifar10 import thief_split
     from charex.derive import quantize_int8
-    from charex.experiments.heldout import is_student
-    from charex.experiments.provenance import cpu_description, write_json
-    from charex.metrics import roc_auc, tpr_at_fpr
-    from charex.mistakes import calibrate_mistakes, mistake_queries, score
     from charex.models.loading import bundled_dir
     from charex.verify import predict
     from charex.zoo import ModelCache
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default="runs/heldout")
-    p.add_argument("--twins", nargs="*", default=["runs/pool/cnn1-s9-twin.safetensors",
-                                                  "runs/pool/cnn1-s10-twin.safetensors"])
-    p.add_argument("--validation-students", nargs="*",
-                   default=["runs/validation-students/cnn1-T4-s1110.safetensors",
-                            "runs/validation-students/resnet14-T4-s1120.safetensors"])
-    p.add_argument("--level", type=float, default=0.01)
-    p.add_argument("--json")
-    a = p.parse_args()
-    run = Path(a.run)
-    print(f"CPU: {cpu_description()}", flush=True)
     train, test = load_cifar10(None, "train"), load_cifar10(None, "test")
     res = json.loads((run / "results-heldout.json").read_text())
-    val_res = json.loads((run / "results-validation.json").read_text())
     cache = ModelCache(run / "models")
     folders = [bundled_dir()] + [Path(f) for f in res["profile"].get("model_folders", [])]
     base = load_model(res["profile"]["base"])
@@ -69,12 +57,10 @@ def main() -> None:
     recipe = {k: base.card.get(k) for k in ("arch", "arch_kwargs", "epochs")}
     generation = {n: get(n) for n in res["accuracy"]["pools"]["generation"]}
     twins = {n: m for n, m in generation.items() if {k: m.card.get(k) for k in recipe} == recipe}
-    twins.update({Path(f).stem: load_model(f) for f in a.twins})
+    twins.update({Path(f).stem: load_model(f) for f in twin_files})
     refs = [m for n, m in generation.items() if n not in twins]
     print(f"twins: {', '.join(twins)}; references: {len(refs)}", flush=True)
-    twin_list = list(twins.values())
-    panel = [base, *twin_list, *refs]
-
+    panel = [base, *twins.values(), *refs]
     half_a, _ = thief_split(train, "half-a")
     sources = {"owner": (torch.cat([half_a.images, test.images]), torch.cat([half_a.labels, test.labels])),
                "all": (torch.cat([train.images, test.images]), torch.cat([train.labels, test.labels]))}
@@ -83,12 +69,43 @@ def main() -> None:
         x = imgs.float() / 255
         preds[s] = torch.stack([predict(m, x, name=f"panel model {i}") for i, m in enumerate(panel)])
         print(f"panel labels on {s}: {len(imgs)} images", flush=True)
+    return {"base": base, "get": get, "twins": twins, "refs": refs, "sources": sources, "preds": preds,
+            "results": res, "train": train, "test": test}
 
-    def fingerprint(source: str, max_agree: int, n_twins: int, per_model: int | None = None):
-        keep = [0, *range(1, 1 + n_twins), *range(1 + len(twin_list), len(panel))]
-        imgs, labels = sources[source]
-        return mistake_queries(base, twin_list[:n_twins], imgs, labels, references=refs, max_agree=max_agree,
-                               per_model=per_model, predictions=preds[source][keep])
+
+def make_fingerprint(setting: dict, source: str, max_agree: int, n_twins: int, per_model: int | None = None):
+    """The mistake fingerprint of ``setting`` on one image source, with the first ``n_twins`` twins."""
+    from charex.mistakes import mistake_queries
+
+    twin_list, refs = list(setting["twins"].values()), setting["refs"]
+    keep = [0, *range(1, 1 + n_twins), *range(1 + len(twin_list), 1 + len(twin_list) + len(refs))]
+    imgs, labels = setting["sources"][source]
+    return mistake_queries(setting["base"], twin_list[:n_twins], imgs, labels, references=refs, max_agree=max_agree,
+                           per_model=per_model, predictions=setting["preds"][source][keep])
+
+
+def main() -> None:
+    from charex import load_model
+    from charex.experiments.heldout import is_student
+    from charex.experiments.provenance import cpu_description, write_json
+    from charex.metrics import roc_auc, tpr_at_fpr
+    from charex.mistakes import calibrate_mistakes, score
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default="runs/heldout")
+    p.add_argument("--twins", nargs="*", default=TWINS)
+    p.add_argument("--validation-students", nargs="*",
+                   default=["runs/validation-students/cnn1-T4-s1110.safetensors",
+                            "runs/validation-students/resnet14-T4-s1120.safetensors"])
+    p.add_argument("--level", type=float, default=0.01)
+    p.add_argument("--json")
+    a = p.parse_args()
+    run = Path(a.run)
+    print(f"CPU: {cpu_description()}", flush=True)
+    setting = owner_setting(run, a.twins)
+    res, get, twins, refs, sources = (setting[k] for k in ("results", "get", "twins", "refs", "sources"))
+    val_res = json.loads((run / "results-validation.json").read_text())
+    twin_list = list(twins.values())
 
     def log10p(v: float) -> float:
         return -math.log10(max(v, 1e-300))
@@ -99,7 +116,7 @@ def main() -> None:
     selection = []
     for max_agree in (1, 2, 3):
         for n_twins in sorted({1, len(twin_list)}):
-            fp = fingerprint("owner", max_agree, n_twins)
+            fp = make_fingerprint(setting, "owner", max_agree, n_twins)
             null = calibrate_mistakes(fp, calibration)
             ind = {n: null.p_value(score(fp, m, n)) for n, m in validation.items()}
             stu = {n: null.p_value(score(fp, m, n)) for n, m in val_students.items()}
@@ -121,7 +138,7 @@ def main() -> None:
     groups = {"independent (heldout)": accs["pools"]["heldout"], **accs["derived"]}
     reported = {}
     for source in sources:
-        fp = fingerprint(source, chosen["max_agree"], chosen["twins"])
+        fp = make_fingerprint(setting, source, chosen["max_agree"], chosen["twins"])
         null = calibrate_mistakes(fp, calibration)
         rows = []
         for g, models in groups.items():
@@ -159,7 +176,7 @@ def main() -> None:
         budget = []  # fewer queries: at most per_model per section (the same draw for every model)
         student_names = {r["model"] for r in students}
         for per_model in (250, 500, 1000):
-            small = fingerprint(source, chosen["max_agree"], chosen["twins"], per_model)
+            small = make_fingerprint(setting, source, chosen["max_agree"], chosen["twins"], per_model)
             small_null = calibrate_mistakes(small, calibration)
             verdicts = {r["model"]: small_null.p_value(score(small, get(r["model"]), r["model"])) <= a.level
                         for r in rows if r["group"].startswith("independent") or r["model"] in student_names}

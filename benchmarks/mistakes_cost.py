@@ -11,7 +11,6 @@ this project's machines). Prints the CPU and every part as a fraction of the 30-
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 

@@ -38,7 +38,8 @@ from .models.normalized import state_digest
 from .models.probe import Models, named_models, probe_model
 from .verify import predict
 
-__all__ = ["MistakeNull", "MistakeScore", "calibrate_mistakes", "mistake_queries", "score", "verify_mistakes"]
+__all__ = ["MistakeNull", "MistakeScore", "calibrate_mistakes", "mistake_queries", "score", "score_answers",
+           "verify_mistakes"]
 
 METHOD = "mistakes"
 
@@ -158,9 +159,17 @@ class MistakeScore:
 
 def score(fp: FingerprintSet, model: nn.Module, name: str = "model") -> MistakeScore:
     """How often ``model`` gives the base's label on the base's mistakes, and each twin's on that twin's."""
-    sections = _sections(fp)
+    _sections(fp)
     probe_model(model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
-    hit = predict(model, fp.pixels(), name=name) == fp.targets
+    return score_answers(fp, predict(model, fp.pixels(), name=name))
+
+
+def score_answers(fp: FingerprintSet, labels: torch.Tensor) -> MistakeScore:
+    """The score of answers collected elsewhere (an API's labels for ``fp``'s images, in order): N int labels."""
+    sections = _sections(fp)
+    if labels.shape != (fp.n,):
+        raise CharexError(f"need one answer per query ({fp.n}), got shape {tuple(labels.shape)}")
+    hit = labels.long().cpu() == fp.targets
     counts = [int(c.sum()) for c in torch.split(hit, sections)]
     return MistakeScore(tuple(c / n for c, n in zip(counts, sections)), tuple(counts), tuple(sections))
 

@@ -9,7 +9,8 @@ from scipy import stats
 
 from charex import FingerprintSet
 from charex.errors import CharexError
-from charex.mistakes import MistakeNull, MistakeScore, calibrate_mistakes, mistake_queries, score, verify_mistakes
+from charex.mistakes import (MistakeNull, MistakeScore, calibrate_mistakes, mistake_queries, score, score_answers,
+                             verify_mistakes)
 from charex.models import state_digest
 from charex.verify import predict
 from conftest import make_tiny
@@ -46,6 +47,9 @@ def test_sections_are_each_models_distinctive_mistakes(trained_tiny, setting, tm
     back = FingerprintSet.load(tmp_path / "m.safetensors")
     assert back.meta["mistakes"] == fp.meta["mistakes"] and torch.equal(back.targets, fp.targets)
     assert score(back, twins[1]).to_dict() == score(fp, twins[1]).to_dict()
+    assert score_answers(fp, predict(twins[1], fp.pixels())) == score(fp, twins[1])
+    with pytest.raises(CharexError, match="one answer per query"):
+        score_answers(fp, fp.targets[:-1])
 
 
 def test_per_model_caps_every_section(trained_tiny, setting) -> None:
