@@ -28,7 +28,7 @@ from pathlib import Path
 TWINS = ["runs/pool/cnn1-s9-twin.safetensors", "runs/pool/cnn1-s10-twin.safetensors"]
 
 
-def owner_setting(run: Path, twin_files: list[str]) -> dict:
+def owner_setting(run: Path, twin_files: list[str], source_names: tuple[str, ...] = ("owner", "all")) -> dict:
     """What a held-out run gives the owner: the base, a model getter by lineage, the twins (generation-pool models
     of the base's recipe, then ``twin_files``), the other generation models as references, the image sources with
     the panel's labels on them, and the run's results."""
@@ -64,6 +64,7 @@ def owner_setting(run: Path, twin_files: list[str]) -> dict:
     half_a, _ = thief_split(train, "half-a")
     sources = {"owner": (torch.cat([half_a.images, test.images]), torch.cat([half_a.labels, test.labels])),
                "all": (torch.cat([train.images, test.images]), torch.cat([train.labels, test.labels]))}
+    sources = {k: v for k, v in sources.items() if k in source_names}
     preds = {}
     for s, (imgs, _) in sources.items():
         x = imgs.float() / 255
