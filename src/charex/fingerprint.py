@@ -169,7 +169,7 @@ def _check_meta(meta: Any, shape: tuple[int, ...]) -> None:
     if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
                                 or (nc is not None and len(classes) != nc)):
         raise FingerprintFileError(f"meta classes must be a list of {nc or 'C'} names, got {classes!r:.60}")
-    for key in ("references", "surrogates"):
+    for key in ("references", "surrogates", "twins"):
         rows = meta.get(key)
         if rows is not None and (not isinstance(rows, list) or not all(
                 isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("digest"), str)

@@ -17,8 +17,9 @@ on each model's *distinctive* mistakes: the owner's labelled images where the mo
 mean zero by exchangeability; its spread is taken from independent calibration models (Student-t with as many
 degrees of freedom as models, the mean being known) and, at the least, from the suspect's own sampling error
 (normal). Both p-values must be small (the larger is reported), so a tight calibration spread by chance does not
-make a claim. The queries are unmodified natural images: no detector can tell them from normal traffic, and any
-channel that keeps labels keeps the test. Cf. Godinot et al. (AAAI 2025), who query the images a victim gets wrong.
+make a claim. The queries are unmodified natural images, so no pixel-level detector flags them, and JPEG or noise
+barely move d; but they are hard images, and a suspect's low confidence on them gives many away (docs/results.md
+measures a thief who answers those at random). Cf. Godinot et al. (AAAI 2025), who query images a victim gets wrong.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
 import torch
 
 from ..errors import CharexError
@@ -113,4 +114,3 @@ def register(add: Add) -> None:
     v.add_argument("--level", type=float, default=0.01)
     v.add_argument("--json", action="store_true")
     add_model_args(v)
-
