@@ -165,14 +165,22 @@ def score(fp: FingerprintSet, model: nn.Module, name: str = "model") -> MistakeS
     return score_answers(fp, predict(model, fp.pixels(), name=name))
 
 
-def score_answers(fp: FingerprintSet, labels: torch.Tensor) -> MistakeScore:
-    """The score of answers collected elsewhere (an API's labels for ``fp``'s images, in order): N int labels."""
+def score_answers(fp: FingerprintSet, labels: torch.Tensor, answered: torch.Tensor | None = None) -> MistakeScore:
+    """The score of answers collected elsewhere (an API's labels for ``fp``'s images, in order): N int labels, and
+    optionally an N bool mask of the queries that were answered (the rates are then over those: ``sizes`` counts
+    them per section)."""
     sections = _sections(fp)
     if labels.shape != (fp.n,):
         raise CharexError(f"need one answer per query ({fp.n}), got shape {tuple(labels.shape)}")
-    hit = labels.long().cpu() == fp.targets
+    mask = torch.ones(fp.n, dtype=torch.bool) if answered is None else answered.bool().cpu()
+    if mask.shape != (fp.n,):
+        raise CharexError(f"the answered mask must have one entry per query ({fp.n}), got {tuple(mask.shape)}")
+    hit = (labels.long().cpu() == fp.targets) & mask
     counts = [int(c.sum()) for c in torch.split(hit, sections)]
-    return MistakeScore(tuple(c / n for c, n in zip(counts, sections)), tuple(counts), tuple(sections))
+    sizes = [int(c.sum()) for c in torch.split(mask, sections)]
+    if min(sizes) < 1:
+        raise CharexError(f"every section needs answers; answered per section: {sizes}")
+    return MistakeScore(tuple(c / n for c, n in zip(counts, sizes)), tuple(counts), tuple(sizes))
 
 
 @dataclass(frozen=True)
@@ -225,14 +233,20 @@ def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
     return MistakeNull(tuple(diffs), tuple(n for n, _ in named))
 
 
-def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, level: float = 0.01
-                    ) -> list[dict[str, Any]]:
-    """One verdict per suspect: its score, p-value and ``derived`` (p <= level)."""
+def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, level: float = 0.01,
+                    answers: dict[str, dict[int, int]] | None = None) -> list[dict[str, Any]]:
+    """One verdict per suspect model, then per answers set (name -> {query index: label}, e.g. from
+    :func:`charex.answers.read_answers`): its score, p-value and ``derived`` (p <= level)."""
     if not 0 < level < 1:
         raise CharexError(f"level must lie in (0, 1), got {level}")
+    scores = [(name, score(fp, m, name)) for name, m in named_models(suspects)]
+    for name, got in (answers or {}).items():
+        labels, mask = torch.zeros(fp.n, dtype=torch.int64), torch.zeros(fp.n, dtype=torch.bool)
+        for i, label in got.items():
+            labels[i], mask[i] = label, True
+        scores.append((name, score_answers(fp, labels, mask)))
     out = []
-    for name, m in named_models(suspects):
-        s = score(fp, m, name)
+    for name, s in scores:
         p = null.p_value(s)
         out.append({"model": name, **s.to_dict(), "p_value": p, "derived": p <= level, "level": level})
     return out

@@ -49,3 +49,39 @@ def test_make_refuses_bad_input_and_writes_nothing(labelled, model_files, tmp_pa
     assert main(["mistakes-make", str(model_files["base"]), "--twin", str(model_files["ind1"]),
                  "--data", str(tmp_path / "missing"), "-o", str(out)]) == 2
     assert not out.exists()
+
+
+def test_answers_collected_elsewhere_score_like_the_model(labelled, model_files, tmp_path, capsys) -> None:
+    """Export the queries, answer them as an API would (from the PNGs on disk, half of them), verify the answers."""
+    import csv
+
+    import torch
+
+    from charex import load_model
+    from charex.mistakes import score
+    from charex.verify import predict
+
+    out = tmp_path / "m.safetensors"
+    assert main(["mistakes-make", str(model_files["base"]), "--twin", str(model_files["ind1"]),
+                 "--data", str(labelled), "-o", str(out)]) == 0
+    assert main(["export", str(out), str(tmp_path / "png")]) == 0
+    fp = FingerprintSet.load(out)
+    names = [r["file"] for r in csv.DictReader(open(tmp_path / "png" / "labels.csv"))]
+    x = torch.stack([torch.from_numpy(np.array(Image.open(tmp_path / "png" / f))).permute(2, 0, 1) for f in names])
+    suspect = load_model(str(model_files["ind5"]))
+    labels = predict(suspect, x.float() / 255).tolist()
+    for rows, path in ((range(len(names)), tmp_path / "all.csv"), (range(0, len(names), 2), tmp_path / "half.csv")):
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, ["file", "label"])
+            w.writeheader()
+            w.writerows({"file": names[i], "label": labels[i]} for i in rows)
+    capsys.readouterr()
+    rc = main(["mistakes-verify", str(out), "--answers", str(tmp_path / "all.csv"), str(tmp_path / "half.csv"),
+               "--independent", str(model_files["ind3"]), str(model_files["ind4"]), "--json"])
+    res = {r["model"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert rc in (0, 1)
+    full, half = res[str(tmp_path / "all.csv")], res[str(tmp_path / "half.csv")]
+    assert full["counts"] == list(score(fp, suspect).counts) and sum(full["sizes"]) == fp.n
+    assert sum(half["sizes"]) == (fp.n + 1) // 2
+    assert main(["mistakes-verify", str(out), "--independent", str(model_files["ind3"]),
+                 str(model_files["ind4"])]) == 2  # neither a suspect nor answers

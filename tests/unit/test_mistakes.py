@@ -50,6 +50,13 @@ def test_sections_are_each_models_distinctive_mistakes(trained_tiny, setting, tm
     assert score_answers(fp, predict(twins[1], fp.pixels())) == score(fp, twins[1])
     with pytest.raises(CharexError, match="one answer per query"):
         score_answers(fp, fp.targets[:-1])
+    only_base = torch.arange(fp.n) < sections[0]  # the twins' sections left unanswered
+    with pytest.raises(CharexError, match="every section needs answers"):
+        score_answers(fp, fp.targets, only_base)
+    firsts = torch.zeros(fp.n, dtype=torch.bool)
+    firsts[[sum(sections[:i]) for i in range(len(sections))]] = True  # one right answer in each section
+    got = score_answers(fp, fp.targets, firsts)
+    assert got.rates == (1.0,) * len(sections) and got.sizes == (1,) * len(sections)
 
 
 def test_per_model_caps_every_section(trained_tiny, setting) -> None:

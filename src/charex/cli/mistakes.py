@@ -15,7 +15,10 @@ EXAMPLES = {
     "mistakes-make": "charex mistakes-make bundled:base --twin bundled:independent-1 --reference bundled:other-arch "
                      "bundled:reference-plain --data ../shared/datasets/cifar10 -o mistakes.safetensors",
     "mistakes-verify": "charex mistakes-verify mistakes.safetensors student.safetensors --independent "
-                       "bundled:independent-2 bundled:independent-3 bundled:independent-plain",
+                       "bundled:independent-2 bundled:independent-3 bundled:independent-plain\n"
+                       "  charex export mistakes.safetensors queries/   # send queries/*.png to the API, then:\n"
+                       "  charex mistakes-verify mistakes.safetensors --answers answers.csv --independent "
+                       "bundled:independent-2 bundled:independent-3",
 }
 
 
@@ -71,9 +74,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ..fingerprint import FingerprintSet
     from ..mistakes import calibrate_mistakes, verify_mistakes
 
+    from ..answers import read_answers
+
     fp = FingerprintSet.load(args.fingerprint)
+    if not args.suspect and not args.answers:
+        raise CharexError("name at least one suspect model or --answers FILE")
+    answers = {str(path): read_answers(path, fp) for path in args.answers or []}
     null = calibrate_mistakes(fp, {s: load(args, s) for s in args.independent})
-    rows = verify_mistakes(fp, null, {s: load(args, s) for s in args.suspect}, level=args.level)
+    rows = verify_mistakes(fp, null, {s: load(args, s) for s in args.suspect}, level=args.level, answers=answers)
     if args.json:
         print_json({"calibration": null.to_dict(), "results": rows})
     else:
@@ -108,7 +116,10 @@ def register(add: Add) -> None:
     v = add("mistakes-verify", cmd_verify, EXAMPLES["mistakes-verify"],
             "judge suspects with a mistake fingerprint: exit 0 when one is judged derived, 1 when none is")
     v.add_argument("fingerprint")
-    v.add_argument("suspect", nargs="+")
+    v.add_argument("suspect", nargs="*", help="suspect models (or give --answers)")
+    v.add_argument("--answers", nargs="+", metavar="FILE",
+                   help="labels a suspect you cannot open gave to the exported queries (charex export m.safetensors "
+                        "DIR; CSV file,label or JSON lines); the rates use the queries answered")
     v.add_argument("--independent", nargs="+", required=True, metavar="MODEL",
                    help="two or more models known to be independent of the base (not its twins or references)")
     v.add_argument("--level", type=float, default=0.01)
