@@ -17,7 +17,7 @@ on each model's *distinctive* mistakes: the owner's labelled images where the mo
 mean zero by exchangeability; its spread is taken from independent calibration models (Student-t with as many
 degrees of freedom as models, the mean being known) and, at the least, from the suspect's own sampling error
 (normal). Both p-values must be small (the larger is reported), so a tight calibration spread by chance does not
-make a claim. The queries are unmodified natural images, so no pixel-level detector flags them, and JPEG or noise
+make a claim. The queries are unmodified natural images (they carry no perturbation to find), and JPEG or noise
 barely move d; but they are hard images, and a suspect's low confidence on them gives many away (docs/results.md
 measures a thief who answers those at random). Cf. Godinot et al. (AAAI 2025), who query images a victim gets wrong.
 """
@@ -86,9 +86,9 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
         if dg in digests:
             raise CharexError(f"twin {i} has the same weights as the base or another twin; a twin is another seed")
         digests.add(dg)
-    x = images.float() / 255
     panel = [base, *twins, *references]
     if predictions is None:
+        x = images.float() / 255
         predictions = torch.stack([predict(m, x, name=f"panel model {i}") for i, m in enumerate(panel)])
     elif predictions.shape != (len(panel), len(images)):
         raise CharexError(f"predictions must be {len(panel)} x {len(images)} (panel x images), "
@@ -108,7 +108,7 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
         keep.append(idx)
         sections.append(len(idx))
     rows = torch.cat(keep)
-    fp = pack(base, x[rows], METHOD, {"max_agree": max_agree, "per_model": per_model, "images": len(images)},
+    fp = pack(base, images[rows].float() / 255, METHOD, {"max_agree": max_agree, "per_model": per_model, "images": len(images)},
               "the base's distinctive mistakes against its twins' (charex, issue 15; cf. Godinot et al., AAAI 2025)",
               seed)
     # pack labels every image by the base; a twin's section takes that twin's label
