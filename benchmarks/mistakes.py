@@ -35,25 +35,12 @@ def owner_setting(run: Path, twin_files: list[str], source_names: tuple[str, ...
     import torch
 
     from charex import load_model
-    from charex.data import load_cifar10
     from charex.data.cifar10 import thief_split
-    from charex.derive import quantize_int8
-    from charex.models.loading import bundled_dir
     from charex.verify import predict
-    from charex.zoo import ModelCache
+    from students import run_models
 
-    train, test = load_cifar10(None, "train"), load_cifar10(None, "test")
-    res = json.loads((run / "results-heldout.json").read_text())
-    cache = ModelCache(run / "models")
-    folders = [bundled_dir()] + [Path(f) for f in res["profile"].get("model_folders", [])]
-    base = load_model(res["profile"]["base"])
-
-    def get(lineage: str):
-        if lineage.endswith("|quantize(int8)"):  # deterministic, never cached by the run
-            return quantize_int8(base)
-        cache.adopt(lineage, train.digest, folders)
-        return cache.get(lineage, train.digest)
-
+    models = run_models(run)
+    train, test, res, base, get = (models[k] for k in ("train", "test", "results", "base", "get"))
     recipe = {k: base.card.get(k) for k in ("arch", "arch_kwargs", "epochs")}
     generation = {n: get(n) for n in res["accuracy"]["pools"]["generation"]}
     twins = {n: m for n, m in generation.items() if {k: m.card.get(k) for k in recipe} == recipe}

@@ -17,16 +17,35 @@ import json
 from pathlib import Path
 
 
-def main() -> None:
+def run_models(run: Path) -> dict:
+    """A finished held-out run's results, the CIFAR-10 splits, the base and ``get(lineage)``: any model the run
+    names (pool models are adopted from the bundle and the profile's model folders; int8 copies are re-made)."""
     from charex import load_model
-    from charex.correlation import calibrate_correlation, cutmix_queries, distance
     from charex.data import load_cifar10
     from charex.derive import quantize_int8
+    from charex.models.loading import bundled_dir
+    from charex.zoo import ModelCache
+
+    train, test = load_cifar10(None, "train"), load_cifar10(None, "test")
+    res = json.loads((run / "results-heldout.json").read_text())
+    cache = ModelCache(run / "models")
+    folders = [bundled_dir()] + [Path(f) for f in res["profile"].get("model_folders", [])]
+    base = load_model(res["profile"]["base"])
+
+    def get(lineage: str):
+        if lineage.endswith("|quantize(int8)"):  # deterministic, never cached by the run
+            return quantize_int8(base)
+        cache.adopt(lineage, train.digest, folders)  # pool models live in the bundle and runs/pool until adopted
+        return cache.get(lineage, train.digest)
+
+    return {"results": res, "train": train, "test": test, "base": base, "get": get}
+
+
+def main() -> None:
+    from charex.correlation import calibrate_correlation, cutmix_queries, distance
     from charex.experiments.heldout import is_student
     from charex.experiments.provenance import cpu_description, write_json
     from charex.metrics import roc_auc
-    from charex.models.loading import bundled_dir
-    from charex.zoo import ModelCache
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/heldout")
@@ -36,19 +55,9 @@ def main() -> None:
     a = p.parse_args()
     run = Path(a.run)
     print(f"CPU: {cpu_description()}")
-    train, test = load_cifar10(None, "train"), load_cifar10(None, "test")
-    res = json.loads((run / "results-heldout.json").read_text())
-    cache = ModelCache(run / "models")
-    folders = [bundled_dir()] + [Path(f) for f in json.loads((run / "results-heldout.json").read_text())["profile"]
-                                 .get("model_folders", [])]
+    models = run_models(run)
+    res, test, base, get = models["results"], models["test"], models["base"], models["get"]
 
-    def get(lineage: str):
-        if lineage.endswith("|quantize(int8)"):  # deterministic, never cached by the run
-            return quantize_int8(base)
-        cache.adopt(lineage, train.digest, folders)  # pool models live in the bundle and runs/pool until adopted
-        return cache.get(lineage, train.digest)
-
-    base = load_model(res["profile"]["base"])
     x = cutmix_queries(test.images, a.n, seed=0)
     accs = res["accuracy"]
     corr, null = calibrate_correlation(base, x, {n: get(n) for n in accs["pools"]["calibration"]})

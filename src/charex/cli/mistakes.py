@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-import torch
 
 from ..errors import CharexError
 from .common import EXIT_DERIVED, EXIT_NOT_DERIVED, Add, add_model_args, load, print_json
@@ -22,29 +19,8 @@ EXAMPLES = {
 }
 
 
-def labelled_images(data: str | None, shape: list[int], classes: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The owner's labelled images as uint8 N x C x H x W and N labels: every CIFAR-10 image (train and test) of a
-    CIFAR-10 location, or a folder of class folders (sorted names must be the model's classes, when it names them)."""
-    from ..data.cifar10 import load_cifar10
-    from ..data.folder import ImageFolder
-
-    try:
-        train, test = load_cifar10(data, "train"), load_cifar10(data, "test")
-    except CharexError:
-        if data is None or not Path(data).is_dir():
-            raise
-    else:
-        return torch.cat([train.images, test.images]), torch.cat([train.labels, test.labels])
-    folder = ImageFolder(data, resize=int(shape[1]), crop=int(shape[1]))
-    if classes is not None and folder.classes != list(classes):
-        raise CharexError(f"{data}'s class folders {folder.classes[:5]}... are not the model's classes "
-                          f"{list(classes)[:5]}... in order")
-    pairs = [folder[i] for i in range(len(folder))]
-    images = (torch.stack([x for x, _ in pairs]) * 255).round().to(torch.uint8)
-    return images, torch.tensor([y for _, y in pairs], dtype=torch.int64)
-
-
 def cmd_make(args: argparse.Namespace) -> int:
+    from ..data.starts import labelled_images
     from ..mistakes import mistake_queries
 
     base = load(args, args.model)

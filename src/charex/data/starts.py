@@ -1,4 +1,5 @@
-"""Real images to start generation from (``--start natural``, the stealth preset), for any model input size."""
+"""The owner's real images: starts for generation (``--start natural``, the stealth preset) for any model input size,
+and labelled images for mistake fingerprints. Both read a CIFAR-10 location or a folder of class folders."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CharexError
-from .cifar10 import load_cifar10, sample_images
+from .cifar10 import ArrayDataset, load_cifar10, sample_images
 from .folder import ImageFolder
 
 
@@ -35,12 +36,8 @@ def start_images(data: str | Path | None, shape: Sequence[int], count: int, seed
     if data is None and (h, w) != (32, 32):
         raise CharexError(f"a natural start for a {c} x {h} x {w} model needs --data FOLDER: a folder of class "
                           "folders holding your own images")
-    try:
-        test = load_cifar10(data, "test")
-    except CharexError:
-        if data is None or (Path(data) / "test").is_dir():
-            raise
-    else:  # CIFAR-10 images, resized where the model takes another size
+    test = _cifar10(data, "test")
+    if test is not None:  # CIFAR-10 images, resized where the model takes another size
         x = sample_images(test.images, test.labels, count, seed)[0]
         if (h, w) != (32, 32):
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
@@ -50,3 +47,36 @@ def start_images(data: str | Path | None, shape: Sequence[int], count: int, seed
         raise CharexError(f"{data} holds {len(folder)} images; a natural start needs at least {count}")
     idx = torch.randperm(len(folder), generator=torch.Generator().manual_seed(seed))[:count]
     return torch.stack([folder[int(i)][0] for i in idx])
+
+
+def labelled_images(data: str | Path | None, shape: Sequence[int],
+                    classes: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The owner's labelled images as uint8 N x C x H x W and N int64 labels: every image (train and test) of a
+    CIFAR-10 location (None: the shared copy), or a folder of class folders, resized and centre-cropped to H x W
+    (sorted folder names must be ``classes`` in order, when given).
+
+    Example:
+        >>> images, labels = labelled_images("my-photos/", (3, 224, 224), model.card["classes"])  # doctest: +SKIP
+    """
+    train = _cifar10(data, "train")
+    if train is not None:
+        test = load_cifar10(data, "test")
+        return torch.cat([train.images, test.images]), torch.cat([train.labels, test.labels])
+    folder = ImageFolder(data, resize=int(shape[1]), crop=int(shape[1]))
+    if classes is not None and folder.classes != list(classes):
+        raise CharexError(f"{data}'s class folders {folder.classes[:5]}... are not the model's classes "
+                          f"{list(classes)[:5]}... in order")
+    pairs = [folder[i] for i in range(len(folder))]
+    images = (torch.stack([x for x, _ in pairs]) * 255).round().to(torch.uint8)
+    return images, torch.tensor([y for _, y in pairs], dtype=torch.int64)
+
+
+def _cifar10(data: str | Path | None, split: str) -> ArrayDataset | None:
+    """The CIFAR-10 split at ``data``, or None where ``data`` is some other folder (of class folders); the CIFAR-10
+    error stands where ``data`` is None, no folder, or a CIFAR-10 ImageFolder tree that did not load."""
+    try:
+        return load_cifar10(data, split)
+    except CharexError:
+        if data is None or not Path(data).is_dir() or (Path(data) / "test").is_dir():
+            raise
+        return None
