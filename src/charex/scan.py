@@ -90,11 +90,13 @@ def done_pairs(output: Path) -> set[tuple[str, str]]:
     return pairs
 
 
-def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: Sequence[str] = ()) -> list[dict]:
+def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: Sequence[str] = (),
+                  load_options: dict[str, Any] | None = None) -> list[dict]:
     """All result lines of one suspect: load it once, then verify it against every fitting fingerprint.
 
     ``fingerprints``: (path, digest, file bytes) triples (bytes so that workers and Ray tasks need no shared
-    disk). ``skip``: fingerprint digests already done for this suspect.
+    disk). ``skip``: fingerprint digests already done for this suspect. ``load_options``: keyword arguments of
+    :func:`charex.models.load_model` (``arch``, ``arch_kwargs``, ``normalization``, ...), for every suspect.
     """
     import torch
 
@@ -110,7 +112,7 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
     base = {"suspect": spec}
     t0 = time.perf_counter()
     try:
-        model = load_model(spec)
+        model = load_model(spec, **(load_options or {}))
     except Exception as e:  # any failure to load is this suspect's error, never the scan's
         return [{**base, "fingerprint": d, "fingerprint_path": p, "error": f"cannot load: {first_line(e)}"}
                 for p, d, _ in todo]
@@ -140,8 +142,11 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
 
 def run_scan(fingerprints: Sequence[str | Path], suspects: Sequence[str], output: str | Path, *, workers: int = 2,
              ray_address: str | None = None, progress: bool = True,
-             on_line: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Scan every pair not yet in ``output``; returns a summary (pairs written, derived, errors, pairs/s)."""
+             on_line: Callable[[dict], None] | None = None,
+             load_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Scan every pair not yet in ``output``; returns a summary (pairs written, derived, errors, pairs/s).
+
+    ``load_options``: how to load every suspect (``charex.models.load_model`` keywords, e.g. ``arch``)."""
     from tqdm.auto import tqdm
 
     fps = expand_fingerprints(fingerprints)
@@ -161,7 +166,7 @@ def run_scan(fingerprints: Sequence[str | Path], suspects: Sequence[str], output
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="pair", desc="scan", disable=not progress)
     with out.open("a") as fh:
-        for lines in _execute(jobs, loaded, workers, ray_address):
+        for lines in _execute(jobs, loaded, workers, ray_address, load_options or {}):
             for r in lines:
                 fh.write(json.dumps(r, sort_keys=True) + "\n")
                 counts["written"] += 1
@@ -180,16 +185,16 @@ def run_scan(fingerprints: Sequence[str | Path], suspects: Sequence[str], output
 
 
 def _execute(jobs: list[tuple[str, list[str]]], fps: list[tuple[str, str, bytes]], workers: int,
-             ray_address: str | None) -> Iterator[list[dict]]:
+             ray_address: str | None, opts: dict[str, Any]) -> Iterator[list[dict]]:
     if ray_address:
-        yield from _execute_ray(jobs, fps, ray_address)
+        yield from _execute_ray(jobs, fps, ray_address, opts)
         return
     if workers <= 1 or len(jobs) <= 1:
         for spec, skip in jobs:
-            yield check_suspect(spec, fps, skip)
+            yield check_suspect(spec, fps, skip, opts)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(check_suspect, spec, fps, skip) for spec, skip in jobs]
+        futures = [pool.submit(check_suspect, spec, fps, skip, opts) for spec, skip in jobs]
         for f in _as_completed(futures):
             yield f.result()
 
@@ -201,12 +206,12 @@ def _as_completed(futures: Iterable[Any]) -> Iterator[Any]:
 
 
 def _execute_ray(jobs: list[tuple[str, list[str]]], fps: list[tuple[str, str, bytes]],
-                 address: str) -> Iterator[list[dict]]:
+                 address: str, opts: dict[str, Any]) -> Iterator[list[dict]]:
     from ._ray import connect
 
     ray = connect(address)
     ref = ray.put(fps)  # the fingerprints travel once, through the object store
-    task = ray.remote(num_cpus=1)(lambda spec, f, skip: check_suspect(spec, f, skip))
+    task = ray.remote(num_cpus=1)(lambda spec, f, skip: check_suspect(spec, f, skip, opts))
     pending = [task.remote(spec, ref, skip) for spec, skip in jobs]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)

@@ -48,15 +48,19 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="Hugging Face folders: allow the code their config names (auto_map; runs code from the "
                         "folder; only for trusted models)")
 
-def load(args: argparse.Namespace, spec: str) -> Any:
-    from ..models import load_model
-
+def load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The model-loading options given on the command line, as :func:`charex.models.load_model` keywords."""
     onnx = {k: v for k, v in (("layout", getattr(args, "onnx_layout", None)),
                               ("scale", getattr(args, "onnx_scale", None)),
                               ("input", getattr(args, "onnx_input", None))) if v is not None}
-    return load_model(spec, arch=args.arch, trust_pickle=args.trust_pickle, arch_kwargs=dict(args.arch_kw),
-                      normalization=args.normalization, onnx_options=onnx,
-                      trust_remote_code=getattr(args, "trust_remote_code", False))
+    return {"arch": args.arch, "trust_pickle": args.trust_pickle, "arch_kwargs": dict(args.arch_kw),
+            "normalization": args.normalization, "onnx_options": onnx,
+            "trust_remote_code": getattr(args, "trust_remote_code", False)}
+
+def load(args: argparse.Namespace, spec: str) -> Any:
+    from ..models import load_model
+
+    return load_model(spec, **load_options(args))
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Add, print_json
+from .common import Add, add_model_args, load_options, print_json
 
 EXAMPLES = {
     "scan": "charex scan --fingerprints fps/ --suspects uploads/ -o scan.jsonl\n"
@@ -16,7 +16,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from ..scan import run_scan, summary_table
 
     summary = run_scan(args.fingerprints, args.suspects, args.output, workers=args.workers,
-                       ray_address=args.ray, progress=not args.quiet)
+                       ray_address=args.ray, progress=not args.quiet, load_options=load_options(args))
     if args.json:
         print_json(summary)
     else:
@@ -41,3 +41,4 @@ def register(add: Add) -> None:
                                                     "here) or ray://HOST:PORT; needs pip install 'charex[ray]'")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.add_argument("--quiet", action="store_true")
+    add_model_args(s)

@@ -323,6 +323,26 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def resolve_arch(name: str) -> Callable[..., Any]:
+    """The constructor an architecture name stands for: a registry entry, or ``package.module:callable`` imported
+    here (on the default device, so that tensors the module makes at import are ordinary CPU tensors).
+
+    Example:
+        >>> resolve_arch("cnn1").__name__
+        'CNN1'
+    """
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    if ":" in name:
+        mod_name, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise CharexError(f"cannot import architecture {name!r}: {e}") from e
+    raise CharexError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))} "
+                      "or 'package.module:callable'")
+
+
 def build_arch(name: str, **kwargs: Any) -> nn.Module:
     """Build an architecture by registry name or ``package.module:callable``.
 
@@ -330,17 +350,7 @@ def build_arch(name: str, **kwargs: Any) -> nn.Module:
         >>> build_arch("cnn1", width=0.25).classifier[-1].out_features
         10
     """
-    if name in ARCHITECTURES:
-        fn = ARCHITECTURES[name]
-    elif ":" in name:
-        mod_name, _, attr = name.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise CharexError(f"cannot import architecture {name!r}: {e}") from e
-    else:
-        raise CharexError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))} "
-                          "or 'package.module:callable'")
+    fn = resolve_arch(name)
     try:
         model = fn(**kwargs)
     except TypeError as e:

@@ -33,8 +33,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import ModelLoadError, first_line
-from .architectures import ARCHITECTURES, build_arch
+from ..errors import CharexError, ModelLoadError, first_line
+from .architectures import ARCHITECTURES, build_arch, resolve_arch
 from .huggingface import PREFIX as HF_PREFIX
 from .huggingface import is_hf_folder
 from .normalized import Normalized, resolve_normalization
@@ -240,12 +240,27 @@ def _from_state_dict(path: Path, state: dict[str, Any], card: dict[str, Any]) ->
     if any(k.startswith("model.") for k in state) and {"mean", "std"} <= set(state):
         state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    with torch.device("meta"):  # shapes first, without memory: a card cannot make charex allocate a huge model
-        _check_state(path, state, card, _build(card["arch"], kwargs, path).state_dict())
+    _resolve(card["arch"], path)  # user code is imported here, never under the meta device below
+    try:
+        with torch.device("meta"):  # shapes first, without memory: a card cannot make charex allocate a huge model
+            meta_model = build_arch(card["arch"], **kwargs)
+    except Exception:  # some valid code cannot run on meta (it mixes devices): its real build checks the shapes
+        meta_model = None
+    if meta_model is not None:
+        _check_state(path, state, card, meta_model.state_dict())
     model = _build(card["arch"], kwargs, path)
+    if meta_model is None:
+        _check_state(path, state, card, model.state_dict())
     expected = model.state_dict()
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return model, None
+
+
+def _resolve(arch: str, path: Path) -> None:
+    try:
+        resolve_arch(arch)
+    except CharexError as e:
+        raise ModelLoadError(f"{path}: {e}") from e
 
 
 def _build(arch: str, kwargs: dict[str, Any], path: Path) -> nn.Module:
