@@ -25,7 +25,7 @@ def main() -> None:
     from charex import GenerationConfig, generate
     from charex.experiments.provenance import cpu_description, write_json
     from charex.models import NORMALIZATIONS, Normalized, build_arch, save_model
-    from charex.scan import run_scan
+    from charex.judge.scan import run_scan
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=int, default=60)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from charex import GenerationConfig, generate, load_model
-from charex.metrics import evaluate
+from charex.judge.metrics import evaluate
 from charex.models import read_card
 
 METHODS = {"RC+GM d=0.03": dict(method="rcgm", delta=0.03), "LTRC k=2 d=0.03": dict(method="ltrc", k=2, delta=0.03)}

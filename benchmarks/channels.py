@@ -6,7 +6,7 @@ On the bundled models only (a first measurement; the held-out pools are not bund
 generation references independent-1, other-arch, reference-plain; calibration independent-2, independent-3,
 reference-wide (clean images: the owner calibrates once); suspects the bundled 90%-pruned and fine-tuned copies, an
 int8 copy made here, and three independent models that took no part (resnet8, plain, wide). Every transform is
-applied to the examples before each suspect sees them (``charex.channels``, as ``verify --transform``).
+applied to the examples before each suspect sees them (``charex.make.channels``, as ``verify --transform``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from charex import GenerationConfig, calibrate, generate, load_model, verify
-from charex.channels import parse_channel
+from charex.make.channels import parse_channel
 from charex.data import load_cifar10
 from charex.data.cifar10 import sample_images
 from charex.derive import quantize_int8

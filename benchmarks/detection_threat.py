@@ -71,8 +71,8 @@ def adaptive_thief(detectors: dict, copy: torch.nn.Module, owner, cal: dict, nat
     """Each detector's AUC (owner's queries vs natural test images) and the owner's verdict when the copy answers
     what that detector flags (1% false positives on ``natural_cal``) at random; ``any``: flagged by any detector.
     With ``channel`` (e.g. ``jpeg:75``), also ``any+CHANNEL``: the thief filters as for ``any`` and passes every
-    query it does answer through the channel first (``charex.channels``) before its copy sees it."""
-    from charex.metrics import roc_auc
+    query it does answer through the channel first (``charex.make.channels``) before its copy sees it."""
+    from charex.judge.metrics import roc_auc
 
     x = owner.pixels()
     with torch.no_grad():
@@ -86,7 +86,7 @@ def adaptive_thief(detectors: dict, copy: torch.nn.Module, owner, cal: dict, nat
                                                                                      level)}
     out["any"] = {"auc": None, **_verdict(any_flag, answers, rnd, owner, cal, level)}
     if channel:
-        from charex.channels import parse_channel
+        from charex.make.channels import parse_channel
 
         with torch.no_grad():
             through = copy(parse_channel(channel)(owner.images).float() / 255).argmax(1).numpy()
@@ -96,7 +96,7 @@ def adaptive_thief(detectors: dict, copy: torch.nn.Module, owner, cal: dict, nat
 
 def run_null(rates: dict, n: int) -> dict:
     """The run's calibrated null, rebuilt from the calibration counts it saved."""
-    from charex.null import fit_logit_normal
+    from charex.judge.null import fit_logit_normal
 
     c = rates["calibration"]
     return {**fit_logit_normal(list(c["counts"].values()), n, c["s_min"], c["s_max"]),
@@ -223,7 +223,7 @@ class Mahalanobis:
 def main() -> None:
     from charex.experiments.provenance import cpu_description, write_json
     from charex.fingerprint import FingerprintSet
-    from charex.metrics import roc_auc
+    from charex.judge.metrics import roc_auc
     from charex.zoo import ModelCache
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,7 +273,7 @@ def main() -> None:
 
 def _verdict(flags: np.ndarray, answers: np.ndarray, rnd: np.ndarray, owner, cal: dict, level: float = 0.01) -> dict:
     """The owner's verdict when the copy answers the flagged queries at random."""
-    from charex.null import p_value
+    from charex.judge.null import p_value
 
     k = int((np.where(flags, rnd, answers) == owner.targets.numpy()).sum())
     pval = p_value(cal, k, owner.n)

@@ -3,7 +3,7 @@
 For each model (random weights; the cost does not depend on them): a ResNet-50 (torchvision layout), a ViT-B/16
 (Hugging Face transformers, when installed) and the paper's VGG-16, with R references of the same shape, the
 default configuration (vanilla, n = 100, alpha 0.5/255, reference-contrastive) runs through the real
-``charex.generate`` loop for 1 and 1 + S steps; the difference is the cost of S steps, without the fixed
+``charex.make.generate`` loop for 1 and 1 + S steps; the difference is the cost of S steps, without the fixed
 costs (probing, the final pass). In the same run it measures
 
 * the FLOPs of one step (``torch.utils.flop_counter``, counted on 2 examples and scaled to n), and

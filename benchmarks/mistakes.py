@@ -1,4 +1,4 @@
-"""Mistake fingerprints (charex.mistakes) on a held-out run: chosen on the validation pool, reported on held-out.
+"""Mistake fingerprints (charex.make.mistakes) on a held-out run: chosen on the validation pool, reported on held-out.
 
     python benchmarks/mistakes.py --run runs/heldout --json docs/data/students-mistakes.json
 
@@ -36,7 +36,7 @@ def owner_setting(run: Path, twin_files: list[str], source_names: tuple[str, ...
 
     from charex import load_model
     from charex.data.cifar10 import thief_split
-    from charex.verify import predict
+    from charex.judge.verify import predict
     from students import run_models
 
     models = run_models(run)
@@ -63,7 +63,7 @@ def owner_setting(run: Path, twin_files: list[str], source_names: tuple[str, ...
 
 def make_fingerprint(setting: dict, source: str, max_agree: int, n_twins: int, per_model: int | None = None):
     """The mistake fingerprint of ``setting`` on one image source, with the first ``n_twins`` twins."""
-    from charex.mistakes import mistake_queries
+    from charex.make.mistakes import mistake_queries
 
     twin_list, refs = list(setting["twins"].values()), setting["refs"]
     keep = [0, *range(1, 1 + n_twins), *range(1 + len(twin_list), 1 + len(twin_list) + len(refs))]
@@ -76,8 +76,8 @@ def main() -> None:
     from charex import load_model
     from charex.experiments.heldout import is_student
     from charex.experiments.provenance import cpu_description, write_json
-    from charex.metrics import roc_auc, tpr_at_fpr
-    from charex.mistakes import calibrate_mistakes, score
+    from charex.judge.metrics import roc_auc, tpr_at_fpr
+    from charex.make.mistakes import calibrate_mistakes, score
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/heldout")

@@ -1,4 +1,4 @@
-"""The owner's cost of a mistake fingerprint (charex.mistakes) against the issue's budget of 30 minutes on 2 cores.
+"""The owner's cost of a mistake fingerprint (charex.make.mistakes) against the issue's budget of 30 minutes on 2 cores.
 
     python benchmarks/mistakes_cost.py --train-twin --json docs/data/mistakes-cost.json
 
@@ -22,7 +22,7 @@ def main() -> None:
     from charex.data import load_cifar10
     from charex.data.cifar10 import thief_split
     from charex.experiments.provenance import cpu_description, write_json
-    from charex.mistakes import mistake_queries, score
+    from charex.make.mistakes import mistake_queries, score
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--twins", nargs="+", default=["bundled:independent-1", "runs/pool/cnn1-s9-twin.safetensors",

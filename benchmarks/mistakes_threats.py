@@ -24,12 +24,12 @@ from mistakes import TWINS, make_fingerprint, owner_setting
 def main() -> None:
     import torch
 
-    from charex.channels import parse_channel
+    from charex.make.channels import parse_channel
     from charex.data.cifar10 import thief_split
     from charex.experiments.heldout import is_student
     from charex.experiments.provenance import cpu_description, write_json
-    from charex.mistakes import MistakeNull, score_answers
-    from charex.verify import batch_logits
+    from charex.make.mistakes import MistakeNull, score_answers
+    from charex.judge.verify import batch_logits
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/heldout")

@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from charex.gradients import ModelForward
+from charex.make.gradients import ModelForward
 from charex.models import NORMALIZATIONS, Normalized, build_arch
 
 

@@ -7,7 +7,7 @@ the adaptive thief who answers what its detectors flag at random (issue 14).
 Needs a ``charex reproduce heldout`` run of the pool (its fingerprints, calibration counts and model cache). For
 each method row (``--methods``; default: the default, the stealth candidates and the paper's vanilla and LTRC):
 
-1. Channels. The owner's queries go through each channel (``charex.channels``, as ``verify --transform``: PNG,
+1. Channels. The owner's queries go through each channel (``charex.make.channels``, as ``verify --transform``: PNG,
    JPEG 90 and 75, Gaussian noise 2/255, downscale-upscale by 2, 1 and 2 pixel shifts) before every useful weight copy
    of the pool (within the run's ``useful_drop`` of the base; int8 included) and every independent model of the
    pool sees them. The verdict uses the run's calibration on clean queries (the owner calibrates once); a false
@@ -45,7 +45,7 @@ THIEF_METHODS = ["natural+ref5-40x0.25-w8", "natural+ref5-40x0.25-w8-eot75", "na
 
 def matches(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> int:
     """How many of ``x`` (N x C x H x W in [0, 1]) ``model`` classifies as their target."""
-    from charex.verify import predict
+    from charex.judge.verify import predict
 
     return int((predict(model, x) == targets).sum())
 
@@ -68,10 +68,10 @@ def useful_copies(run: Path, pool: str, results: dict) -> tuple[dict, dict]:
 
 
 def main() -> None:
-    from charex.channels import parse_channel
+    from charex.make.channels import parse_channel
     from charex.experiments.provenance import cpu_description, git_revision
     from charex.fingerprint import FingerprintSet
-    from charex.null import p_value
+    from charex.judge.null import p_value
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/heldout")

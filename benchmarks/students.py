@@ -1,4 +1,4 @@
-"""Students and the score-based test: SAC-style correlation (charex.correlation) on every model of a held-out run.
+"""Students and the score-based test: SAC-style correlation (charex.judge.correlation) on every model of a held-out run.
 
     python benchmarks/students.py --run runs/heldout --json docs/data/students-sac.json
 
@@ -42,10 +42,10 @@ def run_models(run: Path) -> dict:
 
 
 def main() -> None:
-    from charex.correlation import calibrate_correlation, cutmix_queries, distance
+    from charex.judge.correlation import calibrate_correlation, cutmix_queries, distance
     from charex.experiments.heldout import is_student
     from charex.experiments.provenance import cpu_description, write_json
-    from charex.metrics import roc_auc
+    from charex.judge.metrics import roc_auc
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/heldout")

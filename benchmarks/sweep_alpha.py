@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from charex import GenerationConfig, generate, load_model
-from charex.metrics import evaluate
+from charex.judge.metrics import evaluate
 from charex.models import read_card
 
 

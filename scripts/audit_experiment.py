@@ -4,7 +4,7 @@ An accuser owns ``bundled:base`` and wants to accuse ``bundled:independent-resne
 architecture, another training run). The forger generates with the default procedure and the two generation
 references, but also pulls the examples toward the victim (the victim as an unrecorded surrogate, at weight w), then
 removes the victim from the record. The fingerprint is calibrated on three bundled independent models like an
-honest one. For each fingerprint: the victim's matches and verdict, and ``charex.audit`` in the recorded dtype
+honest one. For each fingerprint: the victim's matches and verdict, and ``charex.judge.audit`` in the recorded dtype
 (bit-identical expected) and in the other dtype (tolerance), plus the agreement statistics behind the tolerance.
 
     python scripts/audit_experiment.py --out docs/results/audit          # about 15 min on 2 cores
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from charex import GenerationConfig, calibrate, generate, load_model, verify
-from charex.audit import audit
+from charex.judge.audit import audit
 from charex.experiments.provenance import provenance, write_json
 
 REFS = ("reference-plain", "reference-wide")

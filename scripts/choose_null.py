@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charex.null import _grid_pmf, fit_beta_binomial, fit_logit_normal, threshold
+from charex.judge.null import _grid_pmf, fit_beta_binomial, fit_logit_normal, threshold
 
 LEVEL = 0.01
 USEFUL_DROP = 0.05

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from charex.null import fit_beta_binomial, threshold as null_threshold
+from charex.judge.null import fit_beta_binomial, threshold as null_threshold
 
 CANDIDATES = (0.02, 0.05, 0.08, 0.1, 0.15, 0.2)
 

@@ -186,6 +186,15 @@ def _check_calibration(cal: Any, n: int) -> None:
         raise FingerprintFileError(f"calibration must be an object, got {type(cal).__name__}")
     if n < 1:
         raise FingerprintFileError("a calibrated fingerprint needs at least one example")
+    if cal.get("null") == "mistakes":  # a mistake set's null: the calibration models' differences d
+        diffs, refs = cal.get("differences"), cal.get("references")
+        if not (isinstance(diffs, list) and 2 <= len(diffs) <= 10_000 and all(_is_number(v) for v in diffs)
+                and _is_unit(cal.get("level")) and isinstance(refs, list) and len(refs) == len(diffs)
+                and all(isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("digest"), str)
+                        for r in refs)):
+            raise FingerprintFileError("mistake calibration block is invalid (differences, level, references): "
+                                       "recalibrate the mistake set")
+        return
     bad = [k for k in ("mu", "level") if not _is_unit(cal.get(k))]
     if cal.get("null") == "logit-normal":
         s_min, s_max = cal.get("s_min"), cal.get("s_max")

@@ -47,7 +47,7 @@ class GenerationConfig:
         surrogate_weight: weight mu of the surrogate term when ``generate`` is given surrogate models (the
             owner's own students of the base, which the examples should transfer to): each step also descends
             mu * mean_s CE(s(x), target) (default 4; ignored without surrogates).
-        eot: expectation over transformations: comma-separated channels (``charex.channels`` grammar, e.g.
+        eot: expectation over transformations: comma-separated channels (``charex.make.channels`` grammar, e.g.
             ``jpeg:75`` or ``jpeg:75,shift:1``) through which the base-model loss is also taken at every step,
             the gradients averaged with the clean one, so that the examples survive what an image API does to
             them (JPEG through a differentiable approximation). Empty (default): clean images only.
@@ -104,7 +104,7 @@ class GenerationConfig:
         if not isinstance(self.eot, str):
             raise CharexError(f"eot must be a string of channel specs, got {self.eot!r}")
         if self.eot:
-            from .channels import parse_diff_channels
+            from .make.channels import parse_diff_channels
 
             parse_diff_channels(self.eot)
         if self.noise_scope not in NOISE_SCOPES:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from charex import FingerprintSet, load_model
-from charex.answers import read_answers
+from charex.judge.answers import read_answers
 from charex.cli import main
 from charex.errors import CharexError
-from charex.verify import predict, verify, verify_answers
+from charex.judge.verify import predict, verify, verify_answers
 
 
 @pytest.fixture(scope="module")

@@ -58,8 +58,8 @@ def test_answers_collected_elsewhere_score_like_the_model(labelled, model_files,
     import torch
 
     from charex import load_model
-    from charex.mistakes import score
-    from charex.verify import predict
+    from charex.make.mistakes import score
+    from charex.judge.verify import predict
 
     out = tmp_path / "m.safetensors"
     assert main(["mistakes-make", str(model_files["base"]), "--twin", str(model_files["ind1"]),

@@ -9,7 +9,7 @@ from charex import GenerationConfig, calibrate, generate
 from charex.cli import main
 from charex.errors import CharexError
 from charex.models import Normalized, build_arch, save_model
-from charex.scan import run_scan
+from charex.judge.scan import run_scan
 from conftest import make_tiny
 
 TIMING = ("seconds", "load_seconds")

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from charex import FingerprintSet, load_model
-from charex.verify import match_count
+from charex.judge.verify import match_count
 from charex.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

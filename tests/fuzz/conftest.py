@@ -81,7 +81,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     fp.save(d / "uncal.safetensors")
     suspect = load_model("bundled:derived-pruned90")
     save_model(suspect, d / "suspect.safetensors")
-    from charex.verify import predict
+    from charex.judge.verify import predict
 
     labels = predict(suspect, cal.pixels()).tolist()
     return World({"dir": d, "cal": d / "cal.safetensors", "uncal": d / "uncal.safetensors", "fp": cal,

@@ -18,7 +18,8 @@ from charex import verify
 from charex.cli import main
 from charex.errors import CharexError
 from charex.models import save_model
-from charex.remote import RemoteModel, verify_remote
+from charex.judge.query import verify_remote
+from charex.models.remote import RemoteModel
 from http_stub import JsonHandler
 
 HERE = Path(__file__).resolve().parent

@@ -13,7 +13,8 @@ import pytest
 
 from charex.cli import main
 from charex.errors import CharexError
-from charex.remote import RemoteModel, verify_remote
+from charex.judge.query import verify_remote
+from charex.models.remote import RemoteModel
 from http_stub import JsonHandler
 
 TOKEN = "Bearer do-not-forward"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charex import GenerationConfig, calibrate, generate
-from charex.audit import audit
+from charex.judge.audit import audit
 from charex.cli import main
 from charex.errors import CharexError
 from charex.models import save_model

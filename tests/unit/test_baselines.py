@@ -49,7 +49,7 @@ def test_disagree_keeps_the_images_the_references_label_otherwise(trained_tiny) 
     """The kept images are those with the fewest references agreeing with the base, checked against a count by hand."""
     from charex.baselines import disagree
     from charex.data.cifar10 import sample_images
-    from charex.verify import predict
+    from charex.judge.verify import predict
 
     x, y = synthetic_data(300, seed=9)
     images = (x * 255).round().to(torch.uint8)

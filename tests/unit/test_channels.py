@@ -1,4 +1,4 @@
-"""Channels an image API may apply (charex.channels) and verify --transform."""
+"""Channels an image API may apply (charex.make.channels) and verify --transform."""
 
 import io
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from charex.channels import parse_channel
+from charex.make.channels import parse_channel
 from charex.errors import CharexError
 
 
@@ -55,7 +55,7 @@ def test_verify_transform(model_files, tmp_path, capsys) -> None:
 
 
 def test_differentiable_jpeg_is_close_to_libjpeg() -> None:
-    from charex.channels import diff_jpeg
+    from charex.make.channels import diff_jpeg
 
     x = images(n=8, c=3)
     for q in (90, 75):
@@ -70,7 +70,7 @@ def test_eot_generation_equals_an_independent_loop(trained_tiny) -> None:
     import torch.nn.functional as F
 
     from charex import GenerationConfig, generate
-    from charex.channels import diff_jpeg
+    from charex.make.channels import diff_jpeg
 
     g = torch.Generator().manual_seed(3)
     x0, y = torch.rand(4, 3, 16, 16, generator=g), torch.randint(10, (4,), generator=g)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from charex.correlation import CorrelationNull, calibrate_correlation, correlation_matrix, cutmix_queries, distance
+from charex.judge.correlation import CorrelationNull, calibrate_correlation, correlation_matrix, cutmix_queries, distance
 from charex.derive import prune_model
 from charex.errors import CharexError
 from conftest import make_tiny, synthetic_data

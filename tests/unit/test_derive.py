@@ -115,7 +115,7 @@ def test_prune_until_useful_rounds_global_masks_and_stop() -> None:
 def test_distill_trains_a_fresh_student_on_the_teachers_answers(monkeypatch) -> None:
     """Labels: the teacher's top-1; probabilities: softmax(logits / T) with T^2 KL; a query budget: a subset."""
     import charex.derive.distill as distill
-    from charex.verify import batch_logits, predict
+    from charex.judge.verify import batch_logits, predict
 
     teacher = make_tiny(0, train_steps=40)
     teacher.card["lineage"] = "tiny(seed=0)"

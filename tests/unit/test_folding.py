@@ -1,8 +1,8 @@
 import torch
 from torch.func import functional_call
 
-from charex.folding import BNFolder, conv_bn_pairs
-from charex.gradients import ModelForward
+from charex.make.folding import BNFolder, conv_bn_pairs
+from charex.make.gradients import ModelForward
 from charex.models import NORMALIZATIONS, Normalized, build_arch
 
 

@@ -4,7 +4,7 @@ import scipy.fft
 import torch
 
 from charex.errors import CharexError
-from charex.frequency import dct2, dct_matrix, highpass, highpass_mask, idct2
+from charex.make.frequency import dct2, dct_matrix, highpass, highpass_mask, idct2
 
 
 @pytest.mark.parametrize("h,w", [(32, 32), (8, 12), (1, 5), (224, 224)])

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from charex import GenerationConfig, generate
 from charex.errors import CharexError
-from charex.frequency import highpass
+from charex.make.frequency import highpass
 from charex.models import state_digest
 from conftest import make_tiny
 
@@ -169,7 +169,7 @@ def test_nan_model_rejected() -> None:
 
 
 def test_auto_dtype_resolves_and_is_recorded(trained_tiny) -> None:
-    from charex.generate import resolve_dtype
+    from charex.make.generate import resolve_dtype
 
     assert resolve_dtype("float32", torch.device("cpu")) == "float32"
     assert resolve_dtype("auto", torch.device("cpu")) in ("float32", "bfloat16")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from charex.metrics import roc_auc, summarize, tpr_at_fpr
+from charex.judge.metrics import roc_auc, summarize, tpr_at_fpr
 
 
 def test_summary_numbers() -> None:
@@ -20,7 +20,7 @@ def test_auc_against_brute_force() -> None:
     brute = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg])
     assert roc_auc(pos, neg) == pytest.approx(brute)
     # trapezoid area under the ROC equals the Mann-Whitney AUC
-    from charex.metrics import roc_curve
+    from charex.judge.metrics import roc_curve
 
     f, t = roc_curve(pos, neg)
     assert np.trapezoid(t, f) == pytest.approx(brute)

@@ -1,4 +1,4 @@
-"""Mistake fingerprints (charex.mistakes): sections checked against a count by hand, the statistic and its null
+"""Mistake fingerprints (charex.make.mistakes): sections checked against a count by hand, the statistic and its null
 against scipy, refusals, and a round trip through the file format."""
 
 import math
@@ -9,10 +9,10 @@ from scipy import stats
 
 from charex import FingerprintSet
 from charex.errors import CharexError
-from charex.mistakes import (MistakeNull, MistakeScore, calibrate_mistakes, mistake_queries, score, score_answers,
+from charex.make.mistakes import (MistakeNull, MistakeScore, calibrate_mistakes, mistake_queries, score, score_answers,
                              verify_mistakes)
 from charex.models import state_digest
-from charex.verify import predict
+from charex.judge.verify import predict
 from conftest import make_tiny
 
 
@@ -113,7 +113,7 @@ def test_verdicts_name_each_suspect(trained_tiny, setting) -> None:
 
 
 def test_match_count_paths_refuse_a_mistake_fingerprint(trained_tiny, setting) -> None:
-    from charex.verify import calibrate, verify, verify_answers
+    from charex.judge.verify import calibrate, verify, verify_answers
 
     images, y, twins, _ = setting
     fp = mistake_queries(trained_tiny, twins, images, y)

@@ -1,11 +1,11 @@
-"""The calibrated null (charex.null): the logit-normal posterior predictive against an independent computation,
+"""The calibrated null (charex.judge.null): the logit-normal posterior predictive against an independent computation,
 its behaviour at near-zero counts and with few or many calibration models, and the earlier beta-binomial null."""
 
 import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from charex.null import fit_beta_binomial, fit_logit_normal, null_sf, p_value, threshold
+from charex.judge.null import fit_beta_binomial, fit_logit_normal, null_sf, p_value, threshold
 
 
 def reference_predictive(counts, n, m_new, s_min, s_max):

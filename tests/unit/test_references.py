@@ -6,9 +6,9 @@ import torch.nn.functional as F
 
 from charex import GenerationConfig, calibrate, generate
 from charex.errors import CharexError
-from charex.gradients import away_loss
+from charex.make.gradients import away_loss
 from charex.models import state_digest
-from charex.verify import calibration_strength
+from charex.judge.verify import calibration_strength
 from conftest import make_tiny
 
 

@@ -5,7 +5,7 @@ import torch
 
 from charex import GenerationConfig, calibrate, generate
 from charex.errors import CharexError
-from charex.select import conferrability, select_conferrable
+from charex.make.select import conferrability, select_conferrable
 from conftest import make_tiny
 
 

@@ -5,7 +5,7 @@ from scipy.stats import betabinom
 
 from charex import GenerationConfig, calibrate, generate, load_model, verify
 from charex.errors import CharexError
-from charex.verify import fit_beta_binomial, null_p_value
+from charex.judge.verify import fit_beta_binomial, null_p_value
 
 
 def test_beta_binomial_fit_recovers_parameters() -> None:

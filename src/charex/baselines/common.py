@@ -14,7 +14,7 @@ from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
 from ..models.probe import model_device
 from ..types import GenerationConfig
-from ..verify import batch_logits
+from ..judge.verify import batch_logits
 
 
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torch import nn
 from ..data.cifar10 import sample_images
 from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
-from ..verify import batch_logits
+from ..judge.verify import batch_logits
 from .common import pack
 
 

@@ -12,7 +12,7 @@ EXAMPLE = ("charex audit fp-cal.safetensors --base base.safetensors --references
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from ..audit import audit
+    from ..judge.audit import audit
     from ..fingerprint import FingerprintSet
 
     fp = FingerprintSet.load(args.fingerprint)

@@ -26,7 +26,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..fingerprint import FingerprintSet
-    from ..metrics import evaluate
+    from ..judge.metrics import evaluate
     from ..report.tables import evaluation_csv, evaluation_markdown
 
     fp = FingerprintSet.load(args.fingerprint)

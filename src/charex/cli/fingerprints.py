@@ -45,7 +45,7 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ..generate import generate
+    from ..make.generate import generate
     from ..types import PRESETS, GenerationConfig
 
     if args.baseline:
@@ -72,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         shape = args.input_shape or model.card.get("input_shape") or (3, 32, 32)
         x0 = start_images(args.data, shape, cfg.n, cfg.seed)
     if args.select_from is not None:  # CAE: more candidates, the most conferrable kept (docs/method.md)
-        from ..select import generate_conferrable
+        from ..make.select import generate_conferrable
 
         if args.select_from < cfg.n or not args.selection_references or not args.selection_surrogates:
             raise CharexError("--select-from N needs N >= --n and both --selection-references and "
@@ -107,7 +107,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from ..fingerprint import FingerprintSet
-    from ..verify import calibrate
+    from ..judge.verify import calibrate
 
     fp = FingerprintSet.load(args.fingerprint)
     refs = {spec: load(args, spec) for spec in args.reference}
@@ -128,60 +128,103 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remote(args: argparse.Namespace, fp: Any, url: str) -> Any:
-    from ..remote import RemoteModel, verify_remote
+def _remote(args: argparse.Namespace, kit: Any, url: str) -> Any:
+    from ..judge.query import judge_remote
+    from ..models.remote import RemoteModel
 
     remote = RemoteModel(url, datatype=args.remote_datatype, layout=args.remote_layout, scale=args.remote_scale,
                          batch_size=args.batch_size,
                          timeout=args.timeout, retries=args.retries, auth_env=args.auth_env)
-    return verify_remote(fp, remote, max_queries=args.max_queries, audit=args.audit, sequential=not args.all_queries)
+    return judge_remote(kit, remote, max_queries=args.max_queries, audit=args.audit, sequential=not args.all_queries)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ..fingerprint import FingerprintSet
-    from ..answers import read_answers
-    from ..verify import format_p, verify, verify_answers
+    from ..judge.answers import read_answers
+    from ..judge.kit import open_kit
+    from ..judge.query import LocalSuspect, judge, judge_answers
+    from ..models.probe import probe_model
 
-    fp = FingerprintSet.load(args.fingerprint)
+    kit = open_kit(args.fingerprint)
     if not args.suspect and not args.answers:
         raise CharexError("name at least one suspect model or --answers FILE")
     if args.transform:  # simulate an image API's channel on the queries (local and remote suspects)
-        from ..channels import parse_channel
+        from ..make.channels import parse_channel
 
         if args.answers:
             raise CharexError("--transform simulates a channel for models you query; answers were already collected "
                               "through the real one")
-        fp = dataclasses.replace(fp, images=parse_channel(args.transform)(fp.images))
-    answered = [verify_answers(fp, read_answers(path, fp), str(path)) for path in args.answers or []]
+        kit = kit.transformed(parse_channel(args.transform))
     remote = [spec for spec in args.suspect if spec.startswith(("http://", "https://"))]
-    local = [spec for spec in args.suspect if spec not in remote]
-    verdicts = verify(fp, {spec: load(args, spec) for spec in local}) + [_remote(args, fp, url) for url in remote]
-    verdicts += answered
+    verdicts = []
+    for spec in args.suspect:
+        if spec in remote:
+            verdicts.append(_remote(args, kit, spec))
+            continue
+        model = load(args, spec)
+        first = kit.tests[0]
+        probe_model(model, first.meta.get("input_shape", list(first.images.shape[1:])), first.meta.get("num_classes"),
+                    name=spec)
+        verdicts.append(judge(kit, LocalSuspect(model, spec), spec, max_queries=args.max_queries,
+                              sequential=args.max_queries is not None))
+    verdicts += [judge_answers(kit, read_answers(path, kit), str(path)) for path in args.answers or []]
     if args.json:
-        keys = ("suspect", "match_rate", "matches", "n", "p_value", "decision", "null_rate", "threshold")
-        print_json({"calibrated": fp.calibration is not None,
-                    "results": [{**{k: v.to_dict()[k] for k in keys}, **v.extra} for v in verdicts]})
+        print_json({"calibrated": kit.calibrated, "level": kit.level, "tests": [t.name for t in kit.judges()],
+                    "results": [v.to_dict() for v in verdicts]})
     else:
-        if fp.calibration is None:
+        if not kit.calibrated:
             print("note: this fingerprint is not calibrated, so no calibrated verdict is possible; match rates "
                   "only. Run `charex calibrate FP --reference MODEL ...` on independent models first.")
         for v in verdicts:
-            line = f"{v.suspect}: {v.matches}/{v.n} match ({100 * v.match_rate:.1f}%)"
-            if "answered" in v.extra:
-                line += f" among the {v.extra['answered']} of {v.extra['examples']} examples answered"
-            if v.extra.get("stopped_early"):
-                line += " (stopped early: the verdict could no longer change; p is a bound)"
-            if v.p_value is not None:
-                line += f", p = {format_p(v.p_value)}: {v.decision.upper()}"
-            print(line)
-    if fp.calibration is None:
+            print(_verdict_line(v, len(kit.tests)))
+    if not kit.calibrated:
         return EXIT_UNCALIBRATED
     return EXIT_DERIVED if any(v.decision == "derived" for v in verdicts) else EXIT_NOT_DERIVED
 
 
+def _test_words(t: dict[str, Any]) -> str:
+    """One test's finding in words."""
+    if t.get("statistic") is None:
+        return f"{t['test']}: {t.get('note', 'not asked')}"
+    if t["test"] == "mistakes":
+        r = t["rates"]
+        words = (f"mistakes: repeats {100 * r[0]:.1f}% of the base's mistakes and "
+                 f"{100 * sum(r[1:]) / (len(r) - 1):.1f}% of its twins' (d {t['d']:+.3f})")
+    else:
+        words = f"{t['test']}: {t['matches']}/{t['n']} match ({100 * t['match_rate']:.1f}%)"
+        if t.get("answered", t["n"]) < t.get("examples", t["n"]) and not t.get("p_value_is_bound"):
+            words += f" among the {t['answered']} of {t['examples']} examples answered"
+    if t.get("p_value_is_bound"):
+        words += " (stopped early: the decision could no longer change; p is a bound)"
+    if t.get("p_value") is not None:
+        from ..judge.verify import format_p
+
+        words += f", p = {format_p(t['p_value'])}"
+    return words + (f" [{t['note']}]" if t.get("note") else "")
+
+
+def _verdict_line(v: Any, n_tests: int) -> str:
+    """A suspect's verdict for people: one line for a one-test fingerprint, the tests beneath for a kit."""
+    from ..judge.verify import format_p
+
+    d = v.to_dict()
+    if n_tests == 1:
+        line = f"{v.suspect}: " + _test_words(v.tests[0]).split(": ", 1)[1]
+        if v.p_value is not None:
+            line = line.rsplit(", p = ", 1)[0] + f", p = {format_p(v.p_value)}: {v.decision.upper()}"
+        return line
+    head = (f"{v.suspect}: {v.decision.upper()}, p = {format_p(v.p_value)} (Bonferroni over {n_tests} tests)"
+            f"{', caught by the ' + v.fired + ' test' if v.fired else ''}; {v.queries} queries"
+            f"{' (stopped early)' if d.get('stopped_early') else ''}")
+    return "\n".join([head] + [f"    {_test_words(t)}" for t in v.tests])
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..fingerprint import FingerprintSet
+    from ..judge.kit import open_kit
 
+    kit = open_kit(args.fingerprint)
+    if not kit.single:
+        return _inspect_kit(args, kit)
     fp = FingerprintSet.load(args.fingerprint)
     counts = [int((fp.targets == c).sum()) for c in range(int(fp.meta.get("num_classes", 0)))]
     info = {"path": str(args.fingerprint), "digest": fp.digest, "n": fp.n, "image_shape": list(fp.images.shape[1:]),
@@ -217,18 +260,44 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from ..export import export_png
-    from ..fingerprint import FingerprintSet
+def _inspect_kit(args: argparse.Namespace, kit: Any) -> int:
+    from ..make.kit import describe
 
-    out = export_png(FingerprintSet.load(args.fingerprint), args.directory)
-    print(f"wrote {out}/NNNN.png and {out}/labels.csv")
+    info = {"path": str(args.fingerprint), "digest": kit.digest, "kind": "kit", "level": kit.level,
+            "queries": kit.n, "meta": kit.meta,
+            "tests": [{"test": t.name, "queries": fp.n, "digest": fp.digest, "config": fp.config.to_dict(),
+                       "meta": fp.meta, "calibration": fp.calibration} for fp, t in zip(kit.tests, kit.judges())]}
+    if args.json:
+        print_json(info)
+        return 0
+    m = kit.tests[0].meta
+    print(f"{args.fingerprint}\n  kit digest        {kit.digest}")
+    print(f"  base model        {m.get('base_model')} digest {m.get('base_model_digest')}")
+    print(f"  verdict           Bonferroni over {len(kit.tests)} test(s) at level {kit.level}; {kit.n} queries")
+    describe(kit)
+    for fp, t in zip(kit.tests, kit.judges()):
+        for role in ("references", "twins"):
+            for r in fp.meta.get(role) or []:
+                print(f"    {t.name} {role[:-1]:<9} {r['name']} digest {r['digest']}")
+        for r in (fp.calibration or {}).get("references", []):
+            print(f"    {t.name} calibration {r['name']}" + (f" digest {r['digest']}" if "digest" in r else ""))
+    print(f"  created           {kit.meta.get('created')} by charex {kit.meta.get('charex_version')}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..judge.kit import open_kit
+    from ..make.export import export_png
+
+    kit = open_kit(args.fingerprint)
+    out = export_png(kit.tests[0] if kit.single else kit, args.directory)
+    print(f"wrote {out}/NNNN.png ({kit.n} queries) and {out}/labels.csv (keep it to yourself)")
     return 0
 
 
 def register(add: Add) -> None:
     """Add the generate, calibrate, verify, inspect, export subcommands."""
-    from ..null import S_MAX, S_MIN
+    from ..judge.null import S_MAX, S_MIN
 
     g = add("generate", cmd_generate, EXAMPLES["generate"], "generate characteristic examples of a model and save them")
     g.add_argument("model", help="model file or bundled:NAME")
@@ -320,7 +389,9 @@ def register(add: Add) -> None:
     r.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     r.add_argument("--retries", type=int, default=4, help="retries on 429/502/503/504 and connection errors")
     r.add_argument("--auth-env", metavar="VAR", help="environment variable holding the Authorization header value")
-    r.add_argument("--max-queries", type=int, help="send at most this many examples")
+    v.add_argument("--max-queries", type=int, metavar="N",
+                   help="ask any suspect (local too, as a stand-in for an API) at most N queries, all tests together, "
+                        "stopping each test once its decision is settled; the verdict says how many it used")
     r.add_argument("--audit", metavar="FILE", help="write every answer as JSON lines (time, file, label) to a new "
                                                    "file; re-check offline with --answers FILE")
     r.add_argument("--all-queries", action="store_true",
@@ -333,10 +404,10 @@ def register(add: Add) -> None:
     v.add_argument("--quiet", action="store_true")
     add_model_args(v)
 
-    i = add("inspect", cmd_inspect, EXAMPLES["inspect"], "show a fingerprint file's config, provenance and calibration")
+    i = add("inspect", cmd_inspect, EXAMPLES["inspect"], "show a fingerprint or kit file's tests, config, provenance and calibration")
     i.add_argument("fingerprint")
     i.add_argument("--json", action="store_true")
 
-    e = add("export", cmd_export, EXAMPLES["export"], "write the examples as PNG files plus labels.csv")
+    e = add("export", cmd_export, EXAMPLES["export"], "write the queries (a kit's: every test's, numbered on) as PNG files plus labels.csv")
     e.add_argument("fingerprint")
     e.add_argument("directory")

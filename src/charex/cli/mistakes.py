@@ -1,4 +1,4 @@
-"""The mistakes commands: fingerprints for students (charex.mistakes): make one, and judge suspects with it."""
+"""The mistakes commands: fingerprints for students (charex.make.mistakes): make one, and judge suspects with it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ EXAMPLES = {
 
 def cmd_make(args: argparse.Namespace) -> int:
     from ..data.starts import labelled_images
-    from ..mistakes import mistake_queries
+    from ..make.mistakes import mistake_queries
 
     base = load(args, args.model)
     twins = [load(args, s) for s in args.twin]
@@ -48,9 +48,9 @@ def cmd_make(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..fingerprint import FingerprintSet
-    from ..mistakes import calibrate_mistakes, verify_mistakes
+    from ..make.mistakes import calibrate_mistakes, verify_mistakes
 
-    from ..answers import read_answers
+    from ..judge.answers import read_answers
 
     fp = FingerprintSet.load(args.fingerprint)
     if not args.suspect and not args.answers:

@@ -13,7 +13,7 @@ EXAMPLES = {
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from ..scan import run_scan, summary_table
+    from ..judge.scan import run_scan, summary_table
 
     summary = run_scan(args.fingerprints, args.suspects, args.output, workers=args.workers,
                        ray_address=args.ray, progress=not args.quiet, load_options=load_options(args))

@@ -12,7 +12,7 @@ from ..data.cifar10 import ArrayDataset
 from ..lineage import distill_name, parent_of
 from ..errors import CharexError
 from ..train import TrainConfig, train_from_scratch
-from ..verify import batch_logits
+from ..judge.verify import batch_logits
 
 
 def distill_model(teacher: nn.Module, data: ArrayDataset, *, arch: str, arch_kwargs: dict[str, Any],

@@ -22,11 +22,11 @@ from typing import Any, Callable
 
 from ..derive import quantize_int8
 from ..fingerprint import FingerprintSet
-from ..generate import generate
-from ..metrics import evaluate
+from ..make.generate import generate
+from ..judge.metrics import evaluate
 from ..models import load_model
 from ..types import GenerationConfig
-from ..verify import calibrate, format_p, verify
+from ..judge.verify import calibrate, format_p, verify
 from .provenance import provenance, write_json
 
 GENERATION_REFERENCES = ("independent-1", "other-arch", "reference-plain", "reference-wide")

@@ -21,9 +21,9 @@ from ..data import load_cifar10
 from ..derive import prune_model
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
-from ..generate import generate
+from ..make.generate import generate
 from ..lineage import base_name, prune_name
-from ..metrics import evaluate
+from ..judge.metrics import evaluate
 from ..models.loading import bundled_dir
 from ..train import TrainConfig, accuracy, train_from_scratch
 from ..types import GenerationConfig

@@ -34,16 +34,16 @@ from ..derive.prune import prune_chain
 from ..dtypes import resolve_dtype
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
-from ..generate import generate
+from ..make.generate import generate
 from ..lineage import DEFAULT_LR, base_name, distill_name, finetune_name, iterative_prune_name, parent_of
-from ..metrics import roc_auc, tpr_at_fpr
+from ..judge.metrics import roc_auc, tpr_at_fpr
 from ..models import load_model
 from ..models.loading import bundled_dir
 from ..models.probe import model_device
 from ..train import TrainConfig, accuracy, train_from_scratch
 from ..types import GenerationConfig
-from ..null import S_MAX, S_MIN
-from ..verify import calibrate, verify
+from ..judge.null import S_MAX, S_MIN
+from ..judge.verify import calibrate, verify
 from ..zoo import ModelCache
 from .provenance import provenance, write_json
 
@@ -189,7 +189,7 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
     ``references``, they go to the baseline). A row with ``surrogates: true`` (or a count: the first k) pulls its
     examples toward the owner's students of the base (``pools["surrogates"]``, the profile's ``surrogates``). A row
     with ``select: {"candidates": N}`` generates N candidates and keeps the ``n`` most conferrable
-    (:func:`charex.select.select_conferrable`), judged by the generation references and surrogates it left out of
+    (:func:`charex.make.select.select_conferrable`), judged by the generation references and surrogates it left out of
     the loss.
     """
     cfg = method_config(spec, profile["generation"])
@@ -256,7 +256,7 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
             fp = generate(base, cfg, x0=x0, references=refs or None, surrogates=surs or None, progress=progress)
             fp.meta["start"] = "natural"
         elif select:
-            from ..select import generate_conferrable
+            from ..make.select import generate_conferrable
 
             fp = generate_conferrable(base, cfg, select["candidates"], references=refs or None,
                                       surrogates=surs or None, selection_references=sel_refs,

@@ -10,7 +10,7 @@ import torch
 
 from .._io import atomic_write_with
 from ..fingerprint import FingerprintSet
-from ..metrics import roc_curve
+from ..judge.metrics import roc_curve
 
 
 def _plt() -> Any:

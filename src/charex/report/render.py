@@ -12,7 +12,7 @@ from torch import nn
 from .._io import atomic_write_text
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
-from ..verify import format_p
+from ..judge.verify import format_p
 from . import figures
 
 
@@ -54,7 +54,7 @@ def write_report(run_dir: str | Path, *, sets: Mapping[str, FingerprintSet] | No
     figs.append(("ROC of the match-rate verifier", figures.roc(_rocs(results), run / "fig-roc.png")))
     if base is not None and data_root is not None:
         from ..data import load_cifar10
-        from ..frequency import dct_saliency
+        from ..make.frequency import dct_saliency
 
         test = load_cifar10(data_root, "test")
         idx = torch.arange(0, len(test), max(1, len(test) // 500))

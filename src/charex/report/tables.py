@@ -1,11 +1,11 @@
-"""Markdown and CSV renderings of an :class:`charex.metrics.Evaluation`."""
+"""Markdown and CSV renderings of an :class:`charex.judge.metrics.Evaluation`."""
 
 from __future__ import annotations
 
 import csv
 import io
 
-from ..metrics import Evaluation
+from ..judge.metrics import Evaluation
 
 
 def evaluation_markdown(ev: Evaluation) -> str:

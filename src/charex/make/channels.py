@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import CharexError
+from ..errors import CharexError
 
 Channel = Callable[[torch.Tensor], torch.Tensor]
 

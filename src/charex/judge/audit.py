@@ -25,11 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .dtypes import platform_record
-from .errors import CharexError
-from .fingerprint import FingerprintSet
-from .models.normalized import state_digest
-from .models.probe import Models, model_device, named_models
+from ..dtypes import platform_record
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
+from ..models.normalized import state_digest
+from ..models.probe import Models, model_device, named_models
 
 # Across dtypes or platforms an example agrees when its perturbation (example minus start) has cosine similarity
 # >= COSINE_AGREE with the re-run's, and the examples agree when at least AGREE_FRACTION_MIN of them do. Chosen on
@@ -91,7 +91,7 @@ def audit(fp: FingerprintSet, base: nn.Module, *, references: Models | None = No
         >>> report = audit(FingerprintSet.load("fp.safetensors"), load_model("base.safetensors"))  # doctest: +SKIP
         >>> [(c.name, c.status) for c in report.checks]  # doctest: +SKIP
     """
-    from .generate import generate, start_and_targets
+    from ..make.generate import generate, start_and_targets
 
     if fp.meta.get("baseline"):
         raise CharexError("this fingerprint was made by a baseline method, not by charex generate; audit re-runs "
@@ -180,8 +180,8 @@ def _compare(fp: FingerprintSet, regen: FingerprintSet, x0: torch.Tensor | None,
 def _base_match(fp: FingerprintSet, base: nn.Module) -> Check:
     """The base model's match rate on the file's images, computed as generate does (one float32 batch: polished
     examples sit at the decision boundary, where another batch size can flip a near-tie)."""
-    from .gradients import ModelForward
-    from .models.probe import eval_mode
+    from ..make.gradients import ModelForward
+    from ..models.probe import eval_mode
 
     with eval_mode(base), torch.no_grad():
         logits = ModelForward(base, fold_bn=False).logits(fp.pixels().to(model_device(base)))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .errors import CharexError
+from ..errors import CharexError
 from .folding import BNFolder
 
 _WEIGHT_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -49,7 +49,7 @@ class ModelForward:
         scope: which parameters are perturbed (see :func:`noised_parameter_names`).
         generator: the ``torch.Generator`` all noise is drawn from (on the model's device).
         fold_bn: evaluate with eval-mode BatchNorm folded into the preceding convolutions
-            (same function, fewer passes; see :mod:`charex.folding`).
+            (same function, fewer passes; see :mod:`charex.make.folding`).
     """
 
     def __init__(self, model: nn.Module, *, dtype: torch.dtype = torch.float32, channels_last: bool = False,

@@ -11,7 +11,7 @@ connection errors, a batch-size limit, an optional auth header whose value comes
 variable (never from the command line, never logged), a query budget, an audit file (JSON lines: time,
 example index, label) from which any verdict can be recomputed offline with ``--answers``.
 
-:func:`verify_remote` tests sequentially: it stops as soon as the verdict at the calibrated level can no
+:func:`charex.judge.query.judge_remote` asks it a kit's queries sequentially: it stops as soon as the verdict can no
 longer change (each query shows the other side one of your secret examples) and reports how many it sent.
 """
 
@@ -19,21 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any, Callable
 
 import numpy as np
 
-from .errors import CharexError
-from .fingerprint import FingerprintSet
-from .types import Verdict
-from .null import p_value
-from .verify import verdict_from_count
+from ..errors import CharexError
 
 RETRY_STATUS = (429, 502, 503, 504)
 MAX_RESPONSE_BYTES = 64 * 2 ** 20  # an answer larger than this is refused (a batch of 32 x 1000 scores is ~1 MB)
@@ -233,85 +227,3 @@ def _labels_from(resp: dict[str, Any], n: int, url: str, num_classes: int | None
         raise CharexError(f"{url}: the answer has shape {list(arr.shape)}; expected {n} x {num_classes or 'C'} "
                           "scores or N labels")
     return [int(v) for v in arr.argmax(1)]
-
-
-def _num_classes(fp: FingerprintSet) -> int | None:
-    nc = fp.meta.get("num_classes")
-    return int(nc) if isinstance(nc, int) and nc > 0 else None
-
-
-def verify_remote(fp: FingerprintSet, remote: RemoteModel, *, name: str | None = None, max_queries: int | None = None,
-                  audit: str | Path | None = None, seed: int = 0, sequential: bool = True) -> Verdict:
-    """Query ``remote`` with the examples (in a seeded random order) and judge it like a model.
-
-    With a calibrated ``fp`` and ``sequential``, it stops when the decision at the full n is settled: k
-    matches already reach the full-n threshold (``derived``), or even all remaining examples could not
-    reach it (``not derived``). ``max_queries`` caps what is sent; the verdict then uses what was answered
-    (as partial answers do). ``extra`` records answered, sent, stopped_early and the request settings.
-    """
-    name = name or remote.url
-    audit_path = Path(audit) if audit else None
-    if audit_path is not None and audit_path.exists():
-        raise CharexError(f"audit file {audit_path} exists: choose a new file (one audit per run, so that "
-                          "`charex verify FP --answers AUDIT` recomputes exactly this verdict)")
-    order = list(range(fp.n))
-    random.Random(seed).shuffle(order)
-    if max_queries is not None:
-        if max_queries < 1:
-            raise CharexError(f"--max-queries must be >= 1, got {max_queries}")
-        order = order[:max_queries]
-    cal = fp.calibration
-    full_threshold = cal["threshold_matches"] if cal is not None else None
-    remote.check(tuple(fp.images.shape[1:]), _num_classes(fp))  # type: ignore[arg-type]
-    images = fp.images.numpy()
-    answers: dict[int, int] = {}
-    k = 0
-    stopped = False
-    tmp = audit_path.with_name(f".{audit_path.name}.part") if audit_path else None
-    fh = tmp.open("w") if tmp else None
-    ok = False
-    try:
-        for i in range(0, len(order), remote.batch_size):
-            idx = order[i:i + remote.batch_size]
-            labels = remote.labels(images[idx])
-            for j, lab in zip(idx, labels):
-                answers[j] = lab
-                k += int(int(fp.targets[j]) == lab)
-                if fh:
-                    fh.write(json.dumps({"time": time.time(), "file": f"{j:04d}.png", "label": lab}) + "\n")
-            if fh:
-                fh.flush()
-            left = fp.n - len(answers)
-            if sequential and full_threshold is not None and max_queries is None and left and \
-                    (k >= full_threshold or k + left < full_threshold):
-                stopped = True
-                break
-        ok = True
-    except CharexError as e:
-        if tmp is not None and answers:
-            partial = audit_path.with_name(audit_path.name + ".partial")  # type: ignore[union-attr]
-            raise CharexError(f"{e} ({len(answers)} answers received before the failure are in {partial})") from e
-        raise
-    finally:
-        if fh:
-            fh.close()
-        if tmp is not None:  # the audit appears whole, or as .partial beside it when the run failed
-            if ok:
-                os.replace(tmp, audit_path)  # type: ignore[arg-type]
-            elif answers:
-                os.replace(tmp, audit_path.with_name(audit_path.name + ".partial"))  # type: ignore[union-attr]
-            else:
-                tmp.unlink(missing_ok=True)
-    m = len(answers)
-    extra = {"answered": m, "examples": fp.n, "sent": remote.sent, "stopped_early": stopped,
-             "datatype": remote.datatype, "layout": remote.layout, "scale": remote.scale,
-             "batch_size": remote.batch_size}
-    if cal is None or not stopped:
-        return verdict_from_count(fp, name, k, m, extra)
-    # stopped early: the full-n decision is settled; p is bounded by counting every unsent example as a miss
-    # (derived) or as a match (not derived)
-    derived = k >= full_threshold
-    p = p_value(cal, k if derived else k + fp.n - m, fp.n)
-    return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"],
-                   threshold=full_threshold / fp.n, p_value=p, decision="derived" if derived else "not derived",
-                   extra={**extra, "p_value_is_bound": True})

@@ -15,16 +15,16 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import __version__
+from .. import __version__
 from .channels import parse_diff_channels
-from .errors import CharexError
-from .fingerprint import FingerprintSet
-from .dtypes import platform_record, resolve_dtype
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
+from ..dtypes import platform_record, resolve_dtype
 from .frequency import HighPass
 from .gradients import ModelForward, reference_gradient, surrogate_gradient
-from .models.normalized import state_digest
-from .models.probe import Models, eval_mode, model_device, named_models, probe_model
-from .types import GenerationConfig
+from ..models.normalized import state_digest
+from ..models.probe import Models, eval_mode, model_device, named_models, probe_model
+from ..types import GenerationConfig
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

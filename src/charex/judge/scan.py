@@ -20,9 +20,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ._io import read_utf8
-from .errors import CharexError, first_line
-from .fingerprint import FingerprintSet
+from .._io import read_utf8
+from ..errors import CharexError, first_line
+from ..fingerprint import FingerprintSet
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".pt2", ".onnx", ".ckpt")
 
@@ -47,7 +47,7 @@ def expand_suspects(specs: Sequence[str]) -> list[str]:
     """Suspect specs from files, ``bundled:NAME``, ``hf:...``, Hugging Face model folders, folders (the model files
     and Hugging Face model folders inside) and list files (``.txt``/``.lst``: one spec per line, ``#`` comments),
     in a stable order without duplicates."""
-    from .models.huggingface import is_hf_folder
+    from ..models.huggingface import is_hf_folder
 
     out: list[str] = []
     for s in specs:
@@ -100,8 +100,8 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
     """
     import torch
 
-    from .models import load_model
-    from .models.probe import probe_model
+    from ..models import load_model
+    from ..models.probe import probe_model
     from .verify import predict, verdict_from_count
 
     torch.set_num_threads(1)
@@ -207,7 +207,7 @@ def _as_completed(futures: Iterable[Any]) -> Iterator[Any]:
 
 def _execute_ray(jobs: list[tuple[str, list[str]]], fps: list[tuple[str, str, bytes]],
                  address: str, opts: dict[str, Any]) -> Iterator[list[dict]]:
-    from ._ray import connect
+    from .._ray import connect
 
     ray = connect(address)
     ref = ray.put(fps)  # the fingerprints travel once, through the object store

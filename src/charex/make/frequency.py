@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .errors import CharexError
+from ..errors import CharexError
 
 
 @functools.lru_cache(maxsize=32)

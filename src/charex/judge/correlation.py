@@ -21,7 +21,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from .errors import CharexError
+from ..errors import CharexError
 from .verify import batch_logits
 
 

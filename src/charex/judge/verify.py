@@ -1,11 +1,11 @@
 """Match rates, calibration of the null on independent reference models, and verdicts.
 
-The null (:mod:`charex.null`): an independent model's match count is the posterior predictive of a logit-normal
+The null (:mod:`charex.judge.null`): an independent model's match count is the posterior predictive of a logit-normal
 binomial model fitted on the calibration models' counts (flat priors; the spread of models on the logit scale in
 [0.45, 2.0], chosen on the validation pool of the held-out evaluation, ``scripts/choose_null.py``). Near-zero counts
 give a near-zero null; few calibration models a wide one. The p-value of a suspect with k matches is P(K >= k);
 it is ``derived`` when p <= level. Files calibrated before carry the beta-binomial MAP null they were made with
-(``mu``, ``rho``; :func:`charex.null.fit_beta_binomial`) and keep their verdicts.
+(``mu``, ``rho``; :func:`charex.judge.null.fit_beta_binomial`) and keep their verdicts.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .errors import CharexError
-from .fingerprint import FingerprintSet
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
 from .null import S_MAX, S_MIN, fit_beta_binomial, fit_logit_normal, p_value
 from .null import threshold as null_threshold
-from .models.normalized import state_digest
-from .models.probe import Models, eval_mode, model_device, named_models, probe_model
-from .types import Verdict
+from ..models.normalized import state_digest
+from ..models.probe import Models, eval_mode, model_device, named_models, probe_model
+from ..types import Verdict
 
 
 __all__ = ["calibrate", "calibration_strength", "fit_beta_binomial", "format_p", "match_count", "match_rate",
@@ -54,7 +54,7 @@ def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name:
 
 def _require_match_fingerprint(fp: FingerprintSet) -> None:
     if "mistakes" in fp.meta:  # its sections are compared with each other, never counted together
-        raise CharexError("this is a mistake fingerprint (charex.mistakes): judge suspects with "
+        raise CharexError("this is a mistake fingerprint (charex.make.mistakes): judge suspects with "
                           "`charex mistakes-verify`, not by match counts")
 
 
@@ -108,7 +108,7 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
         level: significance level of the ``derived`` decision (false-accusation rate per
             independent suspect under the fitted null).
         spread: the prior range [s_min, s_max] of the independent models' spread on the logit scale (default
-            [0.45, 2.0], chosen on the validation pool; :mod:`charex.null`).
+            [0.45, 2.0], chosen on the validation pool; :mod:`charex.judge.null`).
 
     Example:
         >>> fp = calibrate(fp, {"ind1": m1, "ind2": m2, "ind3": m3})  # doctest: +SKIP
@@ -190,7 +190,7 @@ def verify(fp: FingerprintSet, suspects: Models) -> list[Verdict]:
 
 
 def verify_answers(fp: FingerprintSet, answers: Mapping[int, int], name: str = "answers") -> Verdict:
-    """A verdict from labels collected elsewhere (``charex.answers.read_answers``): example index -> label.
+    """A verdict from labels collected elsewhere (``charex.judge.answers.read_answers``): example index -> label.
 
     With m of the n examples answered, the test uses those m: the calibrated null is the same per example, so
     the suspect's match count K_m follows it at m examples and p = P(K_m >= k). ``extra`` records ``answered`` (m) and ``examples`` (n).

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from torch import nn
 
-from .fingerprint import FingerprintSet
+from ..fingerprint import FingerprintSet
 from .verify import match_rate
 
 

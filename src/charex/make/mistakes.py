@@ -32,12 +32,12 @@ import torch
 from scipy import stats
 from torch import nn
 
-from .baselines.common import pack
-from .errors import CharexError
-from .fingerprint import FingerprintSet
-from .models.normalized import state_digest
-from .models.probe import Models, named_models, probe_model
-from .verify import predict
+from ..baselines.common import pack
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
+from ..models.normalized import state_digest
+from ..models.probe import Models, named_models, probe_model
+from ..judge.verify import predict
 
 __all__ = ["MistakeNull", "MistakeScore", "calibrate_mistakes", "mistake_queries", "score", "score_answers",
            "verify_mistakes"]
@@ -122,13 +122,14 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
     return FingerprintSet(images=fp.images, targets=targets, config=fp.config, meta=meta)
 
 
-def _sections(fp: FingerprintSet) -> list[int]:
+def sections(fp: FingerprintSet) -> list[int]:
+    """The section sizes of a mistake fingerprint (the base's, then each twin's); an error for any other file."""
     block = fp.meta.get("mistakes")
     sections = block.get("sections") if isinstance(block, dict) else None
     if (not isinstance(sections, list) or len(sections) < 2 or not all(isinstance(s, int) and s > 0 for s in sections)
             or sum(sections) != fp.n):
         raise CharexError("not a mistake fingerprint (meta mistakes.sections missing or not summing to its size); "
-                          "make one with charex.mistakes.mistake_queries")
+                          "make one with charex.make.mistakes.mistake_queries")
     return sections
 
 
@@ -160,7 +161,7 @@ class MistakeScore:
 
 def score(fp: FingerprintSet, model: nn.Module, name: str = "model") -> MistakeScore:
     """How often ``model`` gives the base's label on the base's mistakes, and each twin's on that twin's."""
-    _sections(fp)
+    sections(fp)
     probe_model(model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
     return score_answers(fp, predict(model, fp.pixels(), name=name))
 
@@ -169,15 +170,15 @@ def score_answers(fp: FingerprintSet, labels: torch.Tensor, answered: torch.Tens
     """The score of answers collected elsewhere (an API's labels for ``fp``'s images, in order): N int labels, and
     optionally an N bool mask of the queries that were answered (the rates are then over those: ``sizes`` counts
     them per section)."""
-    sections = _sections(fp)
+    parts = sections(fp)
     if labels.shape != (fp.n,):
         raise CharexError(f"need one answer per query ({fp.n}), got shape {tuple(labels.shape)}")
     mask = torch.ones(fp.n, dtype=torch.bool) if answered is None else answered.bool().cpu()
     if mask.shape != (fp.n,):
         raise CharexError(f"the answered mask must have one entry per query ({fp.n}), got {tuple(mask.shape)}")
     hit = (labels.long().cpu() == fp.targets) & mask
-    counts = [int(c.sum()) for c in torch.split(hit, sections)]
-    sizes = [int(c.sum()) for c in torch.split(mask, sections)]
+    counts = [int(c.sum()) for c in torch.split(hit, parts)]
+    sizes = [int(c.sum()) for c in torch.split(mask, parts)]
     if min(sizes) < 1:
         raise CharexError(f"every section needs answers; answered per section: {sizes}")
     return MistakeScore(tuple(c / n for c, n in zip(counts, sizes)), tuple(counts), tuple(sizes))
@@ -190,6 +191,7 @@ class MistakeNull:
 
     differences: tuple[float, ...]
     names: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()
 
     @property
     def scale(self) -> float:
@@ -208,6 +210,21 @@ class MistakeNull:
                           "calibration models' rms d, and normal on the suspect's own standard error; larger p",
                 "differences": list(self.differences), "names": list(self.names), "scale": self.scale}
 
+    def block(self, level: float = 0.01) -> dict[str, Any]:
+        """The calibration block a mistake fingerprint stores (``FingerprintSet.with_calibration``), so that it
+        judges suspects without the calibration models: ``null`` = ``mistakes``."""
+        if not 0 < level < 1:
+            raise CharexError(f"level must lie in (0, 1), got {level}")
+        return {**self.to_dict(), "null": METHOD, "level": level,
+                "references": [{"name": n, "digest": d} for n, d in zip(self.names, self.digests)]}
+
+    @classmethod
+    def from_block(cls, block: dict[str, Any]) -> "MistakeNull":
+        """The null a calibration block (:meth:`block`) records."""
+        refs = block.get("references") or []
+        return cls(tuple(float(v) for v in block["differences"]), tuple(str(r["name"]) for r in refs),
+                   tuple(str(r["digest"]) for r in refs))
+
 
 def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
     """The null from two or more independent models (never the base, a twin, or a reference of ``fp``).
@@ -216,27 +233,28 @@ def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
         >>> null = calibrate_mistakes(fp, {"ind1": m1, "ind2": m2, "ind3": m3})  # doctest: +SKIP
         >>> null.p_value(score(fp, suspect)) <= 0.01  # doctest: +SKIP
     """
-    _sections(fp)
+    sections(fp)
     named = named_models(independents)
     if len(named) < 2:
         raise CharexError("a mistake null needs two or more independent calibration models")
     taken = {fp.meta.get("base_model_digest"): "the base model"}
     for role in ("twins", "references"):
         taken.update({r["digest"]: f"{role[:-1]} {r['name']}" for r in fp.meta.get(role, []) if isinstance(r, dict)})
-    diffs = []
+    diffs, digests = [], []
     for name, m in named:
         dg = state_digest(m)
         if dg in taken:
             raise CharexError(f"calibration model {name} is {taken[dg]} of this fingerprint; calibrate on "
                               "independent models that took no part")
         diffs.append(score(fp, m, name).d)
-    return MistakeNull(tuple(diffs), tuple(n for n, _ in named))
+        digests.append(dg)
+    return MistakeNull(tuple(diffs), tuple(n for n, _ in named), tuple(digests))
 
 
 def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, level: float = 0.01,
                     answers: dict[str, dict[int, int]] | None = None) -> list[dict[str, Any]]:
     """One verdict per suspect model, then per answers set (name -> {query index: label}, e.g. from
-    :func:`charex.answers.read_answers`): its score, p-value and ``derived`` (p <= level)."""
+    :func:`charex.judge.answers.read_answers`): its score, p-value and ``derived`` (p <= level)."""
     if not 0 < level < 1:
         raise CharexError(f"level must lie in (0, 1), got {level}")
     scores = [(name, score(fp, m, name)) for name, m in named_models(suspects)]

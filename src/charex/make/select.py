@@ -9,13 +9,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .errors import CharexError
-from .fingerprint import FingerprintSet
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
 from .generate import generate
-from .models.normalized import state_digest
-from .models.probe import Models, named_models
-from .types import GenerationConfig
-from .verify import batch_logits, predict
+from ..models.normalized import state_digest
+from ..models.probe import Models, named_models
+from ..types import GenerationConfig
+from ..judge.verify import batch_logits, predict
 
 
 def conferrability(fp: FingerprintSet, surrogates: Models, references: Models) -> torch.Tensor:

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import CharexError
+from ..errors import CharexError
 
 S_MIN, S_MAX = 0.45, 2.0  # chosen on the validation pool: scripts/choose_null.py
 M_RANGE = (-12.0, 8.0)

@@ -15,20 +15,22 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from ._io import read_utf8
-from .errors import CharexError
-from .fingerprint import FingerprintSet
+from .._io import read_utf8
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
+from .kit import Kit
 
 _PNG = re.compile(r"^([0-9]{1,18})\.png$", re.IGNORECASE)
 _INT = re.compile(r"-?[0-9]{1,18}")  # longer is no index or class (and int() would refuse 4300+ digits)
 
 
-def read_answers(path: str | Path, fp: FingerprintSet) -> dict[int, int]:
+def read_answers(path: str | Path, fp: FingerprintSet | Kit) -> dict[int, int]:
     """Example index -> answered class index, read from a CSV or JSON-lines answers file.
 
     Args:
         path: ``.csv`` (header ``file,label``) or ``.jsonl``/``.ndjson`` (``{"file": ..., "label": ...}`` per line).
-        fp: the fingerprint the answers are to (its ``n`` and class names check the file).
+        fp: the fingerprint or kit the answers are to (its ``n`` and class names check the file; a kit's queries
+            are numbered across its tests, as ``charex export`` wrote them).
 
     Raises:
         CharexError: naming the file, the line and the problem.
@@ -41,8 +43,9 @@ def read_answers(path: str | Path, fp: FingerprintSet) -> dict[int, int]:
     p = Path(path)
     if not p.is_file():
         raise CharexError(f"answers file not found: {p}")
-    classes = [str(c) for c in (fp.meta.get("classes") or [])]
-    num_classes = int(fp.meta.get("num_classes") or len(classes) or 0)
+    meta = fp.classes if isinstance(fp, Kit) else fp.meta
+    classes = [str(c) for c in (meta.get("classes") or [])]
+    num_classes = int(meta.get("num_classes") or len(classes) or 0)
     out: dict[int, int] = {}
     for line, row in _rows(p):
         where = f"{p}, line {line}"

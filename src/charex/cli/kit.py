@@ -1,0 +1,73 @@
+"""The fingerprint command: one kit file holding every test that fits what the owner gave, calibrated once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import Add, add_model_args, load, print_json
+
+EXAMPLES = {
+    "fingerprint": "charex fingerprint bundled:base --twin bundled:independent-1 --reference bundled:other-arch "
+                   "bundled:reference-plain --calibration bundled:independent-2 bundled:independent-3 "
+                   "bundled:reference-wide -o kit.safetensors\n"
+                   "  charex verify kit.safetensors suspect.safetensors   # one verdict: copies and students\n"
+                   "  charex fingerprint my-model.safetensors --reference R1 R2 --calibration C1 C2 C3 -o kit.safetensors"
+                   "   # no twins: weight copies only",
+}
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from ..make.kit import describe, make_kit, refuse_overlap
+
+    refuse_overlap({"calibration": args.calibration, "reference": args.reference, "twin": args.twin})
+    base = load(args, args.model)
+    images = labels = None
+    if args.twin:
+        from ..data.starts import labelled_images
+
+        card = getattr(base, "card", {}) or {}
+        images, labels = labelled_images(args.data, card.get("input_shape") or [3, 32, 32], card.get("classes"))
+    kit = make_kit(base, {s: load(args, s) for s in args.calibration},
+                   references={s: load(args, s) for s in args.reference},
+                   twins={s: load(args, s) for s in args.twin}, images=images, labels=labels, level=args.level,
+                   max_agree=args.max_agree, per_model=args.per_model, progress=not args.quiet)
+    kit.save(args.output)
+    if args.json:
+        print_json({"output": str(args.output), "digest": kit.digest, "level": kit.level, "queries": kit.n,
+                    "tests": [{"test": t.name, "queries": fp.n} for fp, t in zip(kit.tests, kit.judges())],
+                    "missing": kit.meta.get("missing", [])})
+    else:
+        print(f"wrote {args.output}: {len(kit.tests)} test(s), {kit.n} queries in all, level {kit.level}")
+        describe(kit)
+    for note in kit.meta.get("missing", []):
+        if args.json:
+            print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def register(add: Add) -> None:
+    """Add the fingerprint subcommand."""
+    f = add("fingerprint", cmd_fingerprint, EXAMPLES["fingerprint"],
+            "make a kit: characteristic examples (weight copies) and, with twins, the mistake test (students), "
+            "each calibrated once, in one file for `charex verify`")
+    f.add_argument("model", help="your model: a file, bundled:NAME, a Hugging Face folder, ...")
+    f.add_argument("--calibration", nargs="+", required=True, metavar="MODEL",
+                   help="two or more independent models of the task (other seeds and architectures; the more the "
+                        "sharper), used for nothing else: the null of every test is fitted on them")
+    f.add_argument("--reference", nargs="*", default=[], metavar="MODEL",
+                   help="independent models the examples are pushed away from (they then may not calibrate)")
+    f.add_argument("--twin", nargs="*", default=[], metavar="MODEL",
+                   help="your recipe for MODEL trained again with another seed (one or more): adds the mistake "
+                        "test, which catches students; without, the kit catches weight copies only")
+    f.add_argument("--data", help="your labelled images for the mistake test: a CIFAR-10 location (train and test) or "
+                                  "a folder of class folders; default: the shared CIFAR-10 copy")
+    f.add_argument("--level", type=float, default=0.01,
+                   help="false-claim rate of the combined verdict (Bonferroni over the tests; default 0.01)")
+    f.add_argument("--max-agree", type=int, default=3, help="mistake test: keep a model's mistake when at most this "
+                                                            "many other panel models share it (default 3)")
+    f.add_argument("--per-model", type=int, help="mistake test: at most this many queries per section")
+    f.add_argument("-o", "--output", required=True, help="the kit file to write (.safetensors)")
+    f.add_argument("--json", action="store_true")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_args(f)

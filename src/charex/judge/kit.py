@@ -1,0 +1,311 @@
+"""The kit: every test the owner could make, in one file, judged into one verdict per suspect.
+
+A kit holds one or more calibrated tests (:mod:`charex.judge.tests`) of the same base model: the characteristic
+examples (weight copies) and, when the owner has twins, the mistake test (students). The verdict combines the
+tests' p-values by **Bonferroni**, a rule fixed in advance: with T tests, p = min(1, T * min_i p_i), and the suspect
+is judged derived when p <= level. Under the null (an independent suspect) each test's p is valid, so the combined
+false-claim rate is at most ``level`` whatever the dependence between the tests. The test with the smallest p is the
+one that "fired".
+
+File format (docs/format.md): safetensors with tensors ``<i>.images`` and ``<i>.targets`` per test, and metadata
+``charex-kit`` (canonical JSON: format, level, meta, each test's fingerprint header and digest) and ``digest``
+(SHA-256 over that JSON and every tensor). ``load`` refuses a modified file, a test whose own digest does not match,
+tests of different base models or input shapes, and a test without calibration. A single fingerprint file opens as
+a kit of one test (:func:`open_kit`), so every command takes either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .._io import atomic_write_bytes
+from ..errors import CharexError, FingerprintFileError
+from ..fingerprint import FORMAT_VERSION, FingerprintSet
+from ..types import GenerationConfig
+from .tests import ExampleTest, MistakeTest, TestResult, test_for
+
+KIT_KEY = "charex-kit"
+
+
+@dataclass(frozen=True)
+class Kit:
+    """Calibrated tests of one base model and the level of the combined verdict.
+
+    Attributes:
+        tests: the tests' fingerprint sets (each with its calibration block), in the order they are numbered for
+            export and answers (query indices run on across tests).
+        level: the false-claim rate of the combined verdict (Bonferroni over the tests).
+        meta: what the kit records beside the tests: ``missing`` (what the owner did not give and what it costs),
+            ``created``, ``charex_version``.
+
+    Example:
+        >>> kit = Kit.load("kit.safetensors")  # doctest: +SKIP
+        >>> [t.name for t in kit.judges()], kit.n  # doctest: +SKIP
+        (['examples', 'mistakes'], 2700)
+    """
+
+    tests: tuple[FingerprintSet, ...]
+    level: float = 0.01
+    meta: dict[str, Any] = field(default_factory=dict)
+    single: bool = False  # opened from one fingerprint file (not a kit file): its own level, uncalibrated allowed
+
+    def __post_init__(self) -> None:
+        if not self.tests:
+            raise FingerprintFileError("a kit needs at least one test")
+        if not 0 < self.level < 1:
+            raise FingerprintFileError(f"kit level must lie in (0, 1), got {self.level!r}")
+        first = self.tests[0]
+        for i, fp in enumerate(self.tests):
+            if not self.single and fp.calibration is None:
+                raise FingerprintFileError(f"kit test {i} ({test_for(fp).name}) has no calibration: a kit's tests are "
+                                           "calibrated when it is made (charex fingerprint ... --calibration)")
+            if fp.meta.get("base_model_digest") != first.meta.get("base_model_digest"):
+                raise FingerprintFileError(f"kit test {i} was made from another base model (digest "
+                                           f"{str(fp.meta.get('base_model_digest'))[:12]} vs "
+                                           f"{str(first.meta.get('base_model_digest'))[:12]})")
+            if fp.images.shape[1:] != first.images.shape[1:] or fp.images.dtype != first.images.dtype:
+                raise FingerprintFileError(f"kit test {i} has {fp.images.dtype} queries of shape "
+                                           f"{tuple(fp.images.shape[1:])}, test 0 {tuple(first.images.shape[1:])}")
+            if fp.meta.get("num_classes") != first.meta.get("num_classes"):
+                raise FingerprintFileError(f"kit test {i} has {fp.meta.get('num_classes')} classes, test 0 "
+                                           f"{first.meta.get('num_classes')}")
+
+    # what the answers readers and exporters need: the queries numbered across tests, and the class names
+    @property
+    def n(self) -> int:
+        """Number of queries, all tests together."""
+        return sum(fp.n for fp in self.tests)
+
+    @property
+    def offsets(self) -> list[int]:
+        """Index of each test's first query in the kit's numbering."""
+        out, at = [], 0
+        for fp in self.tests:
+            out.append(at)
+            at += fp.n
+        return out
+
+    @property
+    def classes(self) -> dict[str, Any]:
+        """``classes`` and ``num_classes`` of the base model (what answers files name)."""
+        m = self.tests[0].meta
+        return {"classes": m.get("classes"), "num_classes": m.get("num_classes")}
+
+    @property
+    def images(self) -> torch.Tensor:
+        """Every query, N x C x H x W, in the kit's numbering."""
+        return torch.cat([fp.images for fp in self.tests])
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """What the base answers to each query (the examples' targets; for mistakes, the section model's label)."""
+        return torch.cat([fp.targets for fp in self.tests])
+
+    @property
+    def base_model_digest(self) -> str | None:
+        return self.tests[0].meta.get("base_model_digest")
+
+    @property
+    def calibrated(self) -> bool:
+        return all(fp.calibration is not None for fp in self.tests)
+
+    def judges(self) -> list[ExampleTest | MistakeTest]:
+        """One test object per test, in order."""
+        return [test_for(fp) for fp in self.tests]
+
+    def split(self, answers: dict[int, int]) -> list[dict[int, int]]:
+        """Kit-numbered answers -> one dict per test, numbered within the test."""
+        out: list[dict[int, int]] = [{} for _ in self.tests]
+        offs = self.offsets
+        for i, lab in answers.items():
+            t = max(j for j, o in enumerate(offs) if o <= i)
+            out[t][i - offs[t]] = lab
+        return out
+
+    def transformed(self, channel: Any) -> "Kit":
+        """The kit with every query passed through ``channel`` (uint8 images -> uint8 images)."""
+        return dataclasses.replace(self, tests=tuple(dataclasses.replace(fp, images=channel(fp.images))
+                                                     for fp in self.tests))
+
+    # the file
+    def _header(self) -> dict[str, Any]:
+        return {"format": FORMAT_VERSION, "level": self.level, "meta": self.meta,
+                "tests": [fp.header() for fp in self.tests], "digests": [fp.digest for fp in self.tests]}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, fp in enumerate(self.tests):
+            out[f"{i}.images"] = fp.images.detach().cpu().contiguous()
+            out[f"{i}.targets"] = fp.targets.detach().cpu().contiguous()
+        return out
+
+    @property
+    def digest(self) -> str:
+        return _digest(_canonical(self._header()), self._tensors())
+
+    def save(self, path: str | Path) -> Path:
+        """Atomically write the kit (temp file + rename)."""
+        from safetensors.torch import save
+
+        if self.single:
+            raise FingerprintFileError("a single fingerprint opened as a kit is saved as what it is "
+                                       "(FingerprintSet.save)")
+        header, tensors = _canonical(self._header()), self._tensors()
+        return atomic_write_bytes(path, save(tensors, metadata={KIT_KEY: header, "digest": _digest(header, tensors)}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Kit":
+        """Read a kit file; refuses missing, corrupt, modified or inconsistent files (see the module doc)."""
+        p = Path(path)
+        if not p.is_file():
+            raise FingerprintFileError(f"kit file not found: {p}")
+        return cls.from_bytes(p.read_bytes(), str(p))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, name: str = "kit") -> "Kit":
+        from safetensors.torch import load
+
+        from ..fingerprint import _read_metadata
+
+        try:
+            tensors = load(raw)
+            meta = _read_metadata(raw)
+        except Exception as e:
+            raise FingerprintFileError(f"{name} is not a valid kit file (corrupt or truncated safetensors): {e}") from e
+        if KIT_KEY not in meta or "digest" not in meta:
+            raise FingerprintFileError(f"{name} is a safetensors file but not a charex kit (metadata keys "
+                                       f"{sorted(meta)})")
+        if _digest(meta[KIT_KEY], tensors) != meta["digest"]:
+            raise FingerprintFileError(f"{name}: content digest mismatch: the kit was modified or corrupted after it "
+                                       "was written; make it again or restore the original")
+        try:
+            header = json.loads(meta[KIT_KEY])
+            if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+                raise FingerprintFileError(f"{name}: unsupported kit format {header.get('format')!r}")
+            heads, digests = header["tests"], header["digests"]
+            if not isinstance(heads, list) or not isinstance(digests, list) or len(heads) != len(digests) or \
+                    set(tensors) != {f"{i}.{k}" for i in range(len(heads)) for k in ("images", "targets")}:
+                raise FingerprintFileError(f"{name}: the kit's tests and tensors do not correspond")
+            tests = []
+            for i, (h, d) in enumerate(zip(heads, digests)):
+                fp = FingerprintSet(images=tensors[f"{i}.images"], targets=tensors[f"{i}.targets"],
+                                    config=GenerationConfig.from_dict(h["config"]), meta=h.get("meta", {}),
+                                    calibration=h.get("calibration"))
+                if fp.digest != d:
+                    raise FingerprintFileError(f"{name}: test {i}'s digest does not match its contents (a tampered "
+                                               "section)")
+                tests.append(fp)
+            level = header["level"]
+            if isinstance(level, bool) or not isinstance(level, (int, float)):
+                raise FingerprintFileError(f"{name}: kit level must be a number, got {level!r:.40}")
+            kmeta = header.get("meta", {})
+            if not isinstance(kmeta, dict):
+                raise FingerprintFileError(f"{name}: kit meta must be an object")
+            return cls(tests=tuple(tests), level=float(level), meta=kmeta)
+        except FingerprintFileError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise FingerprintFileError(f"{name}: kit header is invalid: {e}") from e
+
+
+def open_kit(path: str | Path) -> Kit:
+    """A kit file, or a single fingerprint file as a kit of one test (at its own calibration level)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FingerprintFileError(f"fingerprint file not found: {p}")
+    return kit_from_bytes(p.read_bytes(), str(p))
+
+
+def kit_from_bytes(raw: bytes, name: str = "fingerprint") -> Kit:
+    """:func:`open_kit` from a file's bytes."""
+    from ..fingerprint import _read_metadata
+
+    try:
+        is_kit = KIT_KEY in _read_metadata(raw)
+    except Exception:
+        is_kit = False
+    if is_kit:
+        return Kit.from_bytes(raw, name)
+    fp = FingerprintSet.from_bytes(raw, name)
+    level = fp.calibration.get("level", 0.01) if fp.calibration else 0.01
+    return Kit(tests=(fp,), level=float(level), single=True)
+
+
+@dataclass(frozen=True)
+class KitVerdict:
+    """One suspect judged with a kit.
+
+    Attributes:
+        suspect: its name. decision: ``derived``, ``not derived`` or ``uncalibrated``.
+        p_value: the combined p (Bonferroni over the kit's tests), None when uncalibrated.
+        queries: how many queries the verdict used, all tests together.
+        tests: each test's result (a test not asked has ``queries`` 0 and a ``note``).
+        fired: the test with the smallest p (None when none was asked).
+        extra: the suspect's channel (remote settings, ``sent``, ``stopped_early``, ...).
+    """
+
+    suspect: str
+    decision: str
+    p_value: float | None
+    queries: int
+    tests: list[dict[str, Any]]
+    fired: str | None
+    level: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the kit-level fields, each test's, and (a kit of one count test) that test's fields flat."""
+        out = {"suspect": self.suspect, "decision": self.decision, "p_value": self.p_value,
+               "queries": self.queries, "fired": self.fired, "level": self.level, "tests": self.tests, **self.extra}
+        if len(self.tests) == 1:  # one test: its numbers at the top too (matches, match_rate, ...), as before kits
+            out.update({k: v for k, v in self.tests[0].items() if k not in ("test", "statistic", "queries")})
+            out["p_value"] = self.p_value
+        return out
+
+
+def combine(kit: Kit, results: Sequence[TestResult | None], name: str, extra: dict[str, Any] | None = None,
+            notes: Sequence[str | None] = ()) -> KitVerdict:
+    """The kit's verdict from its tests' results (None: a test not asked), by Bonferroni over all T tests."""
+    T = len(kit.tests)
+    rows: list[dict[str, Any]] = []
+    asked = []
+    for i, (fp, r) in enumerate(zip(kit.tests, results)):
+        note = notes[i] if i < len(notes) else None
+        if r is None:
+            rows.append({"test": test_for(fp).name, "statistic": None, "p_value": None, "queries": 0,
+                         "note": note or "not asked"})
+            continue
+        rows.append({**r.to_dict(), **({"note": note} if note else {})})
+        asked.append(r)
+    queries = sum(r.queries for r in asked)
+    if not kit.calibrated or any(r.p_value is None for r in asked):
+        return KitVerdict(name, "uncalibrated", None, queries, rows, None, kit.level, dict(extra or {}))
+    if not asked:
+        why = "; ".join(f"{r['test']}: {r['note']}" for r in rows)
+        raise CharexError(f"{name}: no test of the kit could be judged ({why})")
+    best = min(asked, key=lambda r: r.p_value or 1.0)
+    p = min(1.0, T * float(best.p_value or 1.0))
+    derived = p <= kit.level
+    return KitVerdict(name, "derived" if derived else "not derived", p, queries, rows, best.test if derived else None,
+                      kit.level, dict(extra or {}))
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _digest(header: str, tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    h.update(header.encode())
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

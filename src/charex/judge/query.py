@@ -1,0 +1,210 @@
+"""Judging one suspect with a kit, whatever the suspect is: a model here, a remote endpoint, or answers collected
+elsewhere. One loop for all: the tests are asked cheapest first, each test's queries in a seeded random order and
+in batches; with ``sequential`` a test stops as soon as no further answer can change its decision (at its share of
+the level), and the kit stops as soon as the combined verdict is "derived" (more answers can only lower the
+smallest p); ``max_queries`` caps what is sent, all tests together. ``queries`` in the verdict counts what was used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
+from ..types import Verdict
+from .kit import Kit, KitVerdict, combine
+from .tests import TestResult
+
+
+class Suspect(Protocol):
+    """Anything that labels queries: ``labels(fp, idx)`` -> one class index per query ``idx`` of test ``fp``."""
+
+    batch_size: int
+
+    def labels(self, fp: FingerprintSet, idx: list[int]) -> list[int]: ...
+
+
+class LocalSuspect:
+    """A model on this machine (a torch module, an ONNX session, a Hugging Face model: anything loaded)."""
+
+    def __init__(self, model: torch.nn.Module, name: str = "model", batch_size: int = 256) -> None:
+        self.model, self.name, self.batch_size = model, name, batch_size
+
+    def labels(self, fp: FingerprintSet, idx: list[int]) -> list[int]:
+        from .verify import predict
+
+        return predict(self.model, fp.pixels()[idx], name=self.name).tolist()
+
+
+class RemoteSuspect:
+    """A model behind the Open Inference Protocol (:class:`charex.models.remote.RemoteModel`)."""
+
+    def __init__(self, remote: Any) -> None:
+        self.remote = remote
+        self.batch_size = remote.batch_size
+
+    def labels(self, fp: FingerprintSet, idx: list[int]) -> list[int]:
+        return self.remote.labels(fp.images.numpy()[idx])
+
+
+def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = None, sequential: bool = False,
+          seed: int = 0, on_answer: Callable[[int, int], None] | None = None,
+          extra: dict[str, Any] | None = None) -> KitVerdict:
+    """Ask ``suspect`` the kit's queries and judge it.
+
+    Args:
+        kit: the kit (or one fingerprint as a kit: :func:`charex.judge.kit.open_kit`).
+        suspect: what answers (:class:`LocalSuspect`, :class:`RemoteSuspect`, or any ``labels(fp, idx)``).
+        name: the suspect's name in the verdict.
+        max_queries: send at most this many queries, all tests together (None: no cap). Each test then uses the
+            queries answered (a mistake test needs answers in every section; it is left out when it got none).
+        sequential: stop each test once its decision is settled, and the kit once the verdict is "derived".
+        seed: the order of the queries within each test.
+        on_answer: called with (kit query index, label) for every answer (e.g. an audit log).
+
+    Returns:
+        The :class:`~charex.judge.kit.KitVerdict`; ``extra`` gains ``sent`` and ``stopped_early``.
+
+    Example:
+        >>> v = judge(Kit.load("kit.safetensors"), LocalSuspect(model), "suspect", max_queries=1000)  # doctest: +SKIP
+        >>> v.decision, v.p_value, v.queries  # doctest: +SKIP
+    """
+    if max_queries is not None and max_queries < 1:
+        raise CharexError(f"--max-queries must be >= 1, got {max_queries}")
+    tests = kit.judges()
+    share = kit.level / len(tests)  # each test's level under Bonferroni
+    answers: list[dict[int, int]] = [{} for _ in tests]
+    stopped: list[float | None] = [None] * len(tests)
+    results: list[TestResult | None] = [None] * len(tests)
+    notes: list[str | None] = [None] * len(tests)
+    sent, early = 0, False
+    offsets = kit.offsets
+    for ti in sorted(range(len(tests)), key=lambda i: kit.tests[i].n):  # cheapest first
+        t = tests[ti]
+        order = list(range(t.fp.n))
+        random.Random(seed + ti).shuffle(order)
+        for b in range(0, len(order), suspect.batch_size):
+            idx = order[b:b + suspect.batch_size]
+            if max_queries is not None:
+                idx = idx[:max(max_queries - sent, 0)]
+            if not idx:
+                break
+            for j, lab in zip(idx, suspect.labels(t.fp, idx)):
+                answers[ti][j] = int(lab)
+                if on_answer:
+                    on_answer(offsets[ti] + j, int(lab))
+            sent += len(idx)
+            if sequential and len(answers[ti]) < t.fp.n and t.settled(answers[ti], share) is not None:
+                stopped[ti], early = share, True
+                break
+        results[ti], notes[ti] = _result(t, answers[ti], stopped[ti], max_queries)
+        if sequential and any(r is not None and r.p_value is not None and len(tests) * r.p_value <= kit.level
+                              for r in results):
+            for tj, r in enumerate(results):
+                if r is None and not answers[tj]:
+                    notes[tj] = "not asked: the verdict was already settled"
+            early = early or any(not a for a in answers)
+            break
+    for tj in range(len(tests)):
+        if results[tj] is None and notes[tj] is None:
+            notes[tj] = f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
+    return combine(kit, results, name, {**(extra or {}), "sent": sent, "stopped_early": early}, notes)
+
+
+def _result(t: Any, got: dict[int, int], stopped_at: float | None,
+            max_queries: int | None) -> tuple[TestResult | None, str | None]:
+    if not got:
+        return None, None
+    try:
+        return t.result(got, stopped_at=stopped_at), None
+    except CharexError as e:  # a mistake test whose budget left a section unanswered
+        return None, f"not judged: {e}" + (f" (--max-queries {max_queries})" if max_queries else "")
+
+
+def judge_answers(kit: Kit, answers: dict[int, int], name: str) -> KitVerdict:
+    """The verdict from answers collected elsewhere (kit query index -> label, e.g. from
+    :func:`charex.judge.answers.read_answers`): each test judged on what it got; a test with no answers is named
+    as not answered."""
+    if not answers:
+        raise CharexError("no answers to verify")
+    results, notes = [], []
+    for t, got in zip(kit.judges(), kit.split(answers)):
+        r, note = _result(t, got, None, None)
+        results.append(r)
+        notes.append(note or (None if got else "not answered"))
+    extra = {"answered": len(answers), "examples": kit.n}
+    return combine(kit, results, name, extra, notes)
+
+
+def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries: int | None = None,
+                 audit: str | Path | None = None, seed: int = 0, sequential: bool = True) -> KitVerdict:
+    """Ask a remote model (:class:`charex.models.remote.RemoteModel`) the kit's queries and judge it.
+
+    Sequential by default: each test stops once its decision is settled (its p is then a bound) and the kit once
+    the verdict is "derived"; ``max_queries`` caps what is sent. ``audit`` (a new file) receives every answer as a
+    JSON line (time, file ``NNNN.png`` in the kit's numbering, label), so that ``charex verify KIT --answers AUDIT``
+    recomputes the verdict offline; it appears whole, or as ``AUDIT.partial`` when the run failed.
+    """
+    name = name or remote.url
+    audit_path = Path(audit) if audit else None
+    if audit_path is not None and audit_path.exists():
+        raise CharexError(f"audit file {audit_path} exists: choose a new file (one audit per run, so that "
+                          "`charex verify FP --answers AUDIT` recomputes exactly this verdict)")
+    nc = kit.classes["num_classes"]
+    remote.check(tuple(kit.tests[0].images.shape[1:]), int(nc) if isinstance(nc, int) and nc > 0 else None)
+    tmp = audit_path.with_name(f".{audit_path.name}.part") if audit_path else None
+    fh = tmp.open("w") if tmp else None
+    got = 0
+
+    def log(i: int, label: int) -> None:
+        nonlocal got
+        got += 1
+        if fh:
+            fh.write(json.dumps({"time": time.time(), "file": f"{i:04d}.png", "label": label}) + "\n")
+            fh.flush()
+
+    ok = False
+    try:
+        v = judge(kit, RemoteSuspect(remote), name, max_queries=max_queries, sequential=sequential, seed=seed,
+                  on_answer=log, extra={"datatype": remote.datatype, "layout": remote.layout, "scale": remote.scale,
+                                        "batch_size": remote.batch_size})
+        ok = True
+    except CharexError as e:
+        if tmp is not None and got:
+            partial = audit_path.with_name(audit_path.name + ".partial")  # type: ignore[union-attr]
+            raise CharexError(f"{e} ({got} answers received before the failure are in {partial})") from e
+        raise
+    finally:
+        if fh:
+            fh.close()
+        if tmp is not None:
+            if ok:
+                os.replace(tmp, audit_path)  # type: ignore[arg-type]
+            elif got:
+                os.replace(tmp, audit_path.with_name(audit_path.name + ".partial"))  # type: ignore[union-attr]
+            else:
+                tmp.unlink(missing_ok=True)
+    return dataclasses.replace(v, extra={**v.extra, "sent": remote.sent})
+
+
+def verify_remote(fp: FingerprintSet, remote: Any, **kwargs: Any) -> Verdict:
+    """:func:`judge_remote` for one count-based fingerprint, as a :class:`~charex.types.Verdict` (the API before
+    kits): matches, n (answered), p (a bound when it stopped early), and the remote settings in ``extra``."""
+    from .kit import Kit
+
+    v = judge_remote(Kit(tests=(fp,), level=float((fp.calibration or {}).get("level", 0.01)), single=True), remote,
+                     **kwargs)
+    d = v.to_dict()
+    keep = {k: d[k] for k in ("answered", "examples", "sent", "stopped_early", "datatype", "layout", "scale",
+                              "batch_size", "p_value_is_bound") if k in d}
+    return Verdict(suspect=v.suspect, match_rate=d["match_rate"], matches=d["matches"], n=d["n"],
+                   null_rate=d.get("null_rate"), threshold=d.get("threshold"), p_value=v.p_value,
+                   decision=v.decision, extra=keep)

@@ -1,0 +1,193 @@
+"""The tests a kit holds, behind one interface: queries to send, a statistic of the answers, a calibrated p-value.
+
+Every test is a :class:`~charex.fingerprint.FingerprintSet` (its images are the queries, its targets what the base
+answers) with a calibration block (the null, fitted on independent models when the test was made). Two kinds:
+
+- :class:`ExampleTest`: count-based (characteristic examples and the baselines): the statistic is the number of
+  queries answered with their target; p = P(K_m >= k) under the logit-normal null (:mod:`charex.judge.null`).
+- :class:`MistakeTest`: the base's distinctive mistakes against its twins' (:mod:`charex.make.mistakes`): the
+  statistic is d = rate on the base's section - mean rate on the twins' sections; p from the calibrated spread.
+
+Both judge a partial set of answers (what an API answered, or what a budget allowed), and both say when further
+answers can no longer change their decision at a given level (the sequential stop of remote verification).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+
+import torch
+
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
+
+Answers = Mapping[int, int]  # query index -> the label the suspect gave
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test's finding on one suspect.
+
+    Attributes:
+        test: the kind (``examples``, ``mistakes``, or a baseline's name).
+        statistic: matches (count tests) or d (mistakes).
+        p_value: P(statistic at least this large) for an independent model; None without calibration.
+        queries: how many of the test's queries were answered and used.
+        detail: the kind's own numbers (match rate, threshold, section rates, ...); ``p_value_is_bound`` when the
+            test stopped early (its p is then a bound, computed at the least favourable completion).
+    """
+
+    __test__ = False  # not a pytest test class
+
+    test: str
+    statistic: float
+    p_value: float | None
+    queries: int
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"test": self.test, "statistic": self.statistic, "p_value": self.p_value, "queries": self.queries,
+                **self.detail}
+
+
+class Test(Protocol):
+    """What every test offers the judge."""
+
+    __test__ = False
+
+    fp: FingerprintSet
+    name: str
+
+    def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult: ...
+
+    def settled(self, answers: Answers, level: float) -> bool | None: ...
+
+
+def _labels(fp: FingerprintSet, answers: Answers) -> tuple[torch.Tensor, torch.Tensor]:
+    labels, mask = torch.zeros(fp.n, dtype=torch.int64), torch.zeros(fp.n, dtype=torch.bool)
+    for i, lab in answers.items():
+        if not 0 <= i < fp.n:
+            raise CharexError(f"answer to query {i}, outside 0..{fp.n - 1}")
+        labels[i], mask[i] = int(lab), True
+    return labels, mask
+
+
+class ExampleTest:
+    """A count-based test: characteristic examples (``generate``) or a baseline's examples."""
+
+    def __init__(self, fp: FingerprintSet) -> None:
+        self.fp = fp
+        baseline = fp.meta.get("baseline")
+        self.name = str(baseline["name"]) if isinstance(baseline, dict) and "name" in baseline else "examples"
+
+    def _k(self, answers: Answers) -> int:
+        return sum(int(self.fp.targets[i]) == int(lab) for i, lab in answers.items())
+
+    def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult:
+        """The verdict on what was answered. ``stopped_at``: the rest was not sent because the decision at this
+        level was settled (:meth:`settled`), so p is taken at the full n with every unsent query counted against
+        the decision (a bound)."""
+        from .null import p_value, threshold
+        from .verify import verdict_from_count
+
+        if not answers:
+            raise CharexError(f"no answers to the {self.name} test")
+        k, m, fp, cal = self._k(answers), len(answers), self.fp, self.fp.calibration
+        v = verdict_from_count(fp, self.name, k, m)
+        detail = {"matches": k, "n": m, "match_rate": v.match_rate, "null_rate": v.null_rate,
+                  "threshold": v.threshold, "answered": m, "examples": fp.n}
+        p = v.p_value
+        if stopped_at is not None and cal is not None and m < fp.n:
+            t = threshold(cal, fp.n, stopped_at)
+            p = p_value(cal, k if k >= t else k + fp.n - m, fp.n)
+            detail.update(threshold=t / fp.n, p_value_is_bound=True)
+        return TestResult(self.name, float(k), p, m, detail)
+
+    def settled(self, answers: Answers, level: float) -> bool | None:
+        """True (derived) or False (not derived) once no further answer can change the decision at ``level``
+        over all n queries; None while it can."""
+        from .null import threshold
+
+        cal = self.fp.calibration
+        if cal is None:
+            return None
+        t = threshold(cal, self.fp.n, level)
+        k, left = self._k(answers), self.fp.n - len(answers)
+        if k >= t:
+            return True
+        if k + left < t:
+            return False
+        return None
+
+
+class MistakeTest:
+    """The mistake test (students): does the suspect repeat the base's distinctive mistakes more than a twin's?"""
+
+    name = "mistakes"
+
+    def __init__(self, fp: FingerprintSet) -> None:
+        from ..make.mistakes import sections
+
+        self.fp = fp
+        self.sections = sections(fp)
+        cal = fp.calibration
+        self.null = None if cal is None else mistake_null(cal)
+
+    def _score(self, labels: torch.Tensor, mask: torch.Tensor) -> Any:
+        from ..make.mistakes import score_answers
+
+        return score_answers(self.fp, labels, mask)
+
+    def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult:
+        """The score on what was answered (each section needs answers). ``stopped_at``: the decision at this level
+        was settled before every query was sent (:meth:`settled`), so p is taken at the completion of the unsent
+        queries least favourable to that decision (a bound)."""
+        labels, mask = _labels(self.fp, answers)
+        s = self._score(labels, mask)
+        p = None if self.null is None else self.null.p_value(s)
+        detail: dict[str, Any] = {**s.to_dict(), "answered": int(mask.sum()), "examples": self.fp.n}
+        if stopped_at is not None and self.null is not None and int(mask.sum()) < self.fp.n:
+            best, worst = self._extremes(labels, mask)
+            p = worst if worst <= stopped_at else best
+            detail["p_value_is_bound"] = True
+        return TestResult(self.name, s.d, p, int(mask.sum()), detail)
+
+    def _extremes(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+        """p at the most favourable completion (every unsent base query answered with the base's label, no unsent
+        twin query with the twin's) and at the least favourable one (the reverse)."""
+        if self.null is None:
+            raise CharexError("the mistake test is not calibrated")
+        base = torch.zeros(self.fp.n, dtype=torch.bool)
+        base[: self.sections[0]] = True
+        other = (self.fp.targets + 1) % max(int(self.fp.meta.get("num_classes") or 2), 2)
+        full = torch.ones(self.fp.n, dtype=torch.bool)
+        best = torch.where(mask, labels, torch.where(base, self.fp.targets, other))
+        worst = torch.where(mask, labels, torch.where(base, other, self.fp.targets))
+        return self.null.p_value(self._score(best, full)), self.null.p_value(self._score(worst, full))
+
+    def settled(self, answers: Answers, level: float) -> bool | None:
+        """True / False once every completion of the unsent queries gives the same decision at ``level``."""
+        if self.null is None:
+            return None
+        labels, mask = _labels(self.fp, answers)
+        if min(int(c.sum()) for c in torch.split(mask, self.sections)) < 1:
+            return None
+        best, worst = self._extremes(labels, mask)
+        if worst <= level:
+            return True
+        if best > level:
+            return False
+        return None
+
+
+def mistake_null(block: Mapping[str, Any]) -> Any:
+    """The :class:`~charex.make.mistakes.MistakeNull` a mistake test's calibration block records."""
+    from ..make.mistakes import MistakeNull
+
+    return MistakeNull.from_block(dict(block))
+
+
+def test_for(fp: FingerprintSet) -> ExampleTest | MistakeTest:
+    """The test a fingerprint file holds: a mistake test when it has mistake sections, else a count test."""
+    return MistakeTest(fp) if "mistakes" in fp.meta else ExampleTest(fp)

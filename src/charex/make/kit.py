@@ -1,0 +1,117 @@
+"""Making a kit: every test that fits what the owner gave, each calibrated once, in one file (charex.judge.kit).
+
+- The characteristic examples (the default preset, pushed away from the references and twins): weight copies.
+- With twins (the base's recipe trained again with other seeds) and labelled images: the mistake test, students.
+
+Both are calibrated on the same independent calibration models, which may be neither references nor twins.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import CharexError
+from ..judge.kit import Kit
+from ..models.probe import Models, named_models
+from ..types import GenerationConfig
+
+NO_TWINS = ("no twins given: the kit holds the characteristic examples only, which catch weight copies (pruned, "
+            "fine-tuned, quantized) but not students distilled from the base's answers. A twin is your recipe for "
+            "the base trained again with another seed (about 7-12 minutes each for the bundled CNN on 2 CPU cores; "
+            "docs/results.md, Students); give --twin to cover students.")
+
+
+def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), twins: Models = (),
+             images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+             config: GenerationConfig | None = None, level: float = 0.01, max_agree: int = 3,
+             per_model: int | None = None, progress: bool = True) -> Kit:
+    """Every test that fits what is given, calibrated on ``calibration``, as one :class:`~charex.judge.kit.Kit`.
+
+    Args:
+        base: the owner's model ([0, 1] pixels in). calibration: two or more independent models (other seeds and
+            architectures), used for nothing else. references: independent models the examples are pushed away from
+            (and that help judge which mistakes are distinctive). twins: the base's recipe trained with other seeds
+            (the mistake test; also references for the examples). images, labels: the owner's labelled images
+            (uint8 N x C x H x W, N labels), needed with twins. config: the examples' settings (default: the
+            defaults). level: the combined verdict's level. max_agree, per_model: the mistake test's
+            (:func:`charex.make.mistakes.mistake_queries`).
+
+    Example:
+        >>> kit = make_kit(base, {"c1": c1, "c2": c2}, references=[r1], twins=[t1], images=x, labels=y)  # doctest: +SKIP
+        >>> kit.save("kit.safetensors")  # doctest: +SKIP
+    """
+    from ..judge.verify import calibrate
+    from .generate import generate
+    from .mistakes import calibrate_mistakes, mistake_queries
+
+    cal = dict(named_models(calibration))
+    refs, tws = dict(named_models(references)), dict(named_models(twins))
+    if len(cal) < 2:
+        raise CharexError("a kit needs two or more independent calibration models (--calibration)")
+    examples = generate(base, config or GenerationConfig(), references={**refs, **tws}, progress=progress)
+    tests = [calibrate(examples, cal, level=level)]
+    meta: dict[str, Any] = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            "charex_version": __version__, "missing": []}
+    if tws:
+        if images is None or labels is None:
+            raise CharexError("the mistake test needs your labelled images (--data) with the twins")
+        m = mistake_queries(base, list(tws.values()), images, labels, references=list(refs.values()),
+                            max_agree=max_agree, per_model=per_model)
+        m.meta["twins"] = [{"name": n, "digest": r["digest"]} for n, r in zip(tws, m.meta["twins"])]
+        m.meta["references"] = [{"name": n, "digest": r["digest"]} for n, r in zip(refs, m.meta["references"])]
+        m.meta["data_digest"] = _digest(images, labels)
+        tests.append(m.with_calibration(calibrate_mistakes(m, cal).block(level)))
+    else:
+        meta["missing"].append(NO_TWINS)
+    return Kit(tests=tuple(tests), level=level, meta=meta)
+
+
+def _digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 of the labelled images and labels (the audit re-runs the mistake test from the same data)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (images, labels):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def describe(kit: Kit, out: Any = sys.stdout) -> None:
+    """What a kit holds, for people: its tests, their query counts and calibration, and what is missing."""
+    for fp, t in zip(kit.tests, kit.judges()):
+        cal = fp.calibration or {}
+        if t.name == "mistakes":
+            secs = fp.meta["mistakes"]["sections"]
+            print(f"  mistakes   {fp.n} queries: {secs[0]} of the base's distinctive mistakes, "
+                  f"{', '.join(map(str, secs[1:]))} of its {len(secs) - 1} twin(s); null from "
+                  f"{len(cal.get('differences', []))} calibration models (rms d {_rms(cal):.4f})", file=out)
+        else:
+            print(f"  {t.name:<10} {fp.n} queries; null from {len(cal.get('references', []))} calibration models, "
+                  f"mean {100 * cal.get('mu', float('nan')):.1f}%, derived alone at >= "
+                  f"{cal.get('threshold_matches')}/{fp.n}", file=out)
+    for note in kit.meta.get("missing", []):
+        print(f"  missing    {note}", file=out)
+
+
+def _rms(cal: dict[str, Any]) -> float:
+    d = cal.get("differences") or [0.0]
+    return float(sum(v * v for v in d) / len(d)) ** 0.5
+
+
+def refuse_overlap(roles: dict[str, Sequence[str]]) -> None:
+    """A model named in two roles (calibration and reference or twin) is an error naming it."""
+    seen: dict[str, str] = {}
+    for role, specs in roles.items():
+        for s in specs:
+            if s in seen and seen[s] != role:
+                raise CharexError(f"{s} is given both as {seen[s]} and as {role}: a calibration model must take no "
+                                  "part in making the tests")
+            seen[s] = role

@@ -1,0 +1,132 @@
+"""The kit (charex.make.kit, charex.judge.kit, charex.judge.query): one file of calibrated tests, one verdict per
+suspect by Bonferroni, the same verdict through a model, answers and a budget; bad kits refused with clear errors."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from charex import GenerationConfig
+from charex.errors import CharexError, FingerprintFileError
+from charex.judge.kit import KIT_KEY, Kit, combine, open_kit
+from charex.judge.query import LocalSuspect, judge, judge_answers
+from charex.judge.tests import ExampleTest, MistakeTest, TestResult
+from charex.make.kit import NO_TWINS, make_kit
+from conftest import make_tiny
+
+CFG = GenerationConfig(n=30, steps=20, alpha=2 / 255, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def kit(trained_tiny) -> Kit:
+    images = torch.randint(0, 256, (600, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    y = torch.randint(0, 10, (600,), generator=torch.Generator().manual_seed(3))  # noisy labels: many mistakes
+    return make_kit(trained_tiny, {f"c{i}": make_tiny(50 + i, train_steps=60) for i in range(3)},
+                    references={"r": make_tiny(40, train_steps=60)},
+                    twins={"t": make_tiny(30, train_steps=60)}, images=images, labels=y, config=CFG, progress=False)
+
+
+def test_kit_holds_both_tests_calibrated_and_round_trips(kit, tmp_path) -> None:
+    assert [t.name for t in kit.judges()] == ["examples", "mistakes"]
+    assert all(fp.calibration is not None for fp in kit.tests) and kit.meta["missing"] == []
+    assert kit.tests[1].calibration["null"] == "mistakes" and len(kit.tests[1].calibration["differences"]) == 3
+    assert kit.tests[1].meta["twins"][0]["name"] == "t" and "data_digest" in kit.tests[1].meta
+    kit.save(tmp_path / "kit.safetensors")
+    back = Kit.load(tmp_path / "kit.safetensors")
+    assert back.digest == kit.digest and back.n == kit.n == kit.tests[0].n + kit.tests[1].n
+    assert open_kit(tmp_path / "kit.safetensors").digest == kit.digest
+
+
+def test_without_twins_the_kit_says_what_is_missing(trained_tiny) -> None:
+    k = make_kit(trained_tiny, [make_tiny(50, train_steps=30), make_tiny(51, train_steps=30)], config=CFG,
+                 progress=False)
+    assert len(k.tests) == 1 and k.meta["missing"] == [NO_TWINS]
+    with pytest.raises(CharexError, match="labelled images"):
+        make_kit(trained_tiny, [make_tiny(50), make_tiny(51)], twins=[make_tiny(30)], config=CFG, progress=False)
+
+
+def test_bonferroni_verdict_and_which_test_fired(kit, trained_tiny) -> None:
+    r = [TestResult("examples", 3.0, 0.2, 30), TestResult("mistakes", 0.1, 0.004, 90)]
+    v = combine(kit, r, "s")
+    assert v.p_value == pytest.approx(0.008) and v.decision == "derived" and v.fired == "mistakes"
+    v = combine(kit, [TestResult("examples", 3.0, 0.006, 30), None], "s", notes=[None, "not answered"])
+    assert v.p_value == pytest.approx(0.012) and v.decision == "not derived" and v.fired is None
+    assert v.tests[1]["note"] == "not answered" and v.queries == 30
+    base = judge(kit, LocalSuspect(trained_tiny), "base")
+    assert base.decision == "derived" and base.queries == kit.n and base.p_value <= 0.01
+    assert {t["test"] for t in base.tests} == {"examples", "mistakes"}
+
+
+def test_local_model_answers_and_budget_give_consistent_verdicts(kit, trained_tiny) -> None:
+    other = make_tiny(77, train_steps=60)
+    full = judge(kit, LocalSuspect(other), "other")
+    # the same labels as an answers file: the same verdict
+    labels = torch.cat([torch.tensor(LocalSuspect(other).labels(fp, list(range(fp.n)))) for fp in kit.tests])
+    via_answers = judge_answers(kit, {i: int(v) for i, v in enumerate(labels)}, "other")
+    assert via_answers.p_value == pytest.approx(full.p_value) and via_answers.decision == full.decision
+    # a budget: never more queries than allowed; the base is still caught by the cheap test and stops there
+    capped = judge(kit, LocalSuspect(trained_tiny), "base", max_queries=40, sequential=True)
+    assert capped.extra["sent"] <= 40 and capped.queries <= 40 and capped.decision == "derived"
+    assert capped.fired == "examples" and capped.tests[1]["queries"] == 0 and "settled" in capped.tests[1]["note"]
+
+
+def test_answers_for_one_test_only_judge_what_was_answered(kit) -> None:
+    fp = kit.tests[0]
+    v = judge_answers(kit, {i: int(fp.targets[i]) for i in range(fp.n)}, "api")
+    assert v.decision == "derived" and v.tests[1]["note"] == "not answered" and v.queries == fp.n
+    off = kit.offsets[1]
+    with pytest.raises(CharexError, match="every section needs answers"):  # one mistake query: nothing to judge
+        judge_answers(kit, {off: 0}, "one")
+    v = judge_answers(kit, {0: 1, off: 0}, "two")  # ... beside an answered examples test: named as not judged
+    assert v.tests[1]["queries"] == 0 and "every section needs answers" in v.tests[1]["note"]
+
+
+def test_mistake_test_settles_only_when_every_completion_agrees(kit) -> None:
+    t = MistakeTest(kit.tests[1])
+    full = {i: int(kit.tests[1].targets[i]) if i < t.sections[0] else -1 % 10 for i in range(kit.tests[1].n)}
+    assert t.settled({}, 0.005) is None
+    assert t.settled(full, 0.005) in (True, False)
+    e = ExampleTest(kit.tests[0])
+    assert e.settled({i: int(kit.tests[0].targets[i]) for i in range(kit.tests[0].n)}, 0.005) is True
+
+
+def _rewrite(path, out, edit) -> None:
+    raw = path.read_bytes()
+    tensors = st_load(raw)
+    import struct
+
+    (n,) = struct.unpack("<Q", raw[:8])
+    meta = json.loads(raw[8:8 + n])["__metadata__"]
+    edit(tensors, meta)
+    out.write_bytes(st_save(tensors, metadata=meta))
+
+
+def test_bad_kits_are_refused_with_clear_errors(kit, tmp_path, trained_tiny) -> None:
+    p = tmp_path / "kit.safetensors"
+    kit.save(p)
+    bad = tmp_path / "bad.safetensors"
+    _rewrite(p, bad, lambda t, m: t["1.images"].__setitem__(0, 255 - t["1.images"][0]))  # a tampered section
+    with pytest.raises(FingerprintFileError, match="digest mismatch"):
+        Kit.load(bad)
+    other_base = dataclasses.replace(kit.tests[1], meta={**kit.tests[1].meta, "base_model_digest": "0" * 64})
+    with pytest.raises(FingerprintFileError, match="another base model"):
+        Kit(tests=(kit.tests[0], other_base))
+    with pytest.raises(FingerprintFileError, match="no calibration"):
+        Kit(tests=(kit.tests[0].with_calibration(None), kit.tests[1]))
+    with pytest.raises(FingerprintFileError, match="not a charex kit|not a valid kit"):
+        Kit.from_bytes(st_save({"x": torch.zeros(1)}, metadata={"a": "b"}))
+
+    def forge(t, m):  # a forged header whose digest is recomputed: the test's own digest still catches it
+        from charex.judge.kit import _digest
+
+        h = json.loads(m[KIT_KEY])
+        h["tests"][0]["meta"]["base_match_rate"] = 0.5
+        m[KIT_KEY] = json.dumps(h)
+        m["digest"] = _digest(m[KIT_KEY], t)
+
+    _rewrite(p, bad, forge)
+    with pytest.raises(FingerprintFileError, match="tampered section"):
+        Kit.load(bad)
