@@ -5,7 +5,7 @@ from charex.models.loading import bundled_dir
 
 BUNDLED = ["base", "independent-1", "independent-2", "independent-3", "other-arch", "derived-pruned90",
            "derived-finetuned", "independent-resnet8", "independent-plain", "independent-wide", "reference-plain",
-           "reference-wide"]
+           "reference-wide", "derived-student"]
 
 
 def test_bundled_models_load_with_cards() -> None:
@@ -19,7 +19,7 @@ def test_bundled_models_load_with_cards() -> None:
         total += (bundled_dir() / f"{name}.safetensors").stat().st_size
         digests.add(state_digest(m))
     assert len(digests) == len(BUNDLED)  # never two identical copies presented as two
-    assert total <= 16 * 2**20
+    assert total <= 18 * 2**20
     assert load_model("bundled:derived-pruned90").card["lineage"].startswith("cnn1-w0.25(seed=0,epochs=15)|prune-iter")
 
 
@@ -28,14 +28,14 @@ def test_demo_runs_offline_small(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr("charex.data.default_cifar10_root", lambda: None)  # the demo needs no dataset
     assert main(["demo", "--out", str(tmp_path / "demo"), "--n", "8", "--steps", "5", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "| suspect | kind | test accuracy |" in out and "caught" in out
+    assert "| suspect | kind | test accuracy |" in out and "caught" in out and "students" in out
     res = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert set(res["methods"]) == {"with references", "without references"}
-    for r in res["methods"].values():
-        assert r["evaluation"]["summary"]["base"] == 100.0
-        kinds = [v["kind"] for v in r["verdicts"]]
-        assert kinds.count("derived") == 3 and kinds.count("independent") == 3
-        assert {v["decision"] for v in r["verdicts"]} <= {"derived", "not derived"}
+    assert res["kit"]["tests"] == ["examples"] and "no twins" in res["kit"]["missing"][0]  # no labelled images
+    kinds = [v["kind"] for v in res["kit"]["verdicts"]]
+    assert kinds.count("derived") == 4 and kinds.count("independent") == 3
+    assert {v["decision"] for v in res["kit"]["verdicts"]} <= {"derived", "not derived"}
+    assert all(v["queries"] == 8 for v in res["kit"]["verdicts"])
+    assert res["methods"]["examples"]["evaluation"]["summary"]["base"] == 100.0
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "fig-examples.png" in report and "test accuracy" in report and (tmp_path / "demo" / "fig-roc.png").is_file()
     assert main(["report", str(tmp_path / "demo")]) == 0

@@ -50,7 +50,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..experiments.demo import run_demo
 
-    run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, dtype=args.dtype, progress=not args.quiet)
+    run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, dtype=args.dtype, progress=not args.quiet,
+             data=args.data)
     return 0
 
 
@@ -110,8 +111,9 @@ def register(add: Add) -> None:
     add_model_args(ev)
 
     dm = add("demo", cmd_demo, EXAMPLES["demo"],
-            "catch derived copies end to end on the bundled models (offline, no dataset, a few minutes)")
+            "one kit judges the bundled copies, a student and independent models (offline, a few minutes)")
     dm.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    dm.add_argument("--data", help="labelled images for the mistake test (default: the shared CIFAR-10 copy)")
     dm.add_argument("--n", type=int, help="examples per fingerprint (default: GenerationConfig's)")
     dm.add_argument("--steps", type=int, help="steps (default: GenerationConfig's)")
     dm.add_argument("--seed", type=int, default=0)

@@ -48,7 +48,7 @@ def cmd_make(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..fingerprint import FingerprintSet
-    from ..make.mistakes import calibrate_mistakes, verify_mistakes
+    from ..make.mistakes import MistakeNull, calibrate_mistakes, verify_mistakes
 
     from ..judge.answers import read_answers
 
@@ -56,7 +56,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.suspect and not args.answers:
         raise CharexError("name at least one suspect model or --answers FILE")
     answers = {str(path): read_answers(path, fp) for path in args.answers or []}
-    null = calibrate_mistakes(fp, {s: load(args, s) for s in args.independent})
+    if args.independent:
+        null = calibrate_mistakes(fp, {s: load(args, s) for s in args.independent})
+    elif (fp.calibration or {}).get("null") == "mistakes":
+        null = MistakeNull.from_block(fp.calibration)
+    else:
+        raise CharexError("this mistake set is not calibrated: give --independent MODEL MODEL ... (or make a kit "
+                          "with `charex fingerprint`, calibrated once)")
     rows = verify_mistakes(fp, null, {s: load(args, s) for s in args.suspect}, level=args.level, answers=answers)
     if args.json:
         print_json({"calibration": null.to_dict(), "results": rows})
@@ -96,8 +102,9 @@ def register(add: Add) -> None:
     v.add_argument("--answers", nargs="+", metavar="FILE",
                    help="labels a suspect you cannot open gave to the exported queries (charex export m.safetensors "
                         "DIR; CSV file,label or JSON lines); the rates use the queries answered")
-    v.add_argument("--independent", nargs="+", required=True, metavar="MODEL",
-                   help="two or more models known to be independent of the base (not its twins or references)")
+    v.add_argument("--independent", nargs="+", metavar="MODEL",
+                   help="two or more models known to be independent of the base (not its twins or references); "
+                        "default: the calibration the file holds")
     v.add_argument("--level", type=float, default=0.01)
     v.add_argument("--json", action="store_true")
     add_model_args(v)

@@ -1,16 +1,19 @@
-"""``charex demo``: detection end to end on the bundled models, offline, in a few minutes, no dataset needed.
+"""``charex demo``: one kit judges every bundled suspect, offline, in a few minutes.
 
-The bundled models play four roles, never two at once:
+The bundled models play one role each, never two:
   base                       the owner's model (cnn1 width 1/4)
-  generation references      independent-1 (cnn1, other seed), other-arch (ResNet-14), reference-plain
-                             (VGG-11), reference-wide (wide-shallow net): pushed away from the targets by
-                             reference-contrastive generation
-  calibration references     independent-2, independent-3 (cnn1, other seeds): the verifier's null
-  suspects                   copies a thief would ship (pruned 90% + retrained, fine-tuned on its own half
-                             of the data, both bundled; int8 of the base, made here) and independent models
-                             that took no part in anything above (ResNet-8, plain VGG-11, wide-shallow net)
-Two fingerprints are made with the defaults, with and without the generation references, so the effect
-of the references is visible; each is calibrated, and every suspect gets a verdict with its accuracy.
+  twins                      independent-1, independent-2 (the base's recipe, other seeds): the mistake test
+  generation references      reference-plain (VGG-11), and the twins: the examples are pushed away from them
+  calibration models         independent-3 (cnn1), reference-wide (wide-shallow), other-arch (ResNet-14): every
+                             test's null
+  suspects                   copies a thief would ship (pruned 90% + retrained and fine-tuned on its own half of
+                             the data, both bundled; int8 of the base, made here), a student distilled from the
+                             base's probabilities on the thief's half (bundled, within 3 points of the base), and
+                             independent models that took no part in anything above (ResNet-8, plain VGG-11,
+                             wide-shallow net)
+The mistake test needs the owner's labelled images: the shared CIFAR-10 copy (half-a of the training set and the
+test set, none of it the thief's) or ``--data``. Without them the kit holds the characteristic examples only, and
+the demo says that the student is then out of reach.
 """
 
 from __future__ import annotations
@@ -21,76 +24,100 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..derive import quantize_int8
-from ..fingerprint import FingerprintSet
-from ..make.generate import generate
 from ..judge.metrics import evaluate
+from ..judge.query import LocalSuspect, judge
+from ..judge.verify import format_p, verify
+from ..make.kit import make_kit
 from ..models import load_model
 from ..types import GenerationConfig
-from ..judge.verify import calibrate, format_p, verify
 from .provenance import provenance, write_json
 
-GENERATION_REFERENCES = ("independent-1", "other-arch", "reference-plain", "reference-wide")
-CALIBRATION_REFERENCES = ("independent-2", "independent-3")
-DERIVED_SUSPECTS = ("derived-pruned90", "derived-finetuned")
+GENERATION_REFERENCES = ("reference-plain",)
+TWINS = ("independent-1", "independent-2")
+CALIBRATION = ("independent-3", "reference-wide", "other-arch")
+DERIVED_SUSPECTS = ("derived-pruned90", "derived-finetuned", "derived-student")
 INDEPENDENT_SUSPECTS = ("independent-resnet8", "independent-plain", "independent-wide")
 
 
 def run_demo(out: str | Path, *, n: int | None = None, steps: int | None = None, seed: int = 0, dtype: str = "auto",
-             progress: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
+             progress: bool = True, say: Callable[[str], None] = print, data: str | None = None) -> dict[str, Any]:
     """Run the demo into ``out`` and return its results (also written to ``out/results.json``).
 
-    ``n`` and ``steps`` override the defaults of :class:`GenerationConfig` (for quick tests).
+    ``n`` and ``steps`` override the defaults of :class:`GenerationConfig` (for quick tests); ``data``: the owner's
+    labelled images (default: the shared CIFAR-10 copy when present).
     """
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = load_model("bundled:base")
-    gen_refs = {k: load_model(f"bundled:{k}") for k in GENERATION_REFERENCES}
-    cal_refs = {k: load_model(f"bundled:{k}") for k in CALIBRATION_REFERENCES}
+    load = {k: load_model(f"bundled:{k}") for k in (*GENERATION_REFERENCES, *TWINS, *CALIBRATION)}
     derived = {k: load_model(f"bundled:{k}") for k in DERIVED_SUSPECTS}
     int8 = quantize_int8(base)
-    int8.card["test_accuracy"] = _test_accuracy(int8)  # None without a CIFAR-10 copy: the demo needs none
+    int8.card["test_accuracy"] = _test_accuracy(int8)  # None without a CIFAR-10 copy
     derived["derived-int8 (made now)"] = int8
     independent = {k: load_model(f"bundled:{k}") for k in INDEPENDENT_SUSPECTS}
     cfg = GenerationConfig(seed=seed, dtype=dtype)
     cfg = dataclasses.replace(cfg, n=n or cfg.n, steps=cfg.steps if steps is None else steps)
-    say(f"[1/3] generating two fingerprints of bundled:base with the defaults ({cfg.method}, n={cfg.n}, "
-        f"{cfg.steps} steps of {cfg.alpha * 255:g}/255): with the generation references "
-        f"{', '.join(GENERATION_REFERENCES)}, and without")
-    sets: dict[str, FingerprintSet] = {}
-    for name, refs in (("with references", gen_refs), ("without references", None)):
-        ts = time.perf_counter()
-        fp = generate(base, cfg, references=refs, progress=progress)
-        fp.meta["generation_seconds"] = round(time.perf_counter() - ts, 1)
-        fp.save(out / f"fp-{name.replace(' ', '-')}.safetensors")
-        sets[name] = fp
-    say(f"[2/3] calibrating on {', '.join(CALIBRATION_REFERENCES)}; verifying {len(derived)} derived copies and "
-        f"{len(independent)} independent models that took no part")
-    results: dict[str, Any] = {"methods": {}, "elapsed_s": None}
+    images, labels = _owner_images(data)
+    twins = {k: load[k] for k in TWINS} if images is not None else {}
+    say(f"[1/3] making the kit of bundled:base: {cfg.n} characteristic examples ({cfg.steps} steps, pushed away from "
+        f"{', '.join((*GENERATION_REFERENCES, *twins))})"
+        + (f", and the mistake test against the twins {', '.join(TWINS)} on {len(images)} labelled images"
+           if images is not None else "; no labelled images here, so no mistake test (students out of reach)")
+        + f"; every test calibrated on {', '.join(CALIBRATION)}")
+    ts = time.perf_counter()
+    kit = make_kit(base, {k: load[k] for k in CALIBRATION}, references={k: load[k] for k in GENERATION_REFERENCES},
+                   twins=twins, images=images, labels=labels, config=cfg, progress=progress)
+    make_s = round(time.perf_counter() - ts, 1)
+    kit.save(out / "kit.safetensors")
     suspects = {**derived, **independent}
-    for name, fp in sets.items():
-        cal = calibrate(fp, cal_refs)
-        ev = evaluate(fp, {"derived": derived}, independent, base)
-        verdicts = []
-        for v in verify(cal, suspects):
-            acc = suspects[v.suspect].card.get("test_accuracy")
-            kind = "derived" if v.suspect in derived else "independent"
-            verdicts.append({**v.to_dict(), "kind": kind, "accuracy": acc})
-        c = cal.calibration or {}
-        results["methods"][name] = {"config": fp.config.to_dict(), "evaluation": ev.to_dict(), "verdicts": verdicts,
-                                    "generation_seconds": fp.meta["generation_seconds"],
-                                    "calibration": {k: v for k, v in c.items() if k != "references"}}
+    say(f"[2/3] judging {len(derived)} derived models and {len(independent)} independent ones that took no part")
+    rows = []
+    for name, m in suspects.items():
+        v = judge(kit, LocalSuspect(m, name), name)
+        rows.append({**v.to_dict(), "kind": "derived" if name in derived else "independent",
+                     "accuracy": m.card.get("test_accuracy")})
+    examples = kit.tests[0]
+    ev = evaluate(examples, {"derived": derived}, independent, base)
+    c = examples.calibration or {}
+    results: dict[str, Any] = {
+        "kit": {"tests": [t.name for t in kit.judges()], "queries": kit.n, "level": kit.level,
+                "make_seconds": make_s, "missing": kit.meta.get("missing", []), "verdicts": rows},
+        # the examples test alone, for the report's figures (robustness vs transferability, ROC)
+        "methods": {"examples": {"config": examples.config.to_dict(), "evaluation": ev.to_dict(),
+                                 "verdicts": [{**v.to_dict(), "kind": r["kind"], "accuracy": r["accuracy"]}
+                                              for v, r in zip(verify(examples, suspects), rows)],
+                                 "generation_seconds": make_s,
+                                 "calibration": {k: v for k, v in c.items() if k != "references"}}},
+    }
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
     results["provenance"] = provenance({"config": cfg.to_dict(), "generation_references": GENERATION_REFERENCES,
-                                        "calibration_references": CALIBRATION_REFERENCES})
+                                        "twins": TWINS if twins else [], "calibration": CALIBRATION,
+                                        "labelled_images": None if images is None else len(images)})
     write_json(out / "results.json", results)
     say("[3/3] writing the report")
     from ..report.render import write_report
 
-    report = write_report(out, sets=sets)
+    report = write_report(out, sets={"examples": examples})
     say(demo_summary(results))
     say(f"report: {report}  ({results['elapsed_s']:.0f} s)")
     return results
+
+
+def _owner_images(data: str | None) -> tuple[Any, Any]:
+    """The owner's labelled images for the mistake test (half-a of CIFAR-10's training set and its test set: none of
+    it the thief's half-b), or (None, None) where no CIFAR-10 copy is found."""
+    import torch
+
+    from ..data import default_cifar10_root, load_cifar10
+    from ..data.cifar10 import thief_split
+
+    root = data or default_cifar10_root()
+    if root is None:
+        return None, None
+    half_a, _ = thief_split(load_cifar10(root, "train"), "half-a")
+    test = load_cifar10(root, "test")
+    return torch.cat([half_a.images, test.images]), torch.cat([half_a.labels, test.labels])
 
 
 def _test_accuracy(model: Any) -> float | None:
@@ -103,23 +130,24 @@ def _test_accuracy(model: Any) -> float | None:
 
 
 def demo_summary(results: dict[str, Any]) -> str:
-    """Per fingerprint: the calibrated threshold and every suspect's accuracy, matches, p-value and verdict."""
-    lines = []
-    for name, r in results["methods"].items():
-        c = r["calibration"]
-        n = r["config"]["n"]
-        lines += ["", f"fingerprint {name} ({r['generation_seconds']} s): 'derived' at >= {c['threshold_matches']}/{n} "
-                      f"matches (level {c['level']}; calibration references average {100 * c['mu']:.0f}%)",
-                  "| suspect | kind | test accuracy | matches | p-value | verdict |", "|---|---|---|---|---|---|"]
-        for v in r["verdicts"]:
-            acc = "not measured (no CIFAR-10 here)" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f}%"
-            lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {v['matches']}/{v['n']} | "
-                         f"{format_p(v['p_value'])} | "
-                         f"{v['decision'].upper()} |")
-        if c.get("strength") in ("weak", "impossible"):
-            lines.append(f"{c['strength']} calibration: {c['advice']}")
-        der = [v for v in r["verdicts"] if v["kind"] == "derived"]
-        ind = [v for v in r["verdicts"] if v["kind"] == "independent"]
-        lines.append(f"caught {sum(v['decision'] == 'derived' for v in der)}/{len(der)} derived copies; "
-                     f"accused {sum(v['decision'] == 'derived' for v in ind)}/{len(ind)} independent models")
+    """Every suspect's accuracy, what each test found, the kit's p-value, verdict, the test that fired and the
+    number of queries."""
+    k = results["kit"]
+    lines = ["", f"kit: {' + '.join(k['tests'])} ({k['queries']} queries, made in {k['make_seconds']} s); one verdict "
+                 f"per suspect, Bonferroni over the tests at level {k['level']}",
+             "| suspect | kind | test accuracy | examples matched | mistakes d | p-value | verdict | caught by | queries |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for v in k["verdicts"]:
+        acc = "not measured (no CIFAR-10 here)" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f}%"
+        tests = {t["test"]: t for t in v["tests"]}
+        ex = tests.get("examples", {})
+        mis = tests.get("mistakes")
+        lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {ex.get('matches')}/{ex.get('n')} | "
+                     f"{'-' if mis is None else format(mis['d'], '+.3f')} | {format_p(v['p_value'])} | "
+                     f"{v['decision'].upper()} | {v['fired'] or '-'} | {v['queries']} |")
+    der = [v for v in k["verdicts"] if v["kind"] == "derived"]
+    ind = [v for v in k["verdicts"] if v["kind"] == "independent"]
+    lines.append(f"caught {sum(v['decision'] == 'derived' for v in der)}/{len(der)} derived models; "
+                 f"accused {sum(v['decision'] == 'derived' for v in ind)}/{len(ind)} independent models")
+    lines += [f"note: {m}" for m in k["missing"]]
     return "\n".join(lines)

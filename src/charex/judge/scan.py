@@ -1,6 +1,6 @@
 """``charex scan``: every registered fingerprint against every suspect model, streamed, resumable.
 
-Each suspect is loaded once and checked against every fingerprint whose input shape and class count fit it
+Each suspect is loaded once and checked against every fingerprint or kit whose input shape and class count fit it
 (the others are listed as skipped, with the reason); fingerprints are read once. One JSON line per
 (fingerprint, suspect) pair is appended to the output as soon as its suspect is done, so a crash loses no
 finished line; re-running with the same output skips the pairs already there (a torn last line is dropped).
@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .._io import read_utf8
 from ..errors import CharexError, first_line
-from ..fingerprint import FingerprintSet
+from .kit import kit_from_bytes
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".pt2", ".onnx", ".ckpt")
 
@@ -102,7 +102,7 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
 
     from ..models import load_model
     from ..models.probe import probe_model
-    from .verify import predict, verdict_from_count
+    from .query import LocalSuspect, judge
 
     torch.set_num_threads(1)
     todo = [(p, d, b) for p, d, b in fingerprints if d not in set(skip)]
@@ -120,18 +120,22 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
     for path, digest, blob in todo:
         row: dict[str, Any] = {**base, "fingerprint": digest, "fingerprint_path": path}
         try:
-            fp = FingerprintSet.from_bytes(blob)
-            shape, classes = fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes")
+            kit = kit_from_bytes(blob)
+            first = kit.tests[0]
+            shape, classes = first.meta.get("input_shape", list(first.images.shape[1:])), first.meta.get("num_classes")
             try:
                 probe_model(model, shape, classes, name=spec)
             except CharexError as e:
                 lines.append({**row, "skipped": first_line(e)})
                 continue
             t1 = time.perf_counter()
-            k = int((predict(model, fp.pixels(), name=spec) == fp.targets).sum())  # probed just above
-            v = verdict_from_count(fp, spec, k)
-            row.update(matches=k, n=fp.n, match_rate=v.match_rate, seconds=round(time.perf_counter() - t1, 4),
-                       p_value=v.p_value, decision=v.decision)
+            v = judge(kit, LocalSuspect(model, spec), spec)  # probed just above
+            d = v.to_dict()
+            row.update({k: d[k] for k in ("matches", "n", "match_rate") if k in d})
+            row.update(p_value=v.p_value, decision=v.decision, queries=v.queries, fired=v.fired,
+                       seconds=round(time.perf_counter() - t1, 4))
+            if len(kit.tests) > 1:
+                row["tests"] = [{k: t.get(k) for k in ("test", "statistic", "p_value", "queries")} for t in v.tests]
         except Exception as e:  # a crash on one pair is that pair's error line
             row["error"] = first_line(e)
         lines.append(row)
@@ -153,8 +157,8 @@ def run_scan(fingerprints: Sequence[str | Path], suspects: Sequence[str], output
     loaded = []
     for p in fps:
         raw = p.read_bytes()
-        fp = FingerprintSet.from_bytes(raw, str(p))  # refuses tampered files before any work starts
-        loaded.append((str(p), fp.digest, raw))
+        kit = kit_from_bytes(raw, str(p))  # refuses tampered files before any work starts
+        loaded.append((str(p), kit.digest if not kit.single else kit.tests[0].digest, raw))
     sus = expand_suspects(suspects)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +232,7 @@ def summary_table(path: str | Path) -> str:
             continue
         s = rows.setdefault(r["fingerprint"], {"path": r.get("fingerprint_path"), "derived": [], "checked": 0,
                                                "skipped": 0, "errors": 0})
-        s["checked"] += "matches" in r
+        s["checked"] += "decision" in r
         s["skipped"] += "skipped" in r
         s["errors"] += "error" in r
         if r.get("decision") == "derived":
