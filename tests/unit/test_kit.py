@@ -55,9 +55,11 @@ def test_bonferroni_verdict_and_which_test_fired(kit, trained_tiny) -> None:
     v = combine(kit, [TestResult("examples", 3.0, 0.006, 30), None], "s", notes=[None, "not answered"])
     assert v.p_value == pytest.approx(0.012) and v.decision == "not derived" and v.fired is None
     assert v.tests[1]["note"] == "not answered" and v.queries == 30
-    base = judge(kit, LocalSuspect(trained_tiny), "base")
-    assert base.decision == "derived" and base.queries == kit.n and base.p_value <= 0.01
-    assert {t["test"] for t in base.tests} == {"examples", "mistakes"}
+    base = judge(kit, LocalSuspect(trained_tiny), "base")  # derived by the examples: the mistakes are not asked
+    assert base.decision == "derived" and base.queries == kit.tests[0].n and base.p_value <= 0.01
+    assert base.tests[1]["queries"] == 0 and "settled" in base.tests[1]["note"]
+    both = judge(kit, LocalSuspect(trained_tiny), "base", stop_when_derived=False)
+    assert both.queries == kit.n and {t["test"] for t in both.tests if t["queries"]} == {"examples", "mistakes"}
 
 
 def test_local_model_answers_and_budget_give_consistent_verdicts(kit, trained_tiny) -> None:

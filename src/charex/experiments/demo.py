@@ -143,11 +143,13 @@ def demo_summary(results: dict[str, Any]) -> str:
         ex = tests.get("examples", {})
         mis = tests.get("mistakes")
         lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {ex.get('matches')}/{ex.get('n')} | "
-                     f"{'-' if mis is None else format(mis['d'], '+.3f')} | {format_p(v['p_value'])} | "
+                     f"{'not asked' if mis is None or mis.get('statistic') is None else format(mis['d'], '+.3f')} | "
+                     f"{format_p(v['p_value'])} | "
                      f"{v['decision'].upper()} | {v['fired'] or '-'} | {v['queries']} |")
     der = [v for v in k["verdicts"] if v["kind"] == "derived"]
     ind = [v for v in k["verdicts"] if v["kind"] == "independent"]
     lines.append(f"caught {sum(v['decision'] == 'derived' for v in der)}/{len(der)} derived models; "
                  f"accused {sum(v['decision'] == 'derived' for v in ind)}/{len(ind)} independent models")
+    lines.append("(a test is not asked once the verdict is already 'derived': more answers could only lower p)")
     lines += [f"note: {m}" for m in k["missing"]]
     return "\n".join(lines)

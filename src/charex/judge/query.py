@@ -41,7 +41,8 @@ class LocalSuspect:
     def labels(self, fp: FingerprintSet, idx: list[int]) -> list[int]:
         from .verify import predict
 
-        return predict(self.model, fp.pixels()[idx], name=self.name).tolist()
+        x = fp.images[idx]
+        return predict(self.model, x.float() / 255 if x.dtype == torch.uint8 else x, name=self.name).tolist()
 
 
 class RemoteSuspect:
@@ -56,7 +57,7 @@ class RemoteSuspect:
 
 
 def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = None, sequential: bool = False,
-          seed: int = 0, on_answer: Callable[[int, int], None] | None = None,
+          stop_when_derived: bool = True, seed: int = 0, on_answer: Callable[[int, int], None] | None = None,
           extra: dict[str, Any] | None = None) -> KitVerdict:
     """Ask ``suspect`` the kit's queries and judge it.
 
@@ -66,7 +67,9 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
         name: the suspect's name in the verdict.
         max_queries: send at most this many queries, all tests together (None: no cap). Each test then uses the
             queries answered (a mistake test needs answers in every section; it is left out when it got none).
-        sequential: stop each test once its decision is settled, and the kit once the verdict is "derived".
+        sequential: stop each test once its decision is settled (its p is then a bound).
+        stop_when_derived: ask no further test once the verdict is "derived" (more answers can only lower the
+            smallest p; the tests not asked are named so).
         seed: the order of the queries within each test.
         on_answer: called with (kit query index, label) for every answer (e.g. an audit log).
 
@@ -91,8 +94,9 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
         t = tests[ti]
         order = list(range(t.fp.n))
         random.Random(seed + ti).shuffle(order)
-        for b in range(0, len(order), suspect.batch_size):
-            idx = order[b:b + suspect.batch_size]
+        step = suspect.batch_size if sequential or max_queries is not None else len(order)  # else: one call
+        for b in range(0, len(order), step):
+            idx = order[b:b + step]
             if max_queries is not None:
                 idx = idx[:max(max_queries - sent, 0)]
             if not idx:
@@ -106,8 +110,8 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
                 stopped[ti], early = share, True
                 break
         results[ti], notes[ti] = _result(t, answers[ti], stopped[ti], max_queries)
-        if sequential and any(r is not None and r.p_value is not None and len(tests) * r.p_value <= kit.level
-                              for r in results):
+        if (sequential or stop_when_derived) and any(
+                r is not None and r.p_value is not None and len(tests) * r.p_value <= kit.level for r in results):
             for tj, r in enumerate(results):
                 if r is None and not answers[tj]:
                     notes[tj] = "not asked: the verdict was already settled"

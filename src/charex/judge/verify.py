@@ -34,14 +34,26 @@ def batch_logits(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, 
     Raises CharexError if the model returns NaN/inf logits.
     """
     device = model_device(model)
+    fast = _channels_last_ok(model)
     out = []
     with eval_mode(model), torch.no_grad():
         for i in range(0, pixels.shape[0], batch_size):
-            logits = model(pixels[i:i + batch_size].to(device)).float()
+            x = pixels[i:i + batch_size].to(device)
+            logits = model(x.contiguous(memory_format=torch.channels_last) if fast else x).float()
             if not torch.isfinite(logits).all():
                 raise CharexError(f"{name} returned NaN or inf logits on the fingerprint images")
             out.append(logits.cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def _channels_last_ok(model: nn.Module) -> bool:
+    """Channels-last input halves CPU inference time for charex's own convolutional architectures
+    (``benchmarks/bench_inference.py``); any other module (a user's code that may ``x.view(...)``, ONNX, Hugging Face,
+    TorchScript, torch.export) gets the usual contiguous layout, since a strided input may break it."""
+    from ..models.architectures import CNN1, PlainVGG, ResNet, TinyNet, WideShallow
+    from ..models.normalized import Normalized
+
+    return isinstance(model, Normalized) and type(model.model) in (CNN1, PlainVGG, ResNet, TinyNet, WideShallow)
 
 
 def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name: str = "model") -> torch.Tensor:
