@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .common import EXIT_DERIVED, EXIT_NOT_DERIVED, Add, add_model_args, load, print_json
 
 EXAMPLE = ("charex audit fp-cal.safetensors --base base.safetensors --references R1 R2 "
            "--calibration-references C1 C2 C3\n"
+           "  charex audit kit.safetensors --base base.safetensors --references R1 --twins T1 T2 --data MY_IMAGES/ "
+           "--calibration-references C1 C2 C3\n"
            "  charex audit fp.safetensors --base bundled:base --suspect accused.safetensors --json")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from ..judge.audit import audit
-    from ..fingerprint import FingerprintSet
+    from ..judge.kit import open_kit
 
-    fp = FingerprintSet.load(args.fingerprint)
+    kit = open_kit(args.fingerprint)
+    if not kit.single:
+        return _audit_kit(args, kit)
+    fp = kit.tests[0]
+    if "mistakes" in fp.meta:
+        return _report(args, [("mistakes", _audit_mistakes(args, fp))])
     x0 = None
     if fp.meta.get("start") == "natural":
         from ..data import load_cifar10
@@ -24,21 +31,57 @@ def cmd_audit(args: argparse.Namespace) -> int:
         real = load_cifar10(args.data, "test")
         x0 = sample_images(real.images, real.labels, fp.n, fp.config.seed)[0]
 
-    def models(specs: list[str] | None) -> dict | None:
-        return None if specs is None else {spec: load(args, spec) for spec in specs}
+    return _report(args, [("examples", _audit_examples(args, fp, x0))])
 
-    report = audit(fp, load(args, args.base), references=models(args.references) or {},
-                   surrogates=models(args.surrogates) or {},
-                   calibration_references=models(args.calibration_references), x0=x0, dtype=args.dtype,
-                   suspect=load(args, args.suspect) if args.suspect else None, progress=not args.quiet)
+
+def _models(args: argparse.Namespace, specs: list[str] | None) -> dict | None:
+    return None if specs is None else {spec: load(args, spec) for spec in specs}
+
+
+def _audit_examples(args: argparse.Namespace, fp: Any, x0: Any = None) -> Any:
+    from ..judge.audit import audit
+
+    refs = [*(args.references or []), *(args.twins or [])]  # a kit's examples were pushed away from both
+    return audit(fp, load(args, args.base), references=_models(args, refs) or {},
+                 surrogates=_models(args, args.surrogates) or {},
+                 calibration_references=_models(args, args.calibration_references), x0=x0, dtype=args.dtype,
+                 suspect=load(args, args.suspect) if args.suspect else None, progress=not args.quiet)
+
+
+def _audit_mistakes(args: argparse.Namespace, fp: Any) -> Any:
+    from ..data.starts import labelled_images
+    from ..judge.audit import audit_mistakes
+
+    base = load(args, args.base)
+    card = getattr(base, "card", {}) or {}
+    images, labels = labelled_images(args.data, card.get("input_shape") or [3, 32, 32], card.get("classes"))
+    return audit_mistakes(fp, base, twins=_models(args, args.twins), references=_models(args, args.references),
+                          images=images, labels=labels,
+                          calibration_references=_models(args, args.calibration_references))
+
+
+def _audit_kit(args: argparse.Namespace, kit: Any) -> int:
+    parts = []
+    for fp, t in zip(kit.tests, kit.judges()):
+        parts.append((t.name, _audit_mistakes(args, fp) if t.name == "mistakes" else _audit_examples(args, fp)))
+    return _report(args, parts)
+
+
+def _report(args: argparse.Namespace, parts: list[tuple[str, Any]]) -> int:
+    passed = all(r.passed for _, r in parts)
     if args.json:
-        print_json({"fingerprint": str(args.fingerprint), **report.to_dict()})
+        if len(parts) == 1:
+            print_json({"fingerprint": str(args.fingerprint), **parts[0][1].to_dict()})
+        else:
+            print_json({"fingerprint": str(args.fingerprint), "passed": passed,
+                        "tests": {name: r.to_dict() for name, r in parts}})
     else:
-        for c in report.checks:
-            print(f"{c.status.upper():5} {c.name}: {c.detail}")
-        print("audit PASSED: the fingerprint is what the recorded procedure gives for this base model" if report.passed
+        for name, r in parts:
+            for c in r.checks:
+                print(f"{c.status.upper():5} {name + ': ' if len(parts) > 1 else ''}{c.name}: {c.detail}")
+        print("audit PASSED: the fingerprint is what the recorded procedure gives for this base model" if passed
               else "audit FAILED: the fingerprint is not what the recorded procedure gives (see FAIL above)")
-    return EXIT_DERIVED if report.passed else EXIT_NOT_DERIVED
+    return EXIT_DERIVED if passed else EXIT_NOT_DERIVED
 
 
 def register(add: Add) -> None:
@@ -50,13 +93,15 @@ def register(add: Add) -> None:
     a.add_argument("--base", required=True, metavar="MODEL", help="the model the fingerprint claims to be of")
     a.add_argument("--references", nargs="+", metavar="MODEL", help="the generation references it records")
     a.add_argument("--surrogates", nargs="+", metavar="MODEL", help="the surrogates it records")
+    a.add_argument("--twins", nargs="+", metavar="MODEL", help="a kit or mistake set: the twins it records")
     a.add_argument("--calibration-references", nargs="+", metavar="MODEL",
                    help="the calibration models it names: their match counts are re-measured")
     a.add_argument("--suspect", metavar="MODEL",
                    help="a model the fingerprint is used against: its matches on the file and on the re-run")
     a.add_argument("--dtype", choices=["float32", "bfloat16"],
                    help="re-run in this dtype (default: the recorded one; another one agrees within tolerance only)")
-    a.add_argument("--data", help="CIFAR-10 folder, for fingerprints generated from natural images")
+    a.add_argument("--data", help="CIFAR-10 folder, for fingerprints generated from natural images; a kit or mistake "
+                                  "set: the labelled images its mistake test was drawn from (their digest is checked)")
     a.add_argument("--json", action="store_true", help="print the checks as JSON")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(a)

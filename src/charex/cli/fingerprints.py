@@ -171,7 +171,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print_json({"calibrated": kit.calibrated, "level": kit.level, "tests": [t.name for t in kit.judges()],
                     "results": [v.to_dict() for v in verdicts]})
     else:
-        if not kit.calibrated:
+        if not kit.calibrated and "mistakes" in kit.tests[0].meta:
+            print("note: this mistake set is not calibrated, so no verdict is possible; judge it with `charex "
+                  "mistakes-verify FP SUSPECT --independent MODEL ...`, or make a calibrated kit with `charex "
+                  "fingerprint`.")
+        elif not kit.calibrated:
             print("note: this fingerprint is not calibrated, so no calibrated verdict is possible; match rates "
                   "only. Run `charex calibrate FP --reference MODEL ...` on independent models first.")
         for v in verdicts:

@@ -260,3 +260,87 @@ def _suspect(fp: FingerprintSet, regen: FingerprintSet, suspect: nn.Module, cali
     return Check("claim reproduces on the re-run", "fail" if fails else "pass",
                  f"the suspect matches {k_file}/{fp.n} of the file's examples ({v_file.decision}) and {k_regen}/"
                  f"{fp.n} of the re-run's ({v_regen.decision}, threshold {data['threshold_regenerated']})", data)
+
+
+def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None = None,
+                   references: Models | None = None, images: torch.Tensor | None = None,
+                   labels: torch.Tensor | None = None, calibration_references: Models | None = None) -> AuditReport:
+    """Re-run a mistake test's recorded making (``charex.make.mistakes.mistake_queries``) and check it.
+
+    Args:
+        fp: the mistake test (a kit's, or a mistake set file).
+        base: the model it claims to be of. twins, references: the models it records (matched by weight digest).
+        images, labels: the owner's labelled images it was drawn from (their digest must be the recorded one).
+        calibration_references: the calibration models its null names: each one's d is re-measured.
+
+    Returns:
+        An :class:`AuditReport`: base model, recorded twins and references, data digest, queries equal the re-run,
+        calibration models independent, calibration re-measured.
+    """
+    from ..make.kit import _digest as data_digest
+    from ..make.mistakes import mistake_queries, score, sections
+
+    sections(fp)
+    checks: list[Check] = []
+    digest = state_digest(base)
+    base_ok = digest == fp.meta.get("base_model_digest")
+    checks.append(Check("base model", "pass" if base_ok else "fail",
+                        "the model's weight digest is the recorded one" if base_ok else
+                        f"the model's weight digest {digest[:16]}... is not the recorded one", {"digest": digest}))
+    ordered: dict[str, list[tuple[str, nn.Module]]] = {}
+    for role, given in (("twins", twins), ("references", references)):
+        check, ordered[role] = _match_recorded(role, fp.meta.get(role) or [], given)
+        checks.append(check)
+    recorded = fp.meta.get("data_digest")
+    if images is None or labels is None:
+        checks.append(Check("labelled images", "fail", "not given: the re-run needs the owner's labelled images"))
+        data_ok = False
+    else:
+        got = data_digest(images, labels)
+        data_ok = recorded is None or got == recorded
+        checks.append(Check("labelled images", "pass" if data_ok else "fail",
+                            "no digest recorded (a mistake set made before kits)" if recorded is None else
+                            "their digest is the recorded one" if data_ok else
+                            f"their digest {got[:16]}... is not the recorded {str(recorded)[:16]}..."))
+    if base_ok and data_ok and all(c.status == "pass" for c in checks[1:3]):
+        block = fp.meta.get("mistakes", {})
+        params = (fp.meta.get("baseline") or {}).get("params", {})
+        regen = mistake_queries(base, [m for _, m in ordered["twins"]], images, labels,  # type: ignore[arg-type]
+                                references=[m for _, m in ordered["references"]],
+                                max_agree=int(block.get("max_agree", 3)), per_model=params.get("per_model"),
+                                seed=fp.config.seed)
+        same = torch.equal(regen.images, fp.images) and torch.equal(regen.targets, fp.targets)
+        checks.append(Check("queries", "pass" if same else "fail",
+                            f"the {fp.n} queries and their labels equal the re-run" if same else
+                            f"differ from the re-run ({regen.n} queries re-made, {fp.n} in the file)"))
+    else:
+        checks.append(Check("queries", "fail", "not re-run: the base model, a recorded twin or reference, or the "
+                                               "labelled images are missing or wrong"))
+    cal = fp.calibration
+    if not cal or cal.get("null") != "mistakes":
+        checks.append(Check("calibration", "skip", "the mistake test holds no calibration"))
+        return AuditReport(checks)
+    rows = cal.get("references", [])
+    barred = {fp.meta.get("base_model_digest")} | {r["digest"] for k in ("twins", "references")
+                                                   for r in fp.meta.get(k) or []}
+    bad = [r["name"] for r in rows if r["digest"] in barred]
+    checks.append(Check("calibration models independent", "fail" if bad else "pass",
+                        f"calibrated on the base, a twin or a reference: {bad}" if bad else
+                        "none is the base, a twin or a reference (by recorded digest)"))
+    if calibration_references is None:
+        checks.append(Check("calibration re-measured", "skip", "give the calibration models to re-measure their d"))
+        return AuditReport(checks)
+    by_digest = {state_digest(m): (name, m) for name, m in named_models(calibration_references)}
+    diffs, missing = [], []
+    for r, d in zip(rows, cal["differences"]):
+        if r["digest"] not in by_digest:
+            missing.append(r["name"])
+            continue
+        name, m = by_digest[r["digest"]]
+        got = score(fp, m, name).d
+        if abs(got - d) > 1e-9:
+            diffs.append(f"{r['name']}: d {got:+.5f}, recorded {d:+.5f}")
+    detail = "; ".join(diffs + ([f"not given: {', '.join(missing)}"] if missing else [])) or \
+        f"all {len(rows)} calibration models give the recorded d"
+    checks.append(Check("calibration re-measured", "fail" if diffs or missing else "pass", detail))
+    return AuditReport(checks)

@@ -84,8 +84,9 @@ def _digest(images: torch.Tensor, labels: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def describe(kit: Kit, out: Any = sys.stdout) -> None:
+def describe(kit: Kit, out: Any = None) -> None:
     """What a kit holds, for people: its tests, their query counts and calibration, and what is missing."""
+    out = out or sys.stdout
     for fp, t in zip(kit.tests, kit.judges()):
         cal = fp.calibration or {}
         if t.name == "mistakes":

@@ -243,9 +243,11 @@ def _from_state_dict(path: Path, state: dict[str, Any], card: dict[str, Any]) ->
     _resolve(card["arch"], path)  # user code is imported here, never under the meta device below
     try:
         with torch.device("meta"):  # shapes first, without memory: a card cannot make charex allocate a huge model
-            meta_model = build_arch(card["arch"], **kwargs)
-    except Exception:  # some valid code cannot run on meta (it mixes devices): its real build checks the shapes
-        meta_model = None
+            meta_model = _build(card["arch"], kwargs, path)
+    except Exception:
+        if card["arch"] in ARCHITECTURES:  # charex's own code builds on meta: the card's arguments are wrong
+            raise
+        meta_model = None  # the user's own code (named with --arch) that cannot run on meta: its real build checks
     if meta_model is not None:
         _check_state(path, state, card, meta_model.state_dict())
     model = _build(card["arch"], kwargs, path)
