@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from typing import Any
 
@@ -14,16 +13,17 @@ from .common import (EXIT_DERIVED, EXIT_NOT_DERIVED, EXIT_UNCALIBRATED, Add, add
 EXAMPLES = {
     "generate": "charex generate bundled:base --references bundled:independent-1 bundled:other-arch -o fp.safetensors"
                 "\n  charex generate bundled:base --preset stealth --references bundled:independent-1 "
-                "bundled:other-arch -o fp-stealth.safetensors   # for a suspect behind an API"
+                "bundled:other-arch -o fp-stealth.safetensors   # survives JPEG 75; not hidden"
                 "\n  charex generate bundled:base --preset paper -o fp-paper.safetensors   # the paper's LTRC"
                 "\n  charex generate model.safetensors --arch cnn1 --arch-kw width=0.25 "
                 "--normalization cifar10 --method vanilla -o fp.safetensors",
     "calibrate": "charex calibrate fp.safetensors --reference bundled:independent-2 bundled:independent-3 "
                  "-o fp-cal.safetensors",
-    "verify": "charex verify fp-cal.safetensors suspect1.safetensors suspect2.pt2 --json\n"
-              "  charex verify fp-cal.safetensors --answers api-answers.csv   # labels from a system you cannot open",
-    "inspect": "charex inspect fp.safetensors",
-    "export": "charex export fp.safetensors fp-png/",
+    "verify": "charex verify kit.safetensors suspect1.safetensors suspect2.pt2 --json\n"
+              "  charex verify kit.safetensors http://HOST:8080/v2/models/NAME --max-queries 500 --audit a.jsonl\n"
+              "  charex verify kit.safetensors --answers api-answers.csv   # labels from a system you cannot open",
+    "inspect": "charex inspect kit.safetensors   # or a single fingerprint file",
+    "export": "charex export kit.safetensors queries/   # send queries/*.png to the API; keep labels.csv to yourself",
 }
 
 
@@ -223,13 +223,12 @@ def _verdict_line(v: Any, n_tests: int) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ..fingerprint import FingerprintSet
     from ..judge.kit import open_kit
 
     kit = open_kit(args.fingerprint)
     if not kit.single:
         return _inspect_kit(args, kit)
-    fp = FingerprintSet.load(args.fingerprint)
+    fp = kit.tests[0]
     counts = [int((fp.targets == c).sum()) for c in range(int(fp.meta.get("num_classes", 0)))]
     info = {"path": str(args.fingerprint), "digest": fp.digest, "n": fp.n, "image_shape": list(fp.images.shape[1:]),
             "image_dtype": str(fp.images.dtype).replace("torch.", ""), "target_counts": counts,
@@ -308,7 +307,9 @@ def register(add: Add) -> None:
     g.add_argument("--preset", default="default", choices=["default", "stealth", "paper"],
                    help="default: the settings chosen on the validation pool, for suspects whose weights or honest "
                         "answers you get; stealth: small moves of your own natural images (--data) that survive "
-                        "JPEG 75, for a suspect behind an API that may spot and filter queries (docs/results.md); "
+                        "JPEG 75: JPEG-robust, NOT hidden (a statistics detector separates its queries; for an API "
+                        "that may filter, the kit's mistake test asks unmodified natural images: charex fingerprint "
+                        "--twin); "
                         "paper: the paper's LTRC (k=2, delta=0.03, q=10, 500 steps of 1/255). Options below override "
                         "the preset")
     g.add_argument("--references", nargs="+", metavar="MODEL",
@@ -335,7 +336,7 @@ def register(add: Add) -> None:
                         "(Cao et al. 2021), sensitive samples (He et al. 2019)")
     g.add_argument("--start", choices=["noise", "natural"],
                    help="noise: from U[0,1] (the paper; every preset but stealth); natural: from real images "
-                        "(--data), which a thief's query detector does not spot as easily (docs/results.md)")
+                        "(--data); a trained detector still spots most of them (docs/results.md)")
     g.add_argument("--data", help="--baseline: CIFAR-10 folder (default: the shared copy); --start natural / --preset "
                                   "stealth: that, or a folder of class folders of your own images (any input size)")
     g.add_argument("--n", type=int, help="number of examples (default 100)")
@@ -374,8 +375,8 @@ def register(add: Add) -> None:
     add_model_args(c)
 
     v = add("verify", cmd_verify, EXAMPLES["verify"],
-            "check suspect models against a fingerprint (exit 0 derived, 1 not, 2 error, "
-                                  "3 uncalibrated)")
+            "judge suspects with a kit (or one fingerprint): one verdict each, Bonferroni over the kit's tests "
+            "(exit 0 derived, 1 not, 2 error, 3 uncalibrated)")
     v.add_argument("fingerprint")
     v.add_argument("suspect", nargs="*", help="suspect models: files, bundled:NAME, or a remote model "
                                               "http://HOST:PORT/v2/models/NAME (Open Inference Protocol v2)")
@@ -408,10 +409,12 @@ def register(add: Add) -> None:
     v.add_argument("--quiet", action="store_true")
     add_model_args(v)
 
-    i = add("inspect", cmd_inspect, EXAMPLES["inspect"], "show a fingerprint or kit file's tests, config, provenance and calibration")
+    i = add("inspect", cmd_inspect, EXAMPLES["inspect"],
+            "show a fingerprint or kit file's tests, config, provenance and calibration")
     i.add_argument("fingerprint")
     i.add_argument("--json", action="store_true")
 
-    e = add("export", cmd_export, EXAMPLES["export"], "write the queries (a kit's: every test's, numbered on) as PNG files plus labels.csv")
+    e = add("export", cmd_export, EXAMPLES["export"],
+            "write the queries (a kit's: every test's, numbered on) as PNG files plus labels.csv")
     e.add_argument("fingerprint")
     e.add_argument("directory")

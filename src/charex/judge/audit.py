@@ -277,7 +277,7 @@ def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None 
         An :class:`AuditReport`: base model, recorded twins and references, data digest, queries equal the re-run,
         calibration models independent, calibration re-measured.
     """
-    from ..make.kit import _digest as data_digest
+    from ..make.kit import data_digest
     from ..make.mistakes import mistake_queries, score, sections
 
     sections(fp)

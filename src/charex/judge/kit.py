@@ -27,7 +27,7 @@ import torch
 
 from .._io import atomic_write_bytes
 from ..errors import CharexError, FingerprintFileError
-from ..fingerprint import FORMAT_VERSION, FingerprintSet
+from ..fingerprint import FORMAT_VERSION, FingerprintSet, _canonical
 from ..types import GenerationConfig
 from .tests import ExampleTest, MistakeTest, TestResult, test_for
 
@@ -295,10 +295,6 @@ def combine(kit: Kit, results: Sequence[TestResult | None], name: str, extra: di
     derived = p <= kit.level
     return KitVerdict(name, "derived" if derived else "not derived", p, queries, rows, best.test if derived else None,
                       kit.level, dict(extra or {}))
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _digest(header: str, tensors: dict[str, torch.Tensor]) -> str:

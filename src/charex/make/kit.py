@@ -65,23 +65,19 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
                             max_agree=max_agree, per_model=per_model)
         m.meta["twins"] = [{"name": n, "digest": r["digest"]} for n, r in zip(tws, m.meta["twins"])]
         m.meta["references"] = [{"name": n, "digest": r["digest"]} for n, r in zip(refs, m.meta["references"])]
-        m.meta["data_digest"] = _digest(images, labels)
+        m.meta["data_digest"] = data_digest(images, labels)
         tests.append(m.with_calibration(calibrate_mistakes(m, cal).block(level)))
     else:
         meta["missing"].append(NO_TWINS)
     return Kit(tests=tuple(tests), level=level, meta=meta)
 
 
-def _digest(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """SHA-256 of the labelled images and labels (the audit re-runs the mistake test from the same data)."""
-    import hashlib
+def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 of the labelled images and labels (the audit re-runs the mistake test from the same data): each
+    tensor's dtype, shape and bytes, as a fingerprint's digest hashes its tensors."""
+    from ..fingerprint import _digest
 
-    h = hashlib.sha256()
-    for t in (images, labels):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return _digest("", images, labels)
 
 
 def describe(kit: Kit, out: Any = None) -> None:
