@@ -7,7 +7,7 @@ Example:
     >>> fp.save("fp.safetensors")  # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 from .errors import CharexError, FingerprintFileError, ModelLoadError  # noqa: E402
 from .fingerprint import FingerprintSet  # noqa: E402

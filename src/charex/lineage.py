@@ -74,3 +74,8 @@ def file_stem(lineage: str) -> str:
     """A filesystem-safe, unique file stem for a lineage name."""
     slug = re.sub(r"[^A-Za-z0-9.=,-]+", "_", lineage).strip("_")[:120]
     return f"{slug}-{hashlib.sha256(lineage.encode()).hexdigest()[:10]}"
+
+
+def is_student(group: str) -> bool:
+    """Students (``distilled``, ``student ...`` groups) never saw the weights: reported, not scored as weight copies."""
+    return group.startswith(("distilled", "student"))

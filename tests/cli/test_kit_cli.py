@@ -149,6 +149,9 @@ def test_remote_suspect_judged_with_the_kit_cheapest_test_first(kit_file, tmp_pa
         assert v["tests"][1]["queries"] == 0  # the mistakes were never sent: the verdict was settled
         assert main(["verify", str(out), "--answers", str(audit), "--json"]) == 0  # re-checked offline
         assert json.loads(capsys.readouterr().out)["results"][0]["decision"] == "derived"
+        Kit.load(out).tests[0].save(tmp_path / "examples.safetensors")  # another file: its answers are not these
+        assert main(["verify", str(tmp_path / "examples.safetensors"), "--answers", str(audit)]) == 2
+        assert "collected for another kit" in capsys.readouterr().err
     finally:
         srv.shutdown()
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 from scipy.stats import betabinom
 
 from charex import GenerationConfig, calibrate, generate, load_model, verify

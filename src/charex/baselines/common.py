@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
 from ..models.probe import model_device

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from ..derive import quantize_int8
 from ..judge.metrics import evaluate
 from ..judge.query import LocalSuspect, judge
-from ..judge.verify import format_p, verify
+from ..judge.verify import verify
 from ..make.kit import make_kit
 from ..models import load_model
 from ..types import GenerationConfig
@@ -131,25 +131,7 @@ def _test_accuracy(model: Any) -> float | None:
 
 def demo_summary(results: dict[str, Any]) -> str:
     """Every suspect's accuracy, what each test found, the kit's p-value, verdict, the test that fired and the
-    number of queries."""
-    k = results["kit"]
-    lines = ["", f"kit: {' + '.join(k['tests'])} ({k['queries']} queries, made in {k['make_seconds']} s); one verdict "
-                 f"per suspect, Bonferroni over the tests at level {k['level']}",
-             "| suspect | kind | test accuracy | examples matched | mistakes d | p-value | verdict | caught by | queries |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for v in k["verdicts"]:
-        acc = "not measured (no CIFAR-10 here)" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f}%"
-        tests = {t["test"]: t for t in v["tests"]}
-        ex = tests.get("examples", {})
-        mis = tests.get("mistakes")
-        lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {ex.get('matches')}/{ex.get('n')} | "
-                     f"{'not asked' if mis is None or mis.get('statistic') is None else format(mis['d'], '+.3f')} | "
-                     f"{format_p(v['p_value'])} | "
-                     f"{v['decision'].upper()} | {v['fired'] or '-'} | {v['queries']} |")
-    der = [v for v in k["verdicts"] if v["kind"] == "derived"]
-    ind = [v for v in k["verdicts"] if v["kind"] == "independent"]
-    lines.append(f"caught {sum(v['decision'] == 'derived' for v in der)}/{len(der)} derived models; "
-                 f"accused {sum(v['decision'] == 'derived' for v in ind)}/{len(ind)} independent models")
-    lines.append("(a test is not asked once the verdict is already 'derived': more answers could only lower p)")
-    lines += [f"note: {m}" for m in k["missing"]]
-    return "\n".join(lines)
+    number of queries (:func:`charex.report.tables.kit_markdown`)."""
+    from ..report.tables import kit_markdown
+
+    return "\n" + kit_markdown(results["kit"])

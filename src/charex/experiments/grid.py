@@ -28,7 +28,7 @@ from ..models.loading import bundled_dir
 from ..train import TrainConfig, accuracy, train_from_scratch
 from ..types import GenerationConfig
 from ..zoo import ModelCache
-from .paper import method_label
+from ..report.paper import method_label
 from .provenance import provenance, write_json
 
 

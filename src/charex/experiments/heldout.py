@@ -34,6 +34,7 @@ from ..derive.prune import prune_chain
 from ..dtypes import resolve_dtype
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
+from ..lineage import is_student  # noqa: F401  (benchmarks import it from here)
 from ..make.generate import generate
 from ..lineage import DEFAULT_LR, base_name, distill_name, finetune_name, iterative_prune_name, parent_of
 from ..judge.metrics import roc_auc, tpr_at_fpr
@@ -296,11 +297,6 @@ def _references(pool: dict[str, nn.Module], which: bool | int) -> dict[str, nn.M
     if not isinstance(which, int) or not 0 <= which <= len(pool):
         raise CharexError(f"references and surrogates must be true, false or 0..{len(pool)}, got {which!r}")
     return dict(list(pool.items())[:which])
-
-
-def is_student(group: str) -> bool:
-    """Students (``distilled``, ``student ...`` groups) never saw the weights: reported, not scored as weight copies."""
-    return group.startswith(("distilled", "student"))
 
 
 def summarize_rows(independent: dict[str, dict[str, Any]], groups: dict[str, dict[str, dict[str, Any]]],

@@ -40,7 +40,7 @@ def cpu_description() -> str:
 
 def provenance(config: dict[str, Any]) -> dict[str, Any]:
     """The run's config plus versions, git revision, machine and time."""
-    from .. import __version__
+    from .._version import __version__
 
     return {"config": config, "charex_version": __version__, "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(), "threads": torch.get_num_threads(),

@@ -47,8 +47,14 @@ def read_answers(path: str | Path, fp: FingerprintSet | Kit) -> dict[int, int]:
     classes = [str(c) for c in (meta.get("classes") or [])]
     num_classes = int(meta.get("num_classes") or len(classes) or 0)
     out: dict[int, int] = {}
+    own: str | None = None
     for line, row in _rows(p):
         where = f"{p}, line {line}"
+        if row.get("kit") not in (None, ""):  # audit logs name the kit (or fingerprint) they answered
+            own = own or (fp.id if isinstance(fp, Kit) else fp.digest)
+            if row["kit"] != own:
+                raise CharexError(f"{where}: these answers were collected for another kit or fingerprint "
+                                  f"({str(row['kit'])[:16]}..., this one is {own[:16]}...)")
         file, label = row.get("file"), row.get("label")
         if file in (None, "") or label in (None, ""):
             raise CharexError(f"{where}: every answer needs both 'file' and 'label', got {row}")

@@ -55,6 +55,7 @@ class Kit:
     level: float = 0.01
     meta: dict[str, Any] = field(default_factory=dict)
     single: bool = False  # opened from one fingerprint file (not a kit file): its own level, uncalibrated allowed
+    origin: str | None = None  # the id of the kit this one was transformed from (answers still name that one)
 
     def __post_init__(self) -> None:
         if not self.tests:
@@ -109,6 +110,11 @@ class Kit:
         return torch.cat([fp.targets for fp in self.tests])
 
     @property
+    def id(self) -> str:
+        """What answers name their kit by (audit logs): the kit's digest, or a single fingerprint's own digest."""
+        return self.origin or (self.tests[0].digest if self.single else self.digest)
+
+    @property
     def base_model_digest(self) -> str | None:
         return self.tests[0].meta.get("base_model_digest")
 
@@ -132,7 +138,7 @@ class Kit:
     def transformed(self, channel: Any) -> "Kit":
         """The kit with every query passed through ``channel`` (uint8 images -> uint8 images)."""
         return dataclasses.replace(self, tests=tuple(dataclasses.replace(fp, images=channel(fp.images))
-                                                     for fp in self.tests))
+                                                     for fp in self.tests), origin=self.id)
 
     # the file
     def _header(self) -> dict[str, Any]:

@@ -155,7 +155,7 @@ def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries:
     Sequential by default: each test stops once its decision is settled (its p is then a bound) and the kit once
     the verdict is "derived"; ``max_queries`` caps what is sent. ``audit`` (a new file) receives every answer as a
     JSON line (time, file ``NNNN.png`` in the kit's numbering, label), so that ``charex verify KIT --answers AUDIT``
-    recomputes the verdict offline; it appears whole, or as ``AUDIT.partial`` when the run failed.
+    recomputes the verdict offline (each line names the kit, so answers of another kit are refused); it appears whole, or as ``AUDIT.partial`` when the run failed.
     """
     name = name or remote.url
     audit_path = Path(audit) if audit else None
@@ -166,13 +166,13 @@ def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries:
     remote.check(tuple(kit.tests[0].images.shape[1:]), int(nc) if isinstance(nc, int) and nc > 0 else None)
     tmp = audit_path.with_name(f".{audit_path.name}.part") if audit_path else None
     fh = tmp.open("w") if tmp else None
-    got = 0
+    got, kit_id = 0, kit.id
 
     def log(i: int, label: int) -> None:
         nonlocal got
         got += 1
         if fh:
-            fh.write(json.dumps({"time": time.time(), "file": f"{i:04d}.png", "label": label}) + "\n")
+            fh.write(json.dumps({"time": time.time(), "file": f"{i:04d}.png", "label": label, "kit": kit_id}) + "\n")
             fh.flush()
 
     ok = False

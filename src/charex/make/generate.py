@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from .channels import parse_diff_channels
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CharexError
 from ..judge.kit import Kit
 from ..models.probe import Models, named_models

@@ -108,7 +108,7 @@ def heldout_tradeoff(rows: Sequence[dict[str, Any]], path: str | Path, chosen: s
     """Worst-group robustness of useful derived copies vs mean transferability, one point per method row of
     ``charex reproduce heldout``: with references filled, without open; ``chosen`` (the default) ringed in red.
     Rows without references and the chosen one are labelled (the others crowd the lower left)."""
-    from ..experiments.heldout import is_student
+    from ..lineage import is_student
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))

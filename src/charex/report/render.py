@@ -66,7 +66,12 @@ def write_report(run_dir: str | Path, *, sets: Mapping[str, FingerprintSet] | No
     if prov:
         lines += [f"charex {prov.get('charex_version')}, torch {prov.get('torch')}, git {prov.get('git')}, "
                   f"{prov.get('time')}; config in `results.json`.", ""]
-    lines += ["## Uniqueness (percent)", "", _table(results), ""]
+    if "kit" in results:  # charex demo: one kit, one verdict per suspect
+        from .tables import kit_markdown
+
+        lines += ["## The kit's verdicts", "", kit_markdown(results["kit"]), ""]
+    lines += ["## Uniqueness of the characteristic examples (percent)" if "kit" in results else
+              "## Uniqueness (percent)", "", _table(results), ""]
     for title, path in figs:
         lines += [f"## {title}", "", f"![{title}]({Path(path).name})", ""]
     lines += ["## Verdicts", ""]

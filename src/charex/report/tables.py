@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 from ..judge.metrics import Evaluation
 
@@ -52,7 +53,7 @@ def _acc_drop(results: dict) -> dict[str, float]:
 
 def grid_markdown(results: dict) -> str:
     """Table 2 in the paper's layout (uniqueness %, per pruning ratio), with the paper's numbers beside ours."""
-    from ..experiments.paper import paper_table
+    from .paper import paper_table
 
     table = paper_table(results.get("profile", {}).get("dataset", "cifar10"))
     groups = list(results["rows"][0]["evaluation"]["summary"]["groups"]) if results["rows"] else []
@@ -135,3 +136,28 @@ def heldout_markdown(results: dict) -> str:
                  f"level {results['profile']['level']}; accuracy range of each group's copies in its header. "
                  "AUC and TPR score the weight copies; students (never given the weights) are reported apart.")
     return "\n".join(lines) + "\n"
+
+
+def kit_markdown(k: dict[str, Any]) -> str:
+    """A kit's verdicts (``results["kit"]`` of ``charex demo``): per suspect its accuracy, the examples matched, the
+    mistake test's d, the kit's p-value and verdict, the test that fired and the queries used."""
+    from ..judge.verify import format_p
+
+    lines = [f"kit: {' + '.join(k['tests'])} ({k['queries']} queries, made in {k['make_seconds']} s); one verdict "
+             f"per suspect, Bonferroni over the tests at level {k['level']}", "",
+             "| suspect | kind | test accuracy | examples matched | mistakes d | p-value | verdict | caught by | queries |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for v in k["verdicts"]:
+        acc = "not measured (no CIFAR-10 here)" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f}%"
+        tests = {t["test"]: t for t in v["tests"]}
+        ex, mis = tests.get("examples", {}), tests.get("mistakes")
+        d = "not asked" if mis is None or mis.get("statistic") is None else format(mis["d"], "+.3f")
+        lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {ex.get('matches')}/{ex.get('n')} | {d} | "
+                     f"{format_p(v['p_value'])} | {v['decision'].upper()} | {v['fired'] or '-'} | {v['queries']} |")
+    der = [v for v in k["verdicts"] if v["kind"] == "derived"]
+    ind = [v for v in k["verdicts"] if v["kind"] == "independent"]
+    lines += ["", f"caught {sum(v['decision'] == 'derived' for v in der)}/{len(der)} derived models; "
+                  f"accused {sum(v['decision'] == 'derived' for v in ind)}/{len(ind)} independent models",
+              "(a test is not asked once the verdict is already 'derived': more answers could only lower p)"]
+    lines += [f"note: {m}" for m in k["missing"]]
+    return "\n".join(lines)
