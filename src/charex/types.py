@@ -146,7 +146,8 @@ class GenerationConfig:
 # Named settings for ``charex generate --preset``: "default" is GenerationConfig's own defaults (chosen on the
 # validation pool, docs/results.md); "stealth" (chosen on the validation pool too) starts from the owner's natural
 # images ("start" is not a GenerationConfig field: the CLI draws the start images), moves them at most 10/255 and
-# takes the loss through JPEG 75 as well, for suspects behind an API that may filter queries and re-encode them;
+# takes the loss through JPEG 75 as well, for suspects behind an API that re-encodes queries (it is JPEG-robust, not
+# hidden: a statistics detector trained on the recipe spots its queries, docs/results.md);
 # "paper" is the paper's LTRC setting (Table 2 best: k=2, delta=0.03).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},

@@ -66,7 +66,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print("note: no --references given: fingerprints made without independent reference models transfer "
               "more to independent models (docs/results.md)", file=sys.stderr)
     x0 = None
-    if start == "natural":  # from the owner's own real images (harder for a thief to spot; docs/results.md)
+    if start == "natural":  # from the owner's own real images (a trained detector still spots them: docs/results.md)
         from ..data.starts import start_images
 
         shape = args.input_shape or model.card.get("input_shape") or (3, 32, 32)
