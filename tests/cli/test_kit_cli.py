@@ -173,3 +173,16 @@ def test_audit_re_runs_both_tests_of_the_kit(kit_file, tmp_path, capsys) -> None
         (other / f.parent.name / f.name).write_bytes(f.read_bytes())
     assert main([*args[:-3], "--data", str(other), "--quiet"]) == 1
     assert "FAIL  mistakes: labelled images" in capsys.readouterr().out
+
+
+def test_onnx_suspect_judged_with_the_kit(kit_file, tmp_path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    out, m, _ = kit_file
+    assert main(["export-model", m["base"], str(tmp_path / "base.onnx")]) == 0
+    assert main(["export-model", m["ind5"], str(tmp_path / "other.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(out), str(tmp_path / "base.onnx"), str(tmp_path / "other.onnx"), m["ind5"],
+                 "--json"]) == 0
+    base, other, other_torch = json.loads(capsys.readouterr().out)["results"]
+    assert base["decision"] == "derived" and other["queries"] > 100
+    assert other["p_value"] == pytest.approx(other_torch["p_value"], rel=1e-6)  # the same model, either way

@@ -1,7 +1,9 @@
 """The tests a kit holds, behind one interface: queries to send, a statistic of the answers, a calibrated p-value.
 
 Every test is a :class:`~charex.fingerprint.FingerprintSet` (its images are the queries, its targets what the base
-answers) with a calibration block (the null, fitted on independent models when the test was made). Two kinds:
+answers; made by :mod:`charex.make`) with a calibration block (the null, fitted on independent models by the test's
+``calibrate`` when the kit is made). The same three parts for every kind, ``calibrate``, ``result`` (the statistic
+and its p-value from answers) and ``settled`` (the sequential stop). Two kinds:
 
 - :class:`ExampleTest`: count-based (characteristic examples and the baselines): the statistic is the number of
   queries answered with their target; p = P(K_m >= k) under the logit-normal null (:mod:`charex.judge.null`).
@@ -59,6 +61,8 @@ class Test(Protocol):
     fp: FingerprintSet
     name: str
 
+    def calibrate(self, models: Any, level: float = 0.01) -> FingerprintSet: ...
+
     def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult: ...
 
     def settled(self, answers: Answers, level: float) -> bool | None: ...
@@ -80,6 +84,12 @@ class ExampleTest:
         self.fp = fp
         baseline = fp.meta.get("baseline")
         self.name = str(baseline["name"]) if isinstance(baseline, dict) and "name" in baseline else "examples"
+
+    def calibrate(self, models: Any, level: float = 0.01) -> FingerprintSet:
+        """The test with its null fitted on independent ``models`` (:func:`charex.judge.verify.calibrate`)."""
+        from .verify import calibrate
+
+        return calibrate(self.fp, models, level=level)
 
     def _k(self, answers: Answers) -> int:
         return sum(int(self.fp.targets[i]) == int(lab) for i, lab in answers.items())
@@ -133,6 +143,13 @@ class MistakeTest:
         self.sections = sections(fp)
         cal = fp.calibration
         self.null = None if cal is None else mistake_null(cal)
+
+    def calibrate(self, models: Any, level: float = 0.01) -> FingerprintSet:
+        """The test with its null (the calibration models' d) stored as its calibration block
+        (:func:`charex.make.mistakes.calibrate_mistakes`)."""
+        from ..make.mistakes import calibrate_mistakes
+
+        return self.fp.with_calibration(calibrate_mistakes(self.fp, models).block(level))
 
     def _score(self, labels: torch.Tensor, mask: torch.Tensor) -> Any:
         from ..make.mistakes import score_answers

@@ -46,16 +46,16 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
         >>> kit = make_kit(base, {"c1": c1, "c2": c2}, references=[r1], twins=[t1], images=x, labels=y)  # doctest: +SKIP
         >>> kit.save("kit.safetensors")  # doctest: +SKIP
     """
-    from ..judge.verify import calibrate
+    from ..judge.tests import test_for
     from .generate import generate
-    from .mistakes import calibrate_mistakes, mistake_queries
+    from .mistakes import mistake_queries
 
     cal = dict(named_models(calibration))
     refs, tws = dict(named_models(references)), dict(named_models(twins))
     if len(cal) < 2:
         raise CharexError("a kit needs two or more independent calibration models (--calibration)")
     examples = generate(base, config or GenerationConfig(), references={**refs, **tws}, progress=progress)
-    tests = [calibrate(examples, cal, level=level)]
+    tests = [test_for(examples).calibrate(cal, level)]
     meta: dict[str, Any] = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                             "charex_version": __version__, "missing": []}
     if tws:
@@ -66,7 +66,7 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
         m.meta["twins"] = [{"name": n, "digest": r["digest"]} for n, r in zip(tws, m.meta["twins"])]
         m.meta["references"] = [{"name": n, "digest": r["digest"]} for n, r in zip(refs, m.meta["references"])]
         m.meta["data_digest"] = data_digest(images, labels)
-        tests.append(m.with_calibration(calibrate_mistakes(m, cal).block(level)))
+        tests.append(test_for(m).calibrate(cal, level))
     else:
         meta["missing"].append(NO_TWINS)
     return Kit(tests=tuple(tests), level=level, meta=meta)
