@@ -4,12 +4,14 @@ import builtins
 import json
 
 import pytest
+import torch
 
 from charex import GenerationConfig, calibrate, generate
 from charex.cli import main
 from charex.errors import CharexError
 from charex.models import Normalized, build_arch, save_model
 from charex.judge.scan import run_scan
+from charex.make.kit import make_kit
 from conftest import make_tiny
 
 TIMING = ("seconds", "load_seconds")
@@ -27,6 +29,11 @@ def zoo(tmp_path_factory, trained_tiny):
         if i == 0:
             fp = calibrate(fp, {"a": make_tiny(53, train_steps=40), "b": make_tiny(54, train_steps=40)})
         fp.save(d / "fps" / f"fp{i}.safetensors")
+    images = torch.randint(0, 256, (600, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    labels = torch.randint(0, 10, (600,), generator=torch.Generator().manual_seed(3))
+    make_kit(trained_tiny, {"a": make_tiny(53, train_steps=40), "b": make_tiny(54, train_steps=40)},
+             twins={"t": make_tiny(55, train_steps=40)}, images=images, labels=labels, progress=False,
+             config=GenerationConfig(n=12, steps=10, alpha=0.02, dtype="float32")).save(d / "fps" / "kit.safetensors")
     save_model(trained_tiny, d / "models" / "copy.safetensors")
     for s in (61, 62, 63):
         save_model(make_tiny(s), d / "models" / f"ind{s}.safetensors")
@@ -47,10 +54,13 @@ def test_scan_streams_skips_errors_and_resumes(zoo, tmp_path, capsys) -> None:
     assert main(["scan", "--fingerprints", str(zoo / "fps"), "--suspects", str(zoo / "models"), "-o", str(out),
                  "--workers", "2", "--quiet"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 2 * 6 and len({(r["suspect"], r["fingerprint"]) for r in rows}) == 12
+    assert len(rows) == 3 * 6 and len({(r["suspect"], r["fingerprint"]) for r in rows}) == 18
     by = {(r["suspect"].rsplit("/", 1)[-1], r["fingerprint_path"].rsplit("/", 1)[-1]): r for r in rows}
     assert by[("copy.safetensors", "fp0.safetensors")]["decision"] == "derived"
     assert by[("copy.safetensors", "fp1.safetensors")]["decision"] == "uncalibrated"
+    kit = by[("copy.safetensors", "kit.safetensors")]  # a kit: one verdict, its tests, the one that fired
+    assert kit["decision"] == "derived" and kit["fired"] in ("examples", "mistakes") and len(kit["tests"]) == 2
+    assert len(by[("ind61.safetensors", "kit.safetensors")]["tests"]) == 2
     assert "5 output classes" in by[("five-classes.safetensors", "fp0.safetensors")]["skipped"]
     assert by[("broken.safetensors", "fp0.safetensors")]["error"].startswith("cannot load")
     assert "| fingerprint | checked |" in capsys.readouterr().out
@@ -78,7 +88,7 @@ def test_scan_on_ray_equals_local(zoo, tmp_path) -> None:
         summary = run_scan([zoo / "fps"], [str(lst)], remote, ray_address="auto", progress=False)
     finally:
         ray.shutdown()
-    assert summary["written"] == 12 and strip(local) == strip(remote)
+    assert summary["written"] == 18 and strip(local) == strip(remote)
 
 
 def test_scan_without_ray_says_how_to_install(zoo, tmp_path, monkeypatch) -> None:
