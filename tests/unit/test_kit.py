@@ -52,6 +52,8 @@ def test_bonferroni_verdict_and_which_test_fired(kit, trained_tiny) -> None:
     r = [TestResult("examples", 3.0, 0.2, 30), TestResult("mistakes", 0.1, 0.004, 90)]
     v = combine(kit, r, "s")
     assert v.p_value == pytest.approx(0.008) and v.decision == "derived" and v.fired == "mistakes"
+    v = combine(kit, [TestResult("examples", 100.0, 0.0, 30), TestResult("mistakes", 0.0, 0.5, 90)], "s")
+    assert v.p_value == 0.0 and v.decision == "derived" and v.fired == "examples"  # a p that underflowed to 0
     v = combine(kit, [TestResult("examples", 3.0, 0.006, 30), None], "s", notes=[None, "not answered"])
     assert v.p_value == pytest.approx(0.012) and v.decision == "not derived" and v.fired is None
     assert v.tests[1]["note"] == "not answered" and v.queries == 30

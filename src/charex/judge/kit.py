@@ -296,8 +296,8 @@ def combine(kit: Kit, results: Sequence[TestResult | None], name: str, extra: di
     if not asked:
         why = "; ".join(f"{r['test']}: {r['note']}" for r in rows)
         raise CharexError(f"{name}: no test of the kit could be judged ({why})")
-    best = min(asked, key=lambda r: r.p_value or 1.0)
-    p = min(1.0, T * float(best.p_value or 1.0))
+    best = min(asked, key=lambda r: float(r.p_value))  # type: ignore[arg-type]  (None ruled out above)
+    p = min(1.0, T * float(best.p_value))  # type: ignore[arg-type]
     derived = p <= kit.level
     return KitVerdict(name, "derived" if derived else "not derived", p, queries, rows, best.test if derived else None,
                       kit.level, dict(extra or {}))
