@@ -44,7 +44,9 @@ from ..models.probe import model_device
 from ..train import TrainConfig, accuracy, train_from_scratch
 from ..types import GenerationConfig
 from ..judge.null import S_MAX, S_MIN
-from ..judge.verify import calibrate, verify
+from ..judge.kit import Kit
+from ..judge.query import LocalSuspect, judge
+from ..judge.verify import calibrate
 from ..zoo import ModelCache
 from .provenance import provenance, write_json
 
@@ -269,10 +271,12 @@ def run_method(spec: dict[str, Any], profile: dict[str, Any], base: nn.Module, p
     cal = calibrate(fp, pools["calibration"], level=profile["level"], spread=tuple(key["null"]["spread"]))
     c = cal.calibration or {}
 
+    kit = Kit(tests=(cal,), level=profile["level"], single=True)  # one test, judged like any suspect of a kit
+
     def row(m: nn.Module, name: str) -> dict[str, Any]:
-        v = verify(cal, {name: m})[0]
-        return {"matches": v.matches, "rate": v.match_rate, "p_value": v.p_value, "derived": v.decision == "derived",
-                "accuracy": m.card.get("test_accuracy")}
+        v = judge(kit, LocalSuspect(m, name), name).to_dict()
+        return {"matches": v["matches"], "rate": v["match_rate"], "p_value": v["p_value"],
+                "derived": v["decision"] == "derived", "accuracy": m.card.get("test_accuracy")}
 
     base_acc = base.card.get("test_accuracy")
     reported = {n: row(m, n) for n, m in pools[report_pool].items()}
