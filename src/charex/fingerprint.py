@@ -107,10 +107,7 @@ class FingerprintSet:
     @classmethod
     def load(cls, path: str | Path) -> "FingerprintSet":
         """Read a set written by :meth:`save`; refuses missing, corrupt or modified files."""
-        p = Path(path)
-        if not p.is_file():
-            raise FingerprintFileError(f"fingerprint file not found: {p}")
-        return cls.from_bytes(p.read_bytes(), str(p))
+        return cls.from_bytes(read_file(path, "fingerprint"), str(path))
 
     @classmethod
     def from_bytes(cls, raw: bytes, name: str = "fingerprint") -> "FingerprintSet":
@@ -140,6 +137,14 @@ class FingerprintSet:
             raise
         except (ValueError, KeyError, TypeError) as e:
             raise FingerprintFileError(f"{p}: fingerprint header is invalid: {e}") from e
+
+
+def read_file(path: str | Path, what: str) -> bytes:
+    """The bytes of a fingerprint or kit file; a missing one is a :class:`FingerprintFileError` naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise FingerprintFileError(f"{what} file not found: {p}")
+    return p.read_bytes()
 
 
 def _is_int(v: Any, lo: int) -> bool:

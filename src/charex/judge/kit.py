@@ -27,7 +27,7 @@ import torch
 
 from .._io import atomic_write_bytes
 from ..errors import CharexError, FingerprintFileError
-from ..fingerprint import FORMAT_VERSION, FingerprintSet, _canonical
+from ..fingerprint import FORMAT_VERSION, FingerprintSet, _canonical, read_file
 from ..types import GenerationConfig
 from .tests import ExampleTest, MistakeTest, TestResult, test_for
 
@@ -169,10 +169,7 @@ class Kit:
     @classmethod
     def load(cls, path: str | Path) -> "Kit":
         """Read a kit file; refuses missing, corrupt, modified or inconsistent files (see the module doc)."""
-        p = Path(path)
-        if not p.is_file():
-            raise FingerprintFileError(f"kit file not found: {p}")
-        return cls.from_bytes(p.read_bytes(), str(p))
+        return cls.from_bytes(read_file(path, "kit"), str(path))
 
     @classmethod
     def from_bytes(cls, raw: bytes, name: str = "kit") -> "Kit":
@@ -223,10 +220,7 @@ class Kit:
 
 def open_kit(path: str | Path) -> Kit:
     """A kit file, or a single fingerprint file as a kit of one test (at its own calibration level)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FingerprintFileError(f"fingerprint file not found: {p}")
-    return kit_from_bytes(p.read_bytes(), str(p))
+    return kit_from_bytes(read_file(path, "fingerprint"), str(path))
 
 
 def kit_from_bytes(raw: bytes, name: str = "fingerprint") -> Kit:
