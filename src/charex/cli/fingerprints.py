@@ -142,7 +142,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ..judge.answers import read_answers
     from ..judge.kit import open_kit
     from ..judge.query import LocalSuspect, judge, judge_answers
-    from ..models.probe import probe_model
 
     kit = open_kit(args.fingerprint)
     if not args.suspect and not args.answers:
@@ -160,11 +159,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if spec in remote:
             verdicts.append(_remote(args, kit, spec))
             continue
-        model = load(args, spec)
-        first = kit.tests[0]
-        probe_model(model, first.meta.get("input_shape", list(first.images.shape[1:])), first.meta.get("num_classes"),
-                    name=spec)
-        verdicts.append(judge(kit, LocalSuspect(model, spec), spec, max_queries=args.max_queries,
+        verdicts.append(judge(kit, LocalSuspect(load(args, spec), spec), spec, max_queries=args.max_queries,
                               sequential=args.max_queries is not None))
     verdicts += [judge_answers(kit, read_answers(path, kit), str(path)) for path in args.answers or []]
     if args.json:

@@ -37,10 +37,16 @@ class LocalSuspect:
 
     def __init__(self, model: torch.nn.Module, name: str = "model", batch_size: int = 256) -> None:
         self.model, self.name, self.batch_size = model, name, batch_size
+        self._probed = False
 
     def labels(self, fp: FingerprintSet, idx: list[int]) -> list[int]:
+        from ..models.probe import probe_model
         from .verify import predict
 
+        if not self._probed:  # input shape and class count checked once, with a clear error
+            probe_model(self.model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"),
+                        name=self.name)
+            self._probed = True
         x = fp.images[idx]
         return predict(self.model, x.float() / 255 if x.dtype == torch.uint8 else x, name=self.name).tolist()
 
