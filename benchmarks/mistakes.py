@@ -77,7 +77,7 @@ def main() -> None:
     from charex.experiments.heldout import is_student
     from charex.experiments.provenance import cpu_description, write_json
     from charex.judge.metrics import roc_auc, tpr_at_fpr
-    from charex.make.mistakes import calibrate_mistakes, score
+    from charex.judge.mistakes import calibrate_mistakes, score
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/heldout")

@@ -22,7 +22,8 @@ def main() -> None:
     from charex.data import load_cifar10
     from charex.data.cifar10 import thief_split
     from charex.experiments.provenance import cpu_description, write_json
-    from charex.make.mistakes import mistake_queries, score
+    from charex.make.mistakes import mistake_queries
+    from charex.judge.mistakes import score
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--twins", nargs="+", default=["bundled:independent-1", "runs/pool/cnn1-s9-twin.safetensors",

@@ -28,7 +28,7 @@ def main() -> None:
     from charex.data.cifar10 import thief_split
     from charex.experiments.heldout import is_student
     from charex.experiments.provenance import cpu_description, write_json
-    from charex.make.mistakes import MistakeNull, score_answers
+    from charex.judge.mistakes import MistakeNull, score_answers
     from charex.judge.verify import batch_logits
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -59,7 +59,7 @@ def test_answers_collected_elsewhere_score_like_the_model(labelled, model_files,
     import torch
 
     from charex import load_model
-    from charex.make.mistakes import score
+    from charex.judge.mistakes import score
     from charex.judge.verify import predict
 
     out = tmp_path / "m.safetensors"

@@ -1,4 +1,4 @@
-"""Mistake fingerprints (charex.make.mistakes): sections checked against a count by hand, the statistic and its null
+"""Mistake fingerprints (charex.make.mistakes, charex.judge.mistakes): sections checked against a count by hand, the statistic and its null
 against scipy, refusals, and a round trip through the file format."""
 
 import math
@@ -9,8 +9,9 @@ from scipy import stats
 
 from charex import FingerprintSet
 from charex.errors import CharexError
-from charex.make.mistakes import (MistakeNull, MistakeScore, calibrate_mistakes, mistake_queries, score, score_answers,
-                             verify_mistakes)
+from charex.make.mistakes import mistake_queries
+from charex.judge.mistakes import (MistakeNull, MistakeScore, calibrate_mistakes, score, score_answers,
+                                   verify_mistakes)
 from charex.models import state_digest
 from charex.judge.verify import predict
 from conftest import make_tiny

@@ -48,7 +48,7 @@ def cmd_make(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..fingerprint import FingerprintSet
-    from ..make.mistakes import MistakeNull, calibrate_mistakes, verify_mistakes
+    from ..judge.mistakes import MistakeNull, calibrate_mistakes, verify_mistakes
 
     from ..judge.answers import read_answers
 

@@ -278,7 +278,8 @@ def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None 
         calibration models independent, calibration re-measured.
     """
     from ..make.kit import data_digest
-    from ..make.mistakes import mistake_queries, score, sections
+    from ..make.mistakes import mistake_queries
+    from .mistakes import score, sections
 
     sections(fp)
     checks: list[Check] = []

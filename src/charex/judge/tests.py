@@ -137,7 +137,7 @@ class MistakeTest:
     name = "mistakes"
 
     def __init__(self, fp: FingerprintSet) -> None:
-        from ..make.mistakes import sections
+        from .mistakes import sections
 
         self.fp = fp
         self.sections = sections(fp)
@@ -146,13 +146,13 @@ class MistakeTest:
 
     def calibrate(self, models: Any, level: float = 0.01) -> FingerprintSet:
         """The test with its null (the calibration models' d) stored as its calibration block
-        (:func:`charex.make.mistakes.calibrate_mistakes`)."""
-        from ..make.mistakes import calibrate_mistakes
+        (:func:`charex.judge.mistakes.calibrate_mistakes`)."""
+        from .mistakes import calibrate_mistakes
 
         return self.fp.with_calibration(calibrate_mistakes(self.fp, models).block(level))
 
     def _score(self, labels: torch.Tensor, mask: torch.Tensor) -> Any:
-        from ..make.mistakes import score_answers
+        from .mistakes import score_answers
 
         return score_answers(self.fp, labels, mask)
 
@@ -199,8 +199,8 @@ class MistakeTest:
 
 
 def mistake_null(block: Mapping[str, Any]) -> Any:
-    """The :class:`~charex.make.mistakes.MistakeNull` a mistake test's calibration block records."""
-    from ..make.mistakes import MistakeNull
+    """The :class:`~charex.judge.mistakes.MistakeNull` a mistake test's calibration block records."""
+    from .mistakes import MistakeNull
 
     return MistakeNull.from_block(dict(block))
 

@@ -1,0 +1,177 @@
+"""The mistake test's statistic, its null and its verdict (the queries are made by :mod:`charex.make.mistakes`).
+
+For each suspect, d = (share of the base's distinctive mistakes it repeats) - (mean share of the twins' it repeats).
+Under the null (a model derived from neither the base nor a twin) the base and its twins are exchangeable, so d has
+mean zero; its spread is the calibration models' root mean square d (Student-t, as many degrees of freedom as
+models) and, at the least, the suspect's own binomial error (normal); the larger p-value is reported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from scipy import stats
+from torch import nn
+
+from ..errors import CharexError
+from ..fingerprint import FingerprintSet
+from ..models.normalized import state_digest
+from ..models.probe import Models, named_models, probe_model
+from .verify import predict
+
+__all__ = ["MistakeNull", "MistakeScore", "calibrate_mistakes", "score", "score_answers", "sections",
+           "verify_mistakes"]
+
+METHOD = "mistakes"
+
+
+def sections(fp: FingerprintSet) -> list[int]:
+    """The section sizes of a mistake fingerprint (the base's, then each twin's); an error for any other file."""
+    block = fp.meta.get("mistakes")
+    sections = block.get("sections") if isinstance(block, dict) else None
+    if (not isinstance(sections, list) or len(sections) < 2 or not all(isinstance(s, int) and s > 0 for s in sections)
+            or sum(sections) != fp.n):
+        raise CharexError("not a mistake fingerprint (meta mistakes.sections missing or not summing to its size); "
+                          "make one with charex.make.mistakes.mistake_queries")
+    return sections
+
+
+@dataclass(frozen=True)
+class MistakeScore:
+    """A suspect's agreement with each section: ``rates[0]`` the base's mistakes, ``rates[1:]`` the twins'.
+
+    ``d`` = rates[0] - mean(rates[1:]); ``se`` its binomial standard error."""
+
+    rates: tuple[float, ...]
+    counts: tuple[int, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def d(self) -> float:
+        return self.rates[0] - sum(self.rates[1:]) / (len(self.rates) - 1)
+
+    @property
+    def se(self) -> float:
+        t = len(self.rates) - 1
+        var = self.rates[0] * (1 - self.rates[0]) / self.sizes[0] + sum(
+            r * (1 - r) / n for r, n in zip(self.rates[1:], self.sizes[1:])) / t ** 2
+        return math.sqrt(max(var, 0.25 / sum(self.sizes) ** 2))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"d": self.d, "se": self.se, "rates": list(self.rates), "counts": list(self.counts),
+                "sizes": list(self.sizes)}
+
+
+def score(fp: FingerprintSet, model: nn.Module, name: str = "model") -> MistakeScore:
+    """How often ``model`` gives the base's label on the base's mistakes, and each twin's on that twin's."""
+    sections(fp)
+    probe_model(model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
+    return score_answers(fp, predict(model, fp.pixels(), name=name))
+
+
+def score_answers(fp: FingerprintSet, labels: torch.Tensor, answered: torch.Tensor | None = None) -> MistakeScore:
+    """The score of answers collected elsewhere (an API's labels for ``fp``'s images, in order): N int labels, and
+    optionally an N bool mask of the queries that were answered (the rates are then over those: ``sizes`` counts
+    them per section)."""
+    parts = sections(fp)
+    if labels.shape != (fp.n,):
+        raise CharexError(f"need one answer per query ({fp.n}), got shape {tuple(labels.shape)}")
+    mask = torch.ones(fp.n, dtype=torch.bool) if answered is None else answered.bool().cpu()
+    if mask.shape != (fp.n,):
+        raise CharexError(f"the answered mask must have one entry per query ({fp.n}), got {tuple(mask.shape)}")
+    hit = (labels.long().cpu() == fp.targets) & mask
+    counts = [int(c.sum()) for c in torch.split(hit, parts)]
+    sizes = [int(c.sum()) for c in torch.split(mask, parts)]
+    if min(sizes) < 1:
+        raise CharexError(f"every section needs answers; answered per section: {sizes}")
+    return MistakeScore(tuple(c / n for c, n in zip(counts, sizes)), tuple(counts), tuple(sizes))
+
+
+@dataclass(frozen=True)
+class MistakeNull:
+    """The null of ``d`` over independent calibration models: mean zero (the base and its twins are exchangeable
+    for a model that derives from neither), spread their root mean square ``d``."""
+
+    differences: tuple[float, ...]
+    names: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()
+
+    @property
+    def scale(self) -> float:
+        return math.sqrt(sum(v * v for v in self.differences) / len(self.differences))
+
+    def p_value(self, s: MistakeScore) -> float:
+        """The larger of the Student-t p-value against the calibration spread (k degrees of freedom) and the normal
+        p-value against the suspect's own sampling error: small only when ``d`` stands out from both."""
+        k = len(self.differences)
+        p_cal = float(stats.t.sf(s.d / max(self.scale, 1e-9), df=k))
+        p_own = float(stats.norm.sf(s.d / s.se))
+        return max(p_cal, p_own)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "d = base-mistake rate - twin-mistake rate; null mean 0, Student-t (k dof) on the "
+                          "calibration models' rms d, and normal on the suspect's own standard error; larger p",
+                "differences": list(self.differences), "names": list(self.names), "scale": self.scale}
+
+    def block(self, level: float = 0.01) -> dict[str, Any]:
+        """The calibration block a mistake fingerprint stores (``FingerprintSet.with_calibration``), so that it
+        judges suspects without the calibration models: ``null`` = ``mistakes``."""
+        if not 0 < level < 1:
+            raise CharexError(f"level must lie in (0, 1), got {level}")
+        return {**self.to_dict(), "null": METHOD, "level": level,
+                "references": [{"name": n, "digest": d} for n, d in zip(self.names, self.digests)]}
+
+    @classmethod
+    def from_block(cls, block: dict[str, Any]) -> "MistakeNull":
+        """The null a calibration block (:meth:`block`) records."""
+        refs = block.get("references") or []
+        return cls(tuple(float(v) for v in block["differences"]), tuple(str(r["name"]) for r in refs),
+                   tuple(str(r["digest"]) for r in refs))
+
+
+def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
+    """The null from two or more independent models (never the base, a twin, or a reference of ``fp``).
+
+    Example:
+        >>> null = calibrate_mistakes(fp, {"ind1": m1, "ind2": m2, "ind3": m3})  # doctest: +SKIP
+        >>> null.p_value(score(fp, suspect)) <= 0.01  # doctest: +SKIP
+    """
+    sections(fp)
+    named = named_models(independents)
+    if len(named) < 2:
+        raise CharexError("a mistake null needs two or more independent calibration models")
+    taken = {fp.meta.get("base_model_digest"): "the base model"}
+    for role in ("twins", "references"):
+        taken.update({r["digest"]: f"{role[:-1]} {r['name']}" for r in fp.meta.get(role, []) if isinstance(r, dict)})
+    diffs, digests = [], []
+    for name, m in named:
+        dg = state_digest(m)
+        if dg in taken:
+            raise CharexError(f"calibration model {name} is {taken[dg]} of this fingerprint; calibrate on "
+                              "independent models that took no part")
+        diffs.append(score(fp, m, name).d)
+        digests.append(dg)
+    return MistakeNull(tuple(diffs), tuple(n for n, _ in named), tuple(digests))
+
+
+def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, level: float = 0.01,
+                    answers: dict[str, dict[int, int]] | None = None) -> list[dict[str, Any]]:
+    """One verdict per suspect model, then per answers set (name -> {query index: label}, e.g. from
+    :func:`charex.judge.answers.read_answers`): its score, p-value and ``derived`` (p <= level)."""
+    if not 0 < level < 1:
+        raise CharexError(f"level must lie in (0, 1), got {level}")
+    scores = [(name, score(fp, m, name)) for name, m in named_models(suspects)]
+    for name, got in (answers or {}).items():
+        labels, mask = torch.zeros(fp.n, dtype=torch.int64), torch.zeros(fp.n, dtype=torch.bool)
+        for i, label in got.items():
+            labels[i], mask[i] = label, True
+        scores.append((name, score_answers(fp, labels, mask)))
+    out = []
+    for name, s in scores:
+        p = null.p_value(s)
+        out.append({"model": name, **s.to_dict(), "p_value": p, "derived": p <= level, "level": level})
+    return out
+
