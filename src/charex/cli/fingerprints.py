@@ -180,8 +180,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_DERIVED if any(v.decision == "derived" for v in verdicts) else EXIT_NOT_DERIVED
 
 
-def _test_words(t: dict[str, Any]) -> str:
-    """One test's finding in words."""
+def _test_words(t: dict[str, Any], decision: str | None = None, p_value: float | None = None) -> str:
+    """One test's finding in words, with its own p-value; or, given the kit's ``decision``, with the kit's
+    ``p_value`` and the decision (a one-test fingerprint's line)."""
     if t.get("statistic") is None:
         return f"{t['test']}: {t.get('note', 'not asked')}"
     if t["test"] == "mistakes":
@@ -194,10 +195,11 @@ def _test_words(t: dict[str, Any]) -> str:
             words += f" among the {t['answered']} of {t['examples']} examples answered"
     if t.get("p_value_is_bound"):
         words += " (stopped early: the decision could no longer change; p is a bound)"
-    if t.get("p_value") is not None:
+    p = t.get("p_value") if decision is None else p_value
+    if p is not None:
         from ..judge.verify import format_p
 
-        words += f", p = {format_p(t['p_value'])}"
+        words += f", p = {format_p(p)}" + (f": {decision.upper()}" if decision else "")
     return words + (f" [{t['note']}]" if t.get("note") else "")
 
 
@@ -207,10 +209,7 @@ def _verdict_line(v: Any, n_tests: int) -> str:
 
     d = v.to_dict()
     if n_tests == 1:
-        line = f"{v.suspect}: " + _test_words(v.tests[0]).split(": ", 1)[1]
-        if v.p_value is not None:
-            line = line.rsplit(", p = ", 1)[0] + f", p = {format_p(v.p_value)}: {v.decision.upper()}"
-        return line
+        return f"{v.suspect}: " + _test_words(v.tests[0], v.decision, v.p_value).split(": ", 1)[1]
     head = (f"{v.suspect}: {v.decision.upper()}, p = {format_p(v.p_value)} (Bonferroni over {n_tests} tests)"
             f"{', caught by the ' + v.fired + ' test' if v.fired else ''}; {v.queries} queries"
             f"{' (stopped early)' if d.get('stopped_early') else ''}")

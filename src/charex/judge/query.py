@@ -7,7 +7,6 @@ smallest p); ``max_queries`` caps what is sent, all tests together. ``queries`` 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -35,9 +34,11 @@ class Suspect(Protocol):
 class LocalSuspect:
     """A model on this machine (a torch module, an ONNX session, a Hugging Face model: anything loaded)."""
 
-    def __init__(self, model: torch.nn.Module, name: str = "model", batch_size: int = 256) -> None:
+    def __init__(self, model: torch.nn.Module, name: str = "model", batch_size: int = 256,
+                 probed: bool = False) -> None:
+        """``probed``: the caller already checked the model's input shape and class count (``probe_model``)."""
         self.model, self.name, self.batch_size = model, name, batch_size
-        self._probed = False
+        self._probed = probed
 
     def labels(self, fp: FingerprintSet, idx: list[int]) -> list[int]:
         from ..models.probe import probe_model
@@ -160,8 +161,9 @@ def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries:
 
     Sequential by default: each test stops once its decision is settled (its p is then a bound) and the kit once
     the verdict is "derived"; ``max_queries`` caps what is sent. ``audit`` (a new file) receives every answer as a
-    JSON line (time, file ``NNNN.png`` in the kit's numbering, label), so that ``charex verify KIT --answers AUDIT``
-    recomputes the verdict offline (each line names the kit, so answers of another kit are refused); it appears whole, or as ``AUDIT.partial`` when the run failed.
+    JSON line (time, file ``NNNN.png`` in the kit's numbering, label, kit), so that ``charex verify KIT --answers
+    AUDIT`` recomputes the verdict offline (answers of another kit are refused); it appears whole, or as
+    ``AUDIT.partial`` when the run failed.
     """
     name = name or remote.url
     audit_path = Path(audit) if audit else None
@@ -202,14 +204,12 @@ def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries:
                 os.replace(tmp, audit_path.with_name(audit_path.name + ".partial"))  # type: ignore[union-attr]
             else:
                 tmp.unlink(missing_ok=True)
-    return dataclasses.replace(v, extra={**v.extra, "sent": remote.sent})
+    return v
 
 
 def verify_remote(fp: FingerprintSet, remote: Any, **kwargs: Any) -> Verdict:
     """:func:`judge_remote` for one count-based fingerprint, as a :class:`~charex.types.Verdict` (the API before
     kits): matches, n (answered), p (a bound when it stopped early), and the remote settings in ``extra``."""
-    from .kit import Kit
-
     v = judge_remote(Kit(tests=(fp,), level=float((fp.calibration or {}).get("level", 0.01)), single=True), remote,
                      **kwargs)
     d = v.to_dict()

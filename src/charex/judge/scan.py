@@ -129,7 +129,7 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
                 lines.append({**row, "skipped": first_line(e)})
                 continue
             t1 = time.perf_counter()
-            v = judge(kit, LocalSuspect(model, spec), spec)  # probed just above
+            v = judge(kit, LocalSuspect(model, spec, probed=True), spec)
             d = v.to_dict()
             row.update({k: d[k] for k in ("matches", "n", "match_rate") if k in d})
             row.update(p_value=v.p_value, decision=v.decision, queries=v.queries, fired=v.fired,
@@ -158,7 +158,7 @@ def run_scan(fingerprints: Sequence[str | Path], suspects: Sequence[str], output
     for p in fps:
         raw = p.read_bytes()
         kit = kit_from_bytes(raw, str(p))  # refuses tampered files before any work starts
-        loaded.append((str(p), kit.digest if not kit.single else kit.tests[0].digest, raw))
+        loaded.append((str(p), kit.id, raw))
     sus = expand_suspects(suspects)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

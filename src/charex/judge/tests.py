@@ -137,12 +137,11 @@ class MistakeTest:
     name = "mistakes"
 
     def __init__(self, fp: FingerprintSet) -> None:
-        from .mistakes import sections
+        from .mistakes import MistakeNull, sections
 
         self.fp = fp
         self.sections = sections(fp)
-        cal = fp.calibration
-        self.null = None if cal is None else mistake_null(cal)
+        self.null = None if fp.calibration is None else MistakeNull.from_block(fp.calibration)
 
     def calibrate(self, models: Any, level: float = 0.01) -> FingerprintSet:
         """The test with its null (the calibration models' d) stored as its calibration block
@@ -196,13 +195,6 @@ class MistakeTest:
         if best > level:
             return False
         return None
-
-
-def mistake_null(block: Mapping[str, Any]) -> Any:
-    """The :class:`~charex.judge.mistakes.MistakeNull` a mistake test's calibration block records."""
-    from .mistakes import MistakeNull
-
-    return MistakeNull.from_block(dict(block))
 
 
 def test_for(fp: FingerprintSet) -> ExampleTest | MistakeTest:

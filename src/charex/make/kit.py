@@ -89,7 +89,7 @@ def describe(kit: Kit, out: Any = None) -> None:
             secs = fp.meta["mistakes"]["sections"]
             print(f"  mistakes   {fp.n} queries: {secs[0]} of the base's distinctive mistakes, "
                   f"{', '.join(map(str, secs[1:]))} of its {len(secs) - 1} twin(s); null from "
-                  f"{len(cal.get('differences', []))} calibration models (rms d {_rms(cal):.4f})", file=out)
+                  f"{len(cal.get('differences', []))} calibration models (rms d {cal.get('scale', float('nan')):.4f})", file=out)
         else:
             print(f"  {t.name:<10} {fp.n} queries; null from {len(cal.get('references', []))} calibration models, "
                   f"mean {100 * cal.get('mu', float('nan')):.1f}%, derived alone at >= "
@@ -97,10 +97,6 @@ def describe(kit: Kit, out: Any = None) -> None:
     for note in kit.meta.get("missing", []):
         print(f"  missing    {note}", file=out)
 
-
-def _rms(cal: dict[str, Any]) -> float:
-    d = cal.get("differences") or [0.0]
-    return float(sum(v * v for v in d) / len(d)) ** 0.5
 
 
 def refuse_overlap(roles: dict[str, Sequence[str]]) -> None:
