@@ -41,14 +41,22 @@ def iterative_prune_name(parent: str, ratio: float, epochs_per_round: int, toler
 
 
 def distill_name(parent: str, arch: str, epochs: int, data: str, seed: int, temperature: float | None = None,
-                 queries: int | None = None) -> str:
+                 queries: int | None = None, *, label_noise: float = 0.0, label_smoothing: float | None = None,
+                 transfer: str = "natural") -> str:
     """Lineage of a student trained on the parent's answers: ``parent|distill(arch,ep=E,data=D,seed=S)`` for
-    labels, with ``T=...`` for probabilities at temperature T and ``q=...`` for a query budget."""
+    labels, with ``T=...`` for probabilities at temperature T, ``q=...`` for a query budget, and ``noise=``,
+    ``ls=``, ``transfer=`` for the stronger thieves' choices when not the defaults."""
     extra: dict[str, Any] = {}
     if temperature is not None:
         extra["T"] = float(temperature)
     if queries is not None:
         extra["q"] = int(queries)
+    if label_noise:
+        extra["noise"] = float(label_noise)
+    if label_smoothing is not None:
+        extra["ls"] = float(label_smoothing)
+    if transfer != "natural":
+        extra["transfer"] = transfer
     return derived_name(parent, "distill", arch, ep=epochs, data=data, seed=seed, **extra)
 
 

@@ -148,6 +148,44 @@ def test_distill_trains_a_fresh_student_on_the_teachers_answers(monkeypatch) -> 
         distill.distill_model(teacher, data, arch="tiny", arch_kwargs={}, epochs=1, queries=65)
 
 
+def test_stronger_thieves_noise_smoothing_and_mixup(monkeypatch) -> None:
+    """Label noise flips about that share of the answers to another class; smoothing reaches the loss; mixup sends
+    mixes of two of the thief's images (each pixel between the two) and trains on the teacher's answers to them."""
+    import charex.derive.distill as distill
+    from charex.judge.verify import predict
+
+    teacher = make_tiny(0, train_steps=40)
+    teacher.card["lineage"] = "tiny(seed=0)"
+    data = _syn(400, 2)
+    seen: dict = {}
+    real = distill.train_from_scratch
+
+    def spy(arch, kw, seed, train, test, cfg, **options):
+        seen.update(labels=train.labels.clone(), images=train.images.clone(), cfg=cfg, soft=options.get("soft_targets"))
+        return real(arch, kw, seed, train, test, cfg, **options)
+
+    monkeypatch.setattr(distill, "train_from_scratch", spy)
+    honest = predict(teacher, data.images.float() / 255)
+    student, _ = distill.distill_model(teacher, data, arch="tiny", arch_kwargs={"width": 4}, epochs=1, seed=3,
+                                       data_name="half-b", label_noise=0.25, label_smoothing=0.3)
+    flipped = (seen["labels"] != honest).float().mean().item()
+    assert 0.17 < flipped < 0.33 and seen["cfg"].label_smoothing == 0.3
+    assert student.card["lineage"] == "tiny(seed=0)|distill(tiny,ep=1,data=half-b,seed=3,noise=0.25,ls=0.3)"
+    distill.distill_model(teacher, data, arch="tiny", arch_kwargs={"width": 4}, epochs=1, seed=3, temperature=2.0,
+                          label_noise=0.25)
+    noisy = seen["labels"] != honest
+    assert torch.equal(seen["soft"][noisy], torch.nn.functional.one_hot(seen["labels"][noisy], 10).float())
+    student, _ = distill.distill_model(teacher, data, arch="tiny", arch_kwargs={"width": 4}, epochs=1, seed=3,
+                                       data_name="half-b", temperature=4.0, transfer="mixup")
+    mixed = seen["images"]
+    assert not torch.equal(mixed, data.images) and mixed.shape == data.images.shape
+    assert torch.equal(seen["labels"], predict(teacher, mixed.float() / 255))
+    assert student.card["distill"]["transfer"] == "mixup" and "transfer=mixup" in student.card["lineage"]
+    for bad in ({"label_noise": 1.0}, {"transfer": "webcrawl"}):
+        with pytest.raises(CharexError):
+            distill.distill_model(teacher, data, arch="tiny", arch_kwargs={}, epochs=1, **bad)
+
+
 def test_soft_target_loss_is_t2_kl() -> None:
     """One SGD step on soft targets moves the weights as the hand-written T^2 KL loss's gradient says."""
     from charex.train import TrainConfig, train_model

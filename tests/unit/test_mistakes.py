@@ -66,6 +66,55 @@ def test_per_model_caps_every_section(trained_tiny, setting) -> None:
     assert fp.meta["mistakes"]["sections"] == [25, 25, 25]
 
 
+def test_ranked_sections_most_confident_first_and_sent_round_the_sections(trained_tiny, setting) -> None:
+    """rank=confidence: each section holds its model's distinctive mistakes ordered by that model's top softmax
+    probability (checked by hand), cut at per_model; the test sends rank 0 of every section, then rank 1, ...; its
+    null is calibrated on every prefix of the ladder, and a suspect that answered q queries is judged on the
+    spread of the longest calibrated prefix not longer than q."""
+    from charex.judge.kit import Kit
+    from charex.judge.mistakes import ranked_order
+    from charex.judge.query import LocalSuspect, judge
+    from charex.judge.tests import test_for
+    from charex.judge.verify import batch_logits
+
+    images, y, twins, refs = setting
+    fp = mistake_queries(trained_tiny, twins, images, y, references=refs, max_agree=2, per_model=60,
+                         rank="confidence")
+    x = images.float() / 255
+    panel = [trained_tiny, *twins, *refs]
+    logits = [batch_logits(m, x) for m in panel]
+    preds = torch.stack([z.argmax(1) for z in logits])
+    start = 0
+    for o, size in enumerate(fp.meta["mistakes"]["sections"]):
+        agree = (preds == preds[o]).sum(0) - 1
+        want = torch.nonzero((preds[o] != y) & (agree <= 2)).flatten()
+        conf = torch.softmax(logits[o], 1).amax(1)[want]
+        want = want[torch.sort(conf, descending=True, stable=True).indices][:60]
+        assert size == len(want) and torch.equal(fp.images[start:start + size], images[want])
+        start += size
+    assert fp.meta["mistakes"]["rank"] == "confidence"
+    assert ranked_order([3, 1, 2]) == [0, 3, 4, 1, 5, 2]
+    cal = {f"c{i}": make_tiny(50 + i, train_steps=60) for i in range(3)}
+    t = test_for(fp.with_calibration(calibrate_mistakes(fp, cal).block()))
+    assert t.order(seed=5) == ranked_order(fp.meta["mistakes"]["sections"])
+    block = t.fp.calibration
+    ladder = block["ladder"]
+    assert [r["queries"] for r in ladder] == [m for m in (50, 100) if m < fp.n] + [fp.n]
+    assert ladder[-1]["differences"] == block["differences"]
+    null = MistakeNull.from_block(block)
+    rms = lambda d: math.sqrt(sum(v * v for v in d) / len(d))  # noqa: E731
+    assert null.spread(10) == pytest.approx(rms(ladder[0]["differences"]))
+    assert null.spread(99) == pytest.approx(rms(ladder[0]["differences"]))
+    assert null.spread(fp.n) == pytest.approx(null.scale)
+    v = judge(Kit(tests=(t.fp,)), LocalSuspect(twins[0]), "twin", max_queries=30)
+    assert v.queries == 30 and v.tests[0]["sizes"] == [10, 10, 10]
+    with pytest.raises(CharexError, match="rank must be"):
+        mistake_queries(trained_tiny, twins, images, y, rank="loss")
+    bad = {**block, "ladder": list(reversed(ladder))}
+    with pytest.raises(CharexError, match="ladder"):
+        MistakeNull.from_block(bad)
+
+
 def test_statistic_and_null_against_scipy() -> None:
     s = MistakeScore(rates=(0.40, 0.30, 0.20), counts=(400, 300, 200), sizes=(1000, 1000, 1000))
     assert s.d == pytest.approx(0.40 - 0.25)

@@ -146,12 +146,13 @@ def cmd_derive(args: argparse.Namespace) -> int:
         data, data_name = _thief_data(args)
         kw = {**_width_kwargs(args.student, args.width), **dict(args.student_kw)}
         seeds = [args.seed + r for r in range(args.repeats)]
-        names = [distill_name(parent, args.student, args.epochs, data_name, s, args.temperature, args.queries)
-                 for s in seeds]
+        thief = {"label_noise": args.label_noise, "label_smoothing": args.label_smoothing, "transfer": args.transfer}
+        names = [distill_name(parent, args.student, args.epochs, data_name, s, args.temperature, args.queries,
+                              **thief) for s in seeds]
         for s, out in zip(seeds, _outputs(args, names)):
             m, stats = distill_model(base, data, arch=args.student, arch_kwargs=kw, epochs=args.epochs, seed=s,
                                      data_name=data_name, temperature=args.temperature, queries=args.queries,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, **thief)
             results.append(_write_derived(args, m, stats, out, base_acc))
     else:
         m = quantize_int8(base) if args.to == "int8" else cast_weights(base, args.to)
@@ -258,6 +259,12 @@ def register(add: Add) -> None:
                         "returns probabilities; T = 1 as served, 4 as in Hinton et al.); default: top-1 labels only")
     d.add_argument("--queries", type=int, metavar="N",
                    help="distill: the thief's query budget: only N of its images are sent (default: all)")
+    d.add_argument("--label-noise", type=float, default=0.0, metavar="F",
+                   help="distill: the thief replaces this fraction of the answers by a random other class")
+    d.add_argument("--label-smoothing", type=float, metavar="E",
+                   help="distill: label smoothing of the student's hard-label loss (default: the recipe's 0.1)")
+    d.add_argument("--transfer", default="natural", choices=["natural", "mixup"],
+                   help="distill: natural sends the thief's images; mixup sends off-distribution mixes of two")
     d.add_argument("--epochs", type=int, default=1, help="finetune/distill: epochs (distill: use ~8)")
     d.add_argument("--last-layer", action="store_true", help="finetune: train only the last layer")
     d.add_argument("--data-split", default="all", choices=["all", "half-a", "half-b"],

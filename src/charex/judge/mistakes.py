@@ -22,10 +22,18 @@ from ..models.normalized import state_digest
 from ..models.probe import Models, named_models, probe_model
 from .verify import predict
 
-__all__ = ["MistakeNull", "MistakeScore", "calibrate_mistakes", "score", "score_answers", "sections",
+__all__ = ["MistakeNull", "MistakeScore", "calibrate_mistakes", "ranked_order", "score", "score_answers", "sections",
            "verify_mistakes"]
 
 METHOD = "mistakes"
+LADDER = (50, 100, 200, 300, 500, 1000, 2000, 5000)  # the prefixes a ranked test's null is also calibrated on
+
+
+def ranked_order(sizes: list[int]) -> list[int]:
+    """The send order of a ranked mistake test: round the sections by rank (rank 0 of every section, then rank 1,
+    ...), so that any prefix asks the top of each section alike."""
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [s + r for r in range(max(sizes)) for s, n in zip(starts, sizes) if r < n]
 
 
 def sections(fp: FingerprintSet) -> list[int]:
@@ -98,23 +106,37 @@ class MistakeNull:
     differences: tuple[float, ...]
     names: tuple[str, ...] = ()
     digests: tuple[str, ...] = ()
+    ladder: tuple[tuple[int, tuple[float, ...]], ...] = ()  # (prefix queries, the models' d on it); last: all
 
     @property
     def scale(self) -> float:
         return math.sqrt(sum(v * v for v in self.differences) / len(self.differences))
 
+    def spread(self, answered: int) -> float:
+        """The calibration spread for a suspect that answered ``answered`` queries: on a ranked test, the rms d on
+        the longest calibrated prefix not longer than that (a shorter prefix is noisier; the shortest is used
+        below it); else the full set's."""
+        diffs = self.differences
+        if self.ladder:
+            shorter = [d for m, d in self.ladder if m <= answered]
+            diffs = shorter[-1] if shorter else self.ladder[0][1]
+        return math.sqrt(sum(v * v for v in diffs) / len(diffs))
+
     def p_value(self, s: MistakeScore) -> float:
         """The larger of the Student-t p-value against the calibration spread (k degrees of freedom) and the normal
         p-value against the suspect's own sampling error: small only when ``d`` stands out from both."""
         k = len(self.differences)
-        p_cal = float(stats.t.sf(s.d / max(self.scale, 1e-9), df=k))
+        p_cal = float(stats.t.sf(s.d / max(self.spread(sum(s.sizes)), 1e-9), df=k))
         p_own = float(stats.norm.sf(s.d / s.se))
         return max(p_cal, p_own)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "d = base-mistake rate - twin-mistake rate; null mean 0, Student-t (k dof) on the "
-                          "calibration models' rms d, and normal on the suspect's own standard error; larger p",
-                "differences": list(self.differences), "names": list(self.names), "scale": self.scale}
+        out = {"method": "d = base-mistake rate - twin-mistake rate; null mean 0, Student-t (k dof) on the "
+                         "calibration models' rms d, and normal on the suspect's own standard error; larger p",
+               "differences": list(self.differences), "names": list(self.names), "scale": self.scale}
+        if self.ladder:
+            out["ladder"] = [{"queries": m, "differences": list(d)} for m, d in self.ladder]
+        return out
 
     def block(self, level: float = 0.01) -> dict[str, Any]:
         """The calibration block a mistake fingerprint stores (``FingerprintSet.with_calibration``), so that it
@@ -128,8 +150,14 @@ class MistakeNull:
     def from_block(cls, block: dict[str, Any]) -> "MistakeNull":
         """The null a calibration block (:meth:`block`) records."""
         refs = block.get("references") or []
+        ladder = tuple((int(r["queries"]), tuple(float(v) for v in r["differences"]))
+                       for r in block.get("ladder") or [])
+        if any(len(d) != len(block["differences"]) or m < 1 for m, d in ladder) or \
+                list(ladder) != sorted(ladder, key=lambda r: r[0]):
+            raise CharexError("the mistake calibration's ladder is malformed (one d per calibration model, "
+                              "prefixes rising)")
         return cls(tuple(float(v) for v in block["differences"]), tuple(str(r["name"]) for r in refs),
-                   tuple(str(r["digest"]) for r in refs))
+                   tuple(str(r["digest"]) for r in refs), ladder)
 
 
 def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
@@ -146,15 +174,28 @@ def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
     taken = {fp.meta.get("base_model_digest"): "the base model"}
     for role in ("twins", "references"):
         taken.update({r["digest"]: f"{role[:-1]} {r['name']}" for r in fp.meta.get(role, []) if isinstance(r, dict)})
-    diffs, digests = [], []
+    parts = sections(fp)
+    ranked = fp.meta["mistakes"].get("rank", "random") != "random"
+    order = torch.tensor(ranked_order(parts))
+    prefixes = [m for m in LADDER if len(parts) <= m < fp.n] + [fp.n] if ranked else []
+    diffs, digests, rungs = [], [], []
     for name, m in named:
         dg = state_digest(m)
         if dg in taken:
             raise CharexError(f"calibration model {name} is {taken[dg]} of this fingerprint; calibrate on "
                               "independent models that took no part")
-        diffs.append(score(fp, m, name).d)
+        probe_model(m, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
+        labels = predict(m, fp.pixels(), name=name)
+        diffs.append(score_answers(fp, labels).d)
+        row = []
+        for q in prefixes:  # the last is the full set
+            mask = torch.zeros(fp.n, dtype=torch.bool)
+            mask[order[:q]] = True
+            row.append(score_answers(fp, labels, mask).d)
+        rungs.append(row)
         digests.append(dg)
-    return MistakeNull(tuple(diffs), tuple(n for n, _ in named), tuple(digests))
+    ladder = tuple((q, tuple(r[i] for r in rungs)) for i, q in enumerate(prefixes))
+    return MistakeNull(tuple(diffs), tuple(n for n, _ in named), tuple(digests), ladder)
 
 
 def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, level: float = 0.01,

@@ -77,7 +77,8 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
         sequential: stop each test once its decision is settled (its p is then a bound).
         stop_when_derived: ask no further test once the verdict is "derived" (more answers can only lower the
             smallest p; the tests not asked are named so).
-        seed: the order of the queries within each test.
+        seed: the order of the queries within each test (a seeded shuffle; a ranked mistake test sends its most
+            telling queries first, whatever the seed).
         on_answer: called with (kit query index, label) for every answer (e.g. an audit log).
 
     Returns:
@@ -99,8 +100,7 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     offsets = kit.offsets
     for ti in sorted(range(len(tests)), key=lambda i: kit.tests[i].n):  # cheapest first
         t = tests[ti]
-        order = list(range(t.fp.n))
-        random.Random(seed + ti).shuffle(order)
+        order = t.order(seed + ti)
         step = suspect.batch_size if sequential or max_queries is not None else len(order)  # else: one call
         for b in range(0, len(order), step):
             idx = order[b:b + step]

@@ -16,6 +16,7 @@ answers can no longer change their decision at a given level (the sequential sto
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
@@ -67,6 +68,14 @@ class Test(Protocol):
 
     def settled(self, answers: Answers, level: float) -> bool | None: ...
 
+    def order(self, seed: int) -> list[int]: ...
+
+
+def _shuffled(n: int, seed: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
 
 def _labels(fp: FingerprintSet, answers: Answers) -> tuple[torch.Tensor, torch.Tensor]:
     labels, mask = torch.zeros(fp.n, dtype=torch.int64), torch.zeros(fp.n, dtype=torch.bool)
@@ -90,6 +99,10 @@ class ExampleTest:
         from .verify import calibrate
 
         return calibrate(self.fp, models, level=level)
+
+    def order(self, seed: int) -> list[int]:
+        """The order the queries are sent in: a seeded shuffle (every example is alike)."""
+        return _shuffled(self.fp.n, seed)
 
     def _k(self, answers: Answers) -> int:
         return sum(int(self.fp.targets[i]) == int(lab) for i, lab in answers.items())
@@ -149,6 +162,16 @@ class MistakeTest:
         from .mistakes import calibrate_mistakes
 
         return self.fp.with_calibration(calibrate_mistakes(self.fp, models).block(level))
+
+    def order(self, seed: int) -> list[int]:
+        """The order the queries are sent in. A ranked test (``rank`` = confidence) goes round the sections by rank,
+        most telling first, so any budget asks the top of every section alike (the null stays symmetric); an
+        unranked one is shuffled with ``seed``."""
+        from .mistakes import ranked_order
+
+        if self.fp.meta["mistakes"].get("rank", "random") == "random":
+            return _shuffled(self.fp.n, seed)
+        return ranked_order(self.sections)
 
     def _score(self, labels: torch.Tensor, mask: torch.Tensor) -> Any:
         from .mistakes import score_answers

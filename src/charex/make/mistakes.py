@@ -36,9 +36,11 @@ from ..baselines.common import pack
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
-from ..judge.verify import predict
+from ..judge.verify import batch_logits
 
-__all__ = ["mistake_queries"]
+__all__ = ["RANKS", "mistake_queries"]
+
+RANKS = ("random", "confidence")
 
 METHOD = "mistakes"
 
@@ -50,7 +52,8 @@ def _name(model: nn.Module, fallback: str) -> str:
 
 def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor, *,
                     references: Sequence[nn.Module] = (), max_agree: int = 3, per_model: int | None = None,
-                    seed: int = 0, predictions: torch.Tensor | None = None) -> FingerprintSet:
+                    seed: int = 0, predictions: torch.Tensor | None = None, rank: str = "random",
+                    confidences: torch.Tensor | None = None) -> FingerprintSet:
     """The distinctive mistakes of the base and of each twin, as one fingerprint file in sections.
 
     Args:
@@ -59,8 +62,15 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
             and held-back data); labels: their N true labels. references: further independent models of the task
             that only help judge which mistakes are distinctive (optional). max_agree: a model's mistake is kept
             when at most this many of the other panel models give the same wrong label. per_model: keep at most
-            this many per section (drawn with ``seed``); None keeps all. predictions: the panel's labels on
-            ``images`` (P x N, rows in the order base, twins, references), when already computed.
+            this many per section (drawn with ``seed``, or the most confident with ``rank``); None keeps all.
+            predictions: the panel's labels on ``images`` (P x N, rows in the order base, twins, references), when
+            already computed.
+        rank: ``random`` keeps a seeded random ``per_model`` of each section, in image order; ``confidence`` orders
+            each section by how sure its own model is of its wrong label (its top softmax probability), most sure
+            first, and keeps the first ``per_model``: a student copies the base's confident mistakes most, and a
+            budget then spends its queries on them first (issue 24). Base and twins are ranked alike, so the null
+            (d of mean zero) holds. confidences: those probabilities (P x N, or at least the 1 + twins section rows),
+            when already computed.
 
     Returns:
         A :class:`FingerprintSet` whose images are section 0 (the base's mistakes, target = the base's label), then
@@ -78,6 +88,8 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
                           f"and {tuple(labels.shape)} labels")
     if max_agree < 0:
         raise CharexError(f"max_agree must be >= 0, got {max_agree}")
+    if rank not in RANKS:
+        raise CharexError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
     digests = {state_digest(base)}
     for i, t in enumerate(twins):
         dg = state_digest(t)
@@ -85,20 +97,34 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
             raise CharexError(f"twin {i} has the same weights as the base or another twin; a twin is another seed")
         digests.add(dg)
     panel = [base, *twins, *references]
+    owners = 1 + len(twins)
     if predictions is None:
         x = images.float() / 255
-        predictions = torch.stack([predict(m, x, name=f"panel model {i}") for i, m in enumerate(panel)])
+        logits = [batch_logits(m, x, name=f"panel model {i}") for i, m in enumerate(panel)]
+        predictions = torch.stack([v.argmax(1) for v in logits])
+        if rank == "confidence" and confidences is None:
+            confidences = torch.stack([torch.softmax(v, 1).amax(1) for v in logits[:owners]])
     elif predictions.shape != (len(panel), len(images)):
         raise CharexError(f"predictions must be {len(panel)} x {len(images)} (panel x images), "
                           f"got {tuple(predictions.shape)}")
+    if rank == "confidence" and confidences is None:
+        x = images.float() / 255
+        confidences = torch.stack([torch.softmax(batch_logits(m, x, name=f"panel model {i}"), 1).amax(1)
+                                   for i, m in enumerate(panel[:owners])])
+    if confidences is not None and (confidences.dim() != 2 or confidences.shape[0] < owners
+                                    or confidences.shape[1] != len(images)):
+        raise CharexError(f"confidences must be at least {owners} x {len(images)} (base and twins x images), "
+                          f"got {tuple(confidences.shape)}")
     preds = predictions.long()
     y = labels.long()
     gen = torch.Generator().manual_seed(seed)
     keep, sections = [], []
-    for o in range(1 + len(twins)):
+    for o in range(owners):
         agree = (preds == preds[o]).sum(0) - 1  # the other panel models giving model o's label
         idx = torch.nonzero((preds[o] != y) & (agree <= max_agree)).flatten()
-        if per_model is not None and len(idx) > per_model:
+        if rank == "confidence":
+            idx = idx[torch.sort(confidences[o][idx].float(), descending=True, stable=True).indices][:per_model]
+        elif per_model is not None and len(idx) > per_model:
             idx = idx[torch.randperm(len(idx), generator=gen)[:per_model]].sort().values
         if len(idx) < 20:
             raise CharexError(f"only {len(idx)} distinctive mistakes for {'the base' if o == 0 else f'twin {o}'}: "
@@ -106,13 +132,14 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
         keep.append(idx)
         sections.append(len(idx))
     rows = torch.cat(keep)
-    fp = pack(base, images[rows].float() / 255, METHOD, {"max_agree": max_agree, "per_model": per_model, "images": len(images)},
+    fp = pack(base, images[rows].float() / 255, METHOD, {"max_agree": max_agree, "per_model": per_model, "images": len(images),
+                                                          "rank": rank},
               "the base's distinctive mistakes against its twins' (charex, issue 15; cf. Godinot et al., AAAI 2025)",
               seed)
     # pack labels every image by the base; a twin's section takes that twin's label
     targets = torch.cat([preds[o][idx] for o, idx in enumerate(keep)])
     meta = dict(fp.meta)
-    meta["mistakes"] = {"sections": sections, "max_agree": max_agree}
+    meta["mistakes"] = {"sections": sections, "max_agree": max_agree, "rank": rank}
     meta["base_match_rate"] = float((preds[0][rows] == targets).float().mean())
     meta["twins"] = [{"name": _name(t, f"twin-{i}"), "digest": state_digest(t)} for i, t in enumerate(twins)]
     meta["references"] = [{"name": _name(r, f"reference-{i}"), "digest": state_digest(r)}
