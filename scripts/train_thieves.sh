@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The held-out thieves and same-recipe independents of issue 24 (students at an API's price), into runs/pool24/.
-# Each thief distils bundled:base on its own half of the training set (half-b) for 15 epochs; the base's recipe is
+# Each thief distils bundled:base (or the second base, below) on its own half of the training set (half-b) for 15 epochs; the base's recipe is
 # cnn1 w0.25, 15 epochs, seed 0. Skips models already there. Two queues run side by side, one thread each:
 #   scripts/train_thieves.sh [CIFAR10_DIR]      (about 15-25 min per model per thread on a 2-core AVX2 EPYC)
 set -euo pipefail
@@ -12,20 +12,26 @@ mkdir -p $OUT
 export OMP_NUM_THREADS=1
 s() { out=$OUT/$1.safetensors; shift; [ -f "$out" ] || $C derive distill bundled:base --student cnn1 --width 0.25 \
       --epochs 15 --data-split half-b $DATA --quiet --json -o "$out" "$@" > "${out%.safetensors}.json"; }
+# the second base (bundled:reference-plain, plain VGG-11 w0.25, 8 epochs; its twin is bundled:independent-plain)
+p() { out=$OUT/$1.safetensors; shift; [ -f "$out" ] || $C derive distill bundled:reference-plain --student plain \
+      --width 0.25 --epochs 15 --data-split half-b $DATA --quiet --json -o "$out" "$@" > "${out%.safetensors}.json"; }
 i() { out=$OUT/$1.safetensors; shift; [ -f "$out" ] || $C train $DATA --half --quiet --json -o "$out" "$@" \
       > "${out%.safetensors}.json"; }
 queue_a() {
   i cnn1-s11 --arch cnn1 --width 0.25 --seed 11 --epochs 15            # same-recipe independent
   s mixup-T4-s1401 --temperature 4 --transfer mixup --seed 1401          # off-distribution transfer set
-  s resnet-T4-s1403 --student resnet --width 1 --student-kw blocks=1 --temperature 4 --seed 1403  # other family
-  s mixup-T4-s1405 --temperature 4 --transfer mixup --seed 1405
 }
 queue_b() {
   s noisy-labels-s1402 --label-noise 0.2 --label-smoothing 0.2 --seed 1402   # label-only, noise + smoothing
   s T4-s1404 --temperature 4 --seed 1404                                     # the demo student's recipe, new seed
   i cnn1-s12 --arch cnn1 --width 0.25 --seed 12 --epochs 15
-  s noisy-labels-s1406 --label-noise 0.2 --label-smoothing 0.2 --seed 1406
 }
-# QUEUES="b" runs one queue only (e.g. while the other's first model trains elsewhere)
-for q in ${QUEUES:-a b}; do "queue_$q" & done
+queue_c() {  # the second base: a weight copy (the first base's copies are bundled) and a student
+  f=$OUT/plain-copy-ft.safetensors
+  [ -f "$f" ] || $C derive finetune bundled:reference-plain --epochs 2 --data-split half-b $DATA --seed 1 --quiet \
+      --json -o "$f" > "${f%.safetensors}.json"
+  p plain-base-T4-s1501 --temperature 4 --seed 1501
+}
+# QUEUES="b" runs one queue only (default: all three) (e.g. while the other's first model trains elsewhere)
+for q in ${QUEUES:-a b c}; do "queue_$q" & done
 wait

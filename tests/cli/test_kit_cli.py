@@ -14,6 +14,7 @@ from PIL import Image
 
 from charex import load_model
 from charex.cli import main
+from charex.fingerprint import image_keys
 from charex.judge.kit import Kit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,9 +62,11 @@ def test_export_answers_and_inspect(kit_file, tmp_path, capsys) -> None:
     out, m, _ = kit_file
     kit = Kit.load(out)
     assert main(["export", str(out), str(tmp_path / "q")]) == 0
+    assert "repeated images written once" in capsys.readouterr().out
     rows = (tmp_path / "q" / "labels.csv").read_text().splitlines()
-    assert rows[0] == "file,target,class,test" and len(rows) == kit.n + 1 and rows[-1].endswith(",mistakes")
-    assert len(list((tmp_path / "q").glob("*.png"))) == kit.n
+    distinct = len(set(image_keys(kit.images)))
+    assert rows[0] == "file,target,class,test" and len(rows) == distinct + 1 and rows[-1].endswith(",mistakes")
+    assert len(list((tmp_path / "q").glob("*.png"))) == distinct
     # the base's own labels as an API would give them: the same verdict as the model itself
     base = load_model(m["base"])
     with torch.no_grad():

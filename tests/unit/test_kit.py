@@ -12,6 +12,7 @@ from safetensors.torch import save as st_save
 from charex import GenerationConfig
 from charex.errors import CharexError, FingerprintFileError
 from charex.judge.kit import KIT_KEY, Kit, combine, open_kit
+from charex.fingerprint import image_keys
 from charex.judge.query import LocalSuspect, judge, judge_answers
 from charex.judge.tests import ExampleTest, MistakeTest, TestResult
 from charex.make.kit import NO_TWINS, make_kit
@@ -61,7 +62,39 @@ def test_bonferroni_verdict_and_which_test_fired(kit, trained_tiny) -> None:
     assert base.decision == "derived" and base.queries == kit.tests[0].n and base.p_value <= 0.01
     assert base.tests[1]["queries"] == 0 and "settled" in base.tests[1]["note"]
     both = judge(kit, LocalSuspect(trained_tiny), "base", stop_when_derived=False)
-    assert both.queries == kit.n and {t["test"] for t in both.tests if t["queries"]} == {"examples", "mistakes"}
+    assert {t["test"] for t in both.tests if t["queries"]} == {"examples", "mistakes"}
+    assert [t["queries"] for t in both.tests] == [fp.n for fp in kit.tests]  # every query answered ...
+    distinct = len(set(image_keys(kit.images)))
+    assert both.queries == both.extra["sent"] == distinct < kit.n  # ... an image held twice sent once
+
+
+def test_an_image_held_twice_is_sent_once_and_its_answer_used_for_both(kit, tmp_path) -> None:
+    """The mistake sections share images (a mistake of the base and of a twin): a suspect is asked each image
+    once, whatever the channel (a model here, an exported folder answered elsewhere), and the verdict is the same as
+    when every copy is asked."""
+    from charex.make.export import export_png
+
+    keys = image_keys(kit.images)
+    assert len(set(keys)) < kit.n  # the fixture holds repeats
+    calls: list[int] = []
+
+    class Counting(LocalSuspect):
+        def labels(self, fp, idx):
+            calls.extend(idx)
+            return super().labels(fp, idx)
+
+    other = make_tiny(78, train_steps=40)
+    v = judge(kit, Counting(other), "other", stop_when_derived=False)
+    assert len(calls) == v.queries == len(set(keys))
+    every = torch.cat([torch.tensor(LocalSuspect(other).labels(fp, list(range(fp.n)))) for fp in kit.tests])
+    full = judge_answers(kit, {i: int(x) for i, x in enumerate(every)}, "other")
+    assert full.p_value == pytest.approx(v.p_value) and full.tests == v.tests
+    out = export_png(kit, tmp_path / "q")
+    written = sorted(int(f.stem) for f in out.glob("*.png"))
+    assert len(written) == len(set(keys)) and written[0] == 0
+    firsts = {i: int(every[i]) for i in written}  # the answers an API gives to the exported files
+    via_folder = judge_answers(kit, firsts, "other")
+    assert via_folder.p_value == pytest.approx(v.p_value) and via_folder.queries == len(written)
 
 
 def test_local_model_answers_and_budget_give_consistent_verdicts(kit, trained_tiny) -> None:
@@ -81,7 +114,8 @@ def test_answers_for_one_test_only_judge_what_was_answered(kit) -> None:
     fp = kit.tests[0]
     v = judge_answers(kit, {i: int(fp.targets[i]) for i in range(fp.n)}, "api")
     assert v.decision == "derived" and v.tests[1]["note"] == "not answered" and v.queries == fp.n
-    off = kit.offsets[1]
+    keys = image_keys(kit.images)
+    off = next(i for i in range(kit.offsets[1], kit.n) if keys.count(keys[i]) == 1)  # an image held once
     with pytest.raises(CharexError, match="every section needs answers"):  # one mistake query: nothing to judge
         judge_answers(kit, {off: 0}, "one")
     v = judge_answers(kit, {0: 1, off: 0}, "two")  # ... beside an answered examples test: named as not judged

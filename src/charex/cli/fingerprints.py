@@ -288,7 +288,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     kit = open_kit(args.fingerprint)
     out = export_png(kit.tests[0] if kit.single else kit, args.directory)
-    print(f"wrote {out}/NNNN.png ({kit.n} queries) and {out}/labels.csv (keep it to yourself)")
+    files = len(list(out.glob("*.png")))
+    repeats = f"; {kit.n - files} repeated images written once" if files < kit.n else ""
+    print(f"wrote {out}/NNNN.png ({files} queries{repeats}) and {out}/labels.csv (keep it to yourself)")
     return 0
 
 

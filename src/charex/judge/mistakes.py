@@ -205,7 +205,10 @@ def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, 
     if not 0 < level < 1:
         raise CharexError(f"level must lie in (0, 1), got {level}")
     scores = [(name, score(fp, m, name)) for name, m in named_models(suspects)]
+    from .answers import with_repeats
+
     for name, got in (answers or {}).items():
+        got = with_repeats(got, fp.images)
         labels, mask = torch.zeros(fp.n, dtype=torch.int64), torch.zeros(fp.n, dtype=torch.bool)
         for i, label in got.items():
             labels[i], mask[i] = label, True

@@ -2,14 +2,16 @@
 elsewhere. One loop for all: the tests are asked cheapest first, each test's queries in a seeded random order and
 in batches; with ``sequential`` a test stops as soon as no further answer can change its decision (at its share of
 the level), and the kit stops as soon as the combined verdict is "derived" (more answers can only lower the
-smallest p); ``max_queries`` caps what is sent, all tests together. ``queries`` in the verdict counts what was used.
+smallest p); ``max_queries`` caps what is sent, all tests together. An image the kit holds more than once (a
+mistake test's sections share images: one image can be a mistake of the base and of a twin) is sent once and its
+answer used for every copy. ``queries`` in the verdict counts the images sent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -17,7 +19,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from ..errors import CharexError
-from ..fingerprint import FingerprintSet
+from ..fingerprint import FingerprintSet, image_keys
 from ..types import Verdict
 from .kit import Kit, KitVerdict, combine
 from .tests import TestResult
@@ -98,21 +100,32 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     notes: list[str | None] = [None] * len(tests)
     sent, early = 0, False
     offsets = kit.offsets
+    known: dict[bytes, int] = {}  # an image already answered -> its label
     for ti in sorted(range(len(tests)), key=lambda i: kit.tests[i].n):  # cheapest first
         t = tests[ti]
         order = t.order(seed + ti)
+        keys = image_keys(t.fp.images)
         step = suspect.batch_size if sequential or max_queries is not None else len(order)  # else: one call
-        for b in range(0, len(order), step):
-            idx = order[b:b + step]
-            if max_queries is not None:
-                idx = idx[:max(max_queries - sent, 0)]
-            if not idx:
+        pos = 0
+        while pos < len(order):
+            take, send, fresh = [], [], set()
+            while pos < len(order) and len(send) < step:  # the next batch of images not yet asked
+                j = order[pos]
+                if keys[j] not in known and keys[j] not in fresh:
+                    if max_queries is not None and sent + len(send) >= max_queries:
+                        break
+                    fresh.add(keys[j])
+                    send.append(j)
+                take.append(j)
+                pos += 1
+            if not take:
                 break
-            for j, lab in zip(idx, suspect.labels(t.fp, idx)):
-                answers[ti][j] = int(lab)
+            known.update((keys[j], int(lab)) for j, lab in zip(send, suspect.labels(t.fp, send) if send else []))
+            for j in take:
+                answers[ti][j] = known[keys[j]]
                 if on_answer:
-                    on_answer(offsets[ti] + j, int(lab))
-            sent += len(idx)
+                    on_answer(offsets[ti] + j, known[keys[j]])
+            sent += len(send)
             if sequential and len(answers[ti]) < t.fp.n and t.settled(answers[ti], share) is not None:
                 stopped[ti], early = share, True
                 break
@@ -127,7 +140,8 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     for tj in range(len(tests)):
         if results[tj] is None and notes[tj] is None:
             notes[tj] = f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
-    return combine(kit, results, name, {**(extra or {}), "sent": sent, "stopped_early": early}, notes)
+    verdict = combine(kit, results, name, {**(extra or {}), "sent": sent, "stopped_early": early}, notes)
+    return dataclasses.replace(verdict, queries=sent)
 
 
 def _result(t: Any, got: dict[int, int], stopped_at: float | None,
@@ -143,16 +157,21 @@ def _result(t: Any, got: dict[int, int], stopped_at: float | None,
 def judge_answers(kit: Kit, answers: dict[int, int], name: str) -> KitVerdict:
     """The verdict from answers collected elsewhere (kit query index -> label, e.g. from
     :func:`charex.judge.answers.read_answers`): each test judged on what it got; a test with no answers is named
-    as not answered."""
+    as not answered. A query whose image is the same as an answered one's (``charex export`` writes each image
+    once) takes that answer."""
     if not answers:
         raise CharexError("no answers to verify")
+    from .answers import with_repeats
+
+    answered = len(answers)
+    answers = with_repeats(answers, kit.images)
     results, notes = [], []
     for t, got in zip(kit.judges(), kit.split(answers)):
         r, note = _result(t, got, None, None)
         results.append(r)
         notes.append(note or (None if got else "not answered"))
-    extra = {"answered": len(answers), "examples": kit.n}
-    return combine(kit, results, name, extra, notes)
+    extra = {"answered": answered, "examples": kit.n}
+    return dataclasses.replace(combine(kit, results, name, extra, notes), queries=answered)
 
 
 def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries: int | None = None,

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CharexError
-from ..fingerprint import FingerprintSet
+from ..fingerprint import FingerprintSet, image_keys
 
 
 def export_png(fp: FingerprintSet | Any, out_dir: str | Path) -> Path:
-    """Write ``NNNN.png`` per example and ``labels.csv`` (file, target, class[, test]) into ``out_dir``.
+    """Write ``NNNN.png`` per example and ``labels.csv`` (file, target, class[, test]) into ``out_dir``; an image the
+    set holds more than once (a mistake test's sections can share one) is written once, under its first number, and
+    ``charex verify --answers`` gives its answer to every copy.
 
     ``fp``: a fingerprint set, or a kit (:class:`charex.judge.kit.Kit`): then every test's queries, numbered on
     across tests, and a ``test`` column naming each query's test. The images are the exact 8-bit pixels (lossless
@@ -40,7 +42,11 @@ def export_png(fp: FingerprintSet | Any, out_dir: str | Path) -> Path:
         rows = io.StringIO()
         w = csv.writer(rows)
         w.writerow(["file", "target", "class"] + (["test"] if names else []))
-        for i in range(fp.n):
+        seen: set[bytes] = set()
+        for i, key in enumerate(image_keys(images)):
+            if key in seen:
+                continue
+            seen.add(key)
             arr = images[i].permute(1, 2, 0).numpy()
             img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
             name = f"{i:04d}.png"
