@@ -31,6 +31,7 @@ queue_c() {  # the second base: a weight copy (the first base's copies are bundl
   [ -f "$f" ] || $C derive finetune bundled:reference-plain --epochs 2 --data-split half-b $DATA --seed 1 --quiet \
       --json -o "$f" > "${f%.safetensors}.json"
   p plain-base-T4-s1501 --temperature 4 --seed 1501
+  s noisy-labels-s1406 --label-noise 0.1 --seed 1406                         # milder noise (0.2 was not useful)
 }
 # QUEUES="b" runs one queue only (default: all three) (e.g. while the other's first model trains elsewhere)
 for q in ${QUEUES:-a b c}; do "queue_$q" & done
