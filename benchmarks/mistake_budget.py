@@ -196,7 +196,7 @@ def main() -> None:
         files = sorted(pool.glob("*.safetensors"))
         independents = {f.stem: load_model(str(f)) for f in files if f.stem in HELDOUT_INDEPENDENTS}
         students = {f.stem: load_model(str(f)) for f in files
-                    if f.stem not in HELDOUT_INDEPENDENTS and not f.stem.startswith("plain-")}
+                    if f.stem not in HELDOUT_INDEPENDENTS and not f.stem.startswith(("plain-", "kit-"))}
     base_acc = accuracy(base, test)
     panel = [base, *twins, *refs]
     logits = [_cached_logits(m, images, Path(a.pool) / "logits") for m in panel]
