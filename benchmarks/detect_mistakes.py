@@ -83,7 +83,8 @@ def main() -> None:
                          other[torch.randperm(len(other), generator=g)]])[:a.count]
     right = torch.nonzero(~wrong).flatten()
     neg_idx = right[torch.randperm(len(right), generator=g)][:len(pos_idx)]
-    print(f"thief: {len(distinctive)} distinctive and {len(other)} other mistakes of its student on half-b and its flip; "
+    print(f"thief: {len(distinctive)} distinctive and {len(other)} other mistakes of its student on half-b and its "
+          "flip; "
           f"{len(pos_idx)} positives, {len(neg_idx)} negatives", flush=True)
 
     queries = mistakes.images[torch.randperm(mistakes.n, generator=g)[:1000]]
@@ -113,13 +114,14 @@ def main() -> None:
     dups = {}
     for fp, t in zip(kit.tests, kit.judges()):
         dups[t.name] = {f"{e:g}": near_duplicates(fp.images, t.order(0), e) for e in a.eps}
-        dups[f"natural ({len(natural)} test images)"] = {f"{e:g}": near_duplicates(natural, list(range(len(natural))), e)
-                                                          for e in a.eps}
+        dups[f"natural ({len(natural)} test images)"] = {
+            f"{e:g}": near_duplicates(natural, list(range(len(natural))), e) for e in a.eps}
     print(f"near-duplicate share by eps: {dups}", flush=True)
     write_json(a.out, {"cpu": cpu_description(), "kit": a.kit, "kit_id": kit.id, "seed": a.seed,
-                       "thief": {"student": "derived-student", "own_models": ["independent-resnet8", "independent-plain"],
-                                 "data": "half-b and its left-right flip", "positives": len(pos_idx), "distinctive": len(distinctive),
-                                 "negatives": len(neg_idx)},
+                       "thief": {"student": "derived-student",
+                                 "own_models": ["independent-resnet8", "independent-plain"],
+                                 "data": "half-b and its left-right flip", "positives": len(pos_idx),
+                                 "distinctive": len(distinctive), "negatives": len(neg_idx)},
                        "queries": len(queries), "natural": len(natural), "rows": rows, "near_duplicates": dups,
                        "seconds": time.perf_counter() - t0})
 

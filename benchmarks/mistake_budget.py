@@ -20,15 +20,16 @@ judged through ``charex.judge.query.judge`` with a LocalSuspect and ``max_querie
 verdict may use, exactly as ``charex verify KIT SUSPECT --max-queries N``. The rule, fixed before the held-out pool
 is read: among configurations with no validation independent judged derived at any budget, the one with the
 largest validation-student -log10 p summed over budgets 200, 500 and 1000.
-Held-out stage: three verdicts per suspect at budgets 100 ... 4,000 (all tests together): the demo kit as shipped
-(runs/demo/kit.safetensors: examples + mistakes with two twins), the chosen mistake test alone, and the kit a user
-would make with it (the demo's examples test beside it, Bonferroni); suspects: the held-out thieves and
-independents, and the bundled weight copies (pruned 90%, fine-tuned, int8 made here), each with its test accuracy.
+Held-out stage: two verdicts per suspect at budgets 100 ... 4,000 (all tests together): the demo kit as shipped
+(runs/demo/kit.safetensors: examples + mistakes with two twins) and the kit a user would make with the chosen
+mistake test (the demo's examples test beside it, Bonferroni); suspects: the held-out thieves, each also behind a
+confidence filter (``--filter``), the independents, and the weight copies (the bundled pruned 90% and fine-tuned,
+int8 made here), each with its test accuracy. ``--base plain``: the second base, its kit made by ``make_kit``.
 Baseline (``akh``): the anchor's recipe (Godinot et al., AAAI 2025): the base's mistakes, raw label agreement; no
 twins; scored by AUC against the independents and by a threshold at the calibration models' mean + 2.33 sd
-(one-sided 1%, normal), so its false claims show. Also measured (not in the kit): ``contested``, the images where the base and a twin disagree, each answer +1 when
-the base's label, -1 when the twin's, z of the mean from the answers' own spread, the budget split over the twins.
-Prints the CPU; writes JSON with the config and seed.
+(one-sided 1%, normal), so its false claims show. Also measured (not in the kit): ``contested``, the images where
+the base and a twin disagree, each answer +1 when the base's label, -1 when the twin's, z of the mean from the
+answers' own spread, the budget split over the twins. Prints the CPU; writes JSON with the config and seed.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ HELDOUT_BUDGETS = (100, 200, 300, 500, 1000, 2000, 4000)
 SETTINGS = {  # the owner's models for each base; "plain" is the second base (held-out stage only)
     "base": {"base": "base", "twins": TWINS, "references": REFERENCES,
              "copies": ("derived-pruned90", "derived-finetuned")},
-    "plain": {"base": "reference-plain", "twins": ("independent-plain",), "references": ("independent-1", "independent-2"),
-              "copies": (), "independents": ("base", "independent-resnet8", "independent-wide")},
+    "plain": {"base": "reference-plain", "twins": ("independent-plain",),
+              "references": ("independent-1", "independent-2"), "copies": (),
+              "independents": ("base", "independent-resnet8", "independent-wide")},
 }
 
 
@@ -124,7 +126,8 @@ def tables(path: str) -> None:
             print(f"| {n} | {row['budgets'][budgets[0]][n]['kind']} | {'-' if a is None else f'{100 * a:.1f}%'} | "
                   + " | ".join(cells) + " |")
     print("\nAKH (the base's mistakes, raw agreement, no twins; threshold: calibration mean + 2.33 sd)\n")
-    print("| budget | AUC | students over | false claims | " + " | ".join(next(iter(r["akh"].values()))["rates"]) + " |")
+    rated = next(iter(r["akh"].values()))["rates"]
+    print("| budget | AUC | students over | false claims | " + " | ".join(rated) + " |")
     print("|---|---|---|---|" + "---|" * len(next(iter(r["akh"].values()))["rates"]))
     for b, o in r["akh"].items():
         print(f"| {b} | {o['auc']:.2f} | {o['students_derived']} | {o['false_claims']} | "
@@ -220,7 +223,8 @@ def main() -> None:
         copies = {n: load_model(f"bundled:{n}") for n in setting["copies"]}
         copies.update({f.stem: load_model(str(f)) for f in sorted(Path(a.pool).glob(f"{a.base}-copy-*.safetensors"))})
         copies["derived-int8"] = quantize_int8(base)
-    acc = {n: accuracy(m, test) for n, m in {**students, **independents, **(copies if a.stage == "heldout" else {})}.items()}
+    judged = {**students, **independents, **(copies if a.stage == "heldout" else {})}
+    acc = {n: accuracy(m, test) for n, m in judged.items()}
     print("accuracy: " + ", ".join(f"{n} {100 * v:.1f}%" for n, v in acc.items()), flush=True)
     rows = []
     shipped = None

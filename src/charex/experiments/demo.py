@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..derive import quantize_int8
+from ..fingerprint import image_keys
 from ..judge.metrics import evaluate
 from ..judge.query import LocalSuspect, judge
 from ..judge.verify import verify
@@ -81,7 +82,8 @@ def run_demo(out: str | Path, *, n: int | None = None, steps: int | None = None,
     ev = evaluate(examples, {"derived": derived}, independent, base)
     c = examples.calibration or {}
     results: dict[str, Any] = {
-        "kit": {"tests": [t.name for t in kit.judges()], "queries": kit.n, "level": kit.level,
+        "kit": {"tests": [t.name for t in kit.judges()], "queries": len(set(image_keys(kit.images))),
+                "level": kit.level,
                 "make_seconds": make_s, "missing": kit.meta.get("missing", []), "verdicts": rows},
         # the examples test alone, for the report's figures (robustness vs transferability, ROC)
         "methods": {"examples": {"config": examples.config.to_dict(), "evaluation": ev.to_dict(),
