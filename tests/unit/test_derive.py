@@ -112,6 +112,20 @@ def test_prune_until_useful_rounds_global_masks_and_stop() -> None:
     assert stats["extra_epochs"] == 2 and not stats["within_tolerance"] and len(stats["rounds"]) == 3
 
 
+def _spy_on_training(monkeypatch, distill) -> dict:
+    """What distill hands to training (the student's data, config, soft targets), recorded on every call."""
+    seen: dict = {}
+    real = distill.train_from_scratch
+
+    def spy(arch, kw, seed, train, test, cfg, **options):
+        seen.update(labels=train.labels.clone(), images=train.images.clone(), cfg=cfg,
+                    soft=options.get("soft_targets"), temperature=options.get("temperature"))
+        return real(arch, kw, seed, train, test, cfg, **options)
+
+    monkeypatch.setattr(distill, "train_from_scratch", spy)
+    return seen
+
+
 def test_distill_trains_a_fresh_student_on_the_teachers_answers(monkeypatch) -> None:
     """Labels: the teacher's top-1; probabilities: softmax(logits / T) with T^2 KL; a query budget: a subset."""
     import charex.derive.distill as distill
@@ -120,15 +134,7 @@ def test_distill_trains_a_fresh_student_on_the_teachers_answers(monkeypatch) -> 
     teacher = make_tiny(0, train_steps=40)
     teacher.card["lineage"] = "tiny(seed=0)"
     data = _syn(64, 2)
-    seen: dict = {}
-    real = distill.train_from_scratch
-
-    def spy(arch, kw, seed, train, test, cfg, **options):
-        seen.update(labels=train.labels.clone(), images=train.images.clone(), soft=options.get("soft_targets"),
-                    temperature=options.get("temperature"))
-        return real(arch, kw, seed, train, test, cfg, **options)
-
-    monkeypatch.setattr(distill, "train_from_scratch", spy)
+    seen = _spy_on_training(monkeypatch, distill)
     student, stats = distill.distill_model(teacher, data, arch="tiny", arch_kwargs={"width": 4}, epochs=1, seed=3,
                                            data_name="half-b")
     assert torch.equal(seen["labels"], predict(teacher, data.images.float() / 255)) and seen["soft"] is None
@@ -157,14 +163,7 @@ def test_stronger_thieves_noise_smoothing_and_mixup(monkeypatch) -> None:
     teacher = make_tiny(0, train_steps=40)
     teacher.card["lineage"] = "tiny(seed=0)"
     data = _syn(400, 2)
-    seen: dict = {}
-    real = distill.train_from_scratch
-
-    def spy(arch, kw, seed, train, test, cfg, **options):
-        seen.update(labels=train.labels.clone(), images=train.images.clone(), cfg=cfg, soft=options.get("soft_targets"))
-        return real(arch, kw, seed, train, test, cfg, **options)
-
-    monkeypatch.setattr(distill, "train_from_scratch", spy)
+    seen = _spy_on_training(monkeypatch, distill)
     honest = predict(teacher, data.images.float() / 255)
     student, _ = distill.distill_model(teacher, data, arch="tiny", arch_kwargs={"width": 4}, epochs=1, seed=3,
                                        data_name="half-b", label_noise=0.25, label_smoothing=0.3)
