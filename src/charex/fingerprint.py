@@ -9,6 +9,7 @@ tensor bytes). ``load`` recomputes the digest and refuses a file that does not m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -72,6 +73,11 @@ class FingerprintSet:
     def n(self) -> int:
         """Number of examples."""
         return int(self.images.shape[0])
+
+    @functools.cached_property
+    def keys(self) -> list[bytes]:
+        """:func:`image_keys` of the images, computed once per set (every judge call and export reads them)."""
+        return image_keys(self.images)
 
     def pixels(self) -> torch.Tensor:
         """Images as float32 in [0, 1] (uint8 / 255)."""

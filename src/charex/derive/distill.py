@@ -65,8 +65,8 @@ def distill_model(teacher: nn.Module, data: ArrayDataset, *, arch: str, arch_kwa
         if soft is not None:
             soft[flip] = torch.nn.functional.one_hot(labels[flip], out.shape[1]).to(soft.dtype)
     answered = ArrayDataset(sent, labels, data.classes, f"{data.digest}-labels")
-    cfg = TrainConfig(epochs=epochs, seed=seed) if label_smoothing is None else \
-        TrainConfig(epochs=epochs, seed=seed, label_smoothing=label_smoothing)
+    smoothing = {} if label_smoothing is None else {"label_smoothing": label_smoothing}  # else the recipe's
+    cfg = TrainConfig(epochs=epochs, seed=seed, **smoothing)
     student = train_from_scratch(arch, arch_kwargs, seed, answered, test, cfg, progress=progress, soft_targets=soft,
                                  temperature=temperature or 1.0)
     parent = parent_of(getattr(teacher, "card", {}) or {})

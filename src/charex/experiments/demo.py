@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..derive import quantize_int8
-from ..fingerprint import image_keys
 from ..judge.metrics import evaluate
 from ..judge.query import LocalSuspect, judge
 from ..judge.verify import verify
@@ -82,7 +81,7 @@ def run_demo(out: str | Path, *, n: int | None = None, steps: int | None = None,
     ev = evaluate(examples, {"derived": derived}, independent, base)
     c = examples.calibration or {}
     results: dict[str, Any] = {
-        "kit": {"tests": [t.name for t in kit.judges()], "queries": len(set(image_keys(kit.images))),
+        "kit": {"tests": [t.name for t in kit.judges()], "queries": len(set(kit.keys)),
                 "level": kit.level,
                 "make_seconds": make_s, "missing": kit.meta.get("missing", []), "verdicts": rows},
         # the examples test alone, for the report's figures (robustness vs transferability, ROC)

@@ -15,8 +15,6 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from .._io import read_utf8
 from ..errors import CharexError
 from ..fingerprint import FingerprintSet
@@ -26,12 +24,10 @@ _PNG = re.compile(r"^([0-9]{1,18})\.png$", re.IGNORECASE)
 _INT = re.compile(r"-?[0-9]{1,18}")  # longer is no index or class (and int() would refuse 4300+ digits)
 
 
-def with_repeats(answers: dict[int, int], images: torch.Tensor) -> dict[int, int]:
-    """``answers`` (query index -> label) given also to every query whose image is the same as an answered one's:
-    ``charex export`` writes a repeated image once (a mistake test's sections can share images)."""
-    from ..fingerprint import image_keys
-
-    keys = image_keys(images)
+def with_repeats(answers: dict[int, int], keys: list[bytes]) -> dict[int, int]:
+    """``answers`` (query index -> label) given also to every query whose image key (``FingerprintSet.keys``,
+    ``Kit.keys``) is an answered one's: ``charex export`` writes a repeated image once (a mistake test's sections
+    can share images)."""
     label = {keys[i]: lab for i, lab in answers.items() if 0 <= i < len(keys)}
     return {**{i: label[k] for i, k in enumerate(keys) if k in label}, **answers}
 

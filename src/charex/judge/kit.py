@@ -105,6 +105,11 @@ class Kit:
         return torch.cat([fp.images for fp in self.tests])
 
     @property
+    def keys(self) -> list[bytes]:
+        """Each query's image key (:func:`charex.fingerprint.image_keys`), in the kit's numbering."""
+        return [k for fp in self.tests for k in fp.keys]
+
+    @property
     def targets(self) -> torch.Tensor:
         """What the base answers to each query (the examples' targets; for mistakes, the section model's label)."""
         return torch.cat([fp.targets for fp in self.tests])

@@ -22,8 +22,8 @@ from ..models.normalized import state_digest
 from ..models.probe import Models, named_models, probe_model
 from .verify import predict
 
-__all__ = ["MistakeNull", "MistakeScore", "calibrate_mistakes", "ranked_order", "score", "score_answers", "sections",
-           "verify_mistakes"]
+__all__ = ["MistakeNull", "MistakeScore", "calibrate_mistakes", "is_ranked", "ranked_order", "score", "score_answers",
+           "sections", "verify_mistakes"]
 
 METHOD = "mistakes"
 LADDER = (50, 100, 200, 300, 500, 1000, 2000, 5000)  # the prefixes a ranked test's null is also calibrated on
@@ -73,11 +73,22 @@ class MistakeScore:
                 "sizes": list(self.sizes)}
 
 
+def is_ranked(fp: FingerprintSet) -> bool:
+    """Whether a mistake test's sections are ranked (``rank="confidence"``): sent round the sections by rank and
+    calibrated on a ladder of prefixes; else shuffled."""
+    return fp.meta["mistakes"].get("rank", "random") != "random"
+
+
+def _answers_of(fp: FingerprintSet, model: nn.Module, name: str) -> torch.Tensor:
+    """``model``'s labels for every query of ``fp``, after checking its input shape and class count."""
+    probe_model(model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
+    return predict(model, fp.pixels(), name=name)
+
+
 def score(fp: FingerprintSet, model: nn.Module, name: str = "model") -> MistakeScore:
     """How often ``model`` gives the base's label on the base's mistakes, and each twin's on that twin's."""
     sections(fp)
-    probe_model(model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
-    return score_answers(fp, predict(model, fp.pixels(), name=name))
+    return score_answers(fp, _answers_of(fp, model, name))
 
 
 def score_answers(fp: FingerprintSet, labels: torch.Tensor, answered: torch.Tensor | None = None) -> MistakeScore:
@@ -175,17 +186,15 @@ def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
     for role in ("twins", "references"):
         taken.update({r["digest"]: f"{role[:-1]} {r['name']}" for r in fp.meta.get(role, []) if isinstance(r, dict)})
     parts = sections(fp)
-    ranked = fp.meta["mistakes"].get("rank", "random") != "random"
     order = torch.tensor(ranked_order(parts))
-    prefixes = [m for m in LADDER if len(parts) <= m < fp.n] + [fp.n] if ranked else []
+    prefixes = [m for m in LADDER if len(parts) <= m < fp.n] + [fp.n] if is_ranked(fp) else []
     diffs, digests, rungs = [], [], []
     for name, m in named:
         dg = state_digest(m)
         if dg in taken:
             raise CharexError(f"calibration model {name} is {taken[dg]} of this fingerprint; calibrate on "
                               "independent models that took no part")
-        probe_model(m, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
-        labels = predict(m, fp.pixels(), name=name)
+        labels = _answers_of(fp, m, name)
         diffs.append(score_answers(fp, labels).d)
         row = []
         for q in prefixes:  # the last is the full set
@@ -208,7 +217,7 @@ def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, 
     from .answers import with_repeats
 
     for name, got in (answers or {}).items():
-        got = with_repeats(got, fp.images)
+        got = with_repeats(got, fp.keys)
         labels, mask = torch.zeros(fp.n, dtype=torch.int64), torch.zeros(fp.n, dtype=torch.bool)
         for i, label in got.items():
             labels[i], mask[i] = label, True

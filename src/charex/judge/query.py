@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from ..errors import CharexError
-from ..fingerprint import FingerprintSet, image_keys
+from ..fingerprint import FingerprintSet
 from ..types import Verdict
 from .kit import Kit, KitVerdict, combine
 from .tests import TestResult
@@ -104,7 +104,7 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     for ti in sorted(range(len(tests)), key=lambda i: kit.tests[i].n):  # cheapest first
         t = tests[ti]
         order = t.order(seed + ti)
-        keys = image_keys(t.fp.images)
+        keys = t.fp.keys
         step = suspect.batch_size if sequential or max_queries is not None else len(order)  # else: one call
         pos = 0
         while pos < len(order):
@@ -164,7 +164,7 @@ def judge_answers(kit: Kit, answers: dict[int, int], name: str) -> KitVerdict:
     from .answers import with_repeats
 
     answered = len(answers)
-    answers = with_repeats(answers, kit.images)
+    answers = with_repeats(answers, kit.keys)
     results, notes = [], []
     for t, got in zip(kit.judges(), kit.split(answers)):
         r, note = _result(t, got, None, None)

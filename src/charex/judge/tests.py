@@ -167,11 +167,9 @@ class MistakeTest:
         """The order the queries are sent in. A ranked test (``rank`` = confidence) goes round the sections by rank,
         most telling first, so any budget asks the top of every section alike (the null stays symmetric); an
         unranked one is shuffled with ``seed``."""
-        from .mistakes import ranked_order
+        from .mistakes import is_ranked, ranked_order
 
-        if self.fp.meta["mistakes"].get("rank", "random") == "random":
-            return _shuffled(self.fp.n, seed)
-        return ranked_order(self.sections)
+        return ranked_order(self.sections) if is_ranked(self.fp) else _shuffled(self.fp.n, seed)
 
     def _score(self, labels: torch.Tensor, mask: torch.Tensor) -> Any:
         from .mistakes import score_answers

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CharexError
-from ..fingerprint import FingerprintSet, image_keys
+from ..fingerprint import FingerprintSet
 
 
 def export_png(fp: FingerprintSet | Any, out_dir: str | Path) -> Path:
@@ -43,7 +43,7 @@ def export_png(fp: FingerprintSet | Any, out_dir: str | Path) -> Path:
         w = csv.writer(rows)
         w.writerow(["file", "target", "class"] + (["test"] if names else []))
         seen: set[bytes] = set()
-        for i, key in enumerate(image_keys(images)):
+        for i, key in enumerate(fp.keys):
             if key in seen:
                 continue
             seen.add(key)

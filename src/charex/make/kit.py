@@ -17,7 +17,6 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import CharexError
-from ..fingerprint import image_keys
 from ..judge.kit import Kit
 from ..models.probe import Models, named_models
 from ..types import GenerationConfig
@@ -88,7 +87,7 @@ def describe(kit: Kit, out: Any = None) -> None:
         cal = fp.calibration or {}
         if t.name == "mistakes":
             secs = fp.meta["mistakes"]["sections"]
-            distinct = len(set(image_keys(fp.images)))
+            distinct = len(set(fp.keys))
             print(f"  mistakes   {distinct} queries ({fp.n} with repeats, each sent once): {secs[0]} of the base's "
                   "distinctive mistakes, "
                   f"{', '.join(map(str, secs[1:]))} of its {len(secs) - 1} twin(s); null from "
