@@ -32,15 +32,21 @@ def test_sections_are_each_models_distinctive_mistakes(trained_tiny, setting, tm
     x = images.float() / 255
     preds = torch.stack([predict(m, x) for m in [trained_tiny, *twins, *refs]])
     sections = fp.meta["mistakes"]["sections"]
-    assert len(sections) == 3 and sum(sections) == fp.n
+    assert len(sections) == 3 and sum(sections) == fp.n and fp.meta["mistakes"]["exclusive"]
     start = 0
-    for o, size in enumerate(sections):
-        agree = (preds == preds[o]).sum(0) - 1
-        want = torch.nonzero((preds[o] != y) & (agree <= 1)).flatten()
+    for o, size in enumerate(sections):  # wrong, no other owner (base, twins) shares it, at most 1 reference does
+        owners_agree = (preds[:3] == preds[o]).sum(0) - 1
+        refs_agree = (preds[3:] == preds[o]).sum(0)
+        want = torch.nonzero((preds[o] != y) & (owners_agree == 0) & (refs_agree <= 1)).flatten()
         assert size == len(want)
         got = fp.images[start:start + size]
         assert torch.equal(got, images[want]) and torch.equal(fp.targets[start:start + size], preds[o][want])
         start += size
+    # the earlier rule (exclusive=False): at most max_agree of all other panel models share the label
+    old = mistake_queries(trained_tiny, twins, images, y, references=refs, max_agree=1, exclusive=False)
+    for o, size in enumerate(old.meta["mistakes"]["sections"]):
+        agree = (preds == preds[o]).sum(0) - 1
+        assert size == int(((preds[o] != y) & (agree <= 1)).sum())
     # each owner repeats its own mistakes: the base scores 1 on section 0, twin t on section t
     assert score(fp, trained_tiny).rates[0] == 1.0 and score(fp, twins[0]).rates[1] == 1.0
     assert [r["digest"] for r in fp.meta["twins"]] == [state_digest(t) for t in twins]
@@ -86,8 +92,8 @@ def test_ranked_sections_most_confident_first_and_sent_round_the_sections(traine
     preds = torch.stack([z.argmax(1) for z in logits])
     start = 0
     for o, size in enumerate(fp.meta["mistakes"]["sections"]):
-        agree = (preds == preds[o]).sum(0) - 1
-        want = torch.nonzero((preds[o] != y) & (agree <= 2)).flatten()
+        shared = (preds[:3] == preds[o]).sum(0) > 1
+        want = torch.nonzero((preds[o] != y) & ~shared & ((preds[3:] == preds[o]).sum(0) <= 2)).flatten()
         conf = torch.softmax(logits[o], 1).amax(1)[want]
         want = want[torch.sort(conf, descending=True, stable=True).indices][:60]
         assert size == len(want) and torch.equal(fp.images[start:start + size], images[want])
@@ -122,12 +128,48 @@ def test_statistic_and_null_against_scipy() -> None:
     assert s.se == pytest.approx(se)
     null = MistakeNull((0.01, -0.02, 0.015, -0.005))
     rms = math.sqrt((0.01 ** 2 + 0.02 ** 2 + 0.015 ** 2 + 0.005 ** 2) / 4)
-    want = max(stats.t.sf(0.15 / rms, df=4), stats.norm.sf(0.15 / se))
-    assert null.scale == pytest.approx(rms) and null.p_value(s) == pytest.approx(want)
+    weak = MistakeScore(rates=(0.33, 0.30), counts=(165, 150), sizes=(500, 500))
+    for got in (s, weak):  # components: d / sqrt(rms^2 + se^2), Student-t with Welch-Satterthwaite dof
+        total = rms ** 2 + got.se ** 2
+        want = stats.t.sf(got.d / math.sqrt(total), df=total ** 2 / (rms ** 4 / 4))
+        assert null.scale == pytest.approx(rms) and null.p_value(got) == pytest.approx(want)
+    # a calibration block written before the components rule keeps the rule it was made with (max)
+    old = MistakeNull.from_block({k: v for k, v in null.block().items() if k != "rule"})
+    assert old.rule == "max" and MistakeNull.from_block(null.block()).rule == "components"
+    assert old.p_value(s) == pytest.approx(max(stats.t.sf(0.15 / rms, df=4), stats.norm.sf(0.15 / se)))
+    with pytest.raises(CharexError, match="rule"):
+        MistakeNull.from_block({**null.block(), "rule": "min"})
     # a suspect below every bound is not claimed, whatever the calibration spread
     tiny = MistakeNull((1e-6, -1e-6))
     weak = MistakeScore(rates=(0.31, 0.30), counts=(31, 30), sizes=(100, 100))
     assert tiny.p_value(weak) > 0.3
+
+
+def test_components_rule_holds_its_level_where_the_max_rule_did_not() -> None:
+    """Monte Carlo against the model the null assumes: each independent model's own d ~ N(0, sigma^2) (how far its
+    agreement with the base's mistakes sits from its agreement with the twin's), plus binomial sampling on the
+    queries. Four calibration models measured on 2,000 queries per section, suspects on 500: sigma and the
+    suspect's sampling error alike, where taking the larger of two p-values ignores one of them."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    sigma, rate, trials, level = 0.02, 0.3, 3000, 0.05
+
+    def d_of(n: int, size: int) -> np.ndarray:
+        own = rng.normal(0, sigma, size)
+        a, b = rng.binomial(n, np.clip(rate + own / 2, 0, 1)), rng.binomial(n, np.clip(rate - own / 2, 0, 1))
+        return (a - b) / n
+
+    cal = d_of(2000, (trials, 4))
+    sus = d_of(500, trials)
+    claims = {"components": 0, "max": 0}
+    for c, d in zip(cal, sus):
+        r = (rate + d / 2, rate - d / 2)
+        sc = MistakeScore(rates=r, counts=tuple(int(v * 500) for v in r), sizes=(500, 500))
+        for rule in claims:
+            claims[rule] += MistakeNull(tuple(c), rule=rule).p_value(sc) <= level
+    assert claims["components"] / trials <= level + 0.015  # holds its level (3 standard errors)
+    assert claims["max"] / trials > claims["components"] / trials + 0.02  # the earlier rule did not
 
 
 def test_refusals(trained_tiny, setting) -> None:

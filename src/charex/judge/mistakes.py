@@ -2,13 +2,19 @@
 
 For each suspect, d = (share of the base's distinctive mistakes it repeats) - (mean share of the twins' it repeats).
 Under the null (a model derived from neither the base nor a twin) the base and its twins are exchangeable, so d has
-mean zero; its spread is the calibration models' root mean square d (Student-t, as many degrees of freedom as
-models) and, at the least, the suspect's own binomial error (normal); the larger p-value is reported.
+mean zero. Its spread has two parts: how far an independent model's own d sits from zero (s, the calibration
+models' root mean square d on the kit's sections; their own sampling error is left in it, which errs on the safe
+side) and the suspect's sampling error on the queries it answered (se, binomial). The ``components`` rule (the
+default since issue 24) adds them, d / sqrt(s^2 + se^2), against a Student-t whose degrees of freedom follow
+Welch-Satterthwaite (k calibration models for the s^2 part, se known): t(k) when s dominates (many answers), the
+normal when se does (few). The earlier ``max`` rule (calibration blocks without a ``rule``) took the larger of
+t_k(d / s) and normal(d / se); when s and se are alike that ignores one of them and claims too easily.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +28,12 @@ from ..models.normalized import state_digest
 from ..models.probe import Models, named_models, probe_model
 from .verify import predict
 
-__all__ = ["MistakeNull", "MistakeScore", "calibrate_mistakes", "is_ranked", "ranked_order", "score", "score_answers",
-           "sections", "verify_mistakes"]
+__all__ = ["MistakeNull", "MistakeScore", "balanced_order", "calibrate_mistakes", "is_ranked", "ranked_order", "score",
+           "score_answers", "sections", "verify_mistakes"]
 
 METHOD = "mistakes"
 LADDER = (50, 100, 200, 300, 500, 1000, 2000, 5000)  # the prefixes a ranked test's null is also calibrated on
+RULES = ("components", "max")  # how the calibration spread and the suspect's sampling error make one p-value
 
 
 def ranked_order(sizes: list[int]) -> list[int]:
@@ -34,6 +41,24 @@ def ranked_order(sizes: list[int]) -> list[int]:
     ...), so that any prefix asks the top of each section alike."""
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     return [s + r for r in range(max(sizes)) for s, n in zip(starts, sizes) if r < n]
+
+
+def balanced_order(sizes: list[int], seed: int) -> list[int]:
+    """The send order of an unranked mistake test: each section shuffled with ``seed``, then the base's queries and
+    the twins' (taken round the twins) in turn, so that any budget asks the base's section as much as all the twins'
+    together: d's variance, rate(base) / n_base + mean over twins of rate / n_twin, is then least for a given
+    budget, whatever the number of twins."""
+    rng = random.Random(seed)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    parts = []
+    for s, n in zip(starts, sizes):
+        part = list(range(s, s + n))
+        rng.shuffle(part)
+        parts.append(part)
+    twins = [j for r in range(max(sizes[1:])) for p in parts[1:] if r < len(p) for j in (p[r],)]
+    base = parts[0]
+    both = min(len(base), len(twins))
+    return [j for pair in zip(base[:both], twins[:both]) for j in pair] + base[both:] + twins[both:]
 
 
 def sections(fp: FingerprintSet) -> list[int]:
@@ -118,6 +143,7 @@ class MistakeNull:
     names: tuple[str, ...] = ()
     digests: tuple[str, ...] = ()
     ladder: tuple[tuple[int, tuple[float, ...]], ...] = ()  # (prefix queries, the models' d on it); last: all
+    rule: str = "components"  # "max" for calibration blocks written before issue 24's rule
 
     @property
     def scale(self) -> float:
@@ -134,17 +160,25 @@ class MistakeNull:
         return math.sqrt(sum(v * v for v in diffs) / len(diffs))
 
     def p_value(self, s: MistakeScore) -> float:
-        """The larger of the Student-t p-value against the calibration spread (k degrees of freedom) and the normal
-        p-value against the suspect's own sampling error: small only when ``d`` stands out from both."""
+        """P(d at least this large) for an independent suspect. ``components``: d / sqrt(spread^2 + se^2) against a
+        Student-t with Welch-Satterthwaite degrees of freedom, nu = (spread^2 + se^2)^2 / (spread^4 / k); ``max``
+        (older blocks): the larger of t_k(d / spread) and normal(d / se)."""
         k = len(self.differences)
-        p_cal = float(stats.t.sf(s.d / max(self.spread(sum(s.sizes)), 1e-9), df=k))
-        p_own = float(stats.norm.sf(s.d / s.se))
-        return max(p_cal, p_own)
+        spread = max(self.spread(sum(s.sizes)), 1e-9)
+        if self.rule == "max":
+            return max(float(stats.t.sf(s.d / spread, df=k)), float(stats.norm.sf(s.d / s.se)))
+        total = spread ** 2 + s.se ** 2
+        nu = min(total ** 2 / (spread ** 4 / k), 1e6)
+        return float(stats.t.sf(s.d / math.sqrt(total), df=nu))
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"method": "d = base-mistake rate - twin-mistake rate; null mean 0, Student-t (k dof) on the "
-                         "calibration models' rms d, and normal on the suspect's own standard error; larger p",
-               "differences": list(self.differences), "names": list(self.names), "scale": self.scale}
+        method = ("d = base-mistake rate - twin-mistake rate; null mean 0, spread^2 = the calibration models' "
+                  "mean square d + the suspect's binomial variance, Student-t with Welch-Satterthwaite dof"
+                  if self.rule == "components" else
+                  "d = base-mistake rate - twin-mistake rate; null mean 0, Student-t (k dof) on the calibration "
+                  "models' rms d, and normal on the suspect's own standard error; larger p")
+        out = {"method": method, "rule": self.rule, "differences": list(self.differences), "names": list(self.names),
+               "scale": self.scale}
         if self.ladder:
             out["ladder"] = [{"queries": m, "differences": list(d)} for m, d in self.ladder]
         return out
@@ -167,8 +201,11 @@ class MistakeNull:
                 list(ladder) != sorted(ladder, key=lambda r: r[0]):
             raise CharexError("the mistake calibration's ladder is malformed (one d per calibration model, "
                               "prefixes rising)")
+        rule = block.get("rule", "max")  # blocks written before the components rule have none
+        if rule not in RULES:
+            raise CharexError(f"the mistake calibration's rule must be one of {', '.join(RULES)}, got {rule!r}")
         return cls(tuple(float(v) for v in block["differences"]), tuple(str(r["name"]) for r in refs),
-                   tuple(str(r["digest"]) for r in refs), ladder)
+                   tuple(str(r["digest"]) for r in refs), ladder, rule)
 
 
 def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:

@@ -8,7 +8,8 @@ and its p-value from answers) and ``settled`` (the sequential stop). Two kinds:
 - :class:`ExampleTest`: count-based (characteristic examples and the baselines): the statistic is the number of
   queries answered with their target; p = P(K_m >= k) under the logit-normal null (:mod:`charex.judge.null`).
 - :class:`MistakeTest`: the base's distinctive mistakes against its twins' (:mod:`charex.make.mistakes`): the
-  statistic is d = rate on the base's section - mean rate on the twins' sections; p from the calibrated spread.
+  statistic is d = rate on the base's section - mean rate on the twins' sections; p from the calibrated spread
+  and the suspect's own sampling error.
 
 Both judge a partial set of answers (what an API answered, or what a budget allowed), and both say when further
 answers can no longer change their decision at a given level (the sequential stop of remote verification).
@@ -166,10 +167,11 @@ class MistakeTest:
     def order(self, seed: int) -> list[int]:
         """The order the queries are sent in. A ranked test (``rank`` = confidence) goes round the sections by rank,
         most telling first, so any budget asks the top of every section alike (the null stays symmetric); an
-        unranked one is shuffled with ``seed``."""
-        from .mistakes import is_ranked, ranked_order
+        unranked one shuffles each section with ``seed`` and sends the base's and the twins' in turn, half the
+        budget to each side (:func:`~charex.judge.mistakes.balanced_order`)."""
+        from .mistakes import balanced_order, is_ranked, ranked_order
 
-        return ranked_order(self.sections) if is_ranked(self.fp) else _shuffled(self.fp.n, seed)
+        return ranked_order(self.sections) if is_ranked(self.fp) else balanced_order(self.sections, seed)
 
     def _score(self, labels: torch.Tensor, mask: torch.Tensor) -> Any:
         from .mistakes import score_answers

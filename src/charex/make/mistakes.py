@@ -12,12 +12,12 @@ that difference,
 
     d(S) = rate(S repeats the base's mistakes) - mean over twins t of rate(S repeats t's mistakes),
 
-on each model's *distinctive* mistakes: the owner's labelled images where the model is wrong and at most
-``max_agree`` of the other panel models (base, twins, references) give the same wrong label. Under the null d has
-mean zero by exchangeability; its spread is taken from independent calibration models (Student-t with as many
-degrees of freedom as models, the mean being known) and, at the least, from the suspect's own sampling error
-(normal). Both p-values must be small (the larger is reported), so a tight calibration spread by chance does not
-make a claim. The queries are unmodified natural images (they carry no perturbation to find), and JPEG or noise
+on each model's *distinctive* mistakes: the owner's labelled images where the model is wrong, no other owner model
+(base or twin) gives the same wrong label, and at most ``max_agree`` of the references do. A mistake the base and a
+twin share tells nothing about d (a suspect's answer counts alike on both sides) and only spends queries, so it is
+never asked (``exclusive``, issue 24). Under the null d has mean zero by exchangeability; its spread is the
+independent calibration models' spread plus the suspect's own sampling error (:mod:`charex.judge.mistakes`). The
+queries are unmodified natural images (they carry no perturbation to find), and JPEG or noise
 barely move d; but they are hard images, and a suspect's low confidence on them gives many away (docs/results.md
 measures a thief who answers those at random). Cf. Godinot et al. (AAAI 2025), who query images a victim gets wrong.
 
@@ -53,7 +53,7 @@ def _name(model: nn.Module, fallback: str) -> str:
 def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor, *,
                     references: Sequence[nn.Module] = (), max_agree: int = 3, per_model: int | None = None,
                     seed: int = 0, predictions: torch.Tensor | None = None, rank: str = "random",
-                    confidences: torch.Tensor | None = None) -> FingerprintSet:
+                    confidences: torch.Tensor | None = None, exclusive: bool = True) -> FingerprintSet:
     """The distinctive mistakes of the base and of each twin, as one fingerprint file in sections.
 
     Args:
@@ -61,7 +61,9 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
             seeds (never a copy of the base). images: N x C x H x W uint8, the owner's labelled images (its training
             and held-back data); labels: their N true labels. references: further independent models of the task
             that only help judge which mistakes are distinctive (optional). max_agree: a model's mistake is kept
-            when at most this many of the other panel models give the same wrong label. per_model: keep at most
+            when at most this many of the references give the same wrong label (and, with ``exclusive``, no other
+            owner model does). exclusive: drop the mistakes another owner model (base or twin) shares; they carry
+            no information on d. False is the earlier rule: ``max_agree`` then counts every other panel model. per_model: keep at most
             this many per section (drawn with ``seed``, or the most confident with ``rank``); None keeps all.
             predictions: the panel's labels on ``images`` (P x N, rows in the order base, twins, references), when
             already computed.
@@ -121,6 +123,8 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
     keep, sections = [], []
     for o in range(owners):
         agree = (preds == preds[o]).sum(0) - 1  # the other panel models giving model o's label
+        if exclusive:  # no other owner shares it; at most max_agree references do
+            agree = torch.where((preds[:owners] == preds[o]).sum(0) > 1, len(panel), (preds[owners:] == preds[o]).sum(0))
         idx = torch.nonzero((preds[o] != y) & (agree <= max_agree)).flatten()
         if rank == "confidence":
             idx = idx[torch.sort(confidences[o][idx].float(), descending=True, stable=True).indices][:per_model]
@@ -133,13 +137,13 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
         sections.append(len(idx))
     rows = torch.cat(keep)
     fp = pack(base, images[rows].float() / 255, METHOD, {"max_agree": max_agree, "per_model": per_model, "images": len(images),
-                                                          "rank": rank},
+                                                          "rank": rank, "exclusive": exclusive},
               "the base's distinctive mistakes against its twins' (charex, issue 15; cf. Godinot et al., AAAI 2025)",
               seed)
     # pack labels every image by the base; a twin's section takes that twin's label
     targets = torch.cat([preds[o][idx] for o, idx in enumerate(keep)])
     meta = dict(fp.meta)
-    meta["mistakes"] = {"sections": sections, "max_agree": max_agree, "rank": rank}
+    meta["mistakes"] = {"sections": sections, "max_agree": max_agree, "rank": rank, "exclusive": exclusive}
     meta["base_match_rate"] = float((preds[0][rows] == targets).float().mean())
     meta["twins"] = [{"name": _name(t, f"twin-{i}"), "digest": state_digest(t)} for i, t in enumerate(twins)]
     meta["references"] = [{"name": _name(r, f"reference-{i}"), "digest": state_digest(r)}
