@@ -1,9 +1,9 @@
 """The mistake test at an API's price (issue 24): which mistakes to ask, chosen on validation, reported on held-out.
 
     python benchmarks/mistake_budget.py --stage validation --json docs/data/mistake-budget-validation.json
-    python benchmarks/mistake_budget.py --stage heldout --rank random --max-agree 3 --twins 1 \
+    python benchmarks/mistake_budget.py --stage heldout --config "new, 1 twin" \
         --json docs/data/mistake-budget-heldout.json        # the configuration chosen on validation
-    python benchmarks/mistake_budget.py --stage heldout --base plain --rank random --max-agree 3 --twins 1 \
+    python benchmarks/mistake_budget.py --stage heldout --base plain --config "new, 1 twin" \
         --json docs/data/mistake-budget-plain.json          # the second base
     python benchmarks/mistake_budget.py --table docs/data/mistake-budget-heldout.json   # the tables of results.md
 
@@ -13,23 +13,25 @@ other-arch (the null of every configuration, never judged).
 Pools (disjoint):
   validation  derived-student (T=4, seed 1210) and independent-resnet8, -plain, -wide: every choice here;
   held-out    runs/pool24 (scripts/train_thieves.sh): the thieves (other seeds, off-distribution mixup, noisy
-              labels, a ResNet student) and the base's recipe with seeds 11 and 12: read only with --stage heldout,
-              with the configuration fixed on validation.
-Each configuration is a one-test kit (the mistake test alone, label-only) made with ``mistake_queries`` and
-judged through ``charex.judge.query.judge`` with a LocalSuspect and ``max_queries`` = the budget: the queries a
-verdict may use, exactly as ``charex verify KIT SUSPECT --max-queries N``. The rule, fixed before the held-out pool
-is read: among configurations with no validation independent judged derived at any budget, the one with the
-largest validation-student -log10 p summed over budgets 200, 500 and 1000.
-Held-out stage: two verdicts per suspect at budgets 100 ... 4,000 (all tests together): the demo kit as shipped
-(runs/demo/kit.safetensors: examples + mistakes with two twins) and the kit a user would make with the chosen
-mistake test (the demo's examples test beside it, Bonferroni); suspects: the held-out thieves, each also behind a
-confidence filter (``--filter``), the independents, and the weight copies (the bundled pruned 90% and fine-tuned,
-int8 made here), each with its test accuracy. ``--base plain``: the second base, its kit made by ``make_kit``.
+              labels) and the base's recipe with seeds 11 and 12: read only with --stage heldout, with the
+              configuration fixed on validation.
+Configurations (``CONFIGS``): ``before`` is the previous pass's choice (every mistake at most 3 panel models share,
+1,000 per section, the max rule); the new design keeps only the mistakes no other owner model shares
+(``exclusive``), calibrates on the whole pool and judges with the components rule (charex.judge.mistakes); two
+ablations take one change each. Each configuration is a one-test kit (the mistake test alone, label-only) judged
+through ``charex.judge.query.judge`` with ``max_queries`` = the budget, exactly as ``charex verify KIT SUSPECT
+--max-queries N``, over ``--seeds`` send orders: the share judged derived and the median p. The rule, fixed before
+the held-out pool is read: among the new design's configurations with no validation independent judged derived at
+any budget and send order, the one with the largest validation-student share judged derived, averaged over 500,
+1,000 and 2,000 queries (ties: fewer twins).
+Held-out stage: verdicts at budgets 100 ... 4,000 (all tests together) from the kit a user would make with the
+chosen mistake test (the demo's examples test beside it, Bonferroni), and the demo kit as shipped before this pass;
+suspects: the held-out thieves, each also behind a confidence filter (``--filter``), the independents, and the
+weight copies (the bundled pruned 90% and fine-tuned, int8 made here), each with its test accuracy. ``--base
+plain``: the second base (its examples test from a kit made by ``make_kit``).
 Baseline (``akh``): the anchor's recipe (Godinot et al., AAAI 2025): the base's mistakes, raw label agreement; no
 twins; scored by AUC against the independents and by a threshold at the calibration models' mean + 2.33 sd
-(one-sided 1%, normal), so its false claims show. Also measured (not in the kit): ``contested``, the images where
-the base and a twin disagree, each answer +1 when the base's label, -1 when the twin's, z of the mean from the
-answers' own spread, the budget split over the twins. Prints the CPU; writes JSON with the config and seed.
+(one-sided 1%, normal), so its false claims show. Prints the CPU; writes JSON with the configs and seeds.
 """
 
 from __future__ import annotations
@@ -45,8 +47,19 @@ CALIBRATION = ("independent-3", "reference-wide", "other-arch")
 VALIDATION = {"students": ("derived-student",),
               "independents": ("independent-resnet8", "independent-plain", "independent-wide")}
 HELDOUT_INDEPENDENTS = ("cnn1-s11", "cnn1-s12")
-BUDGETS = (100, 200, 300, 500, 1000)
-HELDOUT_BUDGETS = (100, 200, 300, 500, 1000, 2000, 4000)
+BUDGETS = (100, 200, 300, 500, 1000, 2000, 4000)
+SCORED = (500, 1000, 2000)  # the budgets the validation rule scores
+CONFIGS = {  # rank random; per_model None: the whole pool (calibrated on it; the budget caps what is sent)
+    "before": {"exclusive": False, "rule": "max", "max_agree": 3, "twins": 1, "per_model": 1000},
+    "exclusive only": {"exclusive": True, "rule": "max", "max_agree": 3, "twins": 1, "per_model": None},
+    "components only": {"exclusive": False, "rule": "components", "max_agree": 3, "twins": 1, "per_model": None},
+    "new, 1 twin": {"exclusive": True, "rule": "components", "max_agree": 3, "twins": 1, "per_model": None},
+    "new, 1 twin, reference filter": {"exclusive": True, "rule": "components", "max_agree": 0, "twins": 1,
+                                      "per_model": None},
+    "new, 2 twins": {"exclusive": True, "rule": "components", "max_agree": 3, "twins": 2, "per_model": None},
+    "new, 2 twins, reference filter": {"exclusive": True, "rule": "components", "max_agree": 0, "twins": 2,
+                                       "per_model": None},
+}
 SETTINGS = {  # the owner's models for each base; "plain" is the second base (held-out stage only)
     "base": {"base": "base", "twins": TWINS, "references": REFERENCES,
              "copies": ("derived-pruned90", "derived-finetuned")},
@@ -110,44 +123,66 @@ def tables(path: str) -> None:
     import json
 
     r = json.load(open(path))
-    acc = r["accuracy"]
+    acc, budgets = r["accuracy"], [str(b) for b in r["budgets"]]
+    if r["stage"] == "validation":
+        print("| configuration | sections | validation student: share judged derived (median p) at "
+              + " / ".join(budgets) + " queries | independents ever claimed | score |")
+        print("|---|---|---|---|---|")
+        for row in r["rows"]:
+            stu = [n for n, o in row["budgets"][budgets[0]].items() if o["kind"] == "students"]
+            cells = " / ".join(f"{row['budgets'][b][stu[0]]['rate']:.0%} ({row['budgets'][b][stu[0]]['p_median']:.2g})"
+                               for b in budgets)
+            print(f"| {row['kit'].split(':')[0]} | {row['sections']} | {cells} | {row['false_claims']} | "
+                  f"{row['score']:.2f} |")
     for row in r["rows"]:
-        budgets = list(row["budgets"])
-        print(f"\n{row['kit']}: rank {row['rank']}, max_agree {row['max_agree']}, {row['twins']} twin(s), sections "
-              f"{row['sections']}\n")
-        print("| suspect | kind | accuracy | " + " | ".join(f"{b} queries" for b in budgets) + " |")
+        print(f"\n{row['kit']}: sections {row['sections']}; share of {r['seeds']} send orders judged derived "
+              "(median p)\n")
+        print("| suspect | kind | accuracy | " + " | ".join(f"{b}" for b in budgets) + " |")
         print("|---|---|---|" + "---|" * len(budgets))
-        for n in row["budgets"][budgets[0]]:
+        for n, o in row["budgets"][budgets[0]].items():
             cells = []
             for b in budgets:
-                o = row["budgets"][b][n]
-                cells.append(("**D** " if o["derived"] else "") + f"{o['p_value']:.2g}")
+                c = row["budgets"][b][n]
+                cells.append(("**" if c["rate"] >= 0.9 else "") + f"{c['rate']:.0%}" + ("**" if c["rate"] >= 0.9 else "")
+                             + f" ({c['p_median']:.2g})")
             a = acc.get(n)
-            print(f"| {n} | {row['budgets'][budgets[0]][n]['kind']} | {'-' if a is None else f'{100 * a:.1f}%'} | "
-                  + " | ".join(cells) + " |")
+            print(f"| {n} | {o['kind']} | {'-' if a is None else f'{100 * a:.1f}%'} | " + " | ".join(cells) + " |")
     print("\nAKH (the base's mistakes, raw agreement, no twins; threshold: calibration mean + 2.33 sd)\n")
     rated = next(iter(r["akh"].values()))["rates"]
     print("| budget | AUC | students over | false claims | " + " | ".join(rated) + " |")
-    print("|---|---|---|---|" + "---|" * len(next(iter(r["akh"].values()))["rates"]))
+    print("|---|---|---|---|" + "---|" * len(rated))
     for b, o in r["akh"].items():
         print(f"| {b} | {o['auc']:.2f} | {o['students_derived']} | {o['false_claims']} | "
               + " | ".join(f"{v:.3f}" for v in o["rates"].values()) + f" (thr {o['threshold']:.3f}) |")
-    print("\ncontested images (paired, z; not in the kit)\n")
-    names = list(next(iter(r["contested"].values())))
-    print("| budget | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for b, o in r["contested"].items():
-        print(f"| {b} | " + " | ".join(f"{o[n]['z']:+.1f}" for n in names) + " |")
+
+
+class TableSuspect:
+    """A local model asked each test's images once, its labels kept: judging it at many budgets and send orders
+    then costs no further inference. It answers exactly as ``LocalSuspect`` does."""
+
+    batch_size = 256
+
+    def __init__(self, model, name: str) -> None:
+        self.model, self.name, self._tables = model, name, {}
+
+    def labels(self, fp, idx: list[int]) -> list[int]:
+        from charex.judge.verify import predict
+
+        if id(fp) not in self._tables:  # fp kept alongside, so its id is not reused
+            self._tables[id(fp)] = (fp, predict(self.model, fp.pixels(), name=self.name))
+        return self._tables[id(fp)][1][idx].tolist()
 
 
 def main() -> None:
+    import statistics
+
     import torch
 
     from charex import load_model
     from charex.experiments.demo import _owner_images
     from charex.experiments.provenance import cpu_description, write_json
     from charex.judge.kit import Kit
-    from charex.judge.query import LocalSuspect, judge
+    from charex.judge.query import judge
     from charex.judge.tests import test_for
     from charex.judge.verify import predict
     from charex.derive import quantize_int8
@@ -161,10 +196,8 @@ def main() -> None:
     p.add_argument("--pool", default="runs/pool24")
     p.add_argument("--base", choices=sorted(SETTINGS), default="base",
                    help="base: the demo's CNN; plain: the second base (plain VGG-11, held-out stage only)")
-    p.add_argument("--rank", choices=["random", "confidence"], help="heldout: the configuration chosen on validation")
-    p.add_argument("--max-agree", type=int)
-    p.add_argument("--twins", type=int, default=1)
-    p.add_argument("--per-model", type=int, default=1000, help="queries kept per section (default 1000)")
+    p.add_argument("--config", choices=sorted(CONFIGS), help="heldout: the configuration chosen on validation")
+    p.add_argument("--seeds", type=int, default=20, help="send orders judged per budget (default 20)")
     p.add_argument("--level", type=float, default=0.01)
     p.add_argument("--filter", type=float, default=0.05,
                    help="heldout: each student also served behind a confidence filter at this share of its traffic")
@@ -175,6 +208,8 @@ def main() -> None:
         return tables(a.table)
     if a.stage is None:
         p.error("give --stage (or --table)")
+    if a.stage == "heldout" and a.config is None:
+        p.error("--stage heldout needs the --config chosen on validation")
     t0 = time.perf_counter()
     print(f"CPU: {cpu_description()}", flush=True)
     images, labels = _owner_images(None)
@@ -195,8 +230,7 @@ def main() -> None:
         students = {n: load_model(f"bundled:{n}") for n in VALIDATION["students"]}
         independents = {n: load_model(f"bundled:{n}") for n in VALIDATION["independents"]}
     else:
-        pool = Path(a.pool)
-        files = sorted(pool.glob("*.safetensors"))
+        files = sorted(Path(a.pool).glob("*.safetensors"))
         independents = {f.stem: load_model(str(f)) for f in files if f.stem in HELDOUT_INDEPENDENTS}
         students = {f.stem: load_model(str(f)) for f in files
                     if f.stem not in HELDOUT_INDEPENDENTS and not f.stem.startswith(("plain-", "kit-"))}
@@ -204,17 +238,13 @@ def main() -> None:
     panel = [base, *twins, *refs]
     logits = [_cached_logits(m, images, Path(a.pool) / "logits") for m in panel]
     preds = torch.stack([z.argmax(1) for z in logits])
-    confs = torch.stack([torch.softmax(z, 1).amax(1) for z in logits[:1 + len(twins)]])
     print(f"panel labels on {len(images)} owner images ({time.perf_counter() - t0:.0f} s)", flush=True)
 
+    budgets = BUDGETS
     if a.stage == "validation":
-        configs = [(r, k, t) for r in ("random", "confidence") for k in (0, 1, 3) for t in (1, len(TWINS))]
-        budgets = BUDGETS
+        configs = dict(CONFIGS)
     else:
-        if a.rank is None or a.max_agree is None:
-            p.error("--stage heldout needs the chosen --rank and --max-agree")
-        configs = [(a.rank, a.max_agree, a.twins)]
-        budgets = HELDOUT_BUDGETS
+        configs = {a.config: CONFIGS[a.config]}
         from charex.data.cifar10 import thief_split
 
         thief_x = thief_split(load_cifar10(default_cifar10_root(), "train"), "half-b")[0].images[:5000]
@@ -226,66 +256,62 @@ def main() -> None:
     judged = {**students, **independents, **(copies if a.stage == "heldout" else {})}
     acc = {n: accuracy(m, test) for n, m in judged.items()}
     print("accuracy: " + ", ".join(f"{n} {100 * v:.1f}%" for n, v in acc.items()), flush=True)
+    groups = (("students", students), ("independents", independents)) + (
+        (("copies", copies),) if a.stage == "heldout" else ())
+    suspects = {n: (kind, TableSuspect(m, n)) for kind, group in groups for n, m in group.items()}
     rows = []
-    shipped = None
-    if a.stage == "heldout" and a.base == "base":
-        shipped = Kit.load(a.kit)
-    elif a.stage == "heldout":  # the second base's kit, made as `charex fingerprint` makes one (examples: default)
-        from charex.make.kit import make_kit
+    for cname, c in configs.items():
+        nt = c["twins"]
+        keep = [0, *range(1, 1 + nt), *range(1 + len(twins), len(panel))]
+        fp = mistake_queries(base, twins[:nt], images, labels, references=refs, max_agree=c["max_agree"],
+                             per_model=c["per_model"], exclusive=c["exclusive"], predictions=preds[keep], seed=0)
+        made = test_for(fp).calibrate(cal, a.level)
+        if c["rule"] != "components":  # the earlier rule, for comparison
+            made = made.with_calibration({**made.calibration, "rule": c["rule"]})
+        kits = {f"{cname}: mistakes alone": Kit(tests=(made,), level=a.level)}
+        if a.stage == "heldout":  # the verdict a user gets: the examples test beside it, Bonferroni
+            shipped = Kit.load(a.kit) if a.base == "base" else None
+            examples = shipped.tests[0] if shipped is not None else None
+            if a.base == "plain":
+                from charex.make.kit import make_kit
 
-        path = Path(a.pool) / "kit-plain.safetensors"
-        if not path.exists():
-            make_kit(base, cal, references=dict(zip(setting["references"], refs)),
-                     twins=dict(zip(setting["twins"], twins)), images=images, labels=labels, level=a.level,
-                     max_agree=3, per_model=a.per_model, progress=False).save(path)
-        shipped = Kit.load(path)
-    for rank, max_agree, n_twins in configs:
-        keep = [0, *range(1, 1 + n_twins), *range(1 + len(twins), len(panel))]
-        fp = mistake_queries(base, twins[:n_twins], images, labels, references=refs, max_agree=max_agree,
-                             per_model=a.per_model, rank=rank, predictions=preds[keep],
-                             confidences=confs[:1 + n_twins], seed=0)
-        kits = {"mistakes alone": Kit(tests=(test_for(fp).calibrate(cal, a.level),), level=a.level)}
-        if shipped is not None and a.base == "plain":  # its kit holds the chosen configuration already
-            kits = {"kit (fingerprint, 1 twin)": shipped}
-        elif shipped is not None:  # the verdict a user gets: the demo kit's examples test beside it, Bonferroni
-            kits = {"kit (examples + chosen mistakes)": Kit(tests=(shipped.tests[0], kits["mistakes alone"].tests[0]),
-                                                            level=a.level),
-                    "demo kit as shipped": shipped}
-        groups = (("students", students), ("independents", independents)) + (
-            (("copies", copies),) if a.stage == "heldout" else ())
+                path = Path(a.pool) / "kit-plain.safetensors"
+                if not path.exists():
+                    make_kit(base, cal, references=dict(zip(setting["references"], refs)),
+                             twins=dict(zip(setting["twins"], twins)), images=images, labels=labels,
+                             level=a.level, max_agree=3, per_model=1000, progress=False).save(path)
+                examples = Kit.load(path).tests[0]
+            kits = {f"{cname}: kit (examples + mistakes)": Kit(tests=(examples, made), level=a.level)}
+            if shipped is not None:
+                kits["demo kit as shipped (before issue 24's second pass)"] = shipped
         for kit_name, kit in kits.items():
             mfp = next(f for f in kit.tests if "mistakes" in f.meta)
-            row = {"kit": kit_name, "rank": mfp.meta["mistakes"].get("rank", "random"),
-                   "max_agree": mfp.meta["mistakes"]["max_agree"], "twins": len(mfp.meta["mistakes"]["sections"]) - 1,
+            row = {"kit": kit_name, "config": {k: c[k] for k in c} if "as shipped" not in kit_name else None,
                    "sections": mfp.meta["mistakes"]["sections"], "budgets": {}}
             for budget in budgets:
                 out = {}
-                for kind, group in groups:
-                    for n, m in group.items():
-                        v = judge(kit, LocalSuspect(m, n), n, max_queries=budget)
-                        t = next((t for t in v.tests if t["test"] == "mistakes"), {})
-                        out[n] = {"kind": kind, "p_value": v.p_value, "derived": v.decision == "derived",
-                                  "queries": v.queries, "fired": v.fired, "d": t.get("statistic"),
-                                  "p_mistakes": t.get("p_value"), "mistake_queries": t.get("queries", 0)}
+                for n, (kind, sus) in suspects.items():
+                    vs = [judge(kit, sus, n, max_queries=budget, seed=s) for s in range(a.seeds)]
+                    ps = [v.p_value if v.p_value is not None else 1.0 for v in vs]
+                    mt = [next((t for t in v.tests if t["test"] == "mistakes"), {}) for v in vs]
+                    out[n] = {"kind": kind, "rate": sum(v.decision == "derived" for v in vs) / len(vs),
+                              "p_median": statistics.median(ps), "p_seed0": ps[0],
+                              "queries": statistics.median(v.queries for v in vs),
+                              "mistake_queries": statistics.median(t.get("queries", 0) for t in mt),
+                              "d_median": statistics.median(t.get("statistic") or 0.0 for t in mt)}
                 row["budgets"][budget] = out
-            for kind, _ in groups:
-                row[f"{kind}_derived"] = {b: sum(o["derived"] for o in r.values() if o["kind"] == kind)
-                                          for b, r in row["budgets"].items()}
-            row["false_claims"] = row.pop("independents_derived")
-            row["score"] = sum(-math.log10(max(o["p_value"] or 1.0, 1e-300)) for b in (200, 500, 1000)
-                               for o in row["budgets"][b].values() if o["kind"] == "students")
+                print(f"{kit_name} {budget:>5}: " + ", ".join(
+                    f"{n} {o['rate']:.2f} (p~{o['p_median']:.2g})" for n, o in out.items()), flush=True)
+            row["false_claims"] = sum(o["rate"] > 0 for r in row["budgets"].values() for o in r.values()
+                                      if o["kind"] == "independents")
+            row["score"] = statistics.mean(o["rate"] for b in SCORED for o in row["budgets"][b].values()
+                                           if o["kind"] == "students")
             rows.append(row)
-            print(f"{kit_name}: {row['rank']:>10} max_agree {row['max_agree']} twins {row['twins']} "
-                  f"sections {row['sections']}: "
-                  f"students derived {row['students_derived']}, false claims {row['false_claims']}, "
-                  f"score {row['score']:.2f}" + (f", copies {row['copies_derived']}" if "copies_derived" in row
-                                                 else ""), flush=True)
-            for b in budgets:
-                print(f"   {b:>5}: " + ", ".join(
-                    f"{n} p={o['p_value']:.2g} d={o['d'] if o['d'] is None else round(o['d'], 3)}"
-                    for n, o in row["budgets"][b].items()), flush=True)
-    ok = [r for r in rows if not any(r["false_claims"].values()) and r["kit"] == "mistakes alone"]
-    chosen = max(ok, key=lambda r: r["score"]) if ok else None
+            print(f"{kit_name}: sections {row['sections']}, false claims {row['false_claims']}, "
+                  f"score {row['score']:.3f}", flush=True)
+    ok = [r for r in rows if r["false_claims"] == 0 and r["config"] and r["config"]["rule"] == "components"
+          and r["config"]["exclusive"]]
+    chosen = max(ok, key=lambda r: (r["score"], -r["config"]["twins"])) if ok else None
 
     # the anchor: the base's mistakes (all of them, no twin filter), raw agreement, no twins
     wrong = torch.nonzero(preds[0] != labels).flatten()
@@ -305,32 +331,14 @@ def main() -> None:
                   "false_claims": sum(rate[n] > thr for n in independents)}
         print(f"AKH {b:>5}: AUC {akh[b]['auc']:.3f}, students over threshold {akh[b]['students_derived']}/"
               f"{len(students)}, false claims {akh[b]['false_claims']}/{len(independents)}", flush=True)
-    # a lever measured, not in the kit: contested images (the base and a twin disagree), each answer scored +1 when
-    # it is the base's label and -1 when the twin's; under the null the mean is 0 (exchangeable), its z from the
-    # answers' own spread (sampling only: no calibration penalty), at each budget split over the twins
-    contested = {}
-    for b in budgets:
-        per = b // len(twins)
-        out = {}
-        for n, m in everyone.items():
-            total, var, count = 0.0, 0.0, 0
-            for ti in range(len(twins)):
-                idx = torch.nonzero(preds[0] != preds[1 + ti]).flatten()
-                idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(ti))][:per]
-                got = predict(m, images[idx].float() / 255, name=n)
-                sc = (got == preds[0][idx]).float() - (got == preds[1 + ti][idx]).float()
-                total, var, count = total + float(sc.sum()), var + float(sc.var() * len(sc)), count + len(sc)
-            out[n] = {"mean": total / count, "z": total / max(math.sqrt(var), 1e-9), "queries": count}
-        contested[b] = out
-        print(f"contested {b:>5}: " + ", ".join(f"{n} z={o['z']:+.1f}" for n, o in out.items()), flush=True)
     if chosen:
-        print(f"chosen: rank {chosen['rank']}, max_agree {chosen['max_agree']}, twins {chosen['twins']}")
-    result = {"cpu": cpu_description(), "stage": a.stage, "level": a.level, "seed": 0, "per_model": a.per_model,
-              "base": setting["base"], "twins": list(setting["twins"][:max(c[2] for c in configs)]),
+        print(f"chosen: {chosen['kit']} {chosen['config']}")
+    result = {"cpu": cpu_description(), "stage": a.stage, "level": a.level, "seeds": a.seeds, "configs": configs,
+              "base": setting["base"], "twins": list(setting["twins"][:max(c["twins"] for c in configs.values())]),
               "references": list(setting["references"]),
               "calibration": list(CALIBRATION), "base_accuracy": base_acc, "accuracy": acc, "budgets": list(budgets),
-              "rows": rows, "akh": akh, "contested": contested,
-              "chosen": None if chosen is None else {k: chosen[k] for k in ("rank", "max_agree", "twins")},
+              "rows": rows, "akh": akh,
+              "chosen": None if chosen is None else {"kit": chosen["kit"], **chosen["config"]},
               "seconds": time.perf_counter() - t0}
     if a.json:
         write_json(a.json, result)

@@ -65,7 +65,8 @@ def register(add: Add) -> None:
     f.add_argument("--level", type=float, default=0.01,
                    help="false-claim rate of the combined verdict (Bonferroni over the tests; default 0.01)")
     f.add_argument("--max-agree", type=int, default=3, help="mistake test: keep a model's mistake when at most this "
-                                                            "many other panel models share it (default 3)")
+                                                            "many references share it (no twin or base may; "
+                                                            "default 3)")
     f.add_argument("--per-model", type=int, help="mistake test: at most this many queries per section")
     f.add_argument("-o", "--output", required=True, help="the kit file to write (.safetensors)")
     f.add_argument("--json", action="store_true")

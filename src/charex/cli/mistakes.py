@@ -29,10 +29,9 @@ def cmd_make(args: argparse.Namespace) -> int:
     card = getattr(base, "card", {}) or {}
     shape = card.get("input_shape") or [3, 32, 32]
     images, labels = labelled_images(args.data, shape, card.get("classes"))
-    if args.max_agree >= len(twins) + len(refs):
-        print(f"note: with {len(twins) + len(refs)} other panel models, --max-agree {args.max_agree} keeps every "
-              "mistake, shared or not; more references (or a smaller --max-agree) keep the distinctive ones",
-              file=sys.stderr)
+    if refs and args.max_agree >= len(refs):
+        print(f"note: with {len(refs)} reference(s), --max-agree {args.max_agree} keeps every mistake no twin "
+              "shares; more references (or a smaller --max-agree) keep the rarer ones", file=sys.stderr)
     fp = mistake_queries(base, twins, images, labels, references=refs, max_agree=args.max_agree,
                          per_model=args.per_model, seed=args.seed)
     fp.save(args.output)
@@ -88,8 +87,8 @@ def register(add: Add) -> None:
     m.add_argument("--data", help="your labelled images: a CIFAR-10 location (train and test), or a folder of "
                                   "class folders; default: the shared CIFAR-10 copy")
     m.add_argument("--max-agree", type=int, default=3,
-                   help="keep a model's mistake when at most this many other panel models share it "
-                        "(default 3, chosen on the validation pool)")
+                   help="keep a model's mistake when at most this many references share it (a mistake the base "
+                        "and a twin share is never kept: it tells nothing; default 3)")
     m.add_argument("--per-model", type=int, help="at most this many queries per section (default: all)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("-o", "--output", required=True)

@@ -122,10 +122,11 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
     gen = torch.Generator().manual_seed(seed)
     keep, sections = [], []
     for o in range(owners):
-        agree = (preds == preds[o]).sum(0) - 1  # the other panel models giving model o's label
-        if exclusive:  # no other owner shares it; at most max_agree references do
-            agree = torch.where((preds[:owners] == preds[o]).sum(0) > 1, len(panel), (preds[owners:] == preds[o]).sum(0))
-        idx = torch.nonzero((preds[o] != y) & (agree <= max_agree)).flatten()
+        if exclusive:  # no other owner shares model o's label; at most max_agree references do
+            ok = ((preds[:owners] == preds[o]).sum(0) == 1) & ((preds[owners:] == preds[o]).sum(0) <= max_agree)
+        else:  # at most max_agree of the other panel models give model o's label
+            ok = (preds == preds[o]).sum(0) - 1 <= max_agree
+        idx = torch.nonzero((preds[o] != y) & ok).flatten()
         if rank == "confidence":
             idx = idx[torch.sort(confidences[o][idx].float(), descending=True, stable=True).indices][:per_model]
         elif per_model is not None and len(idx) > per_model:
