@@ -217,3 +217,19 @@ def test_match_count_paths_refuse_a_mistake_fingerprint(trained_tiny, setting) -
                  lambda: verify_answers(fp, {0: 1})):
         with pytest.raises(CharexError, match="mistakes-verify"):
             call()
+
+
+def test_balanced_order_asks_the_base_as_much_as_all_twins() -> None:
+    """An unranked test sends the base's queries and the twins' (round the twins) in turn: every prefix of even
+    length holds as many of the base's as of the twins', each section in a seeded shuffle, all queries once."""
+    from charex.judge.mistakes import balanced_order
+
+    sizes = [7, 3, 5]
+    order = balanced_order(sizes, seed=3)
+    assert sorted(order) == list(range(sum(sizes))) and order == balanced_order(sizes, seed=3)
+    assert order != balanced_order(sizes, seed=4)
+    base = [j < sizes[0] for j in order]
+    for m in range(2, 2 * sizes[0] + 1, 2):
+        assert sum(base[:m]) == m // 2
+    twins = [j for j in order if j >= sizes[0]][:6]  # round the twins: twin 1, twin 2, twin 1, ...
+    assert [j < sizes[0] + sizes[1] for j in twins] == [True, False, True, False, True, False]
