@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The held-out thieves and same-recipe independents of issue 24 (students at an API's price), into runs/pool24/.
 # Each thief distils bundled:base (or the second base, below) on its own half of the training set (half-b) for 15 epochs; the base's recipe is
-# cnn1 w0.25, 15 epochs, seed 0. Skips models already there. Two queues run side by side, one thread each:
+# cnn1 w0.25, 15 epochs, seed 0. Skips models already there. Four queues run side by side, one thread each:
 #   scripts/train_thieves.sh [CIFAR10_DIR]      (about 15-25 min per model per thread on a 2-core AVX2 EPYC)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,10 @@ queue_c() {  # the second base: a weight copy (the first base's copies are bundl
   p plain-base-T4-s1501 --temperature 4 --seed 1501
   s noisy-labels-s1406 --label-noise 0.1 --seed 1406                         # milder noise (0.2 was not useful)
 }
-# QUEUES="b" runs one queue only (default: all three) (e.g. while the other's first model trains elsewhere)
-for q in ${QUEUES:-a b c}; do "queue_$q" & done
+queue_d() {  # issue 24's second pass: a second seed of the demo student's recipe, a label-only student
+  s T4-s1405 --temperature 4 --seed 1405
+  s labels-ls-s1408 --label-smoothing 0.1 --seed 1408                        # top-1 labels, smoothing 0.1
+}
+# QUEUES="b" runs one queue only (default: all four) (e.g. while the other's first model trains elsewhere)
+for q in ${QUEUES:-a b c d}; do "queue_$q" & done
 wait
