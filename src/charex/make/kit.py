@@ -91,7 +91,8 @@ def describe(kit: Kit, out: Any = None) -> None:
             print(f"  mistakes   {distinct} queries ({fp.n} with repeats, each sent once): {secs[0]} of the base's "
                   "distinctive mistakes, "
                   f"{', '.join(map(str, secs[1:]))} of its {len(secs) - 1} twin(s); null from "
-                  f"{len(cal.get('differences', []))} calibration models (rms d {cal.get('scale', float('nan')):.4f})", file=out)
+                  f"{len(cal.get('differences', []))} calibration models (rms d {cal.get('scale', float('nan')):.4f}, "
+                  f"{cal.get('rule', 'max')} rule)", file=out)
         else:
             print(f"  {t.name:<10} {fp.n} queries; null from {len(cal.get('references', []))} calibration models, "
                   f"mean {100 * cal.get('mu', float('nan')):.1f}%, derived alone at >= "
