@@ -261,7 +261,7 @@ def main() -> None:
     suspects = {n: (kind, TableSuspect(m, n)) for kind, group in groups for n, m in group.items()}
     rows = []
     for cname, c in configs.items():
-        nt = c["twins"]
+        nt = min(c["twins"], len(twins))  # the second base has one twin
         keep = [0, *range(1, 1 + nt), *range(1 + len(twins), len(panel))]
         fp = mistake_queries(base, twins[:nt], images, labels, references=refs, max_agree=c["max_agree"],
                              per_model=c["per_model"], exclusive=c["exclusive"], predictions=preds[keep], seed=0)
