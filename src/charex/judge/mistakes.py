@@ -55,7 +55,7 @@ def balanced_order(sizes: list[int], seed: int) -> list[int]:
         part = list(range(s, s + n))
         rng.shuffle(part)
         parts.append(part)
-    twins = [j for r in range(max(sizes[1:])) for p in parts[1:] if r < len(p) for j in (p[r],)]
+    twins = [p[r] for r in range(max(sizes[1:])) for p in parts[1:] if r < len(p)]  # round the twins
     base = parts[0]
     both = min(len(base), len(twins))
     return [j for pair in zip(base[:both], twins[:both]) for j in pair] + base[both:] + twins[both:]

@@ -63,8 +63,8 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
             that only help judge which mistakes are distinctive (optional). max_agree: a model's mistake is kept
             when at most this many of the references give the same wrong label (and, with ``exclusive``, no other
             owner model does). exclusive: drop the mistakes another owner model (base or twin) shares; they carry
-            no information on d. False is the earlier rule: ``max_agree`` then counts every other panel model. per_model: keep at most
-            this many per section (drawn with ``seed``, or the most confident with ``rank``); None keeps all.
+            no information on d. False is the earlier rule: ``max_agree`` then counts every other panel model.
+            per_model: keep at most this many per section (drawn with ``seed``, or the most confident with ``rank``); None keeps all.
             predictions: the panel's labels on ``images`` (P x N, rows in the order base, twins, references), when
             already computed.
         rank: ``random`` keeps a seeded random ``per_model`` of each section, in image order; ``confidence`` orders
