@@ -1,0 +1,82 @@
+"""The anchor's raw agreement with a null that holds the owner's own recipe: a lead for issue 24's next pass.
+
+    python benchmarks/agreement_null.py [--pool runs/pool24] [--json docs/data/agreement-null.json]
+
+The raw agreement rate (the share of the base's mistakes a suspect repeats, Godinot et al.) separates students
+early but its threshold, fitted on three calibration models, has no guarantee against a model of the owner's
+recipe. Here its null is fitted on the twins (the owner's recipe, other seeds) and the calibration models together,
+on the base's whole pool of mistakes on the owner's 35,000 images, and a suspect answering m of them is judged as
+the components rule judges the mistake test: (rate - null mean) / sqrt(null variance + the suspect's binomial
+variance at m), Student-t with Welch-Satterthwaite degrees of freedom (k - 1 for the null's k models). Population
+numbers only: each suspect's rate on the whole pool, and the expected z and p at m queries (no sampling of send
+orders, no kit, no Bonferroni). The pools are those of benchmarks/mistake_budget.py; the logits come from its cache
+(runs/pool24/logits), computed there when missing. Prints the CPU; writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+NULL = ("independent-1", "independent-2", "independent-3", "reference-wide", "other-arch")  # twins + calibration
+SUSPECTS = {"validation": ("derived-student", "independent-resnet8", "independent-plain", "independent-wide"),
+            "held-out": ("T4-s1404", "T4-s1405", "mixup-T4-s1401", "noisy-labels-s1402", "noisy-labels-s1406",
+                         "labels-ls-s1408", "cnn1-s11", "cnn1-s12")}
+BUDGETS = (200, 500, 1000)
+
+
+def main() -> None:
+    import torch
+    from scipy import stats
+
+    from charex import load_model
+    from charex.experiments.demo import _owner_images
+    from charex.experiments.provenance import cpu_description, write_json
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from mistake_budget import _cached_logits
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pool", default="runs/pool24")
+    p.add_argument("--json")
+    a = p.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
+    images, labels = _owner_images(None)
+
+    def labels_of(name: str) -> torch.Tensor:
+        f = Path(a.pool) / f"{name}.safetensors"
+        model = load_model(str(f) if f.exists() else f"bundled:{name}")
+        return _cached_logits(model, images, Path(a.pool) / "logits").argmax(1)
+
+    base = labels_of("base")
+    wrong = base != labels
+    rate = {n: float((labels_of(n)[wrong] == base[wrong]).float().mean())
+            for n in (*NULL, *SUSPECTS["validation"], *SUSPECTS["held-out"])}
+    null = [rate[n] for n in NULL]
+    k = len(null)
+    mu = sum(null) / k
+    var = sum((v - mu) ** 2 for v in null) / (k - 1)
+    rows = {}
+    for pool, names in SUSPECTS.items():
+        for n in names:
+            r = rate[n]
+            row = {"pool": pool, "rate": r}
+            for m in BUDGETS:
+                total = var + r * (1 - r) / m
+                nu = min(total ** 2 / (var ** 2 / (k - 1)), 1e6)
+                z = (r - mu) / math.sqrt(total)
+                row[str(m)] = {"z": z, "p": float(stats.t.sf(z, df=nu))}
+            rows[n] = row
+            print(f"{pool:10s} {n:20s} rate {r:.3f} " + " ".join(
+                f"m={m}: z {row[str(m)]['z']:+.1f} p {row[str(m)]['p']:.2g}" for m in BUDGETS), flush=True)
+    print(f"null ({', '.join(NULL)}): mean {mu:.4f}, sd {math.sqrt(var):.4f}; pool {int(wrong.sum())} mistakes")
+    if a.json:
+        write_json(a.json, {"cpu": cpu_description(), "null_models": list(NULL), "null_rates": dict(zip(NULL, null)),
+                            "null_mean": mu, "null_sd": math.sqrt(var), "pool": int(wrong.sum()),
+                            "budgets": list(BUDGETS), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
