@@ -166,14 +166,17 @@ def test_components_rule_holds_its_level_where_the_max_rule_did_not() -> None:
 
     cal = d_of(2000, (trials, 4))
     sus = d_of(500, trials)
-    claims = {"components": 0, "max": 0}
+    p = {"components": [], "max": []}
     for c, d in zip(cal, sus):
         r = (rate + d / 2, rate - d / 2)
         sc = MistakeScore(rates=r, counts=tuple(int(v * 500) for v in r), sizes=(500, 500))
-        for rule in claims:
-            claims[rule] += MistakeNull(tuple(c), rule=rule).p_value(sc) <= level
-    assert claims["components"] / trials <= level + 0.015  # holds its level (3 standard errors)
-    assert claims["max"] / trials > claims["components"] / trials + 0.02  # the earlier rule did not
+        for rule in p:
+            p[rule].append(MistakeNull(tuple(c), rule=rule).p_value(sc))
+    share = {(rule, lv): sum(v <= lv for v in p[rule]) / trials for rule in p for lv in (level, 0.01)}
+    # docs/method.md quotes these: components 4.0% at 5% and 0.77% at 1%; max 6.9% and 1.4%
+    for lv in (level, 0.01):  # the components rule holds its level (within 3 standard errors)
+        assert share["components", lv] <= lv + 3 * math.sqrt(lv * (1 - lv) / trials)
+    assert share["max", level] > share["components", level] + 0.02  # the earlier rule did not
 
 
 def test_refusals(trained_tiny, setting) -> None:
