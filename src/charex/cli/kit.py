@@ -8,9 +8,9 @@ import sys
 from .common import Add, add_model_args, load, print_json
 
 EXAMPLES = {
-    "fingerprint": "charex fingerprint bundled:base --twin bundled:independent-1 --reference bundled:other-arch "
-                   "bundled:reference-plain --calibration bundled:independent-2 bundled:independent-3 "
-                   "bundled:reference-wide -o kit.safetensors\n"
+    "fingerprint": "charex fingerprint bundled:base --twin bundled:independent-1 bundled:independent-2 --reference "
+                   "bundled:reference-plain --calibration bundled:independent-3 bundled:reference-wide "
+                   "bundled:other-arch -o kit.safetensors   # the demo's kit\n"
                    "  charex verify kit.safetensors suspect.safetensors   # one verdict: copies and students\n"
                    "  charex fingerprint my-model.safetensors --reference R1 R2 --calibration C1 C2 C3 -o kit.safetensors"
                    "   # no twins: weight copies only",
@@ -58,8 +58,9 @@ def register(add: Add) -> None:
     f.add_argument("--reference", nargs="*", default=[], metavar="MODEL",
                    help="independent models the examples are pushed away from (they then may not calibrate)")
     f.add_argument("--twin", nargs="*", default=[], metavar="MODEL",
-                   help="your recipe for MODEL trained again with another seed (one or more): adds the mistake "
-                        "test, which catches students; without, the kit catches weight copies only")
+                   help="your recipe for MODEL trained again with another seed (one or more; two catch a student "
+                        "with fewer queries than one): adds the mistake test, which catches students; without, the "
+                        "kit catches weight copies only")
     f.add_argument("--data", help="your labelled images for the mistake test: a CIFAR-10 location (train and test) or "
                                   "a folder of class folders; default: the shared CIFAR-10 copy")
     f.add_argument("--level", type=float, default=0.01,
