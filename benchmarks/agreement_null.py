@@ -30,11 +30,11 @@ BUDGETS = (200, 500, 1000)
 
 def main() -> None:
     import torch
-    from scipy import stats
 
     from charex import load_model
     from charex.experiments.demo import _owner_images
     from charex.experiments.provenance import cpu_description, write_json
+    from charex.judge.mistakes import components_p
 
     sys.path.insert(0, str(Path(__file__).parent))
     from mistake_budget import _cached_logits
@@ -62,10 +62,9 @@ def main() -> None:
     k = len(null)
     mu = sum(null) / k
     var = sum((v - mu) ** 2 for v in null) / (k - 1)
-    def p_of(r: torch.Tensor, m: int) -> torch.Tensor:
-        total = var + r * (1 - r) / m
-        nu = (total ** 2 / (var ** 2 / (k - 1))).clamp(max=1e6)
-        return torch.from_numpy(stats.t.sf(((r - mu) / total.sqrt()).numpy(), df=nu.numpy()))
+
+    def p_of(r: float, m: int) -> float:  # the mistake test's components rule, k - 1 dof for the null's variance
+        return components_p(r - mu, math.sqrt(var), math.sqrt(r * (1 - r) / m), k - 1)
 
     gen = torch.Generator().manual_seed(a.seed)
     draws = {m: torch.stack([torch.randperm(len(base[wrong]), generator=gen)[:m] for _ in range(a.draws)])
@@ -76,18 +75,17 @@ def main() -> None:
             r = rate[n]
             row = {"pool": pool, "rate": r}
             for m in BUDGETS:
-                p_pop = float(p_of(torch.tensor([r], dtype=torch.float64), m)[0])
-                sampled = hits[n][draws[m]].double().mean(1)
-                row[str(m)] = {"z": (r - mu) / math.sqrt(var + r * (1 - r) / m), "p": p_pop,
-                               "share_p_le_0.005": float((p_of(sampled, m) <= 0.005).double().mean())}
+                sampled = hits[n][draws[m]].double().mean(1).tolist()
+                row[str(m)] = {"z": (r - mu) / math.sqrt(var + r * (1 - r) / m), "p": p_of(r, m),
+                               "share_p_le_0.005": sum(p_of(v, m) <= 0.005 for v in sampled) / len(sampled)}
             rows[n] = row
             print(f"{pool:10s} {n:20s} rate {r:.3f} " + " ".join(
                 f"m={m}: z {row[str(m)]['z']:+.1f} p {row[str(m)]['p']:.2g} ({row[str(m)]['share_p_le_0.005']:.0%})"
                 for m in BUDGETS), flush=True)
     print(f"null ({', '.join(NULL)}): mean {mu:.4f}, sd {math.sqrt(var):.4f}; pool {int(wrong.sum())} mistakes")
     if a.json:
-        write_json(a.json, {"cpu": cpu_description(), "seed": a.seed, "draws": a.draws, "null_models": list(NULL), "null_rates": dict(zip(NULL, null)),
-                            "null_mean": mu, "null_sd": math.sqrt(var), "pool": int(wrong.sum()),
+        write_json(a.json, {"cpu": cpu_description(), "seed": a.seed, "draws": a.draws, "null_models": list(NULL),
+                            "null_rates": dict(zip(NULL, null)), "null_mean": mu, "null_sd": math.sqrt(var), "pool": int(wrong.sum()),
                             "budgets": list(BUDGETS), "rows": rows})
 
 

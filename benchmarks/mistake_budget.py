@@ -286,7 +286,7 @@ def main() -> None:
                 kits["demo kit as shipped (before issue 24's second pass)"] = shipped
         for kit_name, kit in kits.items():
             mfp = next(f for f in kit.tests if "mistakes" in f.meta)
-            row = {"kit": kit_name, "config": {k: c[k] for k in c} if "as shipped" not in kit_name else None,
+            row = {"kit": kit_name, "config": dict(c) if "as shipped" not in kit_name else None,
                    "sections": mfp.meta["mistakes"]["sections"], "budgets": {}}
             for budget in budgets:
                 out = {}

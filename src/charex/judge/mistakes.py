@@ -28,8 +28,8 @@ from ..models.normalized import state_digest
 from ..models.probe import Models, named_models, probe_model
 from .verify import predict
 
-__all__ = ["MistakeNull", "MistakeScore", "balanced_order", "calibrate_mistakes", "is_ranked", "ranked_order", "score",
-           "score_answers", "sections", "verify_mistakes"]
+__all__ = ["MistakeNull", "MistakeScore", "balanced_order", "calibrate_mistakes", "components_p", "is_ranked",
+           "ranked_order", "score", "score_answers", "sections", "verify_mistakes"]
 
 METHOD = "mistakes"
 LADDER = (50, 100, 200, 300, 500, 1000, 2000, 5000)  # the prefixes a ranked test's null is also calibrated on
@@ -59,6 +59,17 @@ def balanced_order(sizes: list[int], seed: int) -> list[int]:
     base = parts[0]
     both = min(len(base), len(twins))
     return [j for pair in zip(base[:both], twins[:both]) for j in pair] + base[both:] + twins[both:]
+
+
+def components_p(excess: float, spread: float, se: float, dof: int) -> float:
+    """P(a statistic at least ``excess`` above its null mean) when its null spread is ``spread`` (estimated from
+    ``dof`` degrees of freedom) and the suspect's own sampling error ``se`` (known) added to it: excess /
+    sqrt(spread^2 + se^2) under a Student-t with Welch-Satterthwaite degrees of freedom,
+    nu = (spread^2 + se^2)^2 / (spread^4 / dof) (the components rule)."""
+    spread = max(spread, 1e-9)
+    total = spread ** 2 + se ** 2
+    nu = min(total ** 2 / (spread ** 4 / dof), 1e6)
+    return float(stats.t.sf(excess / math.sqrt(total), df=nu))
 
 
 def sections(fp: FingerprintSet) -> list[int]:
@@ -167,9 +178,7 @@ class MistakeNull:
         spread = max(self.spread(sum(s.sizes)), 1e-9)
         if self.rule == "max":
             return max(float(stats.t.sf(s.d / spread, df=k)), float(stats.norm.sf(s.d / s.se)))
-        total = spread ** 2 + s.se ** 2
-        nu = min(total ** 2 / (spread ** 4 / k), 1e6)
-        return float(stats.t.sf(s.d / math.sqrt(total), df=nu))
+        return components_p(s.d, spread, s.se, k)
 
     def to_dict(self) -> dict[str, Any]:
         method = ("d = base-mistake rate - twin-mistake rate; null mean 0, spread^2 = the calibration models' "
