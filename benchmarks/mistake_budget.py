@@ -41,12 +41,12 @@ import math
 import time
 from pathlib import Path
 
-TWINS = ("independent-1", "independent-2")
+TWINS = ("independent-1", "independent-2", "twin-s16")  # twin-s16: trained in the third pass (runs/pool24)
 REFERENCES = ("reference-plain",)
 CALIBRATION = ("independent-3", "reference-wide", "other-arch")
 VALIDATION = {"students": ("derived-student",),
               "independents": ("independent-resnet8", "independent-plain", "independent-wide")}
-HELDOUT_INDEPENDENTS = ("cnn1-s11", "cnn1-s12")
+HELDOUT_INDEPENDENTS = ("cnn1-s11", "cnn1-s12", "cnn1-s13", "plain-s14", "innocent-T4-s1412")  # s13 on: 3rd pass
 BUDGETS = (100, 200, 300, 500, 1000, 2000, 4000)
 SCORED = (500, 1000, 2000)  # the budgets the validation rule scores
 CONFIGS = {  # rank random; per_model None: the whole pool (calibrated on it; the budget caps what is sent)
@@ -59,13 +59,15 @@ CONFIGS = {  # rank random; per_model None: the whole pool (calibrated on it; th
     "new, 2 twins": {"exclusive": True, "rule": "components", "max_agree": 3, "twins": 2, "per_model": None},
     "new, 2 twins, reference filter": {"exclusive": True, "rule": "components", "max_agree": 0, "twins": 2,
                                        "per_model": None},
+    "new, 3 twins": {"exclusive": True, "rule": "components", "max_agree": 3, "twins": 3, "per_model": None},
 }
 SETTINGS = {  # the owner's models for each base; "plain" is the second base (held-out stage only)
     "base": {"base": "base", "twins": TWINS, "references": REFERENCES,
              "copies": ("derived-pruned90", "derived-finetuned")},
     "plain": {"base": "reference-plain", "twins": ("independent-plain",),
               "references": ("independent-1", "independent-2"), "copies": (),
-              "independents": ("base", "independent-resnet8", "independent-wide")},
+              "independents": ("base", "independent-resnet8", "independent-wide"),
+              "pool_independents": ("plain-T4-s1410",)},  # a plain student of the first base: innocent here
 }
 
 
@@ -93,6 +95,14 @@ def filtering_thief(model, thief_images, q: float, seed: int = 0):
             return torch.where(low[:, None], guess, z)
 
     return Filtered().eval()
+
+
+def _load(pool: str, name: str):
+    """A model of the pool folder by file stem, else the bundled model of that name."""
+    from charex import load_model
+
+    f = Path(pool) / f"{name}.safetensors"
+    return load_model(str(f) if f.exists() else f"bundled:{name}")
 
 
 def _auc(pos: list[float], neg: list[float]) -> float:
@@ -196,7 +206,10 @@ def main() -> None:
     p.add_argument("--pool", default="runs/pool24")
     p.add_argument("--base", choices=sorted(SETTINGS), default="base",
                    help="base: the demo's CNN; plain: the second base (plain VGG-11, held-out stage only)")
-    p.add_argument("--config", choices=sorted(CONFIGS), help="heldout: the configuration chosen on validation")
+    p.add_argument("--config", choices=sorted(CONFIGS),
+                   help="heldout: the configuration chosen on validation; validation: judge this one only")
+    p.add_argument("--only", metavar="NAMES", help="heldout: judge only these pool models (comma-separated; "
+                   "the weight copies are always judged), e.g. the models trained since the last run")
     p.add_argument("--seeds", type=int, default=20, help="send orders judged per budget (default 20)")
     p.add_argument("--level", type=float, default=0.01)
     p.add_argument("--filter", type=float, default=0.05,
@@ -216,24 +229,28 @@ def main() -> None:
     test = load_cifar10(default_cifar10_root(), "test")
     setting = SETTINGS[a.base]
     base = load_model(f"bundled:{setting['base']}")
-    twins = [load_model(f"bundled:{n}") for n in setting["twins"]]
+    names = [n for n in setting["twins"] if not n.startswith("twin-") or (Path(a.pool) / f"{n}.safetensors").exists()]
+    twins = [_load(a.pool, n) for n in names]  # a pool twin (twin-s16) once trained
     refs = [load_model(f"bundled:{n}") for n in setting["references"]]
     cal = {n: load_model(f"bundled:{n}") for n in CALIBRATION}
     if a.base == "plain":
         if a.stage != "heldout":
             p.error("--base plain has a held-out stage only (its configuration is the one chosen on the first base)")
-        files = sorted(Path(a.pool).glob("*.safetensors"))
+        only = set(a.only.split(",")) if a.only else None
+        files = [f for f in sorted(Path(a.pool).glob("*.safetensors")) if only is None or f.stem in only]
         students = {f.stem: load_model(str(f)) for f in files if f.stem.startswith("plain-base-")}
-        independents = {**{f.stem: load_model(str(f)) for f in files if f.stem in HELDOUT_INDEPENDENTS},
+        independents = {**{f.stem: load_model(str(f)) for f in files
+                           if f.stem in (*HELDOUT_INDEPENDENTS, *setting["pool_independents"])},
                         **{n: load_model(f"bundled:{n}") for n in setting["independents"]}}
     elif a.stage == "validation":
         students = {n: load_model(f"bundled:{n}") for n in VALIDATION["students"]}
         independents = {n: load_model(f"bundled:{n}") for n in VALIDATION["independents"]}
     else:
-        files = sorted(Path(a.pool).glob("*.safetensors"))
+        only = set(a.only.split(",")) if a.only else None
+        files = [f for f in sorted(Path(a.pool).glob("*.safetensors")) if only is None or f.stem in only]
         independents = {f.stem: load_model(str(f)) for f in files if f.stem in HELDOUT_INDEPENDENTS}
-        students = {f.stem: load_model(str(f)) for f in files
-                    if f.stem not in HELDOUT_INDEPENDENTS and not f.stem.startswith(("plain-", "kit-"))}
+        students = {f.stem: load_model(str(f)) for f in files if f.stem not in HELDOUT_INDEPENDENTS
+                    and not f.stem.startswith(("plain-base-", "plain-copy-", "kit-", "twin-"))}
     base_acc = accuracy(base, test)
     panel = [base, *twins, *refs]
     logits = [_cached_logits(m, images, Path(a.pool) / "logits") for m in panel]
@@ -242,7 +259,7 @@ def main() -> None:
 
     budgets = BUDGETS
     if a.stage == "validation":
-        configs = dict(CONFIGS)
+        configs = dict(CONFIGS) if a.config is None else {a.config: CONFIGS[a.config]}
     else:
         configs = {a.config: CONFIGS[a.config]}
         from charex.data.cifar10 import thief_split
@@ -261,6 +278,8 @@ def main() -> None:
     suspects = {n: (kind, TableSuspect(m, n)) for kind, group in groups for n, m in group.items()}
     rows = []
     for cname, c in configs.items():
+        if c["twins"] > len(twins) and a.base == "base":
+            p.error(f"{cname} needs {c['twins']} twins; train twin-s16 first (scripts/train_thieves.sh, queue h)")
         nt = min(c["twins"], len(twins))  # the second base has one twin
         keep = [0, *range(1, 1 + nt), *range(1 + len(twins), len(panel))]
         fp = mistake_queries(base, twins[:nt], images, labels, references=refs, max_agree=c["max_agree"],

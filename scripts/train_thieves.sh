@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The held-out thieves and same-recipe independents of issue 24 (students at an API's price), into runs/pool24/.
 # Each thief distils bundled:base (or the second base, below) on its own half of the training set (half-b) for 15 epochs; the base's recipe is
-# cnn1 w0.25, 15 epochs, seed 0. Skips models already there. Four queues run side by side, one thread each:
-#   scripts/train_thieves.sh [CIFAR10_DIR]      (about 15-25 min per model per thread on a 2-core AVX2 EPYC)
+# cnn1 w0.25, 15 epochs, seed 0. Skips models already there. The queues run side by side, one thread each:
+#   scripts/train_thieves.sh [CIFAR10_DIR]      (15-60 min per model per thread on a 2-core AVX2 EPYC, longer
+#                                                as more queues share the cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C=${CHAREX:-.venv/bin/charex}
@@ -37,6 +38,24 @@ queue_d() {  # issue 24's second pass: a second seed of the demo student's recip
   s T4-s1405 --temperature 4 --seed 1405
   s labels-ls-s1408 --label-smoothing 0.1 --seed 1408                        # top-1 labels, smoothing 0.1
 }
-# QUEUES="b" runs one queue only (default: all four) (e.g. while the other's first model trains elsewhere)
+queue_e() {  # issue 24's third pass: fresh held-out models for the agreement test, read only in its held-out run
+  s T4-s1409 --temperature 4 --seed 1409                                     # the demo student's recipe, a third seed
+  i cnn1-s13 --arch cnn1 --width 0.25 --seed 13 --epochs 15                  # same-recipe independent, a third seed
+}
+queue_f() {  # another family: a plain VGG-11 student of the base, a plain independent, a label-only student
+  s plain-T4-s1410 --student plain --temperature 4 --seed 1410
+  i plain-s14 --arch plain --width 0.25 --seed 14 --epochs 8                 # independent-plain's recipe, new seed
+  s labels-s1411 --seed 1411                                                 # top-1 labels, the recipe's smoothing
+}
+queue_g() {  # an innocent student: the demo student's recipe distilled from cnn1-s11 (another owner's model of the
+  # base's recipe, never the base); the raw agreement on the base's mistakes is tempted by it, a paired test is not
+  f=$OUT/innocent-T4-s1412.safetensors
+  [ -f "$f" ] || $C derive distill $OUT/cnn1-s11.safetensors --student cnn1 --width 0.25 --epochs 15 --temperature 4 \
+      --data-split half-b $DATA --seed 1412 --quiet --json -o "$f" > "${f%.safetensors}.json"
+}
+queue_h() {  # a third twin for the owner (the base's recipe, seed 16): the 3-twin row of the validation stage
+  i twin-s16 --arch cnn1 --width 0.25 --seed 16 --epochs 15
+}
+# QUEUES="b" runs one queue only (default: a to d; e to h are the third pass's) (e.g. while the other's first model trains elsewhere)
 for q in ${QUEUES:-a b c d}; do "queue_$q" & done
 wait
