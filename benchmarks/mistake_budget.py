@@ -9,16 +9,19 @@
 
 The demo's owner (bundled:base, cnn1 w0.25): labelled images = half-a of the CIFAR-10 training set + the test split
 (35,000; none of the thieves' half-b); references: reference-plain; calibration: independent-3, reference-wide,
-other-arch (the null of every configuration, never judged).
+other-arch (the null of every configuration, never judged); twins: independent-1, -2, and twin-s16 (the base's
+recipe, seed 16, trained for the third pass; scripts/train_thieves.sh queue h) where a configuration asks for it.
 Pools (disjoint):
   validation  derived-student (T=4, seed 1210) and independent-resnet8, -plain, -wide: every choice here;
   held-out    runs/pool24 (scripts/train_thieves.sh): the thieves (other seeds, off-distribution mixup, noisy
-              labels) and the base's recipe with seeds 11 and 12: read only with --stage heldout, with the
-              configuration fixed on validation.
+              labels, a plain VGG-11 student, label-only students) and innocents (the base's recipe with seeds 11, 12
+              and 13, independent-plain's recipe with seed 14, and a student of cnn1-s11): read only with --stage
+              heldout, with the configuration fixed on validation (``--only`` judges the models trained since).
 Configurations (``CONFIGS``): ``before`` is the previous pass's choice (every mistake at most 3 panel models share,
 1,000 per section, the max rule); the new design keeps only the mistakes no other owner model shares
 (``exclusive``), calibrates on the whole pool and judges with the components rule (charex.judge.mistakes); two
-ablations take one change each. Each configuration is a one-test kit (the mistake test alone, label-only) judged
+ablations take one change each; the third pass adds a third twin, or the same model as a fourth calibration model
+instead. Each configuration is a one-test kit (the mistake test alone, label-only) judged
 through ``charex.judge.query.judge`` with ``max_queries`` = the budget, exactly as ``charex verify KIT SUSPECT
 --max-queries N``, over ``--seeds`` send orders: the share judged derived and the median p. The rule, fixed before
 the held-out pool is read: among the new design's configurations with no validation independent judged derived at
@@ -60,6 +63,8 @@ CONFIGS = {  # rank random; per_model None: the whole pool (calibrated on it; th
     "new, 2 twins, reference filter": {"exclusive": True, "rule": "components", "max_agree": 0, "twins": 2,
                                        "per_model": None},
     "new, 3 twins": {"exclusive": True, "rule": "components", "max_agree": 3, "twins": 3, "per_model": None},
+    "new, 2 twins, 4 calibration": {"exclusive": True, "rule": "components", "max_agree": 3, "twins": 2,
+                                    "per_model": None, "more_calibration": ["twin-s16"]},  # the third twin calibrates
 }
 SETTINGS = {  # the owner's models for each base; "plain" is the second base (held-out stage only)
     "base": {"base": "base", "twins": TWINS, "references": REFERENCES,
@@ -278,13 +283,14 @@ def main() -> None:
     suspects = {n: (kind, TableSuspect(m, n)) for kind, group in groups for n, m in group.items()}
     rows = []
     for cname, c in configs.items():
-        if c["twins"] > len(twins) and a.base == "base":
-            p.error(f"{cname} needs {c['twins']} twins; train twin-s16 first (scripts/train_thieves.sh, queue h)")
+        if (c["twins"] > len(twins) or c.get("more_calibration")) and len(twins) < 3 and a.base == "base":
+            p.error(f"{cname} needs twin-s16 in {a.pool}: train it first (scripts/train_thieves.sh, queue h)")
         nt = min(c["twins"], len(twins))  # the second base has one twin
         keep = [0, *range(1, 1 + nt), *range(1 + len(twins), len(panel))]
         fp = mistake_queries(base, twins[:nt], images, labels, references=refs, max_agree=c["max_agree"],
                              per_model=c["per_model"], exclusive=c["exclusive"], predictions=preds[keep], seed=0)
-        made = test_for(fp).calibrate(cal, a.level)
+        more = {n: _load(a.pool, n) for n in c.get("more_calibration", [])}
+        made = test_for(fp).calibrate({**cal, **more}, a.level)
         if c["rule"] != "components":  # the earlier rule, for comparison
             made = made.with_calibration({**made.calibration, "rule": c["rule"]})
         kits = {f"{cname}: mistakes alone": Kit(tests=(made,), level=a.level)}
