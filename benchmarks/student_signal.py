@@ -23,7 +23,14 @@ Suspects: the validation student (derived-student) and the held-out students of 
 T4-s1405; read before, no choice is made here); beside them the innocents no statistic calibrates on (the
 validation independents, and reference-plain, the kit's reference: a plain VGG-11, a family near the base's), whose
 largest excess is the offset a null must cover: with it as the spread (s = that excess / 2.33, the one-sided 1%
-point), ``queries_if_covered`` gives B_90 again. Prints the CPU; writes JSON.
+point), ``queries_if_covered`` gives B_90 again.
+
+``--families`` asks whether other images than the owner's natural ones carry more of the student's signal: the
+paired label test on the exclusive mistakes (wrong against the source image's label) of transformed copies of the
+35,000 owner images, each a query family a thief would still take for natural traffic or nearly: a random 0-4 pixel
+shift (reflect padding) with a random flip, Gaussian noise of sd 8/255, a 0.7/0.3 mix with another owner image, a
+3x3 box blur (seeded; the validation student and innocents only; about 10 min on 2 cores, the logits cached).
+Prints the CPU; writes JSON.
 """
 
 from __future__ import annotations
@@ -46,6 +53,34 @@ def b90(excess: float, v: float, s: float) -> float:
     return v / room if excess > 0 and room > 0 else math.inf
 
 
+def families(images):
+    """The transformed copies of ``images`` (uint8, N x 3 x 32 x 32) of ``--families``, in a fixed seeded order."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+
+    def shift(x):
+        p = F.pad(x.float(), (4, 4, 4, 4), mode="reflect")
+        dx, dy = torch.randint(0, 9, (len(x),), generator=g), torch.randint(0, 9, (len(x),), generator=g)
+        out = torch.stack([p[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32] for i in range(len(x))])
+        flip = torch.rand(len(x), generator=g) < 0.5
+        out[flip] = out[flip].flip(-1)
+        return out
+
+    def noise(x):
+        return x.float() + 8 * torch.randn(x.shape, generator=g)
+
+    def mix(x):
+        return 0.7 * x.float() + 0.3 * x[torch.randperm(len(x), generator=g)].float()
+
+    def blur(x):
+        return F.conv2d(F.pad(x.float(), (1, 1, 1, 1), mode="replicate"), torch.ones(3, 1, 3, 3) / 9, groups=3)
+
+    for name, f in (("shift+flip", shift), ("noise 8/255", noise), ("mix 0.7", mix), ("blur 3x3", blur)):
+        yield name, f(images).round().clamp(0, 255).to(torch.uint8)
+
+
 def main() -> None:
     import torch
 
@@ -58,6 +93,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pool", default="runs/pool24")
+    p.add_argument("--families", action="store_true", help="also the transformed query families (module docstring)")
     p.add_argument("--json")
     a = p.parse_args()
     print(f"CPU: {cpu_description()}", flush=True)
@@ -117,11 +153,34 @@ def main() -> None:
                   f"z@1000 {row['z_at_1000']:+.2f} B90 {row['queries_for_90pct']:.0f}; closest innocent {worst} "
                   f"{offsets[worst]:+.4f} ({offsets[worst] / s:.1f} s): B90 covering it "
                   f"{row['queries_if_covered']:.0f}", flush=True)
+    fam = []
+    if a.families:  # the paired label test on transformed copies of the owner's images
+        models = {n: load_model(f"bundled:{n}") for n in (*owners, *CALIBRATION, SUSPECTS[0], *INNOCENTS)}
+        for fname, x in families(images):
+            fl = {n: _cached_logits(m, x, Path(a.pool) / "logits").argmax(1) for n, m in models.items()}
+            secs = [(fl[o] != truth) & torch.stack([fl[y] != fl[o] for y in owners if y != o]).all(0) for o in owners]
+
+            def fd(n: str) -> tuple[float, float]:
+                v = [(fl[n][m] == fl[o][m]).float() for o, m in zip(owners, secs)]
+                return float(v[0].mean() - (v[1].mean() + v[2].mean()) / 2), float(
+                    2 * v[0].var() + v[1].var() + v[2].var())
+
+            s = math.sqrt(sum(fd(n)[0] ** 2 for n in CALIBRATION) / len(CALIBRATION))
+            offsets = {n: fd(n)[0] for n in INNOCENTS}
+            d, v = fd(SUSPECTS[0])
+            row = {"family": fname, "sections": [int(m.sum()) for m in secs], "suspect": SUSPECTS[0], "excess": d,
+                   "per_query_sd": math.sqrt(v), "spread": s, "z_at_1000": d / math.sqrt(s * s + v / 1000),
+                   "queries_for_90pct": b90(d, v, s), "innocent_offsets": offsets,
+                   "queries_if_covered": b90(d, v, max(s, max(offsets.values()) / 2.3263))}
+            fam.append(row)
+            print(f"family {fname:12s} sections {row['sections']} student d {d:+.4f} s {s:.4f} z@1000 "
+                  f"{row['z_at_1000']:+.2f} B90 {row['queries_for_90pct']:.0f} (covering the innocents "
+                  f"{row['queries_if_covered']:.0f})", flush=True)
     if a.json:
         write_json(a.json, {"cpu": cpu_description(), "twins": list(TWINS), "calibration": list(CALIBRATION),
                             "z_needed": Z90, "pool": len(truth),
                             "sections": [int(m.sum()) for m in sections], "contested": int(contested.sum()),
-                            "mistakes": int(wrong.sum()), "rows": rows})
+                            "mistakes": int(wrong.sum()), "rows": rows, "families": fam})
 
 
 if __name__ == "__main__":
