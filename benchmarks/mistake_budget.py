@@ -329,13 +329,13 @@ def main() -> None:
                     f"{n} {o['rate']:.2f} (p~{o['p_median']:.2g})" for n, o in out.items()), flush=True)
             row["false_claims"] = sum(o["rate"] > 0 for r in row["budgets"].values() for o in r.values()
                                       if o["kind"] == "independents")
-            row["score"] = statistics.mean(o["rate"] for b in SCORED for o in row["budgets"][b].values()
-                                           if o["kind"] == "students")
+            scored = [o["rate"] for b in SCORED for o in row["budgets"][b].values() if o["kind"] == "students"]
+            row["score"] = statistics.mean(scored) if scored else None  # none: --only left no student
             rows.append(row)
             print(f"{kit_name}: sections {row['sections']}, false claims {row['false_claims']}, "
-                  f"score {row['score']:.3f}", flush=True)
+                  f"score {row['score']}", flush=True)
     ok = [r for r in rows if r["false_claims"] == 0 and r["config"] and r["config"]["rule"] == "components"
-          and r["config"]["exclusive"]]
+          and r["config"]["exclusive"] and r["score"] is not None]
     chosen = max(ok, key=lambda r: (r["score"], -r["config"]["twins"])) if ok else None
 
     # the anchor: the base's mistakes (all of them, no twin filter), raw agreement, no twins
