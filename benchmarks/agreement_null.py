@@ -10,8 +10,9 @@ the components rule judges the mistake test: (rate - null mean) / sqrt(null vari
 variance at m), Student-t with Welch-Satterthwaite degrees of freedom (k - 1 for the null's k models). Numbers:
 each suspect's rate on the whole pool, the z and p at m queries that rate gives, and the share of --draws random
 draws of m of the pool's images on which p <= 0.005 (the kit's Bonferroni share of 0.01 beside the examples test);
-no kit, and the null is fitted on the whole pool, not on a budget. The pools are those of benchmarks/mistake_budget.py; the logits come from its cache
-(runs/pool24/logits), computed there when missing. Prints the CPU; writes JSON.
+no kit, and the null is fitted on the whole pool, not on a budget. The pools are those of
+benchmarks/mistake_budget.py; the logits come from its cache (runs/pool24/logits), computed there when missing.
+Prints the CPU; writes JSON.
 
 The swap (issue 24's third pass) asks whether the lead holds against an innocent it was not tried on: a student of
 *another* model of the base's recipe. Each of the four bundled models of that recipe (base, independent-1, -2, -3)
@@ -102,7 +103,8 @@ def main() -> None:
     swap = swap_rows(labels_of, labels, a.pool, a.draws, a.seed)
     if a.json:
         write_json(a.json, {"cpu": cpu_description(), "seed": a.seed, "draws": a.draws, "null_models": list(NULL),
-                            "null_rates": dict(zip(NULL, null)), "null_mean": mu, "null_sd": math.sqrt(var), "pool": int(wrong.sum()),
+                            "null_rates": dict(zip(NULL, null)), "null_mean": mu, "null_sd": math.sqrt(var),
+                            "pool": int(wrong.sum()),
                             "budgets": list(BUDGETS), "rows": rows, "swap": swap})
 
 

@@ -393,7 +393,8 @@ def register(add: Add) -> None:
     v.add_argument("--max-queries", type=int, metavar="N",
                    help="ask any suspect (local too, as a stand-in for an API) at most N queries, all tests together, "
                         "stopping each test once its decision is settled; the verdict says how many it used (a "
-                        "weight copy needs 100; a student about 4,000, docs/results.md)")
+                        "weight copy needs 100; a student 4,000 or more, and some students escape even the whole "
+                        "set: docs/results.md)")
     r.add_argument("--audit", metavar="FILE", help="write every answer as JSON lines (time, file, label) to a new "
                                                    "file; re-check offline with --answers FILE")
     r.add_argument("--all-queries", action="store_true",
