@@ -25,6 +25,10 @@ validation independents, and reference-plain, the kit's reference: a plain VGG-1
 largest excess is the offset a null must cover: with it as the spread (s = that excess / 2.33, the one-sided 1%
 point), ``queries_if_covered`` gives B_90 again.
 
+Beside them, each student's and innocent's plain agreement with the base (``fidelity``: the share of the 35,000
+images where it gives the base's label; on the base's mistakes; its accuracy there), the held-out models of the
+third pass included where trained (T4-s1409, innocent-T4-s1412, plain-T4-s1410).
+
 ``--families`` asks whether other images than the owner's natural ones carry more of the student's signal: the
 paired label test on the exclusive mistakes (wrong against the source image's label) of transformed copies of the
 35,000 owner images, each a query family a thief would still take for natural traffic or nearly: a random 0-4 pixel
@@ -43,6 +47,7 @@ from pathlib import Path
 TWINS = ("independent-1", "independent-2")
 CALIBRATION = ("independent-3", "reference-wide", "other-arch")
 SUSPECTS = ("derived-student", "T4-s1404", "T4-s1405")
+THIRD_PASS = ("T4-s1409", "innocent-T4-s1412", "plain-T4-s1410")  # held-out, third pass: reported only
 INNOCENTS = ("independent-plain", "reference-plain", "independent-resnet8", "independent-wide")  # none calibrates
 Z90 = 2.5758 + 1.2816  # one-sided 0.005, and 90% power
 
@@ -153,6 +158,17 @@ def main() -> None:
                   f"z@1000 {row['z_at_1000']:+.2f} B90 {row['queries_for_90pct']:.0f}; closest innocent {worst} "
                   f"{offsets[worst]:+.4f} ({offsets[worst] / s:.1f} s): B90 covering it "
                   f"{row['queries_if_covered']:.0f}", flush=True)
+    fidelity = {}
+    for n in (*SUSPECTS, *THIRD_PASS, "cnn1-s11", TWINS[0]):
+        if n not in z and not (Path(a.pool) / f"{n}.safetensors").exists():
+            continue
+        got = lab[n] if n in lab else logits_of(n).argmax(1)
+        fidelity[n] = {"agree": float((got == lab["base"]).float().mean()),
+                       "agree_on_mistakes": float((got[wrong] == lab["base"][wrong]).float().mean()),
+                       "accuracy": float((got == truth).float().mean())}
+        print(f"fidelity {n:18s} agrees with the base on {fidelity[n]['agree']:.4f} of the images, "
+              f"{fidelity[n]['agree_on_mistakes']:.3f} of its mistakes; accuracy {fidelity[n]['accuracy']:.4f}",
+              flush=True)
     fam = []
     if a.families:  # the paired label test on transformed copies of the owner's images
         models = {n: load_model(f"bundled:{n}") for n in (*owners, *CALIBRATION, SUSPECTS[0], *INNOCENTS)}
@@ -180,7 +196,8 @@ def main() -> None:
         write_json(a.json, {"cpu": cpu_description(), "twins": list(TWINS), "calibration": list(CALIBRATION),
                             "z_needed": Z90, "pool": len(truth),
                             "sections": [int(m.sum()) for m in sections], "contested": int(contested.sum()),
-                            "mistakes": int(wrong.sum()), "rows": rows, "families": fam})
+                            "mistakes": int(wrong.sum()), "rows": rows, "fidelity": fidelity,
+                            "families": fam})
 
 
 if __name__ == "__main__":
