@@ -211,8 +211,8 @@ def main() -> None:
     p.add_argument("--pool", default="runs/pool24")
     p.add_argument("--base", choices=sorted(SETTINGS), default="base",
                    help="base: the demo's CNN; plain: the second base (plain VGG-11, held-out stage only)")
-    p.add_argument("--config", choices=sorted(CONFIGS),
-                   help="heldout: the configuration chosen on validation; validation: judge this one only")
+    p.add_argument("--config", choices=sorted(CONFIGS), action="append",
+                   help="heldout: the configuration chosen on validation; validation: judge only these (repeatable)")
     p.add_argument("--only", metavar="NAMES", help="heldout: judge only these pool models (comma-separated; "
                    "the weight copies are always judged), e.g. the models trained since the last run")
     p.add_argument("--seeds", type=int, default=20, help="send orders judged per budget (default 20)")
@@ -226,7 +226,7 @@ def main() -> None:
         return tables(a.table)
     if a.stage is None:
         p.error("give --stage (or --table)")
-    if a.stage == "heldout" and a.config is None:
+    if a.stage == "heldout" and (a.config is None or len(a.config) != 1):
         p.error("--stage heldout needs the --config chosen on validation")
     t0 = time.perf_counter()
     print(f"CPU: {cpu_description()}", flush=True)
@@ -264,9 +264,9 @@ def main() -> None:
 
     budgets = BUDGETS
     if a.stage == "validation":
-        configs = dict(CONFIGS) if a.config is None else {a.config: CONFIGS[a.config]}
+        configs = dict(CONFIGS) if a.config is None else {c: CONFIGS[c] for c in a.config}
     else:
-        configs = {a.config: CONFIGS[a.config]}
+        configs = {a.config[0]: CONFIGS[a.config[0]]}
         from charex.data.cifar10 import thief_split
 
         thief_x = thief_split(load_cifar10(default_cifar10_root(), "train"), "half-b")[0].images[:5000]
