@@ -59,8 +59,9 @@ def register(add: Add) -> None:
                    help="independent models the examples are pushed away from (they then may not calibrate)")
     f.add_argument("--twin", nargs="*", default=[], metavar="MODEL",
                    help="your recipe for MODEL trained again with another seed (one or more; two catch a student "
-                        "with fewer queries than one): adds the mistake test, which catches students; without, the "
-                        "kit catches weight copies only")
+                        "with fewer queries than one, and a third run of your recipe served better as one more "
+                        "--calibration model): adds the mistake test, which catches students; without, the kit "
+                        "catches weight copies only")
     f.add_argument("--data", help="your labelled images for the mistake test: a CIFAR-10 location (train and test) or "
                                   "a folder of class folders; default: the shared CIFAR-10 copy")
     f.add_argument("--level", type=float, default=0.01,
