@@ -48,13 +48,12 @@ INNOCENT_STUDENT = "innocent-T4-s1412"  # scripts/train_thieves.sh queue g: a st
 def main() -> None:
     import torch
 
-    from charex import load_model
     from charex.experiments.demo import _owner_images
     from charex.experiments.provenance import cpu_description, write_json
     from charex.judge.mistakes import components_p
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from mistake_budget import _cached_logits
+    from mistake_budget import _cached_logits, _load
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pool", default="runs/pool24")
@@ -66,9 +65,7 @@ def main() -> None:
     images, labels = _owner_images(None)
 
     def labels_of(name: str) -> torch.Tensor:
-        f = Path(a.pool) / f"{name}.safetensors"
-        model = load_model(str(f) if f.exists() else f"bundled:{name}")
-        return _cached_logits(model, images, Path(a.pool) / "logits").argmax(1)
+        return _cached_logits(_load(a.pool, name), images, Path(a.pool) / "logits").argmax(1)
 
     base = labels_of("base")
     wrong = base != labels

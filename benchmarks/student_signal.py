@@ -94,7 +94,7 @@ def main() -> None:
     from charex.experiments.provenance import cpu_description, write_json
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from mistake_budget import _cached_logits
+    from mistake_budget import _cached_logits, _load
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pool", default="runs/pool24")
@@ -105,8 +105,7 @@ def main() -> None:
     images, truth = _owner_images(None)
 
     def logits_of(name: str) -> torch.Tensor:
-        f = Path(a.pool) / f"{name}.safetensors"
-        return _cached_logits(load_model(str(f) if f.exists() else f"bundled:{name}"), images, Path(a.pool) / "logits")
+        return _cached_logits(_load(a.pool, name), images, Path(a.pool) / "logits")
 
     z = {n: logits_of(n) for n in ("base", *TWINS, *CALIBRATION, *SUSPECTS, *INNOCENTS)}
     lab = {n: v.argmax(1) for n, v in z.items()}
