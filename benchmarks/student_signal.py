@@ -33,7 +33,8 @@ third pass included where trained (T4-s1409, innocent-T4-s1412, plain-T4-s1410).
 paired label test on the exclusive mistakes (wrong against the source image's label) of transformed copies of the
 35,000 owner images, each a query family a thief would still take for natural traffic or nearly: a random 0-4 pixel
 shift (reflect padding) with a random flip, Gaussian noise of sd 8/255, a 0.7/0.3 mix with another owner image, a
-3x3 box blur (seeded; the validation student and innocents only; about 10 min on 2 cores, the logits cached).
+3x3 box blur (seeded; the validation student and innocents only; 40 min of inference on one shared thread,
+the logits then cached).
 Prints the CPU; writes JSON.
 """
 
