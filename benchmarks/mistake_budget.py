@@ -234,8 +234,8 @@ def main() -> None:
     test = load_cifar10(default_cifar10_root(), "test")
     setting = SETTINGS[a.base]
     base = load_model(f"bundled:{setting['base']}")
-    names = [n for n in setting["twins"] if not n.startswith("twin-") or (Path(a.pool) / f"{n}.safetensors").exists()]
-    twins = [_load(a.pool, n) for n in names]  # a pool twin (twin-s16) once trained
+    twins = [_load(a.pool, n) for n in setting["twins"]  # a pool twin (twin-s16) once trained
+             if not n.startswith("twin-") or (Path(a.pool) / f"{n}.safetensors").exists()]
     refs = [load_model(f"bundled:{n}") for n in setting["references"]]
     cal = {n: load_model(f"bundled:{n}") for n in CALIBRATION}
     if a.base == "plain":
