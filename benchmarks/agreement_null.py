@@ -111,6 +111,7 @@ def swap_rows(labels_of, truth, pool: str, draws: int, seed: int) -> list[dict]:
     import torch
 
     from charex.judge.mistakes import components_p
+    from charex.make.mistakes import distinctive_mistakes
 
     students = [n for n in (*STUDENTS_OF_BASE, INNOCENT_STUDENT)
                 if n in STUDENTS_OF_BASE[:1] or (Path(pool) / f"{n}.safetensors").exists()]
@@ -138,10 +139,8 @@ def swap_rows(labels_of, truth, pool: str, draws: int, seed: int) -> list[dict]:
         var = sum((v - mu) ** 2 for v in null) / (len(null) - 1)
         twins = ["independent-1", "independent-2"] if anchor == "base" else [n for n in others if n != "base"]
         owners = [anchor, *twins]
-        sections = []
-        for o in owners:  # the exclusive mistakes of each: wrong, and no other owner model gives the same label
-            mask = (lab[o] != truth) & torch.stack([lab[x] != lab[o] for x in owners if x != o]).all(0)
-            sections.append((mask, lab[o]))
+        sections = list(zip(distinctive_mistakes(torch.stack([lab[o] for o in owners]), truth, len(owners)),
+                            (lab[o] for o in owners)))  # each owner's exclusive mistakes, with its labels
 
         def paired(n: str) -> list[torch.Tensor]:
             return [(lab[n][mk] == lo[mk]).float() for mk, lo in sections]
@@ -152,14 +151,14 @@ def swap_rows(labels_of, truth, pool: str, draws: int, seed: int) -> list[dict]:
             if n == anchor:
                 continue
             role = "the anchor's own student" if anchor == "base" and n != INNOCENT_STUDENT else "innocent student"
-            raw = (lab[n][wrong] == lab[anchor][wrong]).float()
+            raw, hits = (lab[n][wrong] == lab[anchor][wrong]).float(), paired(n)
             row = {"anchor": anchor, "twins": twins, "suspect": n, "role": role,
                    "raw_rate": float(raw.mean()), "null_mean": mu, "null_sd": math.sqrt(var),
-                   "paired_d": float(paired(n)[0].mean() - sum(x.mean() for x in paired(n)[1:]) / len(twins)),
+                   "paired_d": float(hits[0].mean() - sum(x.mean() for x in hits[1:]) / len(twins)),
                    "paired_sd": math.sqrt(d_var)}
             for m in BUDGETS:
                 row[str(m)] = {"raw_share": share([raw], mu, var, len(null), m),
-                               "paired_share": share(paired(n), 0.0, d_var, len(d_cal), m)}
+                               "paired_share": share(hits, 0.0, d_var, len(d_cal), m)}
             out.append(row)
             print(f"swap anchor {anchor:14s} {n:18s} ({role:24s}) raw {row['raw_rate']:.3f} vs null {mu:.3f}"
                   f"+-{math.sqrt(var):.3f}; paired d {row['paired_d']:+.3f}: " + " ".join(

@@ -59,6 +59,14 @@ def b90(excess: float, v: float, s: float) -> float:
     return v / room if excess > 0 and room > 0 else math.inf
 
 
+def paired(values) -> tuple[float, float]:
+    """The paired d from per-section values (the base's section first, then each twin's) and its per-query
+    variance at the balanced send order (half the budget on the base's section, the rest shared by the twins')."""
+    t = len(values) - 1
+    d = float(values[0].mean() - sum(v.mean() for v in values[1:]) / t)
+    return d, float(2 * values[0].var() + 2 / t * sum(v.var() for v in values[1:]))
+
+
 def families(images):
     """The transformed copies of ``images`` (uint8, N x 3 x 32 x 32) of ``--families``, in a fixed seeded order."""
     import torch
@@ -93,6 +101,7 @@ def main() -> None:
     from charex import load_model
     from charex.experiments.demo import _owner_images
     from charex.experiments.provenance import cpu_description, write_json
+    from charex.make.mistakes import distinctive_mistakes
 
     sys.path.insert(0, str(Path(__file__).parent))
     from mistake_budget import _cached_logits, _load
@@ -111,17 +120,13 @@ def main() -> None:
     z = {n: logits_of(n) for n in ("base", *TWINS, *CALIBRATION, *SUSPECTS, *INNOCENTS)}
     lab = {n: v.argmax(1) for n, v in z.items()}
     owners = ("base", *TWINS)
-    sections = [(lab[o] != truth) & torch.stack([lab[x] != lab[o] for x in owners if x != o]).all(0) for o in owners]
+    sections = distinctive_mistakes(torch.stack([lab[o] for o in owners]), truth, len(owners))
     contested = ~((lab["base"] == lab[TWINS[0]]) & (lab["base"] == lab[TWINS[1]]))
     wrong = lab["base"] != truth
 
-    def paired(n: str, probs: bool) -> tuple[float, float]:
-        """(d, per-query variance at the balanced order: half the budget on the base's section, a quarter on each
-        twin's)."""
-        vals = [(z[n][m].softmax(1).gather(1, lab[o][m, None])[:, 0] if probs else (lab[n][m] == lab[o][m]).float())
-                for o, m in zip(owners, sections)]
-        d = float(vals[0].mean() - (vals[1].mean() + vals[2].mean()) / 2)
-        return d, float(2 * vals[0].var() + (4 * vals[1].var() + 4 * vals[2].var()) / 4)
+    def kit_d(n: str, probs: bool) -> tuple[float, float]:
+        return paired([z[n][m].softmax(1).gather(1, lab[o][m, None])[:, 0] if probs
+                       else (lab[n][m] == lab[o][m]).float() for o, m in zip(owners, sections)])
 
     def contest(n: str) -> tuple[float, float]:
         c = contested
@@ -133,7 +138,7 @@ def main() -> None:
         v = (lab[n][wrong] == lab["base"][wrong]).float()
         return float(v.mean()), float(v.var())
 
-    stats = {"paired (labels)": lambda n: paired(n, False), "paired (probs)": lambda n: paired(n, True),
+    stats = {"paired (labels)": lambda n: kit_d(n, False), "paired (probs)": lambda n: kit_d(n, True),
              "contested": contest, "raw agreement": raw}
     rows = []
     for sname, f in stats.items():
@@ -174,12 +179,10 @@ def main() -> None:
         models = {n: load_model(f"bundled:{n}") for n in (*owners, *CALIBRATION, SUSPECTS[0], *INNOCENTS)}
         for fname, x in families(images):
             fl = {n: _cached_logits(m, x, Path(a.pool) / "logits").argmax(1) for n, m in models.items()}
-            secs = [(fl[o] != truth) & torch.stack([fl[y] != fl[o] for y in owners if y != o]).all(0) for o in owners]
+            secs = distinctive_mistakes(torch.stack([fl[o] for o in owners]), truth, len(owners))
 
             def fd(n: str) -> tuple[float, float]:
-                v = [(fl[n][m] == fl[o][m]).float() for o, m in zip(owners, secs)]
-                return float(v[0].mean() - (v[1].mean() + v[2].mean()) / 2), float(
-                    2 * v[0].var() + v[1].var() + v[2].var())
+                return paired([(fl[n][m] == fl[o][m]).float() for o, m in zip(owners, secs)])
 
             s = math.sqrt(sum(fd(n)[0] ** 2 for n in CALIBRATION) / len(CALIBRATION))
             offsets = {n: fd(n)[0] for n in INNOCENTS}

@@ -38,7 +38,7 @@ from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
 from ..judge.verify import batch_logits
 
-__all__ = ["RANKS", "mistake_queries"]
+__all__ = ["RANKS", "distinctive_mistakes", "mistake_queries"]
 
 RANKS = ("random", "confidence")
 
@@ -48,6 +48,30 @@ METHOD = "mistakes"
 def _name(model: nn.Module, fallback: str) -> str:
     card = getattr(model, "card", {}) or {}
     return str(card.get("lineage") or card.get("source") or fallback)
+
+
+def distinctive_mistakes(predictions: torch.Tensor, labels: torch.Tensor, owners: int, *, max_agree: int = 3,
+                         exclusive: bool = True) -> list[torch.Tensor]:
+    """Which images are each owner model's distinctive mistakes: one N bool mask per owner (the base, then each
+    twin), from the panel's labels ``predictions`` (P x N: the ``owners`` owner models first, then the references)
+    and the true ``labels`` (N). A mistake is distinctive when, with ``exclusive``, no other owner model gives the
+    same label and at most ``max_agree`` references do; without, when at most ``max_agree`` of the other panel
+    models do (the earlier rule).
+
+    Example:
+        >>> masks = distinctive_mistakes(torch.tensor([[1, 2], [1, 0], [3, 2]]), torch.tensor([0, 0]), owners=2)
+        >>> [m.tolist() for m in masks]
+        [[False, True], [False, False]]
+    """
+    preds, y = predictions.long(), labels.long()
+    masks = []
+    for o in range(owners):
+        if exclusive:  # no other owner shares model o's label; at most max_agree references do
+            ok = ((preds[:owners] == preds[o]).sum(0) == 1) & ((preds[owners:] == preds[o]).sum(0) <= max_agree)
+        else:  # at most max_agree of the other panel models give model o's label
+            ok = (preds == preds[o]).sum(0) - 1 <= max_agree
+        masks.append((preds[o] != y) & ok)
+    return masks
 
 
 def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor, *,
@@ -64,7 +88,8 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
             when at most this many of the references give the same wrong label (and, with ``exclusive``, no other
             owner model does). exclusive: drop the mistakes another owner model (base or twin) shares; they carry
             no information on d. False is the earlier rule: ``max_agree`` then counts every other panel model.
-            per_model: keep at most this many per section (drawn with ``seed``, or the most confident with ``rank``); None keeps all.
+            per_model: keep at most this many per section (drawn with ``seed``, or the most confident with
+            ``rank``); None keeps all.
             predictions: the panel's labels on ``images`` (P x N, rows in the order base, twins, references), when
             already computed.
         rank: ``random`` keeps a seeded random ``per_model`` of each section, in image order; ``confidence`` orders
@@ -121,12 +146,8 @@ def mistake_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.T
     y = labels.long()
     gen = torch.Generator().manual_seed(seed)
     keep, sections = [], []
-    for o in range(owners):
-        if exclusive:  # no other owner shares model o's label; at most max_agree references do
-            ok = ((preds[:owners] == preds[o]).sum(0) == 1) & ((preds[owners:] == preds[o]).sum(0) <= max_agree)
-        else:  # at most max_agree of the other panel models give model o's label
-            ok = (preds == preds[o]).sum(0) - 1 <= max_agree
-        idx = torch.nonzero((preds[o] != y) & ok).flatten()
+    for o, mask in enumerate(distinctive_mistakes(preds, y, owners, max_agree=max_agree, exclusive=exclusive)):
+        idx = torch.nonzero(mask).flatten()
         if rank == "confidence":
             idx = idx[torch.sort(confidences[o][idx].float(), descending=True, stable=True).indices][:per_model]
         elif per_model is not None and len(idx) > per_model:
