@@ -88,10 +88,12 @@ def format_entries(entries: list[dict[str, Any]]) -> str:
     """A plain-text table of cache entries."""
     if not entries:
         return "(empty)"
-    lines = [f"{'test acc':>8}  lineage"]
+    width = max(len(e.get("spec", e["path"])) for e in entries)
+    lines = [f"{'name (what to type)':<{width}}  {'test acc':>8}  lineage"]
     for e in entries:
         acc = e["test_accuracy"]
-        lines.append(f"{(f'{100 * acc:.2f}%' if isinstance(acc, (int, float)) else '-'):>8}  {e['lineage']}")
+        lines.append(f"{e.get('spec', e['path']):<{width}}  "
+                     f"{(f'{100 * acc:.2f}%' if isinstance(acc, (int, float)) else '-'):>8}  {e['lineage']}")
     return "\n".join(lines)
 
 

@@ -36,7 +36,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                                   "vit, vgg16, vgg19, resnet50, hf) or package.module:callable; default: from the model card")
     g.add_argument("--arch-kw", type=kv_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument, e.g. --arch-kw width=0.25 (repeatable)")
-    g.add_argument("--normalization", help="cifar10, imagenet or none; default: from the model card, else none")
+    g.add_argument("--normalization", help="what the model expects of [0, 1] pixels x: cifar10, imagenet, none, 0-255 "
+                                           "(x * 255), or MEAN/STD as (x - MEAN) / STD, one value or one per "
+                                           "channel (0.5/0.5, 0.485,0.456,0.406/0.229,0.224,0.225); default: from "
+                                           "the model card, else none")
     g.add_argument("--onnx-layout", choices=["auto", "nchw", "nhwc"],
                    help="ONNX suspects: input layout (default: the card's, else from the declared input shape)")
     g.add_argument("--onnx-scale", type=float, choices=[1.0, 255.0],

@@ -193,6 +193,12 @@ def _test_words(t: dict[str, Any], decision: str | None = None, p_value: float |
         words = f"{t['test']}: {t['matches']}/{t['n']} match ({100 * t['match_rate']:.1f}%)"
         if t.get("answered", t["n"]) < t.get("examples", t["n"]) and not t.get("p_value_is_bound"):
             words += f" among the {t['answered']} of {t['examples']} examples answered"
+        if t.get("chance_p_value") is not None and t.get("calibrated_p_value") is not None and \
+                t["chance_p_value"] > t["calibrated_p_value"]:
+            from ..judge.verify import format_p
+
+            words += (f"; its own answer mix gives that by chance with p {format_p(t['chance_p_value'])} "
+                      f"(calibrated null alone {format_p(t['calibrated_p_value'])})")
     if t.get("p_value_is_bound"):
         words += " (stopped early: the decision could no longer change; p is a bound)"
     p = t.get("p_value") if decision is None else p_value
@@ -208,12 +214,14 @@ def _verdict_line(v: Any, n_tests: int) -> str:
     from ..judge.verify import format_p
 
     d = v.to_dict()
+    warn = (d.get("answer_mix") or {}).get("warning")
+    tail = f"\n    warning: {warn}" if warn else ""
     if n_tests == 1:
-        return f"{v.suspect}: " + _test_words(v.tests[0], v.decision, v.p_value).split(": ", 1)[1]
+        return f"{v.suspect}: " + _test_words(v.tests[0], v.decision, v.p_value).split(": ", 1)[1] + tail
     head = (f"{v.suspect}: {v.decision.upper()}, p = {format_p(v.p_value)} (Bonferroni over {n_tests} tests)"
             f"{', caught by the ' + v.fired + ' test' if v.fired else ''}; {v.queries} queries"
             f"{' (stopped early)' if d.get('stopped_early') else ''}")
-    return "\n".join([head] + [f"    {_test_words(t)}" for t in v.tests])
+    return "\n".join([head] + [f"    {_test_words(t)}" for t in v.tests]) + tail
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -253,7 +261,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         null = f"spread in [{cal['s_min']:g}, {cal['s_max']:g}]" if cal.get("null") == "logit-normal" else \
             f"beta-binomial rho {cal['rho']:.3f}"
         print(f"  calibration       {len(cal['references'])} references, null mean {100 * cal['mu']:.1f}% ({null}), "
-              f"derived at >= {cal['threshold_matches']}/{fp.n} (level {cal['level']})")
+              f"derived at >= {cal['threshold_matches']}/{fp.n} and above the suspect's own chance "
+              f"(level {cal['level']})")
+        from ..make.kit import calibration_floor
+
+        if calibration_floor(cal, fp.n):
+            print(f"  note              {calibration_floor(cal, fp.n)}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..errors import CharexError
@@ -198,6 +199,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     caches = {"bundled": bundled_dir(), "cache": args.cache}
     entries = {label: ModelCache(root).entries() for label, root in caches.items()}
+    for e in entries["bundled"]:  # what a user types to name it
+        e["spec"] = f"bundled:{Path(e['path']).stem}"
     if args.json:
         print(dumps(entries))
     else:

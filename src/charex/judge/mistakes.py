@@ -1,10 +1,13 @@
 """The mistake test's statistic, its null and its verdict (the queries are made by :mod:`charex.make.mistakes`).
 
-For each suspect, d = (share of the base's distinctive mistakes it repeats) - (mean share of the twins' it repeats).
-Under the null (a model derived from neither the base nor a twin) the base and its twins are exchangeable, so d has
+For each suspect, d = (share of the base's distinctive mistakes it repeats) - (mean share of the twins' it repeats),
+taken within each target class (the wrong label a section's model gave) and averaged over the classes with weights
+fixed by the section sizes (since issue 30: sections with different label mixes otherwise favour a suspect that
+merely leans to one class; :func:`charex.judge.chance.stratified_contrast`). Under the null (a model derived from neither the base nor a twin) the base and its twins are exchangeable, so d has
 mean zero. Its spread has two parts: how far an independent model's own d sits from zero (s, the calibration
 models' root mean square d on the kit's sections; their own sampling error is left in it, which errs on the safe
-side) and the suspect's sampling error on the queries it answered (se, binomial). The ``components`` rule (the
+side) and the suspect's sampling error on the queries it answered (se: its matches shuffled across sections within
+each class, which is what a suspect whose answers ignore the section does). The ``components`` rule (the
 default since issue 24) adds them, d / sqrt(s^2 + se^2), against a Student-t whose degrees of freedom follow
 Welch-Satterthwaite (k calibration models for the s^2 part, se known): t(k) when s dominates (many answers), the
 normal when se does (few). The earlier ``max`` rule (calibration blocks without a ``rule``) took the larger of
@@ -26,6 +29,7 @@ from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
 from ..models.probe import Models, named_models, probe_model
+from .chance import Contrast, stratified_contrast
 from .verify import predict
 
 __all__ = ["MistakeNull", "MistakeScore", "balanced_order", "calibrate_mistakes", "components_p", "is_ranked",
@@ -34,6 +38,7 @@ __all__ = ["MistakeNull", "MistakeScore", "balanced_order", "calibrate_mistakes"
 METHOD = "mistakes"
 LADDER = (50, 100, 200, 300, 500, 1000, 2000, 5000)  # the prefixes a ranked test's null is also calibrated on
 RULES = ("components", "max")  # how the calibration spread and the suspect's sampling error make one p-value
+STATISTICS = ("within-class", "raw")  # d within target classes (issue 30), or across them (blocks made before)
 
 
 def ranked_order(sizes: list[int]) -> list[int]:
@@ -87,26 +92,41 @@ def sections(fp: FingerprintSet) -> list[int]:
 class MistakeScore:
     """A suspect's agreement with each section: ``rates[0]`` the base's mistakes, ``rates[1:]`` the twins'.
 
-    ``d`` = rates[0] - mean(rates[1:]); ``se`` its binomial standard error."""
+    ``d`` is the statistic (since issue 30): the same contrast taken within each target class
+    (:func:`charex.judge.chance.stratified_contrast`), so that sections whose label mixes differ do not favour a
+    suspect that merely leans to one class; ``se`` its standard error with the suspect's matches exchangeable across
+    sections within a class. ``raw_d`` = rates[0] - mean(rates[1:]) and ``raw_se`` (binomial) are the statistic
+    before issue 30 (what calibration blocks without ``statistic`` hold). A score built from section totals alone
+    (``within`` None: no classes known) has ``d`` = ``raw_d`` and ``se`` = ``raw_se``."""
 
     rates: tuple[float, ...]
     counts: tuple[int, ...]
     sizes: tuple[int, ...]
+    within: Contrast | None = None
 
     @property
     def d(self) -> float:
-        return self.rates[0] - sum(self.rates[1:]) / (len(self.rates) - 1)
+        return self.raw_d if self.within is None else self.within.d
 
     @property
     def se(self) -> float:
+        return self.raw_se if self.within is None else self.within.se
+
+    @property
+    def raw_d(self) -> float:
+        return self.rates[0] - sum(self.rates[1:]) / (len(self.rates) - 1)
+
+    @property
+    def raw_se(self) -> float:
         t = len(self.rates) - 1
         var = self.rates[0] * (1 - self.rates[0]) / self.sizes[0] + sum(
             r * (1 - r) / n for r, n in zip(self.rates[1:], self.sizes[1:])) / t ** 2
         return math.sqrt(max(var, 0.25 / sum(self.sizes) ** 2))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"d": self.d, "se": self.se, "rates": list(self.rates), "counts": list(self.counts),
-                "sizes": list(self.sizes)}
+        return {"d": self.d, "se": self.se, "raw_d": self.raw_d, "rates": list(self.rates),
+                "counts": list(self.counts), "sizes": list(self.sizes),
+                "unused": 0 if self.within is None else self.within.unused}
 
 
 def is_ranked(fp: FingerprintSet) -> bool:
@@ -142,7 +162,9 @@ def score_answers(fp: FingerprintSet, labels: torch.Tensor, answered: torch.Tens
     sizes = [int(c.sum()) for c in torch.split(mask, parts)]
     if min(sizes) < 1:
         raise CharexError(f"every section needs answers; answered per section: {sizes}")
-    return MistakeScore(tuple(c / n for c, n in zip(counts, sizes)), tuple(counts), tuple(sizes))
+    section = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor(parts))
+    within = stratified_contrast(fp.targets[mask].numpy(), hit[mask].numpy(), section[mask].numpy(), len(parts))
+    return MistakeScore(tuple(c / n for c, n in zip(counts, sizes)), tuple(counts), tuple(sizes), within)
 
 
 @dataclass(frozen=True)
@@ -155,6 +177,7 @@ class MistakeNull:
     digests: tuple[str, ...] = ()
     ladder: tuple[tuple[int, tuple[float, ...]], ...] = ()  # (prefix queries, the models' d on it); last: all
     rule: str = "components"  # "max" for calibration blocks written before issue 24's rule
+    statistic: str = "within-class"  # "raw" for calibration blocks written before issue 30
 
     @property
     def scale(self) -> float:
@@ -173,20 +196,32 @@ class MistakeNull:
     def p_value(self, s: MistakeScore) -> float:
         """P(d at least this large) for an independent suspect. ``components``: d / sqrt(spread^2 + se^2) against a
         Student-t with Welch-Satterthwaite degrees of freedom, nu = (spread^2 + se^2)^2 / (spread^4 / k); ``max``
-        (older blocks): the larger of t_k(d / spread) and normal(d / se)."""
+        (older blocks): the larger of t_k(d / spread) and normal(d / se). A block calibrated on the ``raw`` statistic
+        (before issue 30) judges the raw d it was calibrated on, guarded by the within-class contrast's chance p
+        (normal(d / se), the larger of the two), so that a suspect that merely leans to one class is not claimed."""
         k = len(self.differences)
         spread = max(self.spread(sum(s.sizes)), 1e-9)
+        d, se = (s.raw_d, s.raw_se) if self.statistic == "raw" else (s.d, s.se)
         if self.rule == "max":
-            return max(float(stats.t.sf(s.d / spread, df=k)), float(stats.norm.sf(s.d / s.se)))
-        return components_p(s.d, spread, s.se, k)
+            p = max(float(stats.t.sf(d / spread, df=k)), float(stats.norm.sf(d / se)))
+        else:
+            p = components_p(d, spread, se, k)
+        if self.statistic == "raw":
+            p = max(p, float(stats.norm.sf(s.d / s.se)) if s.se > 0 else 0.5)
+        return p
 
     def to_dict(self) -> dict[str, Any]:
-        method = ("d = base-mistake rate - twin-mistake rate; null mean 0, spread^2 = the calibration models' "
-                  "mean square d + the suspect's binomial variance, Student-t with Welch-Satterthwaite dof"
+        method = ("d = base-mistake rate - twin-mistake rate within each target class (weighted by the classes' "
+                  "effective sizes); null mean 0, spread^2 = the calibration models' mean square d + the suspect's "
+                  "within-class permutation variance, Student-t with Welch-Satterthwaite dof"
+                  if self.statistic != "raw" and self.rule == "components" else
+                  "d = base-mistake rate - twin-mistake rate; null mean 0, spread^2 = the calibration models' "
+                  "mean square d + the suspect's binomial variance, Student-t with Welch-Satterthwaite dof; guarded "
+                  "by the within-class contrast's chance p"
                   if self.rule == "components" else
                   "d = base-mistake rate - twin-mistake rate; null mean 0, Student-t (k dof) on the calibration "
                   "models' rms d, and normal on the suspect's own standard error; larger p")
-        out = {"method": method, "rule": self.rule, "differences": list(self.differences), "names": list(self.names),
+        out = {"method": method, "rule": self.rule, "statistic": self.statistic, "differences": list(self.differences), "names": list(self.names),
                "scale": self.scale}
         if self.ladder:
             out["ladder"] = [{"queries": m, "differences": list(d)} for m, d in self.ladder]
@@ -213,8 +248,12 @@ class MistakeNull:
         rule = block.get("rule", "max")  # blocks written before the components rule have none
         if rule not in RULES:
             raise CharexError(f"the mistake calibration's rule must be one of {', '.join(RULES)}, got {rule!r}")
+        statistic = block.get("statistic", "raw")  # blocks written before issue 30 have none
+        if statistic not in STATISTICS:
+            raise CharexError(f"the mistake calibration's statistic must be one of {', '.join(STATISTICS)}, got "
+                              f"{statistic!r}")
         return cls(tuple(float(v) for v in block["differences"]), tuple(str(r["name"]) for r in refs),
-                   tuple(str(r["digest"]) for r in refs), ladder, rule)
+                   tuple(str(r["digest"]) for r in refs), ladder, rule, statistic)
 
 
 def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:

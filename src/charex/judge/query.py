@@ -140,8 +140,18 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     for tj in range(len(tests)):
         if results[tj] is None and notes[tj] is None:
             notes[tj] = f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
-    verdict = combine(kit, results, name, {**(extra or {}), "sent": sent, "stopped_early": early}, notes)
+    verdict = combine(kit, results, name, {**(extra or {}), "sent": sent, "stopped_early": early,
+                                           **_mix(kit, list(known.values()))}, notes)
     return dataclasses.replace(verdict, queries=sent)
+
+
+def _mix(kit: Kit, labels: list[int]) -> dict[str, Any]:
+    """``answer_mix``: how concentrated the suspect's answers were (each image once), with a warning when nearly
+    all are one class (:class:`charex.judge.chance.AnswerMix`)."""
+    from .chance import answer_mix
+
+    mix = answer_mix(labels)
+    return {} if mix is None else {"answer_mix": mix.to_dict(kit.classes.get("classes"))}
 
 
 def _result(t: Any, got: dict[int, int], stopped_at: float | None,
@@ -164,13 +174,14 @@ def judge_answers(kit: Kit, answers: dict[int, int], name: str) -> KitVerdict:
     from .answers import with_repeats
 
     answered = len(answers)
+    mix = _mix(kit, list(answers.values()))
     answers = with_repeats(answers, kit.keys)
     results, notes = [], []
     for t, got in zip(kit.judges(), kit.split(answers)):
         r, note = _result(t, got, None, None)
         results.append(r)
         notes.append(note or (None if got else "not answered"))
-    extra = {"answered": answered, "examples": kit.n}
+    extra = {"answered": answered, "examples": kit.n, **mix}
     return dataclasses.replace(combine(kit, results, name, extra, notes), queries=answered)
 
 

@@ -109,28 +109,34 @@ class ExampleTest:
         return sum(int(self.fp.targets[i]) == int(lab) for i, lab in answers.items())
 
     def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult:
-        """The verdict on what was answered. ``stopped_at``: the rest was not sent because the decision at this
-        level was settled (:meth:`settled`), so p is taken at the full n with every unsent query counted against
-        the decision (a bound)."""
+        """The verdict on what was answered: p is the larger of the calibrated p and the suspect's own chance p
+        (:func:`~charex.judge.verify.verdict_from_answers`). ``stopped_at``: the rest was not sent because the
+        decision at this level was settled (:meth:`settled`), so the calibrated p is taken at the full n with every
+        unsent query counted against the decision (a bound), and the chance p is multiplied by n (the stop may have
+        been taken after any answer: Bonferroni over the n looks)."""
         from .null import p_value, threshold
-        from .verify import verdict_from_count
+        from .verify import verdict_from_answers
 
         if not answers:
             raise CharexError(f"no answers to the {self.name} test")
         k, m, fp, cal = self._k(answers), len(answers), self.fp, self.fp.calibration
-        v = verdict_from_count(fp, self.name, k, m)
+        v = verdict_from_answers(fp, self.name, answers)
         detail = {"matches": k, "n": m, "match_rate": v.match_rate, "null_rate": v.null_rate,
-                  "threshold": v.threshold, "answered": m, "examples": fp.n}
+                  "threshold": v.threshold, "answered": m, "examples": fp.n, **v.extra}
         p = v.p_value
         if stopped_at is not None and cal is not None and m < fp.n:
             t = threshold(cal, fp.n, stopped_at)
-            p = p_value(cal, k if k >= t else k + fp.n - m, fp.n)
-            detail.update(threshold=t / fp.n, p_value_is_bound=True)
+            bound = p_value(cal, k if k >= t else k + fp.n - m, fp.n)
+            p = max(bound, min(1.0, fp.n * v.extra["chance_p_value"]))
+            detail.update(threshold=t / fp.n, calibrated_p_value=bound, p_value_is_bound=True)
         return TestResult(self.name, float(k), p, m, detail)
 
     def settled(self, answers: Answers, level: float) -> bool | None:
-        """True (derived) or False (not derived) once no further answer can change the decision at ``level``
-        over all n queries; None while it can."""
+        """False (not derived) once no further answer can lift the matches to the calibrated threshold over all n
+        queries; True (derived) once the matches reach it and the chance p of the answers so far is at most
+        ``level`` / n (a stop may be taken after any of the n answers: Bonferroni over them keeps the reported
+        p, n times the chance p, valid); None while the decision can change."""
+        from .chance import permutation_tail
         from .null import threshold
 
         cal = self.fp.calibration
@@ -138,10 +144,12 @@ class ExampleTest:
             return None
         t = threshold(cal, self.fp.n, level)
         k, left = self._k(answers), self.fp.n - len(answers)
-        if k >= t:
-            return True
         if k + left < t:
             return False
+        if k >= t:
+            idx = sorted(answers)
+            chance = permutation_tail([int(self.fp.targets[i]) for i in idx], [int(answers[i]) for i in idx])
+            return True if chance * (self.fp.n if left else 1) <= level else None
         return None
 
 

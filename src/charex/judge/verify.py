@@ -24,8 +24,9 @@ from ..models.probe import Models, eval_mode, model_device, named_models, probe_
 from ..types import Verdict
 
 
-__all__ = ["calibrate", "calibration_strength", "fit_beta_binomial", "format_p", "match_count", "match_rate",
-           "null_p_value", "predict", "verdict_from_count", "verify", "verify_answers"]
+__all__ = ["calibrate", "calibration_strength", "fit_beta_binomial", "format_p", "match_count", "match_labels",
+           "match_rate", "null_p_value", "predict", "verdict_from_answers", "verdict_from_count", "verify",
+           "verify_answers"]
 
 
 def batch_logits(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name: str = "model") -> torch.Tensor:
@@ -70,11 +71,16 @@ def _require_match_fingerprint(fp: FingerprintSet) -> None:
                           "`charex mistakes-verify`, not by match counts")
 
 
-def match_count(model: nn.Module, fp: FingerprintSet, name: str = "model") -> int:
-    """Number of fingerprint examples ``model`` classifies as their target label."""
+def match_labels(model: nn.Module, fp: FingerprintSet, name: str = "model") -> torch.Tensor:
+    """``model``'s label for every fingerprint example (after checking its input shape and class count)."""
     _require_match_fingerprint(fp)
     probe_model(model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
-    return int((predict(model, fp.pixels(), name=name) == fp.targets).sum())
+    return predict(model, fp.pixels(), name=name)
+
+
+def match_count(model: nn.Module, fp: FingerprintSet, name: str = "model") -> int:
+    """Number of fingerprint examples ``model`` classifies as their target label."""
+    return int((match_labels(model, fp, name) == fp.targets).sum())
 
 
 def match_rate(model: nn.Module, fp: FingerprintSet, name: str = "model") -> float:
@@ -95,18 +101,46 @@ def null_p_value(k: int, n: int, mu: float, rho: float) -> float:
 
 
 def verdict_from_count(fp: FingerprintSet, name: str, k: int, m: int | None = None,
-                       extra: dict[str, Any] | None = None) -> Verdict:
+                       extra: dict[str, Any] | None = None, chance: float | None = None) -> Verdict:
     """The verdict for ``k`` matches among ``m`` (default all n) of ``fp``'s examples: ``uncalibrated`` without
-    a calibration block, else p = P(K_m >= k) under the calibrated null scaled to m examples."""
+    a calibration block, else p = P(K_m >= k) under the calibrated null scaled to m examples. ``chance``: the
+    suspect's own chance p (:func:`charex.judge.chance.permutation_tail`); p is then the larger of the two (use
+    :func:`verdict_from_answers`, which computes it, whenever the answers are known)."""
     _require_match_fingerprint(fp)
     m = fp.n if m is None else m
     cal = fp.calibration
+    extra = dict(extra or {})
+    if chance is not None:
+        extra["chance_p_value"] = chance
     if cal is None:
-        return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, extra=dict(extra or {}))
+        return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, extra=extra)
     p = p_value(cal, k, m)
+    if chance is not None:
+        extra["calibrated_p_value"] = p
+        p = max(p, chance)
     threshold = cal["threshold_rate"] if m == fp.n else null_threshold(cal, m, cal["level"]) / m
     return Verdict(suspect=name, match_rate=k / m, matches=k, n=m, null_rate=cal["mu"], threshold=threshold,
-                   p_value=p, decision="derived" if p <= cal["level"] else "not derived", extra=dict(extra or {}))
+                   p_value=p, decision="derived" if p <= cal["level"] else "not derived", extra=extra)
+
+
+def verdict_from_answers(fp: FingerprintSet, name: str, answers: Mapping[int, int],
+                         extra: dict[str, Any] | None = None) -> Verdict:
+    """The verdict on a suspect's answers to some of ``fp``'s examples (index -> label), guarded by its own label
+    frequencies: p is the larger of the calibrated p (more matches than independent models) and the exact
+    permutation p of the answers against the targets of the same examples (more matches than the suspect's own
+    answers give by chance; :func:`charex.judge.chance.permutation_tail`). Either null makes p valid, so a suspect
+    that answers one class to everything, or at random with any prior, is never judged derived."""
+    from .chance import permutation_tail
+
+    _require_match_fingerprint(fp)
+    idx = sorted(answers)
+    if not idx:
+        raise CharexError("no answers to verify")
+    if idx[0] < 0 or idx[-1] >= fp.n:
+        raise CharexError(f"answers name examples outside 0..{fp.n - 1}")
+    targets, labels = [int(fp.targets[i]) for i in idx], [int(answers[i]) for i in idx]
+    k = sum(a == t for a, t in zip(labels, targets))
+    return verdict_from_count(fp, name, k, len(idx), extra, chance=permutation_tail(targets, labels))
 
 
 def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
@@ -154,7 +188,27 @@ def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
         **null, "level": level, "threshold_matches": threshold, "threshold_rate": threshold / fp.n, "references": rows,
     }
     block.update(calibration_strength(threshold, fp.n, null["mu"], len(rows)))
+    floor = floor_note([r["matches"] for r in rows], fp.n, threshold)
+    if floor:
+        block["floor"] = floor
     return fp.with_calibration(block)
+
+
+FLOOR_RATE = 0.02  # calibration models that all match at most this share of the examples leave the null at its floor
+
+
+def floor_note(counts: list[int], n: int, threshold: int) -> str | None:
+    """A sentence for a null fitted on calibration models that matched (nearly) nothing (each at most
+    :data:`FLOOR_RATE` of the ``n`` examples): what the null then rests on and what that costs; None otherwise."""
+    if max(counts) > max(1, FLOOR_RATE * n):
+        return None
+    return (f"every calibration model matched at most {max(counts)} of the {n} examples, so the null rests on that "
+            f"floor and 'derived' by the calibrated null alone needs only {threshold}/{n} matches: a suspect whose "
+            "answers merely lean to some classes reaches that by chance. The chance guard decides those (a suspect must "
+            "also match more often than its own answers to the same examples give by chance, exact permutation "
+            "test), so verdicts stay valid; the cost is that a suspect is then claimed on its label frequencies' "
+            "terms, not on what independent models do. Calibration models that match a few examples (other "
+            "architectures, other seeds) measure the spread instead of assuming it")
 
 
 # a useful derived copy (pruned <= 95% and fine-tuned, fine-tuned, int8) matches at least this fraction of
@@ -198,7 +252,8 @@ def verify(fp: FingerprintSet, suspects: Models) -> list[Verdict]:
         >>> [v.decision for v in verify(fp, {"suspect": model})]  # doctest: +SKIP
         ['derived']
     """
-    return [verdict_from_count(fp, name, match_count(m, fp, name)) for name, m in named_models(suspects)]
+    return [verdict_from_answers(fp, name, dict(enumerate(match_labels(m, fp, name).tolist())))
+            for name, m in named_models(suspects)]
 
 
 def verify_answers(fp: FingerprintSet, answers: Mapping[int, int], name: str = "answers") -> Verdict:
@@ -210,11 +265,4 @@ def verify_answers(fp: FingerprintSet, answers: Mapping[int, int], name: str = "
     Example:
         >>> v = verify_answers(fp, read_answers("answers.csv", fp), "api.example.com")  # doctest: +SKIP
     """
-    _require_match_fingerprint(fp)
-    if not answers:
-        raise CharexError("no answers to verify")
-    idx = sorted(answers)
-    if idx[0] < 0 or idx[-1] >= fp.n:
-        raise CharexError(f"answers name examples outside 0..{fp.n - 1}")
-    k = sum(int(fp.targets[i]) == int(answers[i]) for i in idx)
-    return verdict_from_count(fp, name, k, len(idx), {"answered": len(idx), "examples": fp.n})
+    return verdict_from_answers(fp, name, answers, {"answered": len(answers), "examples": fp.n})

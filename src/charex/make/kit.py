@@ -92,14 +92,30 @@ def describe(kit: Kit, out: Any = None) -> None:
                   "distinctive mistakes, "
                   f"{', '.join(map(str, secs[1:]))} of its {len(secs) - 1} twin(s); null from "
                   f"{len(cal.get('differences', []))} calibration models (rms d {cal.get('scale', float('nan')):.4f}, "
-                  f"{cal.get('rule', 'max')} rule)", file=out)
+                  f"{cal.get('rule', 'max')} rule, {cal.get('statistic', 'raw')} statistic)", file=out)
+            if cal and cal.get("statistic", "raw") == "raw":
+                print("  note       calibrated before issue 30 on d across classes: judged on that d, guarded by the "
+                      "within-class contrast; make the kit again for the within-class statistic", file=out)
         else:
             print(f"  {t.name:<10} {fp.n} queries; null from {len(cal.get('references', []))} calibration models, "
                   f"mean {100 * cal.get('mu', float('nan')):.1f}%, derived alone at >= "
-                  f"{cal.get('threshold_matches')}/{fp.n}", file=out)
+                  f"{cal.get('threshold_matches')}/{fp.n} and above the suspect's own chance", file=out)
+            floor = calibration_floor(cal, fp.n)
+            if floor:
+                print(f"  note       {floor}", file=out)
     for note in kit.meta.get("missing", []):
         print(f"  missing    {note}", file=out)
 
+
+def calibration_floor(cal: dict[str, Any], n: int) -> str | None:
+    """The calibration-floor note of a count test's block (:func:`charex.judge.verify.floor_note`), also for blocks
+    written before it was stored."""
+    from ..judge.verify import floor_note
+
+    counts = [int(r["matches"]) for r in cal.get("references", []) if isinstance(r, dict) and "matches" in r]
+    if cal.get("floor") or not counts or "threshold_matches" not in cal:
+        return cal.get("floor")
+    return floor_note(counts, n, int(cal["threshold_matches"]))
 
 
 def refuse_overlap(roles: dict[str, Sequence[str]]) -> None:

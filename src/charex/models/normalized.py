@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any, Sequence
 
 import torch
@@ -14,6 +15,7 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "0-255": ((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)),  # a model that expects 0-255 pixels (Keras, ONNX, ...)
 }
 
 
@@ -52,9 +54,18 @@ class Normalized(nn.Module):
 
 def resolve_normalization(norm: str | tuple[Sequence[float], Sequence[float]] | None,
                           channels: int = 3) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Turn a preset name or a (mean, std) pair into per-channel tuples."""
+    """Turn a preset name (``none``, ``cifar10``, ``imagenet``, ``0-255``: a model that expects 0-255 pixels), a
+    ``MEAN/STD`` string (comma-separated per-channel values, or one value for every channel, on charex's [0, 1]
+    pixels: the model receives (x - mean) / std) or a (mean, std) pair into per-channel tuples.
+
+    Example:
+        >>> resolve_normalization("0.5/0.25")
+        ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    """
     if norm is None:
         norm = "none"
+    if isinstance(norm, str) and "/" in norm:
+        norm = _mean_std(norm, channels)
     if isinstance(norm, str):
         if norm not in NORMALIZATIONS:
             raise CharexError(f"unknown normalization {norm!r}; known: {', '.join(NORMALIZATIONS)} or MEAN/STD lists")
@@ -64,6 +75,21 @@ def resolve_normalization(norm: str | tuple[Sequence[float], Sequence[float]] | 
         return tuple(mean), tuple(std)
     mean, std = norm
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _mean_std(text: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``MEAN/STD`` -> per-channel tuples (one value repeats over the channels); an error names what is wrong."""
+    try:
+        mean, std = ([float(v) for v in part.split(",")] for part in text.split("/"))
+    except ValueError:
+        raise CharexError(f"normalization {text!r} is not MEAN/STD: comma-separated numbers on each side of one "
+                          "'/', e.g. 0.5,0.5,0.5/0.25,0.25,0.25") from None
+    mean, std = (v * channels if len(v) == 1 else v for v in (mean, std))
+    if len(mean) != channels or len(std) != channels:
+        raise CharexError(f"normalization {text!r} needs one value or {channels} values on each side")
+    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise CharexError(f"normalization {text!r}: values must be finite and every std > 0")
+    return tuple(mean), tuple(std)
 
 
 def state_digest(module: nn.Module) -> str:

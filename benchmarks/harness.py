@@ -1,0 +1,89 @@
+"""What benchmarks share: pools of models by name, suspects that answer from a label vector, verdicts at budgets.
+
+    from harness import answers_suspect, load_pool_model, verdicts_at, write_result
+
+A budget is what ``charex verify KIT SUSPECT --max-queries N`` sends (sequential stop, send order from ``seed``);
+budget 0 means every query answered (``charex verify KIT --answers FILE`` with a full answers file).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from charex.judge.kit import Kit, KitVerdict
+from charex.judge.query import judge, judge_answers
+
+
+def load_pool_model(name: str, pool: str = "runs/pool24") -> torch.nn.Module:
+    """A model by name: ``bundled:NAME`` or a bare bundled name, else a folder ``POOL/NAME`` (``charex train``)."""
+    from charex import load_model
+
+    if name.startswith("bundled:"):
+        return load_model(name)
+    folder = Path(pool) / name
+    return load_model(str(folder) if folder.exists() else f"bundled:{name}")
+
+
+class ArraySuspect:
+    """A suspect that answers kit query ``i`` with ``labels[i]`` (kit numbering): a drawn answer vector or a model's
+    labels computed once."""
+
+    batch_size = 256
+
+    def __init__(self, kit: Kit, labels: Sequence[int]) -> None:
+        self.offsets = {id(fp): o for fp, o in zip(kit.tests, kit.offsets)}
+        self.vector = [int(v) for v in labels]
+
+    def labels(self, fp: Any, idx: list[int]) -> list[int]:
+        off = self.offsets[id(fp)]
+        return [self.vector[off + i] for i in idx]
+
+
+def kit_labels(kit: Kit, model: torch.nn.Module, name: str = "model") -> torch.Tensor:
+    """``model``'s logits on every kit query (kit numbering), N x classes."""
+    from charex.judge.verify import batch_logits
+
+    x = kit.images
+    return batch_logits(model, x.float() / 255 if x.dtype == torch.uint8 else x, name=name)
+
+
+def verdicts_at(kit: Kit, labels: Sequence[int], budget: int, seed: int = 0, name: str = "suspect") -> KitVerdict:
+    """The kit's verdict on a suspect answering ``labels`` (kit numbering) at ``budget`` queries (0: all answered)."""
+    if budget == 0:
+        return judge_answers(kit, {i: int(v) for i, v in enumerate(labels)}, name)
+    return judge(kit, ArraySuspect(kit, labels), name, max_queries=budget, sequential=True, seed=seed)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson 95% interval of a rate k / n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+def machine() -> dict[str, Any]:
+    """The CPU and thread count every benchmark records."""
+    from charex.dtypes import platform_record
+
+    return {**platform_record(torch.device("cpu")), "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__}
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's JSON atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
