@@ -28,9 +28,12 @@ def derived_name(parent: str, op: str, *args: Any, **kw: Any) -> str:
     return f"{parent}|{op}({','.join(parts)})"
 
 
-def prune_name(parent: str, scope: str, ratio: float, finetune_epochs: int, seed: int) -> str:
-    """Lineage of a pruned (and fine-tuned) copy: ``parent|prune(scope,ratio,ft=E,seed=S)``."""
-    return derived_name(parent, "prune", scope, float(ratio), ft=finetune_epochs, seed=seed)
+def prune_name(parent: str, scope: str, ratio: float, finetune_epochs: int, seed: int, data: str = "train") -> str:
+    """Lineage of a pruned (and fine-tuned) copy: ``parent|prune(scope,ratio,ft=E,seed=S)``, with ``data=D`` before
+    the seed when it was fine-tuned on other data than the whole training set."""
+    if data == "train":
+        return derived_name(parent, "prune", scope, float(ratio), ft=finetune_epochs, seed=seed)
+    return derived_name(parent, "prune", scope, float(ratio), ft=finetune_epochs, data=data, seed=seed)
 
 
 def iterative_prune_name(parent: str, ratio: float, epochs_per_round: int, tolerance: float, data: str,

@@ -119,3 +119,32 @@ def test_user_arch_suspect_served_over_the_inference_protocol(user_package, tmp_
         assert json.loads(capsys.readouterr().out)["results"][0]["matches"] == expected
     finally:
         srv.shutdown()
+
+
+def test_user_arch_beside_bundled_models_and_its_derived_copies(user_package, tmp_path, capsys) -> None:
+    """Issue 30: ``--arch`` reaches only the files whose card names no architecture (or names that one), so a user
+    model is calibrated against bundled models in one call; ``FILE::ARCH`` names one file's; a copy charex derives
+    from it loads with either route and says which to use without; ``derive`` on a program refuses before any work."""
+    arch, w = user_package
+    fp, cal = tmp_path / "fp.safetensors", tmp_path / "cal.safetensors"
+    assert main(["generate", str(w[0]), "--arch", arch, "--input-shape", "3,32,32", "--n", "8", "--steps", "3",
+                 "--quiet", "--dtype", "float32", "-o", str(fp)]) == 0, capsys.readouterr().err
+    assert main(["calibrate", str(fp), "--reference", "bundled:independent-3", "bundled:reference-wide", str(w[2]),
+                 "--arch", arch, "--quiet", "-o", str(cal)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["calibrate", str(fp), "--reference", "bundled:independent-3", f"{w[2]}::{arch}", "--quiet",
+                 "-o", str(tmp_path / "cal2.safetensors")]) == 0, capsys.readouterr().err
+    q = tmp_path / "q.safetensors"
+    assert main(["derive", "quantize", str(w[0]), "--arch", arch, "--to", "float16", "-o", str(q)]) == 0
+    capsys.readouterr()
+    for route in ([str(q), "--arch", arch], [f"{q}::{arch}"]):
+        assert main(["verify", str(cal), *route, "--json"]) in (0, 1), capsys.readouterr().err
+        capsys.readouterr()
+    assert main(["verify", str(cal), str(q)]) == 2
+    assert f"{q}::{arch}" in capsys.readouterr().err
+    program = tmp_path / "m.pt2"
+    net = load_model(str(w[0]), arch=arch).model
+    torch.export.save(torch.export.export(net.eval(), (torch.rand(2, 3, 32, 32),)), program)
+    assert main(["derive", "quantize", str(program), "-o", str(tmp_path / "p.safetensors")]) == 2
+    assert "no architecture charex can rebuild" in capsys.readouterr().err
+    assert not (tmp_path / "p.safetensors").exists()

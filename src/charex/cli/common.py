@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any, Callable
 
+from ..errors import CharexError
+
 EXIT_DERIVED, EXIT_NOT_DERIVED, EXIT_ERROR, EXIT_UNCALIBRATED = 0, 1, 2, 3
 
 # add(name, function, help) -> the subcommand's parser (with its example as the epilog)
@@ -31,9 +33,12 @@ def kv_arg(text: str) -> tuple[str, Any]:
         return k, v
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model loading (applies to every model named on the command line)")
+    g = p.add_argument_group("model loading (applies to every model named on the command line; one model's own "
+                             "architecture: MODEL::ARCH)")
     g.add_argument("--arch", help="architecture for weight-only files: registry name (cnn1, resnet, plain, wide, tiny, "
-                                  "vit, vgg16, vgg19, resnet50, hf) or package.module:callable; default: from the model card")
+                                  "vit, vgg16, vgg19, resnet50, hf) or package.module:callable; it applies to the "
+                                  "models whose card names no architecture (or names this one), never overrides a "
+                                  "card's own (bundled models keep theirs); name one file's with FILE::ARCH")
     g.add_argument("--arch-kw", type=kv_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument, e.g. --arch-kw width=0.25 (repeatable)")
     g.add_argument("--normalization", help="what the model expects of [0, 1] pixels x: cifar10, imagenet, none, 0-255 "
@@ -61,9 +66,36 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
             "trust_remote_code": getattr(args, "trust_remote_code", False)}
 
 def load(args: argparse.Namespace, spec: str) -> Any:
+    """The model ``spec`` names, with the command line's loading options. ``FILE::ARCH`` gives that one file its
+    architecture (a registry name or package.module:callable; its card's is then overridden); ``--arch`` applies to
+    every file whose card names no architecture, or names exactly this one (a copy charex derived from a model
+    built with your code), so that bundled models and your own can be named in one command."""
     from ..models import load_model
 
-    return load_model(spec, **load_options(args))
+    opts = load_options(args)
+    spec, sep, own = spec.rpartition("::") if "::" in spec else (spec, "", "")
+    if sep:
+        if not own or not spec:
+            raise CharexError(f"{spec}{sep}{own}: MODEL::ARCH needs a model and an architecture on each side")
+        opts["arch"] = own
+    elif opts["arch"] is not None and _card_arch(spec) not in (None, opts["arch"]):
+        opts.update(arch=None, arch_kwargs={})  # the file's card names its own architecture: it wins
+    return load_model(spec, **opts)
+
+
+def _card_arch(spec: str) -> str | None:
+    """The architecture a model file's card (or a bundled model's) names, None when it names none or the spec is
+    not a file charex reads a card from (loading then reports any problem)."""
+    from pathlib import Path
+
+    from ..models.loading import bundled_dir, read_card
+
+    path = bundled_dir() / f"{spec.split(':', 1)[1]}.safetensors" if spec.startswith("bundled:") else Path(spec)
+    try:
+        arch = read_card(path).get("arch") if path.is_file() else None
+    except Exception:
+        return None
+    return arch if isinstance(arch, str) else None
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))

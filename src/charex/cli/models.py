@@ -105,6 +105,11 @@ def cmd_derive(args: argparse.Namespace) -> int:
     from ..train import accuracy
 
     base = load(args, args.model)
+    if "arch" not in base.card:  # checked before any work: a copy is saved as weights plus the architecture
+        raise CharexError(f"{args.model} is a program (torch.export, TorchScript or ONNX) with no architecture charex "
+                          "can rebuild, so a derived copy could not be saved as weights: bring its weights as "
+                          "safetensors or a state dict with --arch NAME or --arch package.module:callable "
+                          "(docs/byo-models.md), or derive copies with your own training code")
     has_test = args.data is not None or _has_default_data()
     # drops are measured on the same test set
     base_acc = accuracy(base, cifar_split(args, "test")) if has_test else None
@@ -126,8 +131,11 @@ def cmd_derive(args: argparse.Namespace) -> int:
             results.append(_write_derived(args, m, stats, out, base_acc))
     elif args.how == "prune":
         seeds = [args.seed + r for r in range(args.repeats)]
-        data = cifar_split(args, "train") if args.finetune_epochs else None
-        names = [prune_name(parent, args.scope, args.ratio, args.finetune_epochs, s) for s in seeds]
+        if not args.finetune_epochs and args.data_split != "all":
+            raise CharexError(f"--data-split {args.data_split} chooses the data a pruned copy is retrained on: give "
+                              "--finetune-epochs N or --until-within POINTS (without, no data is used)")
+        data, data_name = _thief_data(args) if args.finetune_epochs else (None, "train")
+        names = [prune_name(parent, args.scope, args.ratio, args.finetune_epochs, s, data_name) for s in seeds]
         for s, out in zip(seeds, _outputs(args, names)):
             m, stats = prune_model(base, args.ratio, scope=args.scope, finetune_epochs=args.finetune_epochs,
                                    data=data, seed=s, lr=args.lr, progress=not args.quiet)

@@ -225,7 +225,8 @@ def _check_card_arch(name: Any, path: Path) -> None:
     if name not in ARCHITECTURES:
         raise ModelLoadError(f"{path}: the model card names architecture {name!r:.80}, which is not in charex's "
                              f"registry ({', '.join(sorted(ARCHITECTURES))}); charex imports code only when you "
-                             "name it yourself: pass --arch (arch=...) if you trust it")
+                             f"name it yourself: if you trust it, name it for this file ({path}::{name:.80}) or pass --arch "
+                             f"{name:.80} (arch=...)")
 
 
 def _from_state_dict(path: Path, state: dict[str, Any], card: dict[str, Any]) -> tuple[nn.Module, None]:
