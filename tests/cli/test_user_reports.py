@@ -18,10 +18,24 @@ def test_normalization_names_0_255_and_mean_std(tmp_path) -> None:
             assert torch.allclose(m(x), plain(want), atol=1e-4), norm
 
 
-def test_bad_normalization_is_named(tmp_path, capsys) -> None:
+def test_normalization_reaches_the_models_without_one(tmp_path, capsys) -> None:
+    """``--normalization`` (like ``--arch``) applies to the files whose card names none; bundled models keep theirs."""
+    from safetensors.torch import save_file
+
+    from charex.cli.common import load_options
+    from charex.cli.common import load as cli_load
+    import argparse
+
+    weights = tmp_path / "w.safetensors"
+    save_file(load_model("bundled:base").model.state_dict(), weights)
     out = tmp_path / "q.safetensors"
-    assert main(["derive", "quantize", "bundled:base", "--normalization", "0.5/0", "-o", str(out)]) == 2
+    assert main(["derive", "quantize", str(weights), "--arch", "cnn1", "--arch-kw", "width=0.25",
+                 "--normalization", "0.5/0", "-o", str(out)]) == 2
     assert "every std > 0" in capsys.readouterr().err and not out.exists()
+    args = argparse.Namespace(arch="cnn1", arch_kw=[("width", 0.25)], normalization="0-255", trust_pickle=False)
+    assert load_options(args)["normalization"] == "0-255"
+    assert cli_load(args, str(weights)).card["std"][0] == 1 / 255
+    assert cli_load(args, "bundled:base").card["std"] == load_model("bundled:base").card["std"]
     from charex.errors import CharexError
     from charex.models.normalized import resolve_normalization
 

@@ -43,8 +43,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="architecture argument, e.g. --arch-kw width=0.25 (repeatable)")
     g.add_argument("--normalization", help="what the model expects of [0, 1] pixels x: cifar10, imagenet, none, 0-255 "
                                            "(x * 255), or MEAN/STD as (x - MEAN) / STD, one value or one per "
-                                           "channel (0.5/0.5, 0.485,0.456,0.406/0.229,0.224,0.225); default: from "
-                                           "the model card, else none")
+                                           "channel (0.5/0.5, 0.485,0.456,0.406/0.229,0.224,0.225); for the models "
+                                           "whose card names none (a card's own is kept); default: none")
     g.add_argument("--onnx-layout", choices=["auto", "nchw", "nhwc"],
                    help="ONNX suspects: input layout (default: the card's, else from the declared input shape)")
     g.add_argument("--onnx-scale", type=float, choices=[1.0, 255.0],
@@ -67,35 +67,39 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def load(args: argparse.Namespace, spec: str) -> Any:
     """The model ``spec`` names, with the command line's loading options. ``FILE::ARCH`` gives that one file its
-    architecture (a registry name or package.module:callable; its card's is then overridden); ``--arch`` applies to
+    architecture (a registry name or package.module:callable; its card's is then overridden). ``--arch`` applies to
     every file whose card names no architecture, or names exactly this one (a copy charex derived from a model
-    built with your code), so that bundled models and your own can be named in one command."""
+    built with your code), and ``--normalization`` to every file whose card names none, so that bundled models and
+    your own can be named in one command."""
     from ..models import load_model
 
     opts = load_options(args)
     spec, sep, own = spec.rpartition("::") if "::" in spec else (spec, "", "")
+    if sep and (not own or not spec):
+        raise CharexError(f"{spec}{sep}{own}: MODEL::ARCH needs a model and an architecture on each side")
+    card = _card(spec)
     if sep:
-        if not own or not spec:
-            raise CharexError(f"{spec}{sep}{own}: MODEL::ARCH needs a model and an architecture on each side")
         opts["arch"] = own
-    elif opts["arch"] is not None and _card_arch(spec) not in (None, opts["arch"]):
+    elif opts["arch"] is not None and card.get("arch") not in (None, opts["arch"]):
         opts.update(arch=None, arch_kwargs={})  # the file's card names its own architecture: it wins
+    if opts["normalization"] is not None and "mean" in card and "std" in card:
+        opts["normalization"] = None  # the card says what the model expects
     return load_model(spec, **opts)
 
 
-def _card_arch(spec: str) -> str | None:
-    """The architecture a model file's card (or a bundled model's) names, None when it names none or the spec is
-    not a file charex reads a card from (loading then reports any problem)."""
+def _card(spec: str) -> dict[str, Any]:
+    """The card of a model file (or a bundled model); {} when it has none or the spec is not a file charex reads a
+    card from (loading then reports any problem)."""
     from pathlib import Path
 
     from ..models.loading import bundled_dir, read_card
 
     path = bundled_dir() / f"{spec.split(':', 1)[1]}.safetensors" if spec.startswith("bundled:") else Path(spec)
     try:
-        arch = read_card(path).get("arch") if path.is_file() else None
+        return read_card(path) if path.is_file() else {}
     except Exception:
-        return None
-    return arch if isinstance(arch, str) else None
+        return {}
+
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
