@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ EXAMPLES = {
     "zoo": "charex zoo list --cache runs/models",
     "export-model": "charex export-model pruned.safetensors pruned.onnx   # then: charex verify FP pruned.onnx",
     "data": "charex data download ~/data  # then: --data ~/data/cifar-10-batches-py",
+    "import-keras": "charex import-keras cnn_model.h5 -o keras-cnn.safetensors   # a Keras Sequential model, "
+                    "0-255 pixels\n  charex import-keras model.h5 --normalization none -o m.safetensors   # one "
+                    "trained on [0, 1] pixels",
 }
 
 
@@ -201,6 +205,38 @@ def cmd_export_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_keras(args: argparse.Namespace) -> int:
+    from ..judge.chance import answer_mix
+    from ..judge.verify import predict
+    from ..models import Normalized, save_model
+    from ..models.keras import read_keras
+    from ..models.normalized import resolve_normalization
+    from ..train import accuracy
+
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise CharexError(f"import-keras writes a charex model file: the output must end in .safetensors, got {out}")
+    net, card = read_keras(args.model)
+    mean, std = resolve_normalization(args.normalization, card["input_shape"][0])
+    model = Normalized(net, mean, std, {**card, "normalization": args.normalization,
+                                        "lineage": f"keras({Path(args.model).name})"})
+    shape = tuple(card["input_shape"])
+    words = ""
+    if shape == (3, 32, 32) and card["num_classes"] == 10 and (args.data is not None or _has_default_data()):
+        test = cifar_split(args, "test")
+        model.card["test_accuracy"] = accuracy(model, test)
+        model.card["classes"] = list(test.classes)
+        mix = answer_mix(predict(model, test.images[:2000].float() / 255).tolist())
+        words = f", CIFAR-10 test accuracy {100 * model.card['test_accuracy']:.1f}%"
+        if mix is not None and mix.nearly_constant:
+            print(f"warning: {mix.to_dict()['warning']}", file=sys.stderr)
+    save_model(model, out)
+    print(f"wrote {out}: Keras {card['keras_version'] or ''} Sequential, {len(card['arch_kwargs']['layers'])} layers, "
+          f"input {list(shape)}, {card['num_classes']} classes, pixels as {args.normalization}{words}; "
+          f"name it as {out} in every command (no --arch needed)")
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from ..models.loading import bundled_dir
     from ..zoo import ModelCache, dumps, format_entries
@@ -290,6 +326,15 @@ def register(add: Add) -> None:
     d.add_argument("--json", action="store_true")
     d.add_argument("--quiet", action="store_true")
     add_model_args(d)
+
+    ik = add("import-keras", cmd_import_keras, EXAMPLES["import-keras"],
+             "rebuild a Keras Sequential image classifier saved whole (.h5) as a charex model file (no TensorFlow)")
+    ik.add_argument("model", help="the Keras model file (.h5, saved with model.save, not save_weights)")
+    ik.add_argument("-o", "--output", required=True, help="the charex model file to write (.safetensors)")
+    ik.add_argument("--normalization", default="0-255",
+                    help="what the Keras model was fed, given [0, 1] pixels: 0-255 (default: raw pixel values, as "
+                         "most Keras pipelines feed them), none ([0, 1]), cifar10, imagenet or MEAN/STD")
+    ik.add_argument("--data", help="CIFAR-10 folder to measure the test accuracy (default: the shared copy)")
 
     em = add("export-model", cmd_export_model, EXAMPLES["export-model"],
              "write a model as ONNX (the way derived copies reach edge devices), with a sidecar JSON card")

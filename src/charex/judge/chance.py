@@ -24,14 +24,16 @@ chance; valid when either null holds). docs/method.md, "Answers that lean".
 from __future__ import annotations
 
 import math
+import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["AnswerMix", "Contrast", "answer_mix", "permutation_tail", "stratified_contrast"]
+__all__ = ["AnswerMix", "Contrast", "answer_mix", "contrast_coefficients", "permutation_p", "permutation_tail",
+           "stratified_contrast"]
 
 # a suspect whose answers are this concentrated on one class is flagged (a wrong pixel scale or normalization)
 CONSTANT_SHARE = 0.5
@@ -86,57 +88,137 @@ class Contrast:
 
     Attributes:
         d: sum_c w_c (rate of section 0 in class c - mean over sections 1.. of their rates in class c).
-        se: its standard error under exchangeability within classes (pooled, hypergeometric).
+        se: its standard error with the suspect's matches exchangeable across sections within a class.
         strata: the classes used (every section has answered queries of that class), with their weights.
         unused: answered queries in classes some section lacks (not used).
+        coef: each answered query's coefficient in d (d = coef . hits; 0 for an unused query).
     """
 
     d: float
     se: float
     strata: dict[int, float]
     unused: int
+    coef: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False, repr=False)
 
 
-def stratified_contrast(targets: Sequence[int], hits: Sequence[bool], section: Sequence[int],
-                        sections: int) -> Contrast:
-    """The contrast ``rate(section 0) - mean rate(sections 1..)`` taken within each target class.
-
-    In class c, with n_jc answered queries of section j and r_jc the share the suspect answered with the target,
-    the class's contrast is r_0c - (1/T) sum_{j>=1} r_jc (T = sections - 1); its weight w_c is proportional to
-    h_c = 1 / (1/n_0c + sum_j 1/(T^2 n_jc)) (the contrast's effective size) over the classes every section holds,
-    so it depends on the queries answered, never on the answers. The standard error is the contrast's spread when
-    the suspect's matches in each class are shuffled across sections (pooled rate r_c over N_c queries):
-    se^2 = sum_c w_c^2 r_c (1 - r_c) N_c / (N_c - 1) / h_c. A suspect whose answers do not depend on the section
-    within a class (one class to everything, any prior) has E[d] = 0 and a spread of se.
-
-    Args:
-        targets, hits, section: per answered query: its target, whether the suspect answered it, its section index.
-        sections: the number of sections (the base's and each twin's).
-    """
+def contrast_coefficients(targets: Sequence[int], section: Sequence[int], sections: int,
+                          within: bool = True) -> tuple[np.ndarray, dict[int, float], np.ndarray]:
+    """Each answered query's coefficient in d, so that d = coef . hits; they depend on which queries were answered,
+    never on the answers. ``within``: w_c / n_0c in section 0 and -w_c / (T n_jc) in twin section j, with class c's
+    weight w_c proportional to h_c = 1 / (1/n_0c + sum_j 1/(T^2 n_jc)) over the classes every section holds (0 for
+    a query of another class); else (the statistic before issue 30) 1/n_0 and -1/(T n_j) whatever the class.
+    Returns (coef, the classes' weights, the per-class effective sizes h_c, 0 for a class not used)."""
     T = sections - 1
     if T < 1:
         raise ValueError("a contrast needs two or more sections")
     t = np.asarray(targets, dtype=np.int64).reshape(-1)
+    sec = np.asarray(section, dtype=np.int64).reshape(-1)
+    if not within:
+        sizes = np.bincount(sec, minlength=sections).astype(float)
+        return np.where(sec == 0, 1.0, -1.0 / T) / sizes[sec], {}, np.zeros(0)
+    classes, ti = np.unique(t, return_inverse=True)
+    n = np.bincount(ti * sections + sec, minlength=len(classes) * sections).reshape(len(classes), sections)
+    full = n.min(1) > 0
+    eff = np.zeros(len(classes))
+    eff[full] = 1.0 / (1.0 / n[full, 0] + (1.0 / n[full, 1:]).sum(1) / T ** 2)
+    w = eff / eff.sum() if full.any() else eff
+    nq = np.maximum(n[ti, sec], 1)
+    coef = np.where(full[ti], np.where(sec == 0, w[ti] / nq, -w[ti] / (T * nq)), 0.0)
+    return coef, {int(c): float(w[i]) for i, c in enumerate(classes) if full[i]}, eff[ti]
+
+
+def stratified_contrast(targets: Sequence[int], hits: Sequence[bool], section: Sequence[int],
+                        sections: int, images: Sequence[int] | None = None) -> Contrast:
+    """The contrast ``rate(section 0) - mean rate(sections 1..)`` taken within each target class.
+
+    In class c, with n_jc answered queries of section j and r_jc the share the suspect answered with the target,
+    the class's contrast is r_0c - (1/T) sum_{j>=1} r_jc (T = sections - 1), weighted by w_c
+    (:func:`contrast_coefficients`). The standard error is the contrast's spread when the suspect's matches in each
+    class are shuffled across sections (pooled rate r_c over N_c queries):
+    se^2 = sum_c w_c^2 r_c (1 - r_c) N_c / (N_c - 1) / h_c. A suspect whose answers do not depend on the section
+    within a class (one class to everything, any prior) has E[d] = 0 and about that spread; the verdict does not rest
+    on this normal approximation alone (:func:`permutation_p`).
+
+    One image can be a query of two sections (a mistake of the base and, with another wrong label, of a twin): it
+    gets one answer, which can match one of its targets, never both. With ``images`` (an image id per query) se^2
+    adds, for every two queries i, k of one image, 2 c_i c_k (1[t_i = t_k] r_i - r_i r_k) (c: the coefficients, r:
+    the class's pooled rate), the covariance of two matches of one answer.
+
+    Args:
+        targets, hits, section: per answered query: its target, whether the suspect answered it, its section index.
+        sections: the number of sections (the base's and each twin's).
+        images: per answered query, an id shared by the queries of one image (None: every query its own image).
+    """
+    t = np.asarray(targets, dtype=np.int64).reshape(-1)
     if not len(t):
         return Contrast(0.0, 0.0, {}, 0)
-    classes, t = np.unique(t, return_inverse=True)
-    cell = t * sections + np.asarray(section, dtype=np.int64).reshape(-1)
-    n = np.bincount(cell, minlength=len(classes) * sections).reshape(len(classes), sections).astype(float)
-    m = np.bincount(cell, weights=np.asarray(hits, dtype=float).reshape(-1),
-                    minlength=len(classes) * sections).reshape(len(classes), sections)
-    full = n.min(1) > 0
-    unused = int(n[~full].sum())
-    if not full.any():
-        return Contrast(0.0, 0.0, {}, unused)
-    n, m, classes = n[full], m[full], classes[full]
-    eff = 1.0 / (1.0 / n[:, 0] + (1.0 / n[:, 1:]).sum(1) / T ** 2)
-    w = eff / eff.sum()
-    rates = m / n
-    d = float((w * (rates[:, 0] - rates[:, 1:].mean(1))).sum())
-    big = n.sum(1)
-    r = m.sum(1) / big
-    var = float((w * w * r * (1 - r) * big / np.maximum(big - 1, 1) / eff).sum())
-    return Contrast(d, math.sqrt(max(var, 0.0)), {int(c): float(v) for c, v in zip(classes, w)}, unused)
+    h = np.asarray(hits, dtype=float).reshape(-1)
+    coef, strata, eff = contrast_coefficients(t, section, sections)
+    used = coef != 0
+    d = float(coef @ h)
+    classes, ti = np.unique(t, return_inverse=True)
+    big = np.bincount(ti[used], minlength=len(classes)).astype(float)
+    r = np.bincount(ti[used], weights=h[used], minlength=len(classes)) / np.maximum(big, 1)
+    w = np.array([strata.get(int(c), 0.0) for c in classes])
+    h = _per_class(eff, ti, len(classes))  # each class's effective size h_c (0: not used)
+    ok = (h > 0) & (big > 1)
+    var = float((w[ok] ** 2 * r[ok] * (1 - r[ok]) * big[ok] / (big[ok] - 1) / h[ok]).sum())
+    if images is not None and used.any():
+        var += _shared_image_covariance(coef[used], ti[used], np.asarray(images).reshape(-1)[used], r)
+    return Contrast(d, math.sqrt(max(var, 0.0)), strata, int((~used).sum()), coef)
+
+
+def _per_class(per_query: np.ndarray, ti: np.ndarray, k: int) -> np.ndarray:
+    """A per-query value that is constant within a class, per class (0 for a class with no query)."""
+    out = np.zeros(k)
+    out[ti] = per_query
+    return out
+
+
+def _shared_image_covariance(coef: np.ndarray, t: np.ndarray, images: np.ndarray, r: np.ndarray) -> float:
+    """2 sum over pairs of queries of one image of c_i c_k (1[t_i = t_k] r_i - r_i r_k) (:func:`stratified_contrast`)."""
+    _, g = np.unique(images, return_inverse=True)
+    if g.max(initial=-1) + 1 == len(g):  # every image asked once
+        return 0.0
+    a = coef * r[t]
+    cross = float((np.bincount(g, weights=a) ** 2).sum() - (a * a).sum())  # sum over i != k of a_i a_k
+    cells, gt = np.unique(g * (t.max() + 1) + t, return_inverse=True)  # (image, target) cells
+    cell_r = r[cells % (t.max() + 1)]
+    same = float((cell_r * (np.bincount(gt, weights=coef) ** 2 - np.bincount(gt, weights=coef * coef))).sum())
+    return same - cross
+
+
+DRAWS = 1999  # permutations of the Monte Carlo guard: p resolves down to 1 / 2,000
+
+
+def permutation_p(coef: np.ndarray, targets: Sequence[int], images: Sequence[int], labels: Sequence[int],
+                  draws: int = DRAWS, seed: int | None = None) -> float:
+    """P(d* >= d) when the suspect's answers are shuffled over the images it answered: the conditional test of
+    "its answers carry no trace of which image got which answer" (given its own answer frequencies), for any linear
+    statistic d = coef . hits of the answered queries (hits: answer == target; an image asked in two sections has
+    one answer, shuffled as one). Monte Carlo with ``draws`` shuffles, p = (1 + #{d* >= d}) / (draws + 1), valid at
+    any ``draws``; the seed is taken from the answers unless given, so a verdict is reproducible.
+
+    Args:
+        coef: each answered query's coefficient (:func:`contrast_coefficients`).
+        targets, images, labels: per answered query: its target, its image id, the suspect's answer.
+    """
+    t = np.asarray(targets, dtype=np.int64).reshape(-1)
+    a = np.asarray(labels, dtype=np.int64).reshape(-1)
+    uniq, g = np.unique(np.asarray(images).reshape(-1), return_inverse=True)
+    per_image = np.zeros(len(uniq), dtype=np.int64)
+    per_image[g] = a
+    d = float(coef @ (a == t))
+    if seed is None:
+        seed = zlib.crc32(a.astype(np.int32).tobytes()) ^ zlib.crc32(t.astype(np.int32).tobytes())
+    rng = np.random.default_rng(seed)
+    above, done = 0, 0
+    while done < draws:
+        b = min(256, draws - done)
+        shuffled = rng.permuted(np.broadcast_to(per_image, (b, len(per_image))), axis=1)
+        above += int(((shuffled[:, g] == t) @ coef >= d - 1e-12).sum())
+        done += b
+    return (1 + above) / (draws + 1)
 
 
 @dataclass(frozen=True)

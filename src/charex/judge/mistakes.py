@@ -29,11 +29,11 @@ from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
 from ..models.probe import Models, named_models, probe_model
-from .chance import Contrast, stratified_contrast
+from .chance import Contrast, contrast_coefficients, permutation_p, stratified_contrast
 from .verify import predict
 
 __all__ = ["MistakeNull", "MistakeScore", "balanced_order", "calibrate_mistakes", "components_p", "is_ranked",
-           "ranked_order", "score", "score_answers", "sections", "verify_mistakes"]
+           "judged_p", "ranked_order", "score", "score_answers", "sections", "verify_mistakes"]
 
 METHOD = "mistakes"
 LADDER = (50, 100, 200, 300, 500, 1000, 2000, 5000)  # the prefixes a ranked test's null is also calibrated on
@@ -163,7 +163,8 @@ def score_answers(fp: FingerprintSet, labels: torch.Tensor, answered: torch.Tens
     if min(sizes) < 1:
         raise CharexError(f"every section needs answers; answered per section: {sizes}")
     section = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor(parts))
-    within = stratified_contrast(fp.targets[mask].numpy(), hit[mask].numpy(), section[mask].numpy(), len(parts))
+    within = stratified_contrast(fp.targets[mask].numpy(), hit[mask].numpy(), section[mask].numpy(), len(parts),
+                                 _image_ids(fp)[mask].numpy())
     return MistakeScore(tuple(c / n for c, n in zip(counts, sizes)), tuple(counts), tuple(sizes), within)
 
 
@@ -194,21 +195,17 @@ class MistakeNull:
         return math.sqrt(sum(v * v for v in diffs) / len(diffs))
 
     def p_value(self, s: MistakeScore) -> float:
-        """P(d at least this large) for an independent suspect. ``components``: d / sqrt(spread^2 + se^2) against a
-        Student-t with Welch-Satterthwaite degrees of freedom, nu = (spread^2 + se^2)^2 / (spread^4 / k); ``max``
-        (older blocks): the larger of t_k(d / spread) and normal(d / se). A block calibrated on the ``raw`` statistic
-        (before issue 30) judges the raw d it was calibrated on, guarded by the within-class contrast's chance p
-        (normal(d / se), the larger of the two), so that a suspect that merely leans to one class is not claimed."""
+        """The calibrated p: P(d at least this large) for an independent suspect. ``components``: d /
+        sqrt(spread^2 + se^2) against a Student-t with Welch-Satterthwaite degrees of freedom,
+        nu = (spread^2 + se^2)^2 / (spread^4 / k); ``max`` (older blocks): the larger of t_k(d / spread) and
+        normal(d / se). A block calibrated on the ``raw`` statistic (before issue 30) judges the raw d it was
+        calibrated on. The verdict also takes the chance guard (:func:`judged_p`)."""
         k = len(self.differences)
         spread = max(self.spread(sum(s.sizes)), 1e-9)
         d, se = (s.raw_d, s.raw_se) if self.statistic == "raw" else (s.d, s.se)
         if self.rule == "max":
-            p = max(float(stats.t.sf(d / spread, df=k)), float(stats.norm.sf(d / se)))
-        else:
-            p = components_p(d, spread, se, k)
-        if self.statistic == "raw":
-            p = max(p, float(stats.norm.sf(s.d / s.se)) if s.se > 0 else 0.5)
-        return p
+            return max(float(stats.t.sf(d / spread, df=k)), float(stats.norm.sf(d / se)))
+        return components_p(d, spread, se, k)
 
     def to_dict(self) -> dict[str, Any]:
         method = ("d = base-mistake rate - twin-mistake rate within each target class (weighted by the classes' "
@@ -256,6 +253,36 @@ class MistakeNull:
                    tuple(str(r["digest"]) for r in refs), ladder, rule, statistic)
 
 
+GUARD_GATE = 0.05  # the chance guard is computed when the calibrated p is at most this (else it cannot matter)
+
+
+def judged_p(fp: FingerprintSet, null: MistakeNull, labels: torch.Tensor, answered: torch.Tensor,
+             s: MistakeScore) -> tuple[float, float, float | None]:
+    """The mistake test's p on a suspect's answers: the larger of the calibrated p (:meth:`MistakeNull.p_value`) and
+    the chance guard, the permutation p of the same statistic with the suspect's answers shuffled over the images it
+    answered (:func:`charex.judge.chance.permutation_p`): derived needs a d that independent models do not reach
+    *and* that the suspect's own answer frequencies do not give by chance. The guard is exact (Monte Carlo, 1,999
+    shuffles, seeded by the answers) where the calibrated p's normal approximation of the suspect's own sampling
+    error is not (skewed answers, few of them). Returns (p, calibrated p, guard p or None when the calibrated p
+    exceeds :data:`GUARD_GATE`)."""
+    calibrated = null.p_value(s)
+    if calibrated > GUARD_GATE:
+        return calibrated, calibrated, None
+    parts = sections(fp)
+    mask = answered.bool().cpu()
+    section = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor(parts))[mask].numpy()
+    targets = fp.targets[mask].numpy()
+    coef = contrast_coefficients(targets, section, len(parts), within=null.statistic != "raw")[0]
+    guard = permutation_p(coef, targets, _image_ids(fp)[mask].numpy(), labels.long().cpu()[mask].numpy())
+    return max(calibrated, guard), calibrated, guard
+
+
+def _image_ids(fp: FingerprintSet) -> torch.Tensor:
+    """One id per query, shared by the queries of one image (:attr:`FingerprintSet.keys`)."""
+    ids: dict[bytes, int] = {}
+    return torch.tensor([ids.setdefault(k, len(ids)) for k in fp.keys])
+
+
 def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
     """The null from two or more independent models (never the base, a twin, or a reference of ``fp``).
 
@@ -298,7 +325,10 @@ def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, 
     :func:`charex.judge.answers.read_answers`): its score, p-value and ``derived`` (p <= level)."""
     if not 0 < level < 1:
         raise CharexError(f"level must lie in (0, 1), got {level}")
-    scores = [(name, score(fp, m, name)) for name, m in named_models(suspects)]
+    scores = []
+    for name, m in named_models(suspects):
+        labels = _answers_of(fp, m, name)
+        scores.append((name, labels, torch.ones(fp.n, dtype=torch.bool)))
     from .answers import with_repeats
 
     for name, got in (answers or {}).items():
@@ -306,10 +336,11 @@ def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, 
         labels, mask = torch.zeros(fp.n, dtype=torch.int64), torch.zeros(fp.n, dtype=torch.bool)
         for i, label in got.items():
             labels[i], mask[i] = label, True
-        scores.append((name, score_answers(fp, labels, mask)))
+        scores.append((name, labels, mask))
     out = []
-    for name, s in scores:
-        p = null.p_value(s)
-        out.append({"model": name, **s.to_dict(), "p_value": p, "derived": p <= level, "level": level})
+    for name, labels, mask in scores:
+        s = score_answers(fp, labels, mask)
+        p, calibrated, guard = judged_p(fp, null, labels, mask, s)
+        out.append({"model": name, **s.to_dict(), "p_value": p, "calibrated_p_value": calibrated,
+                    "chance_p_value": guard, "derived": p <= level, "level": level})
     return out
-

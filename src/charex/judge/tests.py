@@ -187,17 +187,24 @@ class MistakeTest:
         return score_answers(self.fp, labels, mask)
 
     def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult:
-        """The score on what was answered (each section needs answers). ``stopped_at``: the decision at this level
-        was settled before every query was sent (:meth:`settled`), so p is taken at the completion of the unsent
-        queries least favourable to that decision (a bound)."""
+        """The score on what was answered (each section needs answers): p the larger of the calibrated p and the
+        chance guard (:func:`~charex.judge.mistakes.judged_p`). ``stopped_at``: the decision at this level was
+        settled before every query was sent (:meth:`settled`), so the calibrated p is taken at the completion of
+        the unsent queries least favourable to that decision (a bound), the guard on what was answered."""
+        from .mistakes import judged_p
+
         labels, mask = _labels(self.fp, answers)
         s = self._score(labels, mask)
-        p = None if self.null is None else self.null.p_value(s)
         detail: dict[str, Any] = {**s.to_dict(), "answered": int(mask.sum()), "examples": self.fp.n}
-        if stopped_at is not None and self.null is not None and int(mask.sum()) < self.fp.n:
-            best, worst = self._extremes(labels, mask)
-            p = worst if worst <= stopped_at else best
-            detail["p_value_is_bound"] = True
+        p = None
+        if self.null is not None:
+            p, calibrated, guard = judged_p(self.fp, self.null, labels, mask, s)
+            detail.update(calibrated_p_value=calibrated, chance_p_value=guard)
+            if stopped_at is not None and int(mask.sum()) < self.fp.n:
+                best, worst = self._extremes(labels, mask)
+                bound = worst if worst <= stopped_at else best
+                p = bound if guard is None else max(bound, guard)
+                detail.update(calibrated_p_value=bound, p_value_is_bound=True)
         return TestResult(self.name, s.d, p, int(mask.sum()), detail)
 
     def _extremes(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:

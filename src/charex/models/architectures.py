@@ -309,6 +309,13 @@ def hf(**kw: Any) -> nn.Module:
     return build_hf(**kw)
 
 
+def keras(**kw: Any) -> nn.Module:
+    """A Keras Sequential classifier rebuilt from its layer list (:mod:`charex.models.keras`)."""
+    from .keras import KerasSequential
+
+    return KerasSequential(**kw)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "cnn1": CNN1,
     "tiny": TinyNet,
@@ -320,6 +327,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "vgg19": vgg19,
     "resnet50": ResNet50,
     "hf": hf,
+    "keras": keras,
 }
 
 
