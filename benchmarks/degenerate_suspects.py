@@ -2,11 +2,14 @@
 
     python benchmarks/degenerate_suspects.py --json docs/data/degenerate-suspects.json \
         --kit readme=runs/demo/kit.safetensors --kit no-twins=runs/kits/no-twins.safetensors \
-        --kit plain=runs/kits/plain.safetensors --kit wide-no-twins=runs/kits/wide-no-twins.safetensors
+        --kit resnet-floor=runs/kits/resnet-floor.safetensors --kit wide-no-twins=runs/kits/wide-no-twins.safetensors \
+        --kit plain=runs/kits/plain.safetensors --kit keras-no-twins=runs/thirdparty/kit.safetensors
+    python benchmarks/degenerate_suspects.py --table docs/data/degenerate-suspects.json   # results.md's tables
 
 The kits (each made by one command, docs/results.md, "Answers that lean"): the README's (the demo's: bundled:base,
-two twins, one reference, three calibration models), the base without twins, a plain VGG-11 base with its own twin,
-and a wide-shallow base without twins whose calibration models match almost nothing (the issue's floor case).
+two twins, one reference, three calibration models), the base without twins, a ResNet-14 base without twins whose
+calibration models match almost nothing (the issue's floor case), a wide-shallow base without twins, a plain VGG-11
+base with its own twin, and the third-party Keras CNN's kit (scripts/third_party_model.sh; at the floor too).
 On each, suspects whose answers carry no trace of the base, at every budget (0: every query answered, as an answers
 file; N: ``--max-queries N``, sequential, send order seeded):
 
@@ -171,16 +174,49 @@ def judge_kit(name: str, kit: Kit, args: argparse.Namespace) -> dict:
     return out
 
 
+def tables(path: str) -> None:
+    """The Markdown tables of docs/results.md, "Answers that lean", from a JSON this script wrote."""
+    import json
+
+    res = json.loads(Path(path).read_text())
+    print(f"Machine: {res['machine']['device']}, {res['machine']['threads']} threads; seed {res['settings']['seed']}\n")
+    print("| kit | tests | one class to everything (claimed / 10 classes, every budget) | random answers: claimed "
+          "of 1,000 priors (95% upper bound) at all / 100 / 1,000 queries | smallest p | innocents with answers "
+          "replaced by one class: claimed (closest p) at all / 1,000 queries |")
+    print("|---|---|---|---|---|---|")
+    for k in res["kits"]:
+        const = max(v["claimed"] for v in k["constant"].values())
+        pri = " / ".join(f"{v['claimed']} ({100 * v['wilson95'][1]:.2f}%)" for v in k["priors"].values())
+        rep = " / ".join(f"{v['claimed']} of {v['trials']} ({v['min_p']:.3g})" for v in k["replaced"].values())
+        print(f"| {k['kit']} | {', '.join(k['tests'])} | {const} | {pri} | "
+              f"{min(v['min_p'] for v in k['priors'].values()):.3g} | {rep} |")
+    print("\n| kit | suspect | budget | derived before | derived after | median p before | median p after |")
+    print("|---|---|---|---|---|---|---|")
+    for k in res["kits"]:
+        for m, rows in (k.get("power") or {}).items():
+            for b in sorted({r["budget"] for r in rows}):
+                rs = [r for r in rows if r["budget"] == b]
+                med = lambda key: float(np.median([r[key]["p"] for r in rs]))  # noqa: E731
+                print(f"| {k['kit']} | {m} | {b or 'all'} | {sum(r['before']['p'] <= k['level'] for r in rs)}/{len(rs)}"
+                      f" | {sum(r['after']['decision'] == 'derived' for r in rs)}/{len(rs)} | {med('before'):.3g} | "
+                      f"{med('after'):.3g} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kit", action="append", required=True, metavar="NAME=PATH")
+    ap.add_argument("--table", metavar="JSON", help="print the tables of a JSON this script wrote, and stop")
+    ap.add_argument("--kit", action="append", metavar="NAME=PATH")
     ap.add_argument("--priors", type=int, default=1000)
     ap.add_argument("--budgets", type=int, nargs="+", default=[0, 100, 1000])
     ap.add_argument("--replace-budgets", type=int, nargs="+", default=[0, 1000])
     ap.add_argument("--orders", type=int, default=10, help="send orders per budget for the power table")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", required=True)
+    ap.add_argument("--json")
     args = ap.parse_args()
+    if args.table:
+        return tables(args.table)
+    if not args.kit or not args.json:
+        ap.error("--kit NAME=PATH (one or more) and --json are needed to run")
     torch.manual_seed(args.seed)
     print(machine())
     result = {"machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "json"}, "kits": []}

@@ -193,12 +193,12 @@ def _test_words(t: dict[str, Any], decision: str | None = None, p_value: float |
         words = f"{t['test']}: {t['matches']}/{t['n']} match ({100 * t['match_rate']:.1f}%)"
         if t.get("answered", t["n"]) < t.get("examples", t["n"]) and not t.get("p_value_is_bound"):
             words += f" among the {t['answered']} of {t['examples']} examples answered"
-        if t.get("chance_p_value") is not None and t.get("calibrated_p_value") is not None and \
-                t["chance_p_value"] > t["calibrated_p_value"]:
-            from ..judge.verify import format_p
+    if t.get("chance_p_value") is not None and t.get("calibrated_p_value") is not None and \
+            t["chance_p_value"] > t["calibrated_p_value"]:
+        from ..judge.verify import format_p
 
-            words += (f"; its own answer mix gives that by chance with p {format_p(t['chance_p_value'])} "
-                      f"(calibrated null alone {format_p(t['calibrated_p_value'])})")
+        words += (f"; its own answer mix gives that by chance with p {format_p(t['chance_p_value'])} "
+                  f"(calibrated null alone {format_p(t['calibrated_p_value'])})")
     if t.get("p_value_is_bound"):
         words += " (stopped early: the decision could no longer change; p is a bound)"
     p = t.get("p_value") if decision is None else p_value

@@ -22,7 +22,7 @@ from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..types import Verdict
 from .kit import Kit, KitVerdict, combine
-from .tests import TestResult
+from .tests import MistakeTest, TestResult
 
 
 class Suspect(Protocol):
@@ -141,16 +141,19 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
         if results[tj] is None and notes[tj] is None:
             notes[tj] = f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
     verdict = combine(kit, results, name, {**(extra or {}), "sent": sent, "stopped_early": early,
-                                           **_mix(kit, list(known.values()))}, notes)
+                                           **_mix(kit, answers)}, notes)
     return dataclasses.replace(verdict, queries=sent)
 
 
-def _mix(kit: Kit, labels: list[int]) -> dict[str, Any]:
-    """``answer_mix``: how concentrated the suspect's answers were (each image once), with a warning when nearly
-    all are one class (:class:`charex.judge.chance.AnswerMix`)."""
+def _mix(kit: Kit, answers: list[dict[int, int]]) -> dict[str, Any]:
+    """``answer_mix``: how concentrated the suspect's answers were, on the natural images of the kit's mistake tests
+    when it answered any, else on the examples, with a warning when nearly all are one class
+    (:class:`charex.judge.chance.AnswerMix`)."""
     from .chance import answer_mix
 
-    mix = answer_mix(labels)
+    natural = [lab for t, got in zip(kit.judges(), answers) if isinstance(t, MistakeTest) for lab in got.values()]
+    mix = answer_mix(natural, True) if natural else answer_mix([lab for got in answers for lab in got.values()],
+                                                                 False)
     return {} if mix is None else {"answer_mix": mix.to_dict(kit.classes.get("classes"))}
 
 
@@ -174,10 +177,10 @@ def judge_answers(kit: Kit, answers: dict[int, int], name: str) -> KitVerdict:
     from .answers import with_repeats
 
     answered = len(answers)
-    mix = _mix(kit, list(answers.values()))
-    answers = with_repeats(answers, kit.keys)
+    per_test = kit.split(with_repeats(answers, kit.keys))
+    mix = _mix(kit, per_test)
     results, notes = [], []
-    for t, got in zip(kit.judges(), kit.split(answers)):
+    for t, got in zip(kit.judges(), per_test):
         r, note = _result(t, got, None, None)
         results.append(r)
         notes.append(note or (None if got else "not answered"))
