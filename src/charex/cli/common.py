@@ -73,7 +73,11 @@ def load(args: argparse.Namespace, spec: str) -> Any:
     your own can be named in one command."""
     from ..models import load_model
 
+    from ..models.architectures import resolve_arch
+
     opts = load_options(args)
+    if opts["arch"] is not None:
+        resolve_arch(opts["arch"])  # a name that resolves to nothing is an error even where a card's own wins
     spec, sep, own = spec.rpartition("::") if "::" in spec else (spec, "", "")
     if sep and (not own or not spec):
         raise CharexError(f"{spec}{sep}{own}: MODEL::ARCH needs a model and an architecture on each side")
