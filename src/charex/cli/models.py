@@ -114,9 +114,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
                           "can rebuild, so a derived copy could not be saved as weights: bring its weights as "
                           "safetensors or a state dict with --arch NAME or --arch package.module:callable "
                           "(docs/byo-models.md), or derive copies with your own training code")
-    card = base.card
-    cifar_shaped = card.get("input_shape") in (None, [3, 32, 32]) and card.get("num_classes") in (None, 10)
-    has_test = (args.data is not None or _has_default_data()) and cifar_shaped
+    ten_classes = base.card.get("num_classes") in (None, 10)  # drops are measured on CIFAR-10's test set
+    has_test = (args.data is not None or _has_default_data()) and ten_classes
     # drops are measured on the same test set
     base_acc = accuracy(base, cifar_split(args, "test")) if has_test else None
     parent = parent_of(base.card)

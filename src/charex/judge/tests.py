@@ -56,7 +56,9 @@ class TestResult:
 
 
 class Test(Protocol):
-    """What every test offers the judge."""
+    """What every test offers the judge. ``result``'s p-value must be valid for a suspect whose answers carry no trace
+    of the base whatever its own answer frequencies (issue 30): the larger of the test's calibrated p and a chance p
+    conditional on the suspect's answers (:mod:`charex.judge.chance`), as both kinds below take."""
 
     __test__ = False
 
