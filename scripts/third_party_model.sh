@@ -26,10 +26,12 @@ $CX inspect "$OUT/kit.safetensors" > "$OUT/kit-inspect.txt"
 [ -f "$OUT/int8.safetensors" ] || $CX derive quantize "$M" --to int8 -o "$OUT/int8.safetensors"
 [ -f "$OUT/finetuned.safetensors" ] || $CX derive finetune "$M" --epochs 2 --lr 0.01 --data-split half-b \
   -o "$OUT/finetuned.safetensors" --quiet
+[ -f "$OUT/pruned50.safetensors" ] || $CX derive prune "$M" --ratio 0.5 --until-within 1 --data-split half-b \
+  -o "$OUT/pruned50.safetensors" --quiet
 [ -f "$OUT/pruned90.safetensors" ] || $CX derive prune "$M" --ratio 0.9 --until-within 1 --data-split half-b \
   -o "$OUT/pruned90.safetensors" --quiet
 set +e
-$CX verify "$OUT/kit.safetensors" "$OUT/int8.safetensors" "$OUT/finetuned.safetensors" "$OUT/pruned90.safetensors" \
+$CX verify "$OUT/kit.safetensors" "$OUT/int8.safetensors" "$OUT/finetuned.safetensors" "$OUT/pruned90.safetensors" "$OUT/pruned50.safetensors" \
   bundled:base bundled:derived-student bundled:reference-plain bundled:reference-wide --json > "$OUT/own-kit.json"
 rc=$?
 set -e

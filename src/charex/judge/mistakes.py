@@ -29,7 +29,7 @@ from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
 from ..models.probe import Models, named_models, probe_model
-from .chance import Contrast, contrast_coefficients, permutation_p, stratified_contrast
+from .chance import DRAWS, Contrast, contrast_coefficients, permutation_p, stratified_contrast
 from .verify import predict
 
 __all__ = ["MistakeNull", "MistakeScore", "balanced_order", "calibrate_mistakes", "components_p", "is_ranked",
@@ -262,7 +262,7 @@ def judged_p(fp: FingerprintSet, null: MistakeNull, labels: torch.Tensor, answer
     the chance guard, the permutation p of the same statistic with the suspect's answers shuffled over the images it
     answered (:func:`charex.judge.chance.permutation_p`): derived needs a d that independent models do not reach
     *and* that the suspect's own answer frequencies do not give by chance. The guard is exact (Monte Carlo, 1,999
-    shuffles, seeded by the answers) where the calibrated p's normal approximation of the suspect's own sampling
+    shuffles seeded by the answers, 9,999 when none reaches d and the calibrated p is smaller) where the calibrated p's normal approximation of the suspect's own sampling
     error is not (skewed answers, few of them). Returns (p, calibrated p, guard p or None when the calibrated p
     exceeds :data:`GUARD_GATE`)."""
     calibrated = null.p_value(s)
@@ -273,7 +273,10 @@ def judged_p(fp: FingerprintSet, null: MistakeNull, labels: torch.Tensor, answer
     section = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor(parts))[mask].numpy()
     targets = fp.targets[mask].numpy()
     coef = contrast_coefficients(targets, section, len(parts), within=null.statistic != "raw")[0]
-    guard = permutation_p(coef, targets, _image_ids(fp)[mask].numpy(), labels.long().cpu()[mask].numpy())
+    args = (coef, targets, _image_ids(fp)[mask].numpy(), labels.long().cpu()[mask].numpy())
+    guard = permutation_p(*args)
+    if guard * (DRAWS + 1) == 1 and calibrated < guard:  # no shuffle reached d: resolve five times finer
+        guard = permutation_p(*args, draws=5 * (DRAWS + 1) - 1)
     return max(calibrated, guard), calibrated, guard
 
 
