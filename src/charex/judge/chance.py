@@ -13,12 +13,13 @@ statistics here ask instead what the suspect's **own label frequencies on the sa
 - :func:`stratified_contrast` (the mistake test): the contrast between sections computed **within each target class**
   and averaged with weights that depend only on how many queries of each class each section holds, so that sections
   with different label mixes no longer look different to a suspect with a skewed prior; its standard error is the
-  permutation (hypergeometric) one, pooled within each class: the variance the contrast has when the suspect's answers
-  are exchangeable across sections within a class.
+  spread the contrast has when the suspect's matches are exchangeable across sections within a class (an image asked
+  in two sections counted once). :func:`permutation_p` then gives the exact (Monte Carlo) p of any such contrast with
+  the suspect's answers shuffled over the images it answered.
 
-A count test's p-value is then the larger of the calibrated one and :func:`permutation_tail` (an intersection-union
-test: "derived" needs more matches than independent models give *and* more than the suspect's own answers give by
-chance; valid when either null holds). docs/method.md, "Answers that lean".
+Each test's p-value is then the larger of its calibrated one and its chance p (an intersection-union test: "derived"
+needs more agreement than independent models give *and* more than the suspect's own answers give by chance; valid
+when either null holds). :func:`answer_mix` flags answers nearly all one class. docs/method.md, "Answers that lean".
 """
 
 from __future__ import annotations
