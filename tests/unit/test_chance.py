@@ -175,3 +175,17 @@ def test_the_guard_holds_its_level_where_the_normal_approximation_does_not() -> 
     assert sum(p <= 0.05 for p in ps) / trials <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials)
     assert np.std(ds) == pytest.approx(math.sqrt(np.mean(np.square(ses))), rel=0.1)
     assert permutation_p(coef, t, img, np.full(3 * n, 4)) == 1.0  # one class to everything
+
+
+def test_inspect_names_a_floor_and_verify_warns(tmp_path, capsys) -> None:
+    from charex.cli import main
+
+    kit = _kit()
+    kit.save(tmp_path / "kit.safetensors")
+    assert main(["inspect", str(tmp_path / "kit.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "note" in out and "at most 0 of the 100 examples" in out
+    (tmp_path / "answers.csv").write_text("file,label\n" + "".join(f"{i:04d}.png,6\n" for i in range(kit.n)))
+    assert main(["verify", str(tmp_path / "kit.safetensors"), "--answers", str(tmp_path / "answers.csv")]) == 1
+    out = capsys.readouterr().out
+    assert "NOT DERIVED" in out and "warning: 100% of the suspect's" in out and "by chance with p 1" in out
