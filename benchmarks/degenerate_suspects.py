@@ -88,6 +88,88 @@ def before_p(t: dict, raw: tuple[list[float], int] | None) -> float | None:
     return components_p(s.raw_d, math.sqrt(sum(v * v for v in diffs) / k), s.raw_se, k)
 
 
+def power(kit: Kit, args: argparse.Namespace) -> dict:
+    """The base's copies and students (bundled, int8 made here, and ``--students`` from the pool) at every budget,
+    each test's p before issue 30 and the verdict now."""
+    from charex.derive import quantize_int8
+
+    raw = raw_null(kit)
+    names = () if args.power_only else COPIES
+    copies = {m: load_pool_model(m) for m in (*names, *args.students)}
+    if not args.power_only:
+        copies["derived-int8 (made now)"] = quantize_int8(load_pool_model("base"))
+    out = {}
+    for m, model in copies.items():
+        lab = kit_labels(kit, model, m).argmax(1).tolist()
+        rows = []
+        for b in args.budgets:
+            for s in range(1 if b == 0 else args.orders):
+                v = verdicts_at(kit, lab, b, seed=s)
+                before = [before_p(t, raw) for t in v.tests]
+                asked = [p for p in before if p is not None]
+                rows.append({"budget": b, "order": s, "after": row(v),
+                             "before": {"p": min(1.0, len(kit.tests) * min(asked)) if asked else None,
+                                        "tests": dict(zip([t["test"] for t in v.tests], before))}})
+        out[m] = rows
+        for b in args.budgets:
+            rs = [r for r in rows if r["budget"] == b]
+            med = lambda key: float(np.median([r[key]["p"] for r in rs]))  # noqa: E731
+            print(f"  {m}, budget {b}: derived {sum(r['after']['decision'] == 'derived' for r in rs)}/{len(rs)} "
+                  f"after, {sum(r['before']['p'] <= kit.level for r in rs)}/{len(rs)} before; median p "
+                  f"{med('after'):.3g} after, {med('before'):.3g} before")
+    return out
+
+
+def raw_guard(kit: Kit, args: argparse.Namespace) -> dict:
+    """The lever not taken: the mistake test on the raw d (its calibrated p on the calibration models' raw d) guarded
+    by the permutation p of the same raw d, instead of d within classes. Judged with every query answered on the
+    replaced innocents (same draws as the main run: seed ``args.seed``) and on the students (``--students``)."""
+    import math
+
+    from charex.judge.chance import contrast_coefficients, permutation_p
+    from charex.judge.mistakes import _image_ids, sections
+
+    ti = next(i for i, fp in enumerate(kit.tests) if "mistakes" in fp.meta)
+    fp, off = kit.tests[ti], kit.offsets[ti]
+    diffs, k = raw_null(kit)
+    spread = math.sqrt(sum(v * v for v in diffs) / k)
+    parts = sections(fp)
+    sec = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor(parts)).numpy()
+    coef = contrast_coefficients(fp.targets.numpy(), sec, len(parts), within=False)[0]
+    images, targets = _image_ids(fp).numpy(), fp.targets.numpy()
+
+    def p_of(lab: torch.Tensor) -> float:
+        s = score_answers(fp, lab)
+        cal = components_p(s.raw_d, spread, s.raw_se, k)
+        return cal if cal > 0.05 else max(cal, permutation_p(coef, targets, images, lab.numpy()))
+
+    rng = np.random.default_rng(args.seed)
+    taken, claims, trials, worst = roles(kit), 0, 0, (1.0, None)
+    for m in BUNDLED:
+        model = load_pool_model(m)
+        if state_digest(model) in taken or m in COPIES or ("|" in str(model.card.get("lineage", "")) and m != "base"):
+            continue
+        logits = kit_labels(kit, model, m)[off:off + fp.n]
+        own, unsure = logits.argmax(1), torch.argsort(logits.softmax(1).amax(1)).tolist()
+        for frac in FRACTIONS:
+            for mode in ("random", "unsure"):
+                places = rng.permutation(fp.n)[:int(round(frac * fp.n))].tolist() if mode == "random" else \
+                    unsure[:int(round(frac * fp.n))]
+                for c in range(int(kit.classes["num_classes"])):
+                    lab = own.clone()
+                    lab[places] = c
+                    p = p_of(lab)
+                    trials += 1
+                    claims += len(kit.tests) * p <= kit.level
+                    worst = min(worst, (p, f"{m}, {mode} {frac:.0%} -> class {c}"), key=lambda w: w[0])
+    students = {m: p_of(kit_labels(kit, load_pool_model(m), m)[off:off + fp.n].argmax(1))
+                for m in ("derived-student", *args.students)}
+    print(f"  raw d + guard: replaced innocents {claims}/{trials} claimed (closest test p {worst[0]:.3g}, {worst[1]}); "
+          f"students' test p {students}")
+    return {"replaced": {"trials": trials, "claimed": claims, "min_p": worst[0], "closest": worst[1]},
+            "students_test_p": students}
+
+
 def judge_kit(name: str, kit: Kit, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
@@ -95,6 +177,11 @@ def judge_kit(name: str, kit: Kit, args: argparse.Namespace) -> dict:
     level = kit.level
     out: dict = {"kit": name, "tests": [t.name for t in kit.judges()], "queries": kit.n, "level": level}
     print(f"\n== {name}: {out['tests']}, {kit.n} queries, {C} classes")
+    if args.power_only:
+        out["power"] = power(kit, args)
+        if args.raw_guard and any("mistakes" in fp.meta for fp in kit.tests):
+            out["raw_guard"] = raw_guard(kit, args)
+        return out
 
     const = {b: [row(verdicts_at(kit, [c] * kit.n, b, seed=c, name=f"const{c}")) for c in range(C)]
              for b in args.budgets}
@@ -146,30 +233,7 @@ def judge_kit(name: str, kit: Kit, args: argparse.Namespace) -> dict:
               f"p {worst[0]:.3g} ({worst[1]})")
 
     if kit.base_model_digest == state_digest(load_pool_model("base")):
-        from charex.derive import quantize_int8
-
-        raw = raw_null(kit)
-        copies = {m: load_pool_model(m) for m in COPIES}
-        copies["derived-int8 (made now)"] = quantize_int8(load_pool_model("base"))
-        out["power"] = {}
-        for m, model in copies.items():
-            lab = kit_labels(kit, model, m).argmax(1).tolist()
-            rows = []
-            for b in args.budgets:
-                for s in range(1 if b == 0 else args.orders):
-                    v = verdicts_at(kit, lab, b, seed=s)
-                    before = [before_p(t, raw) for t in v.tests]
-                    asked = [p for p in before if p is not None]
-                    rows.append({"budget": b, "order": s, "after": row(v),
-                                 "before": {"p": min(1.0, len(kit.tests) * min(asked)) if asked else None,
-                                            "tests": dict(zip([t["test"] for t in v.tests], before))}})
-            out["power"][m] = rows
-            for b in args.budgets:
-                rs = [r for r in rows if r["budget"] == b]
-                med = lambda key: float(np.median([r[key]["p"] for r in rs]))  # noqa: E731
-                print(f"  {m}, budget {b}: derived {sum(r['after']['decision'] == 'derived' for r in rs)}/{len(rs)} "
-                      f"after, {sum(r['before']['p'] <= level for r in rs)}/{len(rs)} before; median p "
-                      f"{med('after'):.3g} after, {med('before'):.3g} before")
+        out["power"] = power(kit, args)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -211,6 +275,11 @@ def main() -> None:
     ap.add_argument("--replace-budgets", type=int, nargs="+", default=[0, 1000])
     ap.add_argument("--orders", type=int, default=10, help="send orders per budget for the power table")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--students", nargs="*", default=[], metavar="NAME",
+                    help="more derived models of bundled:base for the power table (runs/pool24/NAME.safetensors)")
+    ap.add_argument("--power-only", action="store_true", help="only the power table, for --students")
+    ap.add_argument("--raw-guard", action="store_true",
+                    help="with --power-only: also the lever not taken (raw d guarded by its permutation p)")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.table:

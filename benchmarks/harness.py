@@ -22,13 +22,16 @@ from charex.judge.query import judge, judge_answers
 
 
 def load_pool_model(name: str, pool: str = "runs/pool24") -> torch.nn.Module:
-    """A model by name: ``bundled:NAME`` or a bare bundled name, else a folder ``POOL/NAME`` (``charex train``)."""
+    """A model by name: ``bundled:NAME`` or a bare bundled name, else ``POOL/NAME`` or ``POOL/NAME.safetensors``
+    (``charex train`` and ``charex derive`` outputs)."""
     from charex import load_model
 
     if name.startswith("bundled:"):
         return load_model(name)
-    folder = Path(pool) / name
-    return load_model(str(folder) if folder.exists() else f"bundled:{name}")
+    for path in (Path(pool) / name, Path(pool) / f"{name}.safetensors"):
+        if path.exists():
+            return load_model(str(path))
+    return load_model(f"bundled:{name}")
 
 
 class ArraySuspect:

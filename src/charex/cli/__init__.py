@@ -17,7 +17,7 @@ import traceback
 from typing import Callable, Sequence
 
 from ..errors import CharexError, first_line
-from . import audit, experiments, fingerprints, kit, mistakes, models, scan
+from . import audit, experiments, fingerprints, kit, mistakes, models, scan, weights
 from .common import EXIT_DERIVED, EXIT_ERROR, EXIT_NOT_DERIVED, EXIT_UNCALIBRATED
 
 __all__ = ["EXIT_DERIVED", "EXIT_ERROR", "EXIT_NOT_DERIVED", "EXIT_UNCALIBRATED", "build_parser", "main"]
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--debug", action="store_true", help="on an error, print the traceback too")
         return sp
 
-    for module in (kit, fingerprints, mistakes, audit, models, scan, experiments):
+    for module in (kit, fingerprints, mistakes, weights, audit, models, scan, experiments):
         module.register(add)
     return p
 

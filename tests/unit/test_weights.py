@@ -1,0 +1,98 @@
+"""The weight test (charex.judge.weights, `charex weights`): the edits that cost a thief nothing (a consistent
+permutation of hidden units, BatchNorm folded, a renamed state dict in float16, a new head for another task,
+int8) leave the base's units found; independent models of the same recipe, students and degenerate weights are not
+claimed; another architecture is "not applicable"."""
+
+import copy
+
+import pytest
+import torch
+
+from charex import load_model
+from charex.cli import main
+from charex.derive import quantize_int8
+from charex.errors import CharexError
+from charex.judge.weights import calibrate_weights, weight_score
+
+SEEDS = ("independent-1", "independent-2", "independent-3")
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_model("bundled:base")
+
+
+@pytest.fixture(scope="module")
+def null(base):
+    return calibrate_weights(base, {n: load_model(f"bundled:{n}") for n in SEEDS})
+
+
+def permuted(m, seed: int = 0):
+    """A thief's consistent permutation of every hidden convolution unit (with its BatchNorm) of a CNN-1."""
+    m = copy.deepcopy(m)
+    g = torch.Generator().manual_seed(seed)
+    feats, prev = m.model.features, None
+    for i, conv in enumerate(feats):
+        if not isinstance(conv, torch.nn.Conv2d):
+            continue
+        if prev is not None:
+            conv.weight.data = conv.weight.data[:, prev]
+        p = torch.randperm(conv.out_channels, generator=g)
+        conv.weight.data = conv.weight.data[p]
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(feats[i + 1], name).data = getattr(feats[i + 1], name).data[p]
+        prev = p
+    m.model.classifier[0].weight.data = m.model.classifier[0].weight.data[:, prev]
+    return m
+
+
+def test_free_edits_keep_the_units(base, null) -> None:
+    x = torch.rand(4, 3, 32, 32)
+    thief = permuted(base)
+    with torch.no_grad():
+        assert torch.allclose(base(x), thief(x), atol=1e-4)  # the same function, every unit moved
+    folded = copy.deepcopy(thief)
+    for i, bn in enumerate(folded.model.features):
+        if isinstance(bn, torch.nn.BatchNorm2d):  # BatchNorm's scale folded into the convolution before it
+            conv = folded.model.features[i - 1]
+            conv.weight.data *= (bn.weight / torch.sqrt(bn.running_var + bn.eps)).view(-1, 1, 1, 1)
+    renamed = {f"layer{i}": v.half() for i, v in enumerate(thief.model.state_dict().values())}
+    head = copy.deepcopy(thief)
+    head.model.classifier[4] = torch.nn.Linear(head.model.classifier[4].in_features, 100)  # another task
+    for name, m in (("permuted", thief), ("folded", folded), ("renamed float16", renamed), ("new head", head),
+                    ("int8", quantize_int8(base))):
+        s = weight_score(base, m)
+        assert s.statistic > 0.99 and not s.skipped and null.p_value(s) < 1e-4, name
+
+
+def test_independents_students_and_degenerate_weights_are_not_claimed(base) -> None:
+    for held in SEEDS:  # each seed of the recipe against a null of the other two
+        others = calibrate_weights(base, {n: load_model(f"bundled:{n}") for n in SEEDS if n != held})
+        assert others.p_value(weight_score(base, load_model(f"bundled:{held}"))) > 0.05, held
+    full = calibrate_weights(base, {n: load_model(f"bundled:{n}") for n in SEEDS})
+    assert full.p_value(weight_score(base, load_model("bundled:derived-student"))) > 0.5  # never saw the weights
+    state = base.model.state_dict()
+    zeros = {k: torch.zeros_like(v) for k, v in state.items()}
+    flat = {k: torch.ones_like(v) for k, v in state.items()}  # every unit the same vector
+    noise = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) if v.is_floating_point() else v
+             for k, v in state.items()}
+    for name, m in (("zeros", zeros), ("constant", flat), ("random", noise)):
+        assert full.p_value(weight_score(base, m)) > 0.5, name
+    assert weight_score(base, load_model("bundled:derived-pruned90")).statistic > 0.6
+
+
+def test_another_architecture_is_not_applicable(base, null) -> None:
+    s = weight_score(base, load_model("bundled:reference-plain"))
+    assert not s.applicable and null.p_value(s) is None and s.skipped
+    with pytest.raises(CharexError, match="two or more"):
+        calibrate_weights(base, {"plain": load_model("bundled:reference-plain"),
+                                 "i1": load_model("bundled:independent-1")})
+
+
+def test_weights_command(capsys) -> None:
+    cal = ["--calibration", *(f"bundled:{n}" for n in SEEDS)]
+    assert main(["weights", "bundled:base", "bundled:derived-pruned90", *cal]) == 0
+    assert "DERIVED" in capsys.readouterr().out
+    assert main(["weights", "bundled:base", "bundled:derived-student", *cal]) == 1
+    assert main(["weights", "bundled:base", "bundled:reference-plain", *cal]) == 3
+    assert "NOT APPLICABLE" in capsys.readouterr().out
