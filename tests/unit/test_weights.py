@@ -96,3 +96,14 @@ def test_weights_command(capsys) -> None:
     assert main(["weights", "bundled:base", "bundled:derived-student", *cal]) == 1
     assert main(["weights", "bundled:base", "bundled:reference-plain", *cal]) == 3
     assert "NOT APPLICABLE" in capsys.readouterr().out
+
+
+def test_an_onnx_file_in_an_app(base, null, tmp_path) -> None:
+    """A permuted copy exported to ONNX (BatchNorm folded into the convolutions by the exporter) is read from its
+    initializers, nothing run."""
+    pytest.importorskip("onnx")
+    from charex.models.onnx import export_onnx
+
+    export_onnx(permuted(base, seed=3), tmp_path / "app.onnx", (3, 32, 32))
+    s = weight_score(base, load_model(tmp_path / "app.onnx"))
+    assert s.statistic > 0.99 and null.p_value(s) < 1e-4

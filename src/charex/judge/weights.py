@@ -38,9 +38,15 @@ __all__ = ["WeightNull", "WeightScore", "calibrate_weights", "layer_weights", "w
 
 def layer_weights(state: Mapping[str, torch.Tensor] | torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """The weight layers of a model in order: (name, weight) for every 2-D (linear) or 4-D (convolution) tensor of
-    its state dict, whatever its name (a renamed state dict lines up alike), as float32 (any storage dtype)."""
+    its state dict, whatever its name (a renamed state dict lines up alike), as float32 (any storage dtype); for an
+    ONNX model, its Conv, Gemm and MatMul weights in node order (:func:`charex.models.onnx.onnx_weights`)."""
+    inner = getattr(state, "model", state)
+    if hasattr(inner, "session") and hasattr(inner, "path"):  # an ONNX suspect: its initializers, in node order
+        from ..models.onnx import onnx_weights
+
+        return onnx_weights(inner.path)
     if isinstance(state, torch.nn.Module):
-        state = (state.model if hasattr(state, "model") else state).state_dict()
+        state = inner.state_dict()
     return [(k, v.detach().float().cpu()) for k, v in state.items()
             if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() in (2, 4)]
 
