@@ -79,7 +79,8 @@ def machine() -> dict[str, Any]:
     """The CPU and thread count every benchmark records."""
     from charex.dtypes import platform_record
 
-    return {**platform_record(torch.device("cpu")), "threads": torch.get_num_threads(), "python": platform.python_version(),
+    return {**platform_record(torch.device("cpu")), "threads": torch.get_num_threads(),
+            "python": platform.python_version(),
             "torch": torch.__version__}
 
 

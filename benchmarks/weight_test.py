@@ -7,7 +7,8 @@ a coarse task (vehicles against animals, 2 classes) and a subset task (the first
 on the frozen backbone and by a full fine-tune (1 epoch), and the coarse task after 50% global magnitude pruning;
 hard negatives: independent-3 (another seed of the base's recipe) reused the same ways. Null: independent-1 and
 independent-2 (the base's recipe, other seeds; nothing else): two models give a Student-t with one degree of freedom,
-whose tail is heavy (a perfect copy gets p 0.003); a third calibration model gives p near 1e-5 (tests/unit). Each model's task accuracy on the test split relabelled.
+whose tail is heavy (a perfect copy gets p 0.003); a third calibration model gives p near 1e-5 (tests/unit). Each
+model's task accuracy on the test split relabelled.
 Speed: the bundled pair, a VGG-16 pair (138M parameters, random initialisation, against a copy with 1% noise) and a
 ResNet-50 pair the same way (its skip connections stop the layer chain: how many layers line up is printed), wall time
 and the peak resident memory, on this CPU.

@@ -1,6 +1,7 @@
 """The chance guard (issue 30, charex.judge.chance): a suspect whose answers merely lean to some classes is never
-judged derived (one class to everything never; random answers at most at the level), on any kit; the exact permutation tail against brute force, the within-class contrast against a plain
-loop, and the kit's verdicts on one class to everything, random answers under many priors, and a real copy."""
+judged derived (one class to everything never; random answers at most at the level), on any kit; the exact
+permutation tail against brute force, the within-class contrast against a plain loop, and the kit's verdicts on one
+class to everything, random answers under many priors, and a real copy."""
 
 import itertools
 import math

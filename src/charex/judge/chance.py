@@ -178,7 +178,8 @@ def _per_class(per_query: np.ndarray, ti: np.ndarray, k: int) -> np.ndarray:
 
 
 def _shared_image_covariance(coef: np.ndarray, t: np.ndarray, images: np.ndarray, r: np.ndarray) -> float:
-    """2 sum over pairs of queries of one image of c_i c_k (1[t_i = t_k] r_i - r_i r_k) (:func:`stratified_contrast`)."""
+    """2 sum over pairs of queries of one image of c_i c_k (1[t_i = t_k] r_i - r_i r_k) (see
+    :func:`stratified_contrast`)."""
     _, g = np.unique(images, return_inverse=True)
     if g.max(initial=-1) + 1 == len(g):  # every image asked once
         return 0.0

@@ -3,15 +3,16 @@
 For each suspect, d = (share of the base's distinctive mistakes it repeats) - (mean share of the twins' it repeats),
 taken within each target class (the wrong label a section's model gave) and averaged over the classes with weights
 fixed by the section sizes (since issue 30: sections with different label mixes otherwise favour a suspect that
-merely leans to one class; :func:`charex.judge.chance.stratified_contrast`). Under the null (a model derived from neither the base nor a twin) the base and its twins are exchangeable, so d has
-mean zero. Its spread has two parts: how far an independent model's own d sits from zero (s, the calibration
-models' root mean square d on the kit's sections; their own sampling error is left in it, which errs on the safe
-side) and the suspect's sampling error on the queries it answered (se: its matches shuffled across sections within
-each class, which is what a suspect whose answers ignore the section does). The ``components`` rule (the
-default since issue 24) adds them, d / sqrt(s^2 + se^2), against a Student-t whose degrees of freedom follow
-Welch-Satterthwaite (k calibration models for the s^2 part, se known): t(k) when s dominates (many answers), the
-normal when se does (few). The earlier ``max`` rule (calibration blocks without a ``rule``) took the larger of
-t_k(d / s) and normal(d / se); when s and se are alike that ignores one of them and claims too easily.
+merely leans to one class; :func:`charex.judge.chance.stratified_contrast`). Under the null (a model derived from
+neither the base nor a twin) the base and its twins are exchangeable, so d has mean zero. Its spread has two parts:
+how far an independent model's own d sits from zero (s, the calibration models' root mean square d on the kit's
+sections; their own sampling error is left in it, which errs on the safe side) and the suspect's sampling error on
+the queries it answered (se: its matches shuffled across sections within each class, which is what a suspect whose
+answers ignore the section does). The ``components`` rule (the default since issue 24) adds them, d / sqrt(s^2 +
+se^2), against a Student-t whose degrees of freedom follow Welch-Satterthwaite (k calibration models for the s^2
+part, se known): t(k) when s dominates (many answers), the normal when se does (few). The earlier ``max`` rule
+(calibration blocks without a ``rule``) took the larger of t_k(d / s) and normal(d / se); when s and se are alike
+that ignores one of them and claims too easily.
 """
 
 from __future__ import annotations
@@ -213,13 +214,13 @@ class MistakeNull:
                   "within-class permutation variance, Student-t with Welch-Satterthwaite dof"
                   if self.statistic != "raw" and self.rule == "components" else
                   "d = base-mistake rate - twin-mistake rate; null mean 0, spread^2 = the calibration models' "
-                  "mean square d + the suspect's binomial variance, Student-t with Welch-Satterthwaite dof; guarded "
-                  "by the within-class contrast's chance p"
+                  "mean square d + the suspect's binomial variance, Student-t with Welch-Satterthwaite dof (a block "
+                  "from before issue 30; the verdict adds the permutation guard)"
                   if self.rule == "components" else
                   "d = base-mistake rate - twin-mistake rate; null mean 0, Student-t (k dof) on the calibration "
                   "models' rms d, and normal on the suspect's own standard error; larger p")
-        out = {"method": method, "rule": self.rule, "statistic": self.statistic, "differences": list(self.differences), "names": list(self.names),
-               "scale": self.scale}
+        out = {"method": method, "rule": self.rule, "statistic": self.statistic,
+               "differences": list(self.differences), "names": list(self.names), "scale": self.scale}
         if self.ladder:
             out["ladder"] = [{"queries": m, "differences": list(d)} for m, d in self.ladder]
         return out
@@ -262,9 +263,9 @@ def judged_p(fp: FingerprintSet, null: MistakeNull, labels: torch.Tensor, answer
     the chance guard, the permutation p of the same statistic with the suspect's answers shuffled over the images it
     answered (:func:`charex.judge.chance.permutation_p`): derived needs a d that independent models do not reach
     *and* that the suspect's own answer frequencies do not give by chance. The guard is exact (Monte Carlo, 1,999
-    shuffles seeded by the answers, 9,999 when none reaches d and the calibrated p is smaller) where the calibrated p's normal approximation of the suspect's own sampling
-    error is not (skewed answers, few of them). Returns (p, calibrated p, guard p or None when the calibrated p
-    exceeds :data:`GUARD_GATE`)."""
+    shuffles seeded by the answers, 9,999 when none reaches d and the calibrated p is smaller) where the calibrated
+    p's normal approximation of the suspect's own sampling error is not (skewed answers, few of them). Returns (p,
+    calibrated p, guard p or None when the calibrated p exceeds :data:`GUARD_GATE`)."""
     calibrated = null.p_value(s)
     if calibrated > GUARD_GATE:
         return calibrated, calibrated, None
@@ -328,10 +329,7 @@ def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, 
     :func:`charex.judge.answers.read_answers`): its score, p-value and ``derived`` (p <= level)."""
     if not 0 < level < 1:
         raise CharexError(f"level must lie in (0, 1), got {level}")
-    scores = []
-    for name, m in named_models(suspects):
-        labels = _answers_of(fp, m, name)
-        scores.append((name, labels, torch.ones(fp.n, dtype=torch.bool)))
+    scores = [(name, _answers_of(fp, m, name), torch.ones(fp.n, dtype=torch.bool)) for name, m in named_models(suspects)]
     from .answers import with_repeats
 
     for name, got in (answers or {}).items():

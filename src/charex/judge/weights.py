@@ -1,5 +1,5 @@
-"""The weight test (issue 31, first part): for a suspect whose parameters can be read, are they the base's, unit by unit,
-whatever a thief did that costs nothing (permute hidden units, rescale them across a ReLU, fold or drop BatchNorm,
+"""The weight test (issue 31, first part): for a suspect whose parameters can be read, are they the base's, unit by
+unit, whatever a thief did that costs nothing (permute hidden units, rescale them across a ReLU, fold or drop BatchNorm,
 prune, quantize, fine-tune, replace the head, rename the state dict, store float16)? No query is sent.
 
 For each weight layer in order (convolutions and linear layers, the classifier head left out), the suspect's input
