@@ -77,6 +77,8 @@ def probe_model(model: nn.Module, input_shape: Sequence[int], num_classes: int |
         raise CharexError(f"{name} returns NaN or inf logits")
     classes = int(out.shape[1])
     if num_classes is not None and classes != num_classes:
-        raise CharexError(f"{name} has {classes} output classes, expected {num_classes}")
+        raise CharexError(f"{name} has {classes} output classes, expected {num_classes}: the query tests compare labels "
+                          "of the base's label space; a model reused for another task, with its weights at hand, is "
+                          "judged by `charex weights BASE SUSPECT --calibration ...` (no query, any head)")
     return classes
 
