@@ -109,7 +109,7 @@ def contrast_coefficients(targets: Sequence[int], section: Sequence[int], sectio
     never on the answers. ``within``: w_c / n_0c in section 0 and -w_c / (T n_jc) in twin section j, with class c's
     weight w_c proportional to h_c = 1 / (1/n_0c + sum_j 1/(T^2 n_jc)) over the classes every section holds (0 for
     a query of another class); else (the statistic before issue 30) 1/n_0 and -1/(T n_j) whatever the class.
-    Returns (coef, the classes' weights, the per-class effective sizes h_c, 0 for a class not used)."""
+    Returns (coef, the classes' weights, each query's class's effective size h_c: 0 for a class not used)."""
     T = sections - 1
     if T < 1:
         raise ValueError("a contrast needs two or more sections")
@@ -162,9 +162,9 @@ def stratified_contrast(targets: Sequence[int], hits: Sequence[bool], section: S
     big = np.bincount(ti[used], minlength=len(classes)).astype(float)
     r = np.bincount(ti[used], weights=h[used], minlength=len(classes)) / np.maximum(big, 1)
     w = np.array([strata.get(int(c), 0.0) for c in classes])
-    h = _per_class(eff, ti, len(classes))  # each class's effective size h_c (0: not used)
-    ok = (h > 0) & (big > 1)
-    var = float((w[ok] ** 2 * r[ok] * (1 - r[ok]) * big[ok] / (big[ok] - 1) / h[ok]).sum())
+    size = _per_class(eff, ti, len(classes))  # each class's effective size h_c (0: not used)
+    ok = (size > 0) & (big > 1)
+    var = float((w[ok] ** 2 * r[ok] * (1 - r[ok]) * big[ok] / (big[ok] - 1) / size[ok]).sum())
     if images is not None and used.any():
         var += _shared_image_covariance(coef[used], ti[used], np.asarray(images).reshape(-1)[used], r)
     return Contrast(d, math.sqrt(max(var, 0.0)), strata, int((~used).sum()), coef)
