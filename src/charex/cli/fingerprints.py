@@ -265,8 +265,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
               f"(level {cal['level']})")
         from ..make.kit import calibration_floor
 
-        if calibration_floor(cal, fp.n):
-            print(f"  note              {calibration_floor(cal, fp.n)}")
+        floor = calibration_floor(cal, fp.n)
+        if floor:
+            print(f"  note              {floor}")
     return 0
 
 

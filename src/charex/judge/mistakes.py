@@ -329,7 +329,8 @@ def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, 
     :func:`charex.judge.answers.read_answers`): its score, p-value and ``derived`` (p <= level)."""
     if not 0 < level < 1:
         raise CharexError(f"level must lie in (0, 1), got {level}")
-    scores = [(name, _answers_of(fp, m, name), torch.ones(fp.n, dtype=torch.bool)) for name, m in named_models(suspects)]
+    everything = torch.ones(fp.n, dtype=torch.bool)
+    scores = [(name, _answers_of(fp, m, name), everything) for name, m in named_models(suspects)]
     from .answers import with_repeats
 
     for name, got in (answers or {}).items():

@@ -204,11 +204,11 @@ def floor_note(counts: list[int], n: int, threshold: int) -> str | None:
         return None
     return (f"every calibration model matched at most {max(counts)} of the {n} examples, so the null rests on that "
             f"floor and 'derived' by the calibrated null alone needs only {threshold}/{n} matches, which a suspect "
-            "whose answers lean to the targets' classes can reach with no trace of the base. The chance guard decides those (a suspect must "
-            "also match more often than its own answers to the same examples give by chance, exact permutation "
-            "test), so verdicts stay valid; the cost is that a suspect is then claimed on its label frequencies' "
-            "terms, not on what independent models do. Calibration models that match a few examples (other "
-            "architectures, other seeds) measure the spread instead of assuming it")
+            "whose answers lean to the targets' classes can reach with no trace of the base. The chance guard "
+            "decides those (a suspect must also match more often than its own answers to the same examples give by "
+            "chance, exact permutation test), so verdicts stay valid; the cost is that a suspect is then claimed on "
+            "its label frequencies' terms, not on what independent models do. Calibration models that match a few "
+            "examples (other architectures, other seeds) measure the spread instead of assuming it")
 
 
 # a useful derived copy (pruned <= 95% and fine-tuned, fine-tuned, int8) matches at least this fraction of

@@ -94,8 +94,9 @@ def describe(kit: Kit, out: Any = None) -> None:
                   f"{len(cal.get('differences', []))} calibration models (rms d {cal.get('scale', float('nan')):.4f}, "
                   f"{cal.get('rule', 'max')} rule, {cal.get('statistic', 'raw')} statistic)", file=out)
             if cal and cal.get("statistic", "raw") == "raw":
-                print("  note       calibrated before issue 30 on d across classes: judged on that d, guarded by the "
-                      "within-class contrast; make the kit again for the within-class statistic", file=out)
+                print("  note       calibrated before issue 30 on d across classes: judged on that d, guarded by its "
+                      "permutation p over the suspect's answers; make the kit again for the within-class statistic",
+                      file=out)
         else:
             print(f"  {t.name:<10} {fp.n} queries; null from {len(cal.get('references', []))} calibration models, "
                   f"mean {100 * cal.get('mu', float('nan')):.1f}%, derived alone at >= "
