@@ -129,3 +129,13 @@ def test_what_cannot_be_rebuilt_is_named(tmp_path) -> None:
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(CharexError, match="not a Keras HDF5"):
         read_keras(tmp_path / "junk.h5")
+
+
+def test_an_untrusted_config_cannot_make_charex_allocate(tmp_path) -> None:
+    from charex.models.keras import KerasSequential
+
+    huge = [{"type": "flatten"}, {"type": "dense", "units": 4096, "activation": "relu"}]
+    with pytest.raises(CharexError, match="parameters; refused"):
+        KerasSequential(huge, [4096, 4096, 64])
+    with pytest.raises(CharexError, match="unknown layer type"):
+        KerasSequential([{"type": "lambda"}], [3, 8, 8])

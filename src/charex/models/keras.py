@@ -27,6 +27,7 @@ ACTIVATIONS = {"linear": None, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": n
                "softplus": nn.Softplus, "gelu": nn.GELU, "swish": nn.SiLU, "silu": nn.SiLU, "softmax": None}
 KINDS = ("conv", "bn", "maxpool", "avgpool", "gap", "flatten", "dense", "dropout", "activation", "rescaling")
 MAX_LAYERS = 500
+MAX_PARAMETERS = 500_000_000  # a file's config is untrusted: refuse before allocating what no classifier here needs
 
 
 class _SamePad(nn.Module):
@@ -94,6 +95,14 @@ class KerasSequential(nn.Module):
         c, h, w = _pos(list(input_shape), "input_shape", 3)
         flat: int | None = None  # features once flattened
         mods: list[nn.Module] = []
+        params = 0
+
+        def grow(n: int) -> None:
+            nonlocal params
+            params += n
+            if params > MAX_PARAMETERS:
+                raise CharexError(f"keras: the layers need over {MAX_PARAMETERS:,} parameters; refused")
+
         for spec in layers:
             kind = spec.get("type") if isinstance(spec, dict) else None
             if kind not in KINDS:
@@ -111,9 +120,11 @@ class KerasSequential(nn.Module):
                     h, w = (h - (k[0] - 1) * d[0] - 1) // s[0] + 1, (w - (k[1] - 1) * d[1] - 1) // s[1] + 1
                 else:
                     raise CharexError(f"keras: padding {spec['padding']!r:.20} is not supported (valid, same)")
+                grow(f * c * k[0] * k[1] + f)
                 mods.append(nn.Conv2d(c, f, k, s, dilation=d, bias=bool(spec.get("bias", True))))
                 c = f
             elif kind == "bn":
+                grow(4 * (c if flat is None else flat))
                 mods.append(nn.BatchNorm2d(c, eps=float(spec["epsilon"])) if flat is None else
                             nn.BatchNorm1d(flat, eps=float(spec["epsilon"])))
             elif kind in ("maxpool", "avgpool"):
@@ -140,6 +151,7 @@ class KerasSequential(nn.Module):
                 if flat is None:
                     raise CharexError("keras: Dense on feature maps (add Flatten or GlobalAveragePooling2D)")
                 units = _pos(spec["units"], "units", 1)[0]
+                grow(flat * units + units)
                 mods.append(nn.Linear(flat, units, bias=bool(spec.get("bias", True))))
                 flat = units
             elif kind == "dropout":
