@@ -33,6 +33,8 @@ from scipy.optimize import linear_sum_assignment
 
 from ..errors import CharexError
 
+MAX_PAIRS = 64_000_000  # units of the base times units of the suspect in one layer (VGG-16's largest: 16.8M)
+
 __all__ = ["WeightNull", "WeightScore", "calibrate_weights", "layer_weights", "weight_score"]
 
 
@@ -117,6 +119,9 @@ def weight_score(base: Any, suspect: Any) -> WeightScore:
         if wb.dim() != ws.dim() or wb.shape[2:] != ws.shape[2:] or wb.shape[1] != ws.shape[1]:
             skipped += [f"{k}: does not line up with the suspect's {ks} {tuple(ws.shape)} (base {tuple(wb.shape)})"
                         for k, _ in lb[i:]]
+            break
+        if wb.shape[0] * ws.shape[0] > MAX_PAIRS:  # the similarity matrix alone would not fit
+            skipped += [f"{k}: {wb.shape[0]} x {ws.shape[0]} units, too many to match" for k, _ in lb[i:]]
             break
         rb, rs = _rows(wb, None), _rows(ws, order)
         if rs is None:
