@@ -107,3 +107,20 @@ def test_an_onnx_file_in_an_app(base, null, tmp_path) -> None:
     export_onnx(permuted(base, seed=3), tmp_path / "app.onnx", (3, 32, 32))
     s = weight_score(base, load_model(tmp_path / "app.onnx"))
     assert s.statistic > 0.99 and null.p_value(s) < 1e-4
+
+
+def test_positive_rescaling_across_a_relu(base, null) -> None:
+    """Each hidden unit of the classifier's first layer scaled by a > 0 and its outgoing weights by 1/a: the same
+    function, the same units found."""
+    thief = copy.deepcopy(permuted(base, seed=5))
+    first, second = thief.model.classifier[0], thief.model.classifier[2]
+    a = torch.exp(torch.randn(first.out_features, generator=torch.Generator().manual_seed(2)))
+    with torch.no_grad():
+        x = torch.rand(4, 3, 32, 32)
+        want = thief(x)
+        first.weight *= a[:, None]
+        first.bias *= a
+        second.weight /= a[None, :]
+        assert torch.allclose(thief(x), want, atol=1e-4)
+    s = weight_score(base, thief)
+    assert s.statistic > 0.99 and null.p_value(s) < 1e-4
