@@ -124,3 +124,18 @@ def test_positive_rescaling_across_a_relu(base, null) -> None:
         assert torch.allclose(thief(x), want, atol=1e-4)
     s = weight_score(base, thief)
     assert s.statistic > 0.99 and null.p_value(s) < 1e-4
+
+
+def test_broken_weights_are_an_error_not_a_verdict(base, tmp_path, capsys) -> None:
+    state = {k: v.clone() for k, v in base.model.state_dict().items()}
+    state["features.3.weight"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(CharexError, match="NaN or inf"):
+        weight_score(base, state)
+    bad = copy.deepcopy(base)
+    bad.model.load_state_dict(state)
+    from charex.models import save_model
+
+    save_model(bad, tmp_path / "bad.safetensors")
+    assert main(["weights", "bundled:base", str(tmp_path / "bad.safetensors"), "--calibration",
+                 *(f"bundled:{n}" for n in SEEDS)]) == 2
+    assert "NaN or inf" in capsys.readouterr().err

@@ -107,6 +107,10 @@ def weight_score(base: Any, suspect: Any) -> WeightScore:
         0.72
     """
     lb, ls = layer_weights(base), layer_weights(suspect)
+    for who, layers in (("the base", lb), ("the suspect", ls)):
+        bad = next((k for k, w in layers if not torch.isfinite(w).all()), None)
+        if bad is not None:
+            raise CharexError(f"{who} holds NaN or inf weights ({bad}): not a model the weight test can judge")
     if len(lb) < 3 or len(ls) < 3:
         return WeightScore((), (f"fewer than three weight layers (base {len(lb)}, suspect {len(ls)})",))
     lb, ls = lb[:-1], ls[:-1]  # the classifier head: replaced by any reuse for another task
