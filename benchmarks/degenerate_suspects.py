@@ -61,6 +61,18 @@ def roles(kit: Kit) -> set[str]:
     return out
 
 
+def innocents_of(kit: Kit) -> dict:
+    """Every bundled model that took no part in the kit and is no copy or student of another bundled model:
+    name -> its logits on every kit query."""
+    taken, out = roles(kit), {}
+    for m in BUNDLED:
+        model = load_pool_model(m)
+        if state_digest(model) in taken or m in COPIES or ("|" in str(model.card.get("lineage", "")) and m != "base"):
+            continue
+        out[m] = kit_labels(kit, model, m)
+    return out
+
+
 def row(v) -> dict:
     return {"decision": v.decision, "p": v.p_value, "queries": v.queries,
             "tests": {t["test"]: t.get("p_value") for t in v.tests}}
@@ -127,7 +139,7 @@ def raw_guard(kit: Kit, args: argparse.Namespace) -> dict:
     import math
 
     from charex.judge.chance import contrast_coefficients, permutation_p
-    from charex.judge.mistakes import _image_ids, sections
+    from charex.judge.mistakes import sections
 
     ti = next(i for i, fp in enumerate(kit.tests) if "mistakes" in fp.meta)
     fp, off = kit.tests[ti], kit.offsets[ti]
@@ -136,7 +148,7 @@ def raw_guard(kit: Kit, args: argparse.Namespace) -> dict:
     parts = sections(fp)
     sec = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor(parts)).numpy()
     coef = contrast_coefficients(fp.targets.numpy(), sec, len(parts), within=False)[0]
-    images, targets = _image_ids(fp).numpy(), fp.targets.numpy()
+    images, targets = fp.image_ids.numpy(), fp.targets.numpy()
 
     def p_of(lab: torch.Tensor) -> float:
         s = score_answers(fp, lab)
@@ -144,12 +156,9 @@ def raw_guard(kit: Kit, args: argparse.Namespace) -> dict:
         return cal if cal > 0.05 else max(cal, permutation_p(coef, targets, images, lab.numpy()))
 
     rng = np.random.default_rng(args.seed)
-    taken, claims, trials, worst = roles(kit), 0, 0, (1.0, None)
-    for m in BUNDLED:
-        model = load_pool_model(m)
-        if state_digest(model) in taken or m in COPIES or ("|" in str(model.card.get("lineage", "")) and m != "base"):
-            continue
-        logits = kit_labels(kit, model, m)[off:off + fp.n]
+    claims, trials, worst = 0, 0, (1.0, None)
+    for m, logits in innocents_of(kit).items():
+        logits = logits[off:off + fp.n]
         own, unsure = logits.argmax(1), torch.argsort(logits.softmax(1).amax(1)).tolist()
         for frac in FRACTIONS:
             for mode in ("random", "unsure"):
@@ -201,14 +210,7 @@ def judge_kit(name: str, kit: Kit, args: argparse.Namespace) -> dict:
         print(f"  random answers, {len(ps)} priors, budget {b}: {k} claimed ({100 * k / len(ps):.2f}%, 95% up to "
               f"{100 * wilson(k, len(ps))[1]:.2f}%), smallest p {min(ps):.3g}")
 
-    taken = roles(kit)
-    innocents = {}
-    for m in BUNDLED:
-        model = load_pool_model(m)
-        lineage = str(model.card.get("lineage", ""))
-        if state_digest(model) in taken or m in COPIES or ("|" in lineage and m != "base"):
-            continue
-        innocents[m] = kit_labels(kit, model, m)
+    innocents = innocents_of(kit)
     out["innocents"] = list(innocents)
     out["replaced"] = {}
     for b in args.replace_budgets:

@@ -79,6 +79,12 @@ class FingerprintSet:
         """:func:`image_keys` of the images, computed once per set (every judge call and export reads them)."""
         return image_keys(self.images)
 
+    @functools.cached_property
+    def image_ids(self) -> torch.Tensor:
+        """One id per image, shared by the queries that hold the same image (from :attr:`keys`), computed once."""
+        ids: dict[bytes, int] = {}
+        return torch.tensor([ids.setdefault(k, len(ids)) for k in self.keys], dtype=torch.int64)
+
     def pixels(self) -> torch.Tensor:
         """Images as float32 in [0, 1] (uint8 / 255)."""
         return self.images.float() / 255.0 if self.images.dtype == torch.uint8 else self.images

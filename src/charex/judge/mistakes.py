@@ -165,7 +165,7 @@ def score_answers(fp: FingerprintSet, labels: torch.Tensor, answered: torch.Tens
         raise CharexError(f"every section needs answers; answered per section: {sizes}")
     section = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor(parts))
     within = stratified_contrast(fp.targets[mask].numpy(), hit[mask].numpy(), section[mask].numpy(), len(parts),
-                                 _image_ids(fp)[mask].numpy())
+                                 fp.image_ids[mask].numpy())
     return MistakeScore(tuple(c / n for c, n in zip(counts, sizes)), tuple(counts), tuple(sizes), within)
 
 
@@ -274,17 +274,11 @@ def judged_p(fp: FingerprintSet, null: MistakeNull, labels: torch.Tensor, answer
     section = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor(parts))[mask].numpy()
     targets = fp.targets[mask].numpy()
     coef = contrast_coefficients(targets, section, len(parts), within=null.statistic != "raw")[0]
-    args = (coef, targets, _image_ids(fp)[mask].numpy(), labels.long().cpu()[mask].numpy())
+    args = (coef, targets, fp.image_ids[mask].numpy(), labels.long().cpu()[mask].numpy())
     guard = permutation_p(*args)
     if guard * (DRAWS + 1) == 1 and calibrated < guard:  # no shuffle reached d: resolve five times finer
         guard = permutation_p(*args, draws=5 * (DRAWS + 1) - 1)
     return max(calibrated, guard), calibrated, guard
-
-
-def _image_ids(fp: FingerprintSet) -> torch.Tensor:
-    """One id per query, shared by the queries of one image (:attr:`FingerprintSet.keys`)."""
-    ids: dict[bytes, int] = {}
-    return torch.tensor([ids.setdefault(k, len(ids)) for k in fp.keys])
 
 
 def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:

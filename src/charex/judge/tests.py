@@ -138,8 +138,8 @@ class ExampleTest:
         queries; True (derived) once the matches reach it and the chance p of the answers so far is at most
         ``level`` / n (a stop may be taken after any of the n answers: Bonferroni over them keeps the reported
         p, n times the chance p, valid); None while the decision can change."""
-        from .chance import permutation_tail
         from .null import threshold
+        from .verify import chance_p
 
         cal = self.fp.calibration
         if cal is None:
@@ -149,9 +149,7 @@ class ExampleTest:
         if k + left < t:
             return False
         if k >= t:
-            idx = sorted(answers)
-            chance = permutation_tail([int(self.fp.targets[i]) for i in idx], [int(answers[i]) for i in idx])
-            return True if chance * (self.fp.n if left else 1) <= level else None
+            return True if chance_p(self.fp, answers) * (self.fp.n if left else 1) <= level else None
         return None
 
 

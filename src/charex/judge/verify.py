@@ -130,17 +130,23 @@ def verdict_from_answers(fp: FingerprintSet, name: str, answers: Mapping[int, in
     permutation p of the answers against the targets of the same examples (more matches than the suspect's own
     answers give by chance; :func:`charex.judge.chance.permutation_tail`). Either null makes p valid, so a suspect
     that answers one class to everything, or at random with any prior, is never judged derived."""
-    from .chance import permutation_tail
-
     _require_match_fingerprint(fp)
     idx = sorted(answers)
     if not idx:
         raise CharexError("no answers to verify")
     if idx[0] < 0 or idx[-1] >= fp.n:
         raise CharexError(f"answers name examples outside 0..{fp.n - 1}")
-    targets, labels = [int(fp.targets[i]) for i in idx], [int(answers[i]) for i in idx]
-    k = sum(a == t for a, t in zip(labels, targets))
-    return verdict_from_count(fp, name, k, len(idx), extra, chance=permutation_tail(targets, labels))
+    k = sum(int(answers[i]) == int(fp.targets[i]) for i in idx)
+    return verdict_from_count(fp, name, k, len(idx), extra, chance=chance_p(fp, answers))
+
+
+def chance_p(fp: FingerprintSet, answers: Mapping[int, int]) -> float:
+    """The suspect's own chance p on a count test: :func:`charex.judge.chance.permutation_tail` of its answers
+    (example index -> label) against the targets of the same examples."""
+    from .chance import permutation_tail
+
+    idx = sorted(answers)
+    return permutation_tail([int(fp.targets[i]) for i in idx], [int(answers[i]) for i in idx])
 
 
 def calibrate(fp: FingerprintSet, references: Models, *, level: float = 0.01,
