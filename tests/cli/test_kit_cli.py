@@ -44,14 +44,15 @@ def test_fingerprint_then_verify_gives_one_verdict_per_suspect(kit_file, capsys)
     capsys.readouterr()
     assert main(["verify", str(out), m["base"], m["ind5"], "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["tests"] == ["examples", "mistakes"] and res["level"] == 0.01
-    base, other = res["results"]
-    assert base["decision"] == "derived" and base["fired"] == "examples" and base["queries"] == 100
+    assert res["tests"] == ["weights", "examples", "mistakes"] and res["level"] == 0.01
+    base, other = res["results"]  # the base's own weights: settled before any query
+    assert base["decision"] == "derived" and base["fired"] == "weights" and base["queries"] == 0
     assert set(base) >= {"decision", "p_value", "queries", "tests"}
-    assert other["queries"] > 100 and len(other["tests"]) == 2 and other["tests"][1]["queries"] > 0
+    assert other["queries"] > 100 and len(other["tests"]) == 3 and other["tests"][2]["queries"] > 0
     assert main(["verify", str(out), m["base"]]) == 0
     text = capsys.readouterr().out
-    assert "DERIVED" in text and "Bonferroni over 2 tests" in text and "caught by the examples test" in text
+    assert "DERIVED" in text and "Bonferroni over the 3 tests that apply" in text and "caught by the weights test" \
+        in text and "0 queries" in text
     # a budget holds for a local suspect too, all tests together
     assert main(["verify", str(out), m["ind5"], "--max-queries", "150", "--json"]) in (0, 1)
     v = json.loads(capsys.readouterr().out)["results"][0]
@@ -89,7 +90,7 @@ def test_export_answers_and_inspect(kit_file, tmp_path, capsys) -> None:
     assert "not one of this fingerprint's" in capsys.readouterr().err
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "Bonferroni over 2 test(s)" in text and "mistakes" in text and "twin" in text
+    assert "Bonferroni over the 3 test(s)" in text and "mistakes" in text and "twin" in text and "weights" in text
     assert main(["inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["kind"] == "kit" and [t["test"] for t in info["tests"]] == ["examples", "mistakes"]
@@ -101,8 +102,9 @@ def test_scan_and_mistakes_verify_take_the_kit(kit_file, tmp_path, capsys) -> No
     assert main(["scan", "--fingerprints", str(out), "--suspects", m["base"], m["ind5"], "-o", str(lines),
                  "--workers", "1", "--quiet"]) == 0
     rows = {json.loads(r)["suspect"]: json.loads(r) for r in lines.read_text().splitlines()}
-    assert rows[m["base"]]["decision"] == "derived" and rows[m["base"]]["fired"] == "examples"
-    assert rows[m["ind5"]]["queries"] > 100 and len(rows[m["ind5"]]["tests"]) == 2
+    assert rows[m["base"]]["decision"] == "derived" and rows[m["base"]]["fired"] == "weights"
+    assert rows[m["base"]]["queries"] == 0
+    assert rows[m["ind5"]]["queries"] > 100 and len(rows[m["ind5"]]["tests"]) == 3
     # the kit's mistake test alone, judged with the null the kit holds (no --independent)
     mis = Kit.load(out).tests[1]
     mis.save(tmp_path / "m.safetensors")
@@ -149,7 +151,8 @@ def test_remote_suspect_judged_with_the_kit_cheapest_test_first(kit_file, tmp_pa
         assert main(["verify", str(out), url, "--json", "--audit", str(audit)]) == 0
         v = json.loads(capsys.readouterr().out)["results"][0]
         assert v["decision"] == "derived" and v["sent"] == sum(posts) == v["queries"] <= 100
-        assert v["tests"][1]["queries"] == 0  # the mistakes were never sent: the verdict was settled
+        assert v["tests"][0]["note"].startswith("not applicable: no weights")  # an endpoint: queries only
+        assert v["tests"][2]["queries"] == 0  # the mistakes were never sent: the verdict was settled
         assert main(["verify", str(out), "--answers", str(audit), "--json"]) == 0  # re-checked offline
         assert json.loads(capsys.readouterr().out)["results"][0]["decision"] == "derived"
         Kit.load(out).tests[0].save(tmp_path / "examples.safetensors")  # another file: its answers are not these
@@ -165,7 +168,9 @@ def test_audit_re_runs_both_tests_of_the_kit(kit_file, tmp_path, capsys) -> None
             "--calibration-references", m["ind3"], m["ind4"], m["ind5"], "--data", str(d / "data"), "--quiet"]
     assert main(args + ["--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["passed"] and set(rep["tests"]) == {"examples", "mistakes"}
+    assert rep["passed"] and set(rep["tests"]) == {"weights", "examples", "mistakes"}
+    assert {c["name"]: c["status"] for c in rep["tests"]["weights"]["checks"]} == {
+        "weight sketch": "pass", "weight null re-measured": "pass"}
     names = {c["name"]: c["status"] for c in rep["tests"]["mistakes"]["checks"]}
     assert names["queries"] == "pass" and names["calibration re-measured"] == "pass"
     assert names["labelled images"] == "pass"

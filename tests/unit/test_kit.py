@@ -1,6 +1,7 @@
 """The kit (charex.make.kit, charex.judge.kit, charex.judge.query): one file of calibrated tests, one verdict per
 suspect by Bonferroni, the same verdict through a model, answers and a budget; bad kits refused with clear errors."""
 
+import copy
 import dataclasses
 import json
 
@@ -22,7 +23,7 @@ CFG = GenerationConfig(n=30, steps=20, alpha=2 / 255, dtype="float32")
 
 
 @pytest.fixture(scope="module")
-def kit(trained_tiny) -> Kit:
+def full_kit(trained_tiny) -> Kit:
     images = torch.randint(0, 256, (600, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     y = torch.randint(0, 10, (600,), generator=torch.Generator().manual_seed(3))  # noisy labels: many mistakes
     return make_kit(trained_tiny, {f"c{i}": make_tiny(50 + i, train_steps=60) for i in range(3)},
@@ -30,7 +31,16 @@ def kit(trained_tiny) -> Kit:
                     twins={"t": make_tiny(30, train_steps=60)}, images=images, labels=y, config=CFG, progress=False)
 
 
-def test_kit_holds_both_tests_calibrated_and_round_trips(kit, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def kit(full_kit) -> Kit:
+    """The kit's query tests alone (the weight test, which settles a local copy with no query, left out): the
+    query loop under test (tests/unit/test_kit_weights.py tests the kit with its weight test)."""
+    return dataclasses.replace(full_kit, weights=None)
+
+
+def test_kit_holds_both_tests_calibrated_and_round_trips(full_kit, tmp_path) -> None:
+    kit = full_kit
+    assert kit.names == ["weights", "examples", "mistakes"] and len(kit.weights.null.names) == 5
     assert [t.name for t in kit.judges()] == ["examples", "mistakes"]
     assert all(fp.calibration is not None for fp in kit.tests) and kit.meta["missing"] == []
     assert kit.tests[1].calibration["null"] == "mistakes" and len(kit.tests[1].calibration["differences"]) == 3
@@ -168,3 +178,88 @@ def test_bad_kits_are_refused_with_clear_errors(kit, tmp_path, trained_tiny) -> 
     _rewrite(p, bad, forge)
     with pytest.raises(FingerprintFileError, match="tampered section"):
         Kit.load(bad)
+
+
+# the weight test in the kit (issue 31): read before any query, any head, one verdict
+def _new_head(m, classes: int, seed: int = 0):
+    """The model with its units permuted (the first convolution's, with BatchNorm) and a fresh head of ``classes``:
+    a backbone reused for another task."""
+    m = copy.deepcopy(m)
+    f, g = m.model.features, torch.Generator().manual_seed(seed)
+    p = torch.randperm(f[0].out_channels, generator=g)
+    f[0].weight.data = f[0].weight.data[p]
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(f[1], name).data = getattr(f[1], name).data[p]
+    f[4].weight.data = f[4].weight.data[:, p]
+    m.model.classifier = torch.nn.Linear(m.model.classifier.in_features, classes)
+    m.card = {**m.card, "num_classes": classes}
+    return m.eval()
+
+
+def test_the_weight_test_settles_a_reused_backbone_with_no_query(full_kit, trained_tiny) -> None:
+    reused = judge(full_kit, LocalSuspect(_new_head(trained_tiny, 100)), "reused")
+    assert reused.decision == "derived" and reused.fired == "weights" and reused.queries == 0
+    w, ex, mi = reused.tests
+    assert w["test"] == "weights" and w["share"] == 1.0 and w["p_value"] < 0.01 and w["statistic"] > 0.99
+    assert not ex["applies"] and "100 classes" in ex["note"] and ex["queries"] == mi["queries"] == 0
+    copy10 = judge(full_kit, LocalSuspect(_new_head(trained_tiny, 10)), "copy")  # same label space: shares split
+    assert copy10.queries == 0 and copy10.tests[0]["share"] == pytest.approx(0.1)
+    assert copy10.p_value == pytest.approx(min(1.0, copy10.tests[0]["p_value"] / 0.1))
+    assert "settled" in copy10.tests[1]["note"]
+
+
+def test_weight_shares_and_the_query_tests_unchanged_without_weights(full_kit, trained_tiny) -> None:
+    assert full_kit.shares(True, True) == pytest.approx((0.1, 0.45)) and full_kit.shares(True, False) == (1.0, 0.0)
+    assert full_kit.shares(False, True) == (0.0, 0.5)  # answers, an endpoint, another architecture: as before
+    other = make_tiny(77, train_steps=60)  # another seed of the recipe, in no role of the kit
+    v = judge(full_kit, LocalSuspect(other), "other")
+    assert v.tests[0]["p_value"] > 0.01 and v.queries > 0 and v.decision == "not derived"
+    r = [TestResult("examples", 3.0, 0.2, 30), TestResult("mistakes", 0.1, 0.004, 90)]
+    w = TestResult("weights", 0.3, 0.5, 0)
+    assert combine(full_kit, r, "s", weights=w).p_value == pytest.approx(0.004 / 0.45)
+    answers = judge_answers(full_kit, {i: int(t) for i, t in enumerate(full_kit.targets)}, "answers")
+    assert answers.tests[0]["note"].startswith("not applicable: no weights") and answers.tests[1]["share"] == 0.5
+
+
+def test_another_architecture_and_label_space_is_not_applicable(full_kit, kit, trained_tiny, tmp_path, capsys) -> None:
+    from charex.cli import main
+    from charex.models.loading import save_model
+    from charex.models.normalized import Normalized
+
+    torch.manual_seed(0)
+    alien = Normalized(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(768, 5)), (0.5,) * 3, (0.25,) * 3,
+                       {"input_shape": [3, 16, 16], "num_classes": 5})
+    v = judge(full_kit, LocalSuspect(alien), "alien")
+    assert v.decision == "not applicable" and v.p_value is None and v.queries == 0
+    with pytest.raises(CharexError, match="charex weights"):  # a kit without the weight test: the error as before
+        judge(kit, LocalSuspect(_new_head(trained_tiny, 100)), "reused")
+    full_kit.save(tmp_path / "kit.safetensors")
+    save_model(_new_head(trained_tiny, 100), tmp_path / "reused.safetensors")
+    assert main(["verify", str(tmp_path / "kit.safetensors"), str(tmp_path / "reused.safetensors"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tests"] == ["weights", "examples", "mistakes"] and out["results"][0]["queries"] == 0
+    assert out["results"][0]["tests"][0]["applies"] and not out["results"][0]["tests"][1]["applies"]
+
+
+def test_a_tampered_or_malformed_sketch_is_refused(full_kit, tmp_path) -> None:
+    full_kit.save(tmp_path / "kit.safetensors")
+    raw = (tmp_path / "kit.safetensors").read_bytes()
+    tensors, meta = st_load(raw), json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    tensors["weights.0"] = tensors["weights.0"].flip(0).contiguous()  # another unit order: digest no longer matches
+    (tmp_path / "t.safetensors").write_bytes(st_save(tensors, metadata=meta))
+    with pytest.raises(FingerprintFileError, match="digest mismatch"):
+        Kit.load(tmp_path / "t.safetensors")
+    bad = dataclasses.replace(full_kit.weights.sketch,
+                              layers=((*full_kit.weights.sketch.layers[0][:2], full_kit.weights.sketch.layers[0][2] * 2),
+                                      *full_kit.weights.sketch.layers[1:]))
+    forged = dataclasses.replace(full_kit, weights=type(full_kit.weights)(bad, full_kit.weights.null))
+    forged.save(tmp_path / "f.safetensors")  # a consistent digest over a sketch no base gives
+    with pytest.raises(FingerprintFileError, match="malformed"):
+        Kit.load(tmp_path / "f.safetensors")
+
+
+def test_audit_checks_the_sketch_against_the_base(full_kit, trained_tiny) -> None:
+    from charex.judge.audit import audit_weights
+
+    assert audit_weights(full_kit.weights, trained_tiny).checks[0].status == "pass"
+    assert audit_weights(full_kit.weights, make_tiny(5, train_steps=10)).checks[0].status == "fail"

@@ -62,6 +62,12 @@ def _audit_mistakes(args: argparse.Namespace, fp: Any) -> Any:
 
 def _audit_kit(args: argparse.Namespace, kit: Any) -> int:
     parts = []
+    if kit.weights is not None:
+        from ..judge.audit import audit_weights
+
+        named = [*(args.twins or []), *(args.references or []), *(args.calibration_references or [])]
+        parts.append(("weights", audit_weights(kit.weights, load(args, args.base),
+                                               _models(args, list(dict.fromkeys(named))))))
     for fp, t in zip(kit.tests, kit.judges()):
         parts.append((t.name, _audit_mistakes(args, fp) if t.name == "mistakes" else _audit_examples(args, fp)))
     return _report(args, parts)

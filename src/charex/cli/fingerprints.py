@@ -163,7 +163,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                               sequential=args.max_queries is not None))
     verdicts += [judge_answers(kit, read_answers(path, kit), str(path)) for path in args.answers or []]
     if args.json:
-        print_json({"calibrated": kit.calibrated, "level": kit.level, "tests": [t.name for t in kit.judges()],
+        print_json({"calibrated": kit.calibrated, "level": kit.level, "tests": kit.names,
                     "results": [v.to_dict() for v in verdicts]})
     else:
         if not kit.calibrated and "mistakes" in kit.tests[0].meta:
@@ -174,10 +174,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print("note: this fingerprint is not calibrated, so no calibrated verdict is possible; match rates "
                   "only. Run `charex calibrate FP --reference MODEL ...` on independent models first.")
         for v in verdicts:
-            print(_verdict_line(v, len(kit.tests)))
-    if not kit.calibrated:
+            print(_verdict_line(v, len(kit.names)))
+    return verdict_exit(kit, verdicts)
+
+
+def verdict_exit(kit: Any, verdicts: list[Any]) -> int:
+    """0 when any suspect is judged derived, else 3 when the kit is uncalibrated or a suspect was one no test
+    applies to (another architecture and label space), else 1."""
+    if any(v.decision == "derived" for v in verdicts):
+        return EXIT_DERIVED
+    if not kit.calibrated or any(v.decision == "not applicable" for v in verdicts):
         return EXIT_UNCALIBRATED
-    return EXIT_DERIVED if any(v.decision == "derived" for v in verdicts) else EXIT_NOT_DERIVED
+    return EXIT_NOT_DERIVED
 
 
 def _test_words(t: dict[str, Any], decision: str | None = None, p_value: float | None = None) -> str:
@@ -185,7 +193,11 @@ def _test_words(t: dict[str, Any], decision: str | None = None, p_value: float |
     ``p_value`` and the decision (a one-test fingerprint's line)."""
     if t.get("statistic") is None:
         return f"{t['test']}: {t.get('note', 'not asked')}"
-    if t["test"] == "mistakes":
+    if t["test"] == "weights":
+        words = (f"weights: units match the base's at cosine {t['statistic']:.3f} over {t['layers_matched']} of "
+                 f"{t['layers']} layers (independent models of its architecture {min(t['null_means']):.3f}-"
+                 f"{max(t['null_means']):.3f}); 0 queries")
+    elif t["test"] == "mistakes":
         r = t["rates"]
         words = (f"mistakes: repeats {100 * r[0]:.1f}% of the base's mistakes and "
                  f"{100 * sum(r[1:]) / (len(r) - 1):.1f}% of its twins' (d {t['d']:+.3f})")
@@ -218,7 +230,12 @@ def _verdict_line(v: Any, n_tests: int) -> str:
     tail = f"\n    warning: {warn}" if warn else ""
     if n_tests == 1:
         return f"{v.suspect}: " + _test_words(v.tests[0], v.decision, v.p_value).split(": ", 1)[1] + tail
-    head = (f"{v.suspect}: {v.decision.upper()}, p = {format_p(v.p_value)} (Bonferroni over {n_tests} tests)"
+    if v.p_value is None:
+        return "\n".join([f"{v.suspect}: {v.decision.upper()}: no test of the kit applies; 0 queries"] +
+                          [f"    {_test_words(t)}" for t in v.tests]) + tail
+    applied = sum(1 for t in v.tests if t.get("applies", True))
+    head = (f"{v.suspect}: {v.decision.upper()}, p = {format_p(v.p_value)} (Bonferroni over the {applied} tests "
+            f"that apply)"
             f"{', caught by the ' + v.fired + ' test' if v.fired else ''}; {v.queries} queries"
             f"{' (stopped early)' if d.get('stopped_early') else ''}")
     return "\n".join([head] + [f"    {_test_words(t)}" for t in v.tests]) + tail
@@ -274,8 +291,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect_kit(args: argparse.Namespace, kit: Any) -> int:
     from ..make.kit import describe
 
+    w = kit.weights
     info = {"path": str(args.fingerprint), "digest": kit.digest, "kind": "kit", "level": kit.level,
             "queries": kit.n, "meta": kit.meta,
+            "weights": None if w is None else {"share": w.share, "layers": [k for k, _, _ in w.sketch.layers],
+                                               "directions": w.sketch.dims, "null": w.null.to_dict()},
             "tests": [{"test": t.name, "queries": fp.n, "digest": fp.digest, "config": fp.config.to_dict(),
                        "meta": fp.meta, "calibration": fp.calibration} for fp, t in zip(kit.tests, kit.judges())]}
     if args.json:
@@ -284,7 +304,8 @@ def _inspect_kit(args: argparse.Namespace, kit: Any) -> int:
     m = kit.tests[0].meta
     print(f"{args.fingerprint}\n  kit digest        {kit.digest}")
     print(f"  base model        {m.get('base_model')} digest {m.get('base_model_digest')}")
-    print(f"  verdict           Bonferroni over {len(kit.tests)} test(s) at level {kit.level}; {kit.n} queries")
+    print(f"  verdict           Bonferroni over the {len(kit.names)} test(s) (those that apply to a suspect) at level "
+          f"{kit.level}; {kit.n} queries")
     describe(kit)
     for fp, t in zip(kit.tests, kit.judges()):
         for role in ("references", "twins"):

@@ -345,3 +345,30 @@ def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None 
         f"all {len(rows)} calibration models give the recorded d"
     checks.append(Check("calibration re-measured", "fail" if diffs or missing else "pass", detail))
     return AuditReport(checks)
+
+
+def audit_weights(test: Any, base: nn.Module, models: Models | None = None) -> AuditReport:
+    """Check a kit's weight test: its sketch is the one ``base`` gives (:class:`~charex.judge.weights.WeightSketch`,
+    deterministic from the base and the recorded seed), and, given the models its null names (``name -> model``:
+    the calibration models, references and twins that lined up), their per-layer statistics re-measured."""
+    from .weights import WeightSketch, calibrate_weights
+
+    sk = test.sketch
+    again = WeightSketch.of(base, sk.seed)
+    same = [a[:2] for a in again.layers] == [b[:2] for b in sk.layers] and all(
+        torch.allclose(a[2], b[2], atol=1e-4) for a, b in zip(again.layers, sk.layers))
+    checks = [Check("weight sketch", "pass" if same else "fail",
+                    f"{len(sk.layers)} layers, the same as the base's re-made sketch" if same else
+                    "differs from the sketch the given base gives: another base, or a tampered or crafted sketch")]
+    given = dict(named_models(models or {}))
+    missing = [n for n in test.null.names if n not in given]
+    if missing:
+        checks.append(Check("weight null re-measured", "skip", f"give the models it names to re-measure them: "
+                                                               f"{', '.join(missing)}"))
+        return AuditReport(checks)
+    null = calibrate_weights(sk, {n: given[n] for n in test.null.names})
+    diff = max(abs(a - b) for (_, x), (_, y) in zip(null.layers, test.null.layers) for a, b in zip(x, y))
+    ok = null.names == test.null.names and diff <= 1e-4
+    checks.append(Check("weight null re-measured", "pass" if ok else "fail",
+                        f"{len(test.null.names)} models, largest difference {diff:.2g}", {"max_difference": diff}))
+    return AuditReport(checks)

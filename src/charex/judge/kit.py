@@ -29,7 +29,7 @@ from .._io import atomic_write_bytes
 from ..errors import CharexError, FingerprintFileError
 from ..fingerprint import FORMAT_VERSION, FingerprintSet, _canonical, read_file
 from ..types import GenerationConfig
-from .tests import ExampleTest, MistakeTest, TestResult, test_for
+from .tests import ExampleTest, MistakeTest, TestResult, WeightTest, test_for
 
 KIT_KEY = "charex-kit"
 
@@ -56,6 +56,7 @@ class Kit:
     meta: dict[str, Any] = field(default_factory=dict)
     single: bool = False  # opened from one fingerprint file (not a kit file): its own level, uncalibrated allowed
     origin: str | None = None  # the id of the kit this one was transformed from (answers still name that one)
+    weights: WeightTest | None = None  # the weight test (no queries), when the kit holds one
 
     def __post_init__(self) -> None:
         if not self.tests:
@@ -128,8 +129,22 @@ class Kit:
         return all(fp.calibration is not None for fp in self.tests)
 
     def judges(self) -> list[ExampleTest | MistakeTest]:
-        """One test object per test, in order."""
+        """One query test object per test, in order (the weight test, which sends none, is :attr:`weights`)."""
         return [test_for(fp) for fp in self.tests]
+
+    @property
+    def names(self) -> list[str]:
+        """Every test's name, the weight test first (the order a verdict lists them)."""
+        return (["weights"] if self.weights else []) + [t.name for t in self.judges()]
+
+    def shares(self, weights_apply: bool, queries_apply: bool) -> tuple[float, float]:
+        """(the weight test's share of the level, each query test's), by the rule fixed when the kit was made:
+        the tests that apply to the suspect split the level, the weight test taking its stored share when the query
+        tests apply too and the query tests the rest equally. Which tests apply is decided by the suspect's form
+        (parameters that line up with the base's; the base's label space) before any statistic is computed, so
+        each form's false-claim rate is at most the level (union bound over the tests that apply)."""
+        w = self.weights.share if self.weights and weights_apply and queries_apply else float(weights_apply)
+        return (w if weights_apply else 0.0), ((1.0 - w) / len(self.tests) if queries_apply else 0.0)
 
     def split(self, answers: dict[int, int]) -> list[dict[int, int]]:
         """Kit-numbered answers -> one dict per test, numbered within the test."""
@@ -147,14 +162,22 @@ class Kit:
 
     # the file
     def _header(self) -> dict[str, Any]:
-        return {"format": FORMAT_VERSION, "level": self.level, "meta": self.meta,
+        head = {"format": FORMAT_VERSION, "level": self.level, "meta": self.meta,
                 "tests": [fp.header() for fp in self.tests], "digests": [fp.digest for fp in self.tests]}
+        if self.weights is not None:
+            sk = self.weights.sketch
+            head["weights"] = {"share": self.weights.share, "seed": sk.seed, "null": self.weights.null.to_dict(),
+                               "layers": [{"name": k, "shape": list(shape)} for k, shape, _ in sk.layers]}
+        return head
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         out = {}
         for i, fp in enumerate(self.tests):
             out[f"{i}.images"] = fp.images.detach().cpu().contiguous()
             out[f"{i}.targets"] = fp.targets.detach().cpu().contiguous()
+        if self.weights is not None:
+            for j, (_, _, t) in enumerate(self.weights.sketch.layers):
+                out[f"weights.{j}"] = t.detach().cpu().float().contiguous()
         return out
 
     @property
@@ -198,8 +221,10 @@ class Kit:
             if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
                 raise FingerprintFileError(f"{name}: unsupported kit format {header.get('format')!r}")
             heads, digests = header["tests"], header["digests"]
+            wh = header.get("weights")
+            wnames = {f"weights.{j}" for j in range(len(wh["layers"]))} if isinstance(wh, dict) else set()
             if not isinstance(heads, list) or not isinstance(digests, list) or len(heads) != len(digests) or \
-                    set(tensors) != {f"{i}.{k}" for i in range(len(heads)) for k in ("images", "targets")}:
+                    set(tensors) != {f"{i}.{k}" for i in range(len(heads)) for k in ("images", "targets")} | wnames:
                 raise FingerprintFileError(f"{name}: the kit's tests and tensors do not correspond")
             tests = []
             for i, (h, d) in enumerate(zip(heads, digests)):
@@ -216,11 +241,36 @@ class Kit:
             kmeta = header.get("meta", {})
             if not isinstance(kmeta, dict):
                 raise FingerprintFileError(f"{name}: kit meta must be an object")
-            return cls(tests=tuple(tests), level=float(level), meta=kmeta)
+            return cls(tests=tuple(tests), level=float(level), meta=kmeta,
+                       weights=None if wh is None else _weight_test(wh, tensors, name))
         except FingerprintFileError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise FingerprintFileError(f"{name}: kit header is invalid: {e}") from e
+
+
+def _weight_test(head: Any, tensors: dict[str, torch.Tensor], name: str) -> WeightTest:
+    """The weight test from a kit's header and tensors: every layer's sketch the shape its header says (units x
+    directions), finite, at unit norm; its null and share as written."""
+    from .weights import WeightNull, WeightSketch, sketch_dims
+
+    layers = []
+    for j, h in enumerate(head["layers"]):
+        t, shape = tensors[f"weights.{j}"], tuple(int(x) for x in h["shape"])
+        d = 1
+        for x in shape[1:]:
+            d *= x
+        want = (shape[0], sketch_dims(d)) if len(shape) in (2, 4) else None
+        if want is None or t.dtype != torch.float32 or tuple(t.shape) != want or not torch.isfinite(t).all() or \
+                not torch.allclose(t.norm(dim=1), torch.ones(shape[0]), atol=1e-3):
+            raise FingerprintFileError(f"{name}: the weight test's sketch of layer {h.get('name')} is malformed "
+                                       f"({t.dtype} {tuple(t.shape)} for a layer of shape {shape})")
+        layers.append((str(h["name"]), shape, t))
+    try:
+        return WeightTest(WeightSketch(tuple(layers), int(head["seed"])), WeightNull.from_dict(head["null"]),
+                          float(head["share"]))
+    except CharexError as e:
+        raise FingerprintFileError(f"{name}: {e}") from e
 
 
 def open_kit(path: str | Path) -> Kit:
@@ -276,27 +326,47 @@ class KitVerdict:
 
 
 def combine(kit: Kit, results: Sequence[TestResult | None], name: str, extra: dict[str, Any] | None = None,
-            notes: Sequence[str | None] = ()) -> KitVerdict:
-    """The kit's verdict from its tests' results (None: a test not asked), by Bonferroni over all T tests."""
-    T = len(kit.tests)
+            notes: Sequence[str | None] = (), *, weights: TestResult | None = None, weights_note: str | None = None,
+            queries_apply: bool = True, queries_note: str | None = None) -> KitVerdict:
+    """The kit's verdict from its tests' results, by weighted Bonferroni over the tests that apply
+    (:meth:`Kit.shares`): p = min(1, min_i p_i / share_i), derived when p <= level.
+
+    Args:
+        results: each query test's result (None: not asked; ``notes`` says why). weights: the weight test's result
+            when it applies (``weights_note``: why it does not). queries_apply: False when the suspect answers another
+            label space (``queries_note``: why); the query tests then take no share.
+    """
+    ws, qs = kit.shares(weights is not None, queries_apply)
     rows: list[dict[str, Any]] = []
-    asked = []
+    asked: list[tuple[TestResult, float]] = []
+    if kit.weights is not None:
+        if weights is None:
+            rows.append({"test": "weights", "statistic": None, "p_value": None, "queries": 0, "applies": False,
+                         "note": weights_note or "not applicable"})
+        else:
+            rows.append({**weights.to_dict(), "applies": True, "share": ws})
+            asked.append((weights, ws))
     for i, (fp, r) in enumerate(zip(kit.tests, results)):
         note = notes[i] if i < len(notes) else None
-        if r is None:
+        if not queries_apply:
+            rows.append({"test": test_for(fp).name, "statistic": None, "p_value": None, "queries": 0,
+                         "applies": False, "note": queries_note or "not applicable"})
+        elif r is None:
             rows.append({"test": test_for(fp).name, "statistic": None, "p_value": None, "queries": 0,
                          "note": note or "not asked"})
-            continue
-        rows.append({**r.to_dict(), **({"note": note} if note else {})})
-        asked.append(r)
-    queries = sum(r.queries for r in asked)
-    if not kit.calibrated or any(r.p_value is None for r in asked):
+        else:
+            rows.append({**r.to_dict(), **({"note": note} if note else {}), "share": qs})
+            asked.append((r, qs))
+    queries = sum(r.queries for r, _ in asked)
+    if not kit.calibrated or any(r.p_value is None for r, _ in asked):
         return KitVerdict(name, "uncalibrated", None, queries, rows, None, kit.level, dict(extra or {}))
     if not asked:
+        if weights is None and not queries_apply:
+            return KitVerdict(name, "not applicable", None, 0, rows, None, kit.level, dict(extra or {}))
         why = "; ".join(f"{r['test']}: {r['note']}" for r in rows)
         raise CharexError(f"{name}: no test of the kit could be judged ({why})")
-    best = min(asked, key=lambda r: float(r.p_value))  # type: ignore[arg-type]  (None ruled out above)
-    p = min(1.0, T * float(best.p_value))  # type: ignore[arg-type]
+    best, share = min(asked, key=lambda a: float(a[0].p_value) / a[1])  # type: ignore[arg-type]
+    p = min(1.0, float(best.p_value) / share)  # type: ignore[arg-type]
     derived = p <= kit.level
     return KitVerdict(name, "derived" if derived else "not derived", p, queries, rows, best.test if derived else None,
                       kit.level, dict(extra or {}))

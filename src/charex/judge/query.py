@@ -25,6 +25,9 @@ from .kit import Kit, KitVerdict, combine
 from .tests import MistakeTest, TestResult
 
 
+NO_WEIGHTS = "not applicable: no weights to read (answers or an endpoint)"
+
+
 class Suspect(Protocol):
     """Anything that labels queries: ``labels(fp, idx)`` -> one class index per query ``idx`` of test ``fp``."""
 
@@ -41,6 +44,18 @@ class LocalSuspect:
         """``probed``: the caller already checked the model's input shape and class count (``probe_model``)."""
         self.model, self.name, self.batch_size = model, name, batch_size
         self._probed = probed
+
+    def label_space(self, fp: FingerprintSet) -> str | None:
+        """Why the query tests of ``fp``'s kit do not apply (None when they do): the model answers another number
+        of classes than the base. Other faults (input shape, NaN logits) are errors."""
+        from ..models.probe import probe_model
+
+        want = fp.meta.get("num_classes")
+        got = probe_model(self.model, fp.meta.get("input_shape", list(fp.images.shape[1:])), None, name=self.name)
+        self._probed = want is None or got == want
+        if self._probed:
+            return None
+        return f"not applicable: the suspect answers {got} classes, the base {want} (another label space)"
 
     def labels(self, fp: FingerprintSet, idx: list[int]) -> list[int]:
         from ..models.probe import probe_model
@@ -92,8 +107,13 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     """
     if max_queries is not None and max_queries < 1:
         raise CharexError(f"--max-queries must be >= 1, got {max_queries}")
+    wres, wnote, qnote = _weights_first(kit, suspect)
+    if qnote is not None:  # another label space: the weight test alone, or nothing applies
+        return combine(kit, [None] * len(kit.tests), name, {**(extra or {}), "sent": 0, "stopped_early": False},
+                       weights=wres, weights_note=wnote, queries_apply=False, queries_note=qnote)
     tests = kit.judges()
-    share = kit.level / len(tests)  # each test's level under Bonferroni
+    wshare, qshare = kit.shares(wres is not None, True)
+    share = kit.level * qshare  # each query test's level under the kit's Bonferroni
     answers: list[dict[int, int]] = [{} for _ in tests]
     stopped: list[float | None] = [None] * len(tests)
     results: list[TestResult | None] = [None] * len(tests)
@@ -101,7 +121,8 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     sent, early = 0, False
     offsets = kit.offsets
     known: dict[bytes, int] = {}  # an image already answered -> its label
-    for ti in sorted(range(len(tests)), key=lambda i: kit.tests[i].n):  # cheapest first
+    settled = wres is not None and stop_when_derived and float(wres.p_value or 1) / wshare <= kit.level
+    for ti in sorted(range(len(tests)), key=lambda i: kit.tests[i].n) if not settled else ():  # cheapest first
         t = tests[ti]
         order = t.order(seed + ti)
         keys = t.fp.keys
@@ -131,7 +152,7 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
                 break
         results[ti], notes[ti] = _result(t, answers[ti], stopped[ti], max_queries)
         if (sequential or stop_when_derived) and any(
-                r is not None and r.p_value is not None and len(tests) * r.p_value <= kit.level for r in results):
+                r is not None and r.p_value is not None and r.p_value / qshare <= kit.level for r in results):
             for tj, r in enumerate(results):
                 if r is None and not answers[tj]:
                     notes[tj] = "not asked: the verdict was already settled"
@@ -139,10 +160,36 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
             break
     for tj in range(len(tests)):
         if results[tj] is None and notes[tj] is None:
-            notes[tj] = f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
-    verdict = combine(kit, results, name, {**(extra or {}), "sent": sent, "stopped_early": early,
-                                           **_mix(kit, answers)}, notes)
+            notes[tj] = "not asked: the weight test settled the verdict" if settled else \
+                f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
+    verdict = combine(kit, results, name, {**(extra or {}), "sent": sent, "stopped_early": early or settled,
+                                           **_mix(kit, answers)}, notes, weights=wres, weights_note=wnote)
     return dataclasses.replace(verdict, queries=sent)
+
+
+def _weights_first(kit: Kit, suspect: Suspect) -> tuple[TestResult | None, str | None, str | None]:
+    """The tests that read the suspect rather than ask it, before any query: (the weight test's result when it
+    applies, why it does not, why the query tests do not apply: another label space). A suspect of another label
+    space against a kit without a weight test is an error naming ``charex weights``."""
+    model = getattr(suspect, "model", None)
+    wres = wnote = None
+    if kit.weights is not None:
+        score, wnote = kit.weights.score(model)
+        wres = None if score is None else kit.weights.result(score)
+    check = getattr(suspect, "label_space", None)
+    try:
+        qnote = check(kit.tests[0]) if check is not None else None
+    except CharexError as e:  # the model does not take the kit's queries at all
+        if wres is None:
+            raise
+        qnote = f"not applicable: {e}"
+    if qnote is not None and kit.weights is None:
+        raise CharexError(f"{getattr(suspect, 'name', 'the suspect')}: {qnote.removeprefix('not applicable: ')}: the "
+                          "kit's query tests compare labels of the base's label space and it holds no weight test (a "
+                          "kit made before issue 31, or one whose calibration models do not share the base's "
+                          "architecture); judge it with `charex weights BASE SUSPECT --calibration ...` (no query, "
+                          "any head), or make the kit again")
+    return wres, wnote, qnote
 
 
 def _mix(kit: Kit, answers: list[dict[int, int]]) -> dict[str, Any]:
@@ -185,7 +232,7 @@ def judge_answers(kit: Kit, answers: dict[int, int], name: str) -> KitVerdict:
         results.append(r)
         notes.append(note or (None if got else "not answered"))
     extra = {"answered": answered, "examples": kit.n, **mix}
-    return dataclasses.replace(combine(kit, results, name, extra, notes), queries=answered)
+    return dataclasses.replace(combine(kit, results, name, extra, notes, weights_note=NO_WEIGHTS), queries=answered)
 
 
 def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries: int | None = None,

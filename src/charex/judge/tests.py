@@ -238,3 +238,55 @@ class MistakeTest:
 def test_for(fp: FingerprintSet) -> ExampleTest | MistakeTest:
     """The test a fingerprint file holds: a mistake test when it has mistake sections, else a count test."""
     return MistakeTest(fp) if "mistakes" in fp.meta else ExampleTest(fp)
+
+
+WEIGHT_SHARE = 0.1  # the weight test's share of the level when the query tests apply too (docs/method.md)
+
+
+class WeightTest:
+    """The weight test (:mod:`charex.judge.weights`) behind the kit's interface: it sends no query; it reads a local
+    suspect's parameters and matches them, unit by unit, with the kit's sketch of the base's
+    (:class:`~charex.judge.weights.WeightSketch`), p from the null stored beside it (independent models of the base's
+    architecture, scored against the same sketch when the kit was made).
+
+    ``applies(model)`` says why it does not apply (None when it does): no parameters to read (answers, an endpoint),
+    or a model whose layers do not line up with the base's (another architecture: "not applicable", never "not
+    derived"). ``result(score)`` is its finding on a score that applies.
+    """
+
+    __test__ = False
+    name = "weights"
+
+    def __init__(self, sketch: Any, null: Any, share: float = WEIGHT_SHARE) -> None:
+        if not 0 < share <= 1:
+            raise CharexError(f"the weight test's share of the level must lie in (0, 1], got {share!r}")
+        self.sketch, self.null, self.share = sketch, null, float(share)
+
+    def score(self, model: Any) -> tuple[Any | None, str | None]:
+        """(the suspect's :class:`~charex.judge.weights.WeightScore`, None) when the test applies, else (None, why)."""
+        from .weights import layer_weights, weight_score
+
+        if model is None:
+            from .query import NO_WEIGHTS
+
+            return None, NO_WEIGHTS
+        try:
+            if not layer_weights(model):
+                return None, "not applicable: no weight layers charex can read in this model"
+        except CharexError:
+            raise
+        except Exception as e:  # a program (TorchScript, torch.export) without a state dict, ...
+            return None, f"not applicable: its weights cannot be read ({type(e).__name__})"
+        s = weight_score(self.sketch, model)
+        if not s.applicable or self.null.p_value(s) is None:
+            return None, (f"not applicable: {len(s.layers)} of the base's {len(self.sketch.layers)} layers line up "
+                          "(another architecture)")
+        return s, None
+
+    def result(self, score: Any) -> TestResult:
+        """The test's finding on a score that applies: the mean matched cosine and its calibrated p."""
+        p = self.null.p_value(score)
+        layers = score.to_dict()
+        return TestResult(self.name, score.statistic, p, 0,
+                          {"layers_matched": len(score.layers), "layers": len(self.sketch.layers),
+                           "null_means": self.null.means, "skipped": layers["skipped"]})

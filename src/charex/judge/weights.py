@@ -35,7 +35,7 @@ from ..errors import CharexError
 
 MAX_PAIRS = 64_000_000  # units of the base times units of the suspect in one layer (VGG-16's largest: 16.8M)
 
-__all__ = ["WeightNull", "WeightScore", "calibrate_weights", "layer_weights", "weight_score"]
+__all__ = ["WeightNull", "WeightScore", "WeightSketch", "calibrate_weights", "layer_weights", "weight_score"]
 
 
 def layer_weights(state: Mapping[str, torch.Tensor] | torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -95,48 +95,114 @@ class WeightScore:
                 "layers": [{"base": b, "suspect": s, "cosine": c, "units": u} for b, s, c, u in self.layers]}
 
 
+@dataclass(frozen=True)
+class WeightSketch:
+    """What a kit keeps of the base's weights for the weight test: per layer lined up (the head left out), its name,
+    its weight's shape and its units' rows (:func:`_rows`: input blocks and rows at unit norm) projected on ``m``
+    seeded Gaussian directions, ``m`` = min(:data:`SKETCH_DIMS`, half the unit's inputs). A suspect's rows are
+    projected on the same directions (after its inputs are put in the base's order), so the chain of matchings runs
+    in the sketch space; a layer keeps at most half of each unit's directions and none of its scale, so the kit
+    cannot be turned back into the base (docs/threat-model.md).
+
+    Attributes:
+        layers: (base layer name, weight shape, sketch: units x m float32) per layer.
+        seed: the directions' seed (layer i's directions: :func:`directions` (seed, i)).
+    """
+
+    layers: tuple[tuple[str, tuple[int, ...], torch.Tensor], ...]
+    seed: int = 0
+
+    @classmethod
+    def of(cls, base: Any, seed: int = 0) -> "WeightSketch":
+        """The sketch of a model (or state dict); an error when it has fewer than three weight layers."""
+        lb = _checked(layer_weights(base), "the base")
+        if len(lb) < 3:
+            raise CharexError(f"the weight test needs three or more weight layers; the base has {len(lb)}")
+        return cls(tuple((k, tuple(w.shape), _project(_rows(w, None), i, seed))  # type: ignore[arg-type]
+                         for i, (k, w) in enumerate(lb[:-1])), seed)
+
+    @property
+    def dims(self) -> list[int]:
+        """Directions kept per layer."""
+        return [int(t.shape[1]) for _, _, t in self.layers]
+
+
+SKETCH_DIMS = 64
+
+
+def sketch_dims(d: int) -> int:
+    """Directions kept for a unit of ``d`` inputs: min(SKETCH_DIMS, d // 2), at least 1."""
+    return max(1, min(SKETCH_DIMS, d // 2))
+
+
+def directions(d: int, index: int, seed: int) -> torch.Tensor:
+    """Layer ``index``'s d x :func:`sketch_dims` (d) Gaussian directions, from ``seed``."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    return torch.randn(d, sketch_dims(d), generator=g)
+
+
+def _project(rows: torch.Tensor, index: int, seed: int) -> torch.Tensor:
+    p = rows @ directions(rows.shape[1], index, seed)
+    return p / p.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _checked(layers: list[tuple[str, torch.Tensor]], who: str) -> list[tuple[str, torch.Tensor]]:
+    bad = next((k for k, w in layers if not torch.isfinite(w).all()), None)
+    if bad is not None:
+        raise CharexError(f"{who} holds NaN or inf weights ({bad}): not a model the weight test can judge")
+    return layers
+
+
 def weight_score(base: Any, suspect: Any) -> WeightScore:
     """Line the suspect's weight layers up with the base's and match their units (module docs).
 
     Args:
-        base, suspect: models (``nn.Module``, a charex ``Normalized`` included) or state dicts.
+        base: a model (``nn.Module``, a charex ``Normalized`` included) or state dict, or its
+            :class:`WeightSketch` (a kit's: the matching then runs in the sketch's directions).
+        suspect: a model or state dict.
 
     Example:
         >>> s = weight_score(load_model("bundled:base"), load_model("bundled:derived-pruned90"))  # doctest: +SKIP
         >>> round(s.statistic, 2)  # doctest: +SKIP
         0.72
     """
-    lb, ls = layer_weights(base), layer_weights(suspect)
-    for who, layers in (("the base", lb), ("the suspect", ls)):
-        bad = next((k for k, w in layers if not torch.isfinite(w).all()), None)
-        if bad is not None:
-            raise CharexError(f"{who} holds NaN or inf weights ({bad}): not a model the weight test can judge")
-    if len(lb) < 3 or len(ls) < 3:
-        return WeightScore((), (f"fewer than three weight layers (base {len(lb)}, suspect {len(ls)})",))
-    lb, ls = lb[:-1], ls[:-1]  # the classifier head: replaced by any reuse for another task
+    ls = _checked(layer_weights(suspect), "the suspect")
+    if isinstance(base, WeightSketch):
+        lb: list[tuple[str, tuple[int, ...], torch.Tensor]] = list(base.layers)
+        seed: int | None = base.seed
+    else:
+        full = _checked(layer_weights(base), "the base")
+        if len(full) < 3:
+            return WeightScore((), (f"fewer than three weight layers (base {len(full)}, suspect {len(ls)})",))
+        lb, seed = [(k, tuple(w.shape), _rows(w, None)) for k, w in full[:-1]], None  # type: ignore[misc]
+    if len(ls) < 3:
+        return WeightScore((), (f"fewer than three weight layers (suspect {len(ls)})",))
+    ls = ls[:-1]  # the classifier head: replaced by any reuse for another task
     out, skipped, order = [], [], None
-    for i, (kb, wb) in enumerate(lb):
+    for i, (kb, shape, rb) in enumerate(lb):
         if i >= len(ls):
-            skipped += [f"{k}: the suspect has no layer left" for k, _ in lb[i:]]
+            skipped += [f"{k}: the suspect has no layer left" for k, _, _ in lb[i:]]
             break
         ks, ws = ls[i]
-        if wb.dim() != ws.dim() or wb.shape[2:] != ws.shape[2:] or wb.shape[1] != ws.shape[1]:
-            skipped += [f"{k}: does not line up with the suspect's {ks} {tuple(ws.shape)} (base {tuple(wb.shape)})"
-                        for k, _ in lb[i:]]
+        if len(shape) != ws.dim() or shape[2:] != tuple(ws.shape[2:]) or shape[1] != ws.shape[1]:
+            skipped += [f"{k}: does not line up with the suspect's {ks} {tuple(ws.shape)} (base {s})"
+                        for k, s, _ in lb[i:]]
             break
-        if wb.shape[0] * ws.shape[0] > MAX_PAIRS:  # the similarity matrix alone would not fit
-            skipped += [f"{k}: {wb.shape[0]} x {ws.shape[0]} units, too many to match" for k, _ in lb[i:]]
+        if shape[0] * ws.shape[0] > MAX_PAIRS:  # the similarity matrix alone would not fit
+            skipped += [f"{k}: {s[0]} x {ws.shape[0]} units, too many to match" for k, s, _ in lb[i:]]
             break
-        rb, rs = _rows(wb, None), _rows(ws, order)
+        rs = _rows(ws, order)
         if rs is None:
-            skipped += [f"{k}: its inputs do not split into the matched units" for k, _ in lb[i:]]
+            skipped += [f"{k}: its inputs do not split into the matched units" for k, _, _ in lb[i:]]
             break
+        if seed is not None:
+            rs = _project(rs, i, seed)
         sim = (rb @ rs.T).numpy()
         r, c = linear_sum_assignment(-sim)
         out.append((kb, ks, float(sim[r, c].mean()), int(len(r))))
-        order = torch.full((wb.shape[0],), -1, dtype=torch.long)
-        if len(r) < wb.shape[0] or ws.shape[0] != wb.shape[0]:  # other widths: the chain cannot go on
-            skipped += [f"{k}: after a layer of another width" for k, _ in lb[i + 1:]]
+        order = torch.full((shape[0],), -1, dtype=torch.long)
+        if len(r) < shape[0] or ws.shape[0] != shape[0]:  # other widths: the chain cannot go on
+            skipped += [f"{k}: after a layer of another width" for k, _, _ in lb[i + 1:]]
             break
         order[torch.as_tensor(r)] = torch.as_tensor(c)  # base unit r is the suspect's unit c
     return WeightScore(tuple(out), tuple(skipped))
@@ -174,6 +240,15 @@ class WeightNull:
         k = len(cal)
         sd = max(float(np.std(cal, ddof=1)), 1e-3)  # a floor: three seeds can agree to 1e-4
         return float(stats.t.sf((t - float(np.mean(cal))) / (sd * math.sqrt(1 + 1 / k)), df=k - 1))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "WeightNull":
+        """The null written by :meth:`to_dict` (a kit's header); an error naming what is malformed."""
+        try:
+            return cls(tuple((str(r["layer"]), tuple(float(x) for x in r["cosines"])) for r in d["layers"]),
+                       tuple(str(n) for n in d.get("names", ())))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CharexError(f"the weight test's null is malformed: {e}") from e
 
     def to_dict(self) -> dict[str, Any]:
         return {"null": "weights", "names": list(self.names),

@@ -69,7 +69,28 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
         tests.append(test_for(m).calibrate(cal, level))
     else:
         meta["missing"].append(NO_TWINS)
-    return Kit(tests=tuple(tests), level=level, meta=meta)
+    weights, why = weight_test(base, {**cal, **refs, **tws})
+    if why:
+        meta["missing"].append(why)
+    return Kit(tests=tuple(tests), level=level, meta=meta, weights=weights)
+
+
+def weight_test(base: nn.Module, independents: dict[str, nn.Module], seed: int = 0) -> tuple[Any, str | None]:
+    """The kit's weight test: the base's sketch and its null from the given independent models whose layers all line
+    up with the base's (calibration models, references and twins alike: none takes part in the sketch, which is a
+    function of the base alone). (None, why) when the base's weights cannot be read or fewer than two models line
+    up."""
+    from ..judge.tests import WeightTest
+    from ..judge.weights import WeightSketch, calibrate_weights
+
+    try:
+        sketch = WeightSketch.of(base, seed)
+        null = calibrate_weights(sketch, independents)
+    except CharexError as e:
+        return None, (f"no weight test: {e}. It judges open-weight suspects (fine-tunes, new heads for other tasks) "
+                      "with no query; give two or more independent models of your architecture (other seeds) "
+                      "as --calibration or --twin to add it")
+    return WeightTest(sketch, null), None
 
 
 def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
@@ -83,6 +104,13 @@ def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
 def describe(kit: Kit, out: Any = None) -> None:
     """What a kit holds, for people: its tests, their query counts and calibration, and what is missing."""
     out = out or sys.stdout
+    if kit.weights is not None:
+        w = kit.weights
+        means = w.null.means
+        print(f"  weights    0 queries: a sketch of {len(w.sketch.layers)} layers of the base's units "
+              f"({sum(w.sketch.dims)} directions, not invertible into the base); null from {len(means)} models of its "
+              f"architecture ({', '.join(w.null.names)}; mean matched cosine {min(means):.3f}-{max(means):.3f}); "
+              f"{w.share:g} of the level when the query tests apply too", file=out)
     for fp, t in zip(kit.tests, kit.judges()):
         cal = fp.calibration or {}
         if t.name == "mistakes":

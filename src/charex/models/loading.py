@@ -238,6 +238,10 @@ def _from_state_dict(path: Path, state: dict[str, Any], card: dict[str, Any]) ->
     kwargs = card.get("arch_kwargs", {})
     if not isinstance(kwargs, dict):
         raise ModelLoadError(f"{path}: the model card's 'arch_kwargs' must be an object, got {kwargs!r:.60}")
+    nc = card.get("num_classes")
+    if card["arch"] in ARCHITECTURES and "num_classes" not in kwargs and isinstance(nc, int) and \
+            not isinstance(nc, bool) and nc >= 1 and _takes_num_classes(card["arch"]):
+        kwargs = {**kwargs, "num_classes": nc}  # a charex architecture reused with a head of another size
     if any(k.startswith("model.") for k in state) and {"mean", "std"} <= set(state):
         state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -257,6 +261,15 @@ def _from_state_dict(path: Path, state: dict[str, Any], card: dict[str, Any]) ->
     expected = model.state_dict()
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return model, None
+
+
+def _takes_num_classes(arch: str) -> bool:
+    import inspect
+
+    try:
+        return "num_classes" in inspect.signature(resolve_arch(arch)).parameters
+    except (CharexError, TypeError, ValueError):
+        return False
 
 
 def _resolve(arch: str, path: Path) -> None:
