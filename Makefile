@@ -16,7 +16,7 @@ $(BIN)/charex: pyproject.toml
 install: $(BIN)/charex
 
 demo: install
-	$(BIN)/charex demo --out runs/demo
+	$(BIN)/charex demo --out runs/demo --fetch-data
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -3,7 +3,7 @@ import json
 from charex.cli import main
 from charex.models.loading import bundled_dir
 
-BUNDLED = ["base", "independent-1", "independent-2", "independent-3", "other-arch", "derived-pruned90",
+BUNDLED = ["base", "independent-1", "independent-2", "independent-3", "independent-4", "other-arch", "derived-pruned90",
            "derived-finetuned", "independent-resnet8", "independent-plain", "independent-wide", "reference-plain",
            "reference-wide", "derived-student"]
 
@@ -28,16 +28,22 @@ def test_demo_runs_offline_small(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr("charex.data.default_cifar10_root", lambda: None)  # the demo needs no dataset
     assert main(["demo", "--out", str(tmp_path / "demo"), "--n", "8", "--steps", "5", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "| suspect | kind | test accuracy |" in out and "caught" in out and "students" in out
+    assert "| suspect | kind | accuracy (its task) | weights: cosine |" in out and "caught" in out
     res = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert res["kit"]["tests"] == ["examples"] and "no twins" in res["kit"]["missing"][0]  # no labelled images
-    kinds = [v["kind"] for v in res["kit"]["verdicts"]]
-    assert kinds.count("derived") == 4 and kinds.count("independent") == 3
-    assert {v["decision"] for v in res["kit"]["verdicts"]} <= {"derived", "not derived"}
-    assert all(v["queries"] == 8 for v in res["kit"]["verdicts"])
+    # no labelled images: the weight test (its null from the twins, unused otherwise) and the examples; the one line
+    # that says what is missing and the command that fixes it
+    assert res["kit"]["tests"] == ["weights", "examples"] and "charex data download" in res["kit"]["missing"][0]
+    kinds = {v["suspect"]: v["kind"] for v in res["kit"]["verdicts"]}
+    assert list(kinds.values()).count("derived") == 4 and list(kinds.values()).count("independent") == 3
+    by = {v["suspect"]: v for v in res["kit"]["verdicts"]}
+    for copy in ("derived-pruned90", "derived-finetuned", "derived-int8 (made now)"):  # weights: no query sent
+        assert by[copy]["decision"] == "derived" and by[copy]["fired"] == "weights" and by[copy]["queries"] == 0
+    assert by["derived-student"]["tests"][0]["p_value"] > 0.05 and by["derived-student"]["queries"] == 8
+    assert all(by[n]["tests"][0]["applies"] is False and by[n]["decision"] == "not derived"
+               for n in ("independent-resnet8", "independent-plain", "independent-wide"))
     assert res["methods"]["examples"]["evaluation"]["summary"]["base"] == 100.0
     report = (tmp_path / "demo" / "report.md").read_text()
-    assert "fig-examples.png" in report and "test accuracy" in report and (tmp_path / "demo" / "fig-roc.png").is_file()
+    assert "fig-examples.png" in report and "accuracy (its task)" in report and (tmp_path / "demo" / "fig-roc.png").is_file()
     assert main(["report", str(tmp_path / "demo")]) == 0
     assert main(["zoo", "list", "--cache", str(tmp_path / "none")]) == 0
     assert "cnn1-w0.25(seed=3,epochs=15)" in capsys.readouterr().out

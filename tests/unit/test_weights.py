@@ -12,7 +12,7 @@ from charex import load_model
 from charex.cli import main
 from charex.derive import quantize_int8
 from charex.errors import CharexError
-from charex.judge.weights import calibrate_weights, weight_score
+from charex.judge.weights import calibrate_weights, layer_weights, weight_score
 
 SEEDS = ("independent-1", "independent-2", "independent-3")
 
@@ -139,3 +139,22 @@ def test_broken_weights_are_an_error_not_a_verdict(base, tmp_path, capsys) -> No
     assert main(["weights", "bundled:base", str(tmp_path / "bad.safetensors"), "--calibration",
                  *(f"bundled:{n}" for n in SEEDS)]) == 2
     assert "NaN or inf" in capsys.readouterr().err
+
+
+def test_the_kits_sketch_keeps_the_verdicts_and_not_the_base(base) -> None:
+    """The kit's sketch (WeightSketch): at most half of each unit's directions; copies found in it as in the full
+    weights, and other seeds not claimed by a null fitted in the same sketch."""
+    from charex.judge.weights import WeightSketch
+
+    sk = WeightSketch.of(base)
+    full = [w for _, w in layer_weights(base)][:-1]
+    assert [t.shape[0] for _, _, t in sk.layers] == [w.shape[0] for w in full]
+    assert all(2 * m <= w[0].numel() for m, w in zip(sk.dims, full))
+    assert sum(t.numel() for _, _, t in sk.layers) < 0.2 * sum(w.numel() for w in full)
+    assert WeightSketch.of(base).layers[3][2].equal(sk.layers[3][2])  # deterministic from the base and the seed
+    null = calibrate_weights(sk, {n: load_model(f"bundled:{n}") for n in SEEDS[:2]} |
+                             {"i3": load_model("bundled:independent-3")})
+    for name, m in (("permuted", permuted(base)), ("pruned90", load_model("bundled:derived-pruned90"))):
+        assert null.p_value(weight_score(sk, m)) < 1e-3, name
+    assert null.p_value(weight_score(sk, load_model("bundled:independent-4"))) > 0.05  # a seed in no role
+    assert null.p_value(weight_score(sk, load_model("bundled:derived-student"))) > 0.05

@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..experiments.demo import run_demo
 
     run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, dtype=args.dtype, progress=not args.quiet,
-             data=args.data)
+             data=args.data, fetch_data=args.fetch_data)
     return 0
 
 
@@ -111,9 +111,14 @@ def register(add: Add) -> None:
     add_model_args(ev)
 
     dm = add("demo", cmd_demo, EXAMPLES["demo"],
-            "one kit judges the bundled copies, a student and independent models (offline, a few minutes)")
+            "one kit judges the bundled copies, a student, reused backbones and independent models (offline, a few "
+            "minutes)")
     dm.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    dm.add_argument("--data", help="labelled images for the mistake test (default: the shared CIFAR-10 copy)")
+    dm.add_argument("--data", help="labelled images for the mistake test and the reused backbones (default: the "
+                                   "shared CIFAR-10 copy, else the one `charex data download` cached)")
+    dm.add_argument("--fetch-data", action="store_true",
+                    help="when no CIFAR-10 copy is found, download the official archive into the cache first "
+                         "(MD5-checked; `make demo` passes it; without network the demo goes on without)")
     dm.add_argument("--n", type=int, help="examples per fingerprint (default: GenerationConfig's)")
     dm.add_argument("--steps", type=int, help="steps (default: GenerationConfig's)")
     dm.add_argument("--seed", type=int, default=0)

@@ -21,7 +21,8 @@ EXAMPLES = {
               "-o student.safetensors",
     "zoo": "charex zoo list --cache runs/models",
     "export-model": "charex export-model pruned.safetensors pruned.onnx   # then: charex verify FP pruned.onnx",
-    "data": "charex data download ~/data  # then: --data ~/data/cifar-10-batches-py",
+    "data": "charex data download   # into the cache, where every command finds it\n"
+            "  charex data download ~/data  # then: --data ~/data/cifar-10-batches-py",
     "import-keras": "charex import-keras cnn_model.h5 -o keras-cnn.safetensors   # a Keras Sequential model, "
                     "0-255 pixels\n  charex import-keras model.h5 --normalization none -o m.safetensors   # one "
                     "trained on [0, 1] pixels",
@@ -258,7 +259,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     from ..data import download_cifar10, load_cifar10
     from ..data.cifar10 import CIFAR10_URL
 
-    out = download_cifar10(args.dest, url=args.url or CIFAR10_URL)
+    from ..data.cifar10 import downloaded_root
+
+    out = download_cifar10(args.dest or downloaded_root().parent, url=args.url or CIFAR10_URL)
     n = {split: len(load_cifar10(out, split)) for split in ("train", "test")}
     print(f"CIFAR-10 ready in {out}: {n['train']} train, {n['test']} test images (decoded arrays cached)")
     return 0
@@ -352,5 +355,6 @@ def register(add: Add) -> None:
 
     da = add("data", cmd_data, EXAMPLES["data"], "download the official CIFAR-10 archive (MD5-checked) and cache it")
     da.add_argument("action", choices=["download"])
-    da.add_argument("dest", help="folder to unpack into")
+    da.add_argument("dest", nargs="?", help="folder to unpack into (default: the cache, <cache>/cifar10, where "
+                                            "every command finds it without --data)")
     da.add_argument("--url", help="mirror or file:// URL of cifar-10-python.tar.gz")

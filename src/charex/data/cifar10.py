@@ -78,14 +78,24 @@ def cache_dir() -> Path:
 
 
 def default_cifar10_root() -> Path | None:
-    """The shared CIFAR-10 copy next to the project (``../shared/datasets/cifar10``), if present."""
+    """The shared CIFAR-10 copy next to the project (``../shared/datasets/cifar10``), else the one ``charex data
+    download`` put in the cache (:func:`downloaded_root`), if present."""
     here = Path(__file__).resolve()
     for parent in here.parents:
         cand = parent.parent / "shared" / "datasets" / "cifar10"
         if cand.is_dir():
             return cand
     cand = Path.cwd().parent / "shared" / "datasets" / "cifar10"
-    return cand if cand.is_dir() else None
+    if cand.is_dir():
+        return cand
+    cached = downloaded_root()
+    return cached if (cached / "test_batch").is_file() else None
+
+
+def downloaded_root() -> Path:
+    """Where ``charex data download`` (no folder given) and ``charex demo --fetch-data`` put the official archive's
+    batches: ``<cache>/cifar10/cifar-10-batches-py``."""
+    return cache_dir() / "cifar10" / "cifar-10-batches-py"
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -194,8 +204,9 @@ def load_cifar10(root: str | Path | None = None, split: str = "train", *, cache:
     return ArrayDataset(torch.from_numpy(x), torch.from_numpy(y), CIFAR10_CLASSES, digest)
 
 
-def download_cifar10(dest: str | Path, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5) -> Path:
-    """Download and unpack the official CIFAR-10 python archive into ``dest``; verify its MD5.
+def download_cifar10(dest: str | Path, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5, *,
+                     progress: bool = True) -> Path:
+    """Download and unpack the official CIFAR-10 python archive into ``dest``, with a progress bar; verify its MD5.
 
     ``url`` may be ``file://`` or a local mirror. Returns the ``cifar-10-batches-py`` folder.
     """
@@ -203,9 +214,17 @@ def download_cifar10(dest: str | Path, url: str = CIFAR10_URL, md5: str = CIFAR1
     out = dest / "cifar-10-batches-py"
     if (out / "test_batch").is_file():
         return out
+    from tqdm.auto import tqdm
+
     try:
         with urllib.request.urlopen(url, timeout=60) as r:  # noqa: S310 - user-chosen URL
-            data = r.read()
+            total = int(r.headers.get("Content-Length") or 0) or None
+            chunks = []
+            with tqdm(total=total, unit="B", unit_scale=True, desc="CIFAR-10", disable=not progress) as bar:
+                while chunk := r.read(1 << 20):
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
+            data = b"".join(chunks)
     except OSError as e:
         raise CharexError(f"could not download CIFAR-10 from {url}: {e}") from e
     got = hashlib.md5(data).hexdigest()  # noqa: S324 - checksum published by the dataset authors

@@ -30,7 +30,7 @@ NO_TWINS = ("no twins given: the kit holds the characteristic examples only, whi
 def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), twins: Models = (),
              images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
              config: GenerationConfig | None = None, level: float = 0.01, max_agree: int = 3,
-             per_model: int | None = None, progress: bool = True) -> Kit:
+             per_model: int | None = None, weight_null: Models = (), progress: bool = True) -> Kit:
     """Every test that fits what is given, calibrated on ``calibration``, as one :class:`~charex.judge.kit.Kit`.
 
     Args:
@@ -40,7 +40,9 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
             (the mistake test; also references for the examples). images, labels: the owner's labelled images
             (uint8 N x C x H x W, N labels), needed with twins. config: the examples' settings (default: the
             defaults). level: the combined verdict's level. max_agree, per_model: the mistake test's
-            (:func:`charex.make.mistakes.mistake_queries`).
+            (:func:`charex.make.mistakes.mistake_queries`). weight_null: further independent models of the
+            base's architecture for the weight test's null alone (the calibration models, references and twins that
+            line up with the base are used too; :func:`weight_test`).
 
     Example:
         >>> kit = make_kit(base, {"c1": c1, "c2": c2}, references=[r1], twins=[t1], images=x, labels=y)  # doctest: +SKIP
@@ -69,7 +71,7 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
         tests.append(test_for(m).calibrate(cal, level))
     else:
         meta["missing"].append(NO_TWINS)
-    weights, why = weight_test(base, {**cal, **refs, **tws})
+    weights, why = weight_test(base, {**cal, **refs, **tws, **dict(named_models(weight_null))})
     if why:
         meta["missing"].append(why)
     return Kit(tests=tuple(tests), level=level, meta=meta, weights=weights)

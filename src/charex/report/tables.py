@@ -144,16 +144,21 @@ def kit_markdown(k: dict[str, Any]) -> str:
     from ..judge.verify import format_p
 
     lines = [f"kit: {' + '.join(k['tests'])} ({k['queries']} queries, made in {k['make_seconds']} s); one verdict "
-             f"per suspect, Bonferroni over the tests at level {k['level']}", "",
-             "| suspect | kind | test accuracy | examples matched | mistakes d | p-value | verdict | caught by | queries |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"per suspect, Bonferroni over the tests that apply at level {k['level']}", "",
+             "| suspect | kind | accuracy (its task) | weights: cosine | examples matched | mistakes d | p-value | "
+             "verdict | caught by | queries |", "|---|---|---|---|---|---|---|---|---|---|"]
     for v in k["verdicts"]:
         acc = "not measured (no CIFAR-10 here)" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f}%"
         tests = {t["test"]: t for t in v["tests"]}
-        ex, mis = tests.get("examples", {}), tests.get("mistakes")
-        d = "not asked" if mis is None or mis.get("statistic") is None else format(mis["d"], "+.3f")
-        lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {ex.get('matches')}/{ex.get('n')} | {d} | "
-                     f"{format_p(v['p_value'])} | {v['decision'].upper()} | {v['fired'] or '-'} | {v['queries']} |")
+        w, ex, mis = tests.get("weights"), tests.get("examples", {}), tests.get("mistakes")
+        wc = "-" if w is None else "not applicable" if not w.get("applies", True) else format(w["statistic"], ".3f")
+        em = f"{ex['matches']}/{ex['n']}" if ex.get("statistic") is not None else \
+            "not applicable" if ex.get("applies") is False else "not asked"
+        d = "not applicable" if mis is not None and mis.get("applies") is False else \
+            "not asked" if mis is None or mis.get("statistic") is None else format(mis["d"], "+.3f")
+        p = "-" if v["p_value"] is None else format_p(v["p_value"])
+        lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {wc} | {em} | {d} | {p} | {v['decision'].upper()} | "
+                     f"{v['fired'] or '-'} | {v['queries']} |")
     der = [v for v in k["verdicts"] if v["kind"] == "derived"]
     ind = [v for v in k["verdicts"] if v["kind"] == "independent"]
     lines += ["", f"caught {sum(v['decision'] == 'derived' for v in der)}/{len(der)} derived models; "
