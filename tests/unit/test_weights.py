@@ -158,3 +158,75 @@ def test_the_kits_sketch_keeps_the_verdicts_and_not_the_base(base) -> None:
         assert null.p_value(weight_score(sk, m)) < 1e-3, name
     assert null.p_value(weight_score(sk, load_model("bundled:independent-4"))) > 0.05  # a seed in no role
     assert null.p_value(weight_score(sk, load_model("bundled:derived-student"))) > 0.05
+
+
+def _perm_bn(bn, p) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(bn, name).data = getattr(bn, name).data[p]
+
+
+def permuted_resnet(m, seed: int = 0):
+    """A thief's consistent permutation of a charex ResNet: the residual stream of each stage (stem, every block's
+    second convolution and shortcut) and every block's hidden units."""
+    m = copy.deepcopy(m)
+    g, net = torch.Generator().manual_seed(seed), m.model
+    stream = torch.randperm(net.stem[0].out_channels, generator=g)
+    net.stem[0].weight.data = net.stem[0].weight.data[stream]
+    _perm_bn(net.stem[1], stream)
+    for b in net.layers:
+        hidden = torch.randperm(b.conv1.out_channels, generator=g)
+        out = stream if isinstance(b.short, torch.nn.Identity) else torch.randperm(b.conv2.out_channels, generator=g)
+        b.conv1.weight.data = b.conv1.weight.data[hidden][:, stream]
+        _perm_bn(b.bn1, hidden)
+        b.conv2.weight.data = b.conv2.weight.data[out][:, hidden]
+        _perm_bn(b.bn2, out)
+        if not isinstance(b.short, torch.nn.Identity):
+            b.short[0].weight.data = b.short[0].weight.data[out][:, stream]
+            _perm_bn(b.short[1], out)
+        stream = out
+    net.fc.weight.data = net.fc.weight.data[:, stream]
+    return m
+
+
+def permuted_vit(m, seed: int = 0):
+    """A thief's consistent permutation of a charex ViT: the token width everywhere (embedding, positions, every
+    LayerNorm, the projections' inputs and the blocks' outputs) and every MLP's hidden units."""
+    m = copy.deepcopy(m)
+    g, net = torch.Generator().manual_seed(seed), m.model
+    p = torch.randperm(net.embed.out_channels, generator=g)
+    net.embed.weight.data, net.embed.bias.data = net.embed.weight.data[p], net.embed.bias.data[p]
+    net.pos.data = net.pos.data[..., p]
+    for b in net.blocks:
+        for ln in (b.ln1, b.ln2):
+            ln.weight.data, ln.bias.data = ln.weight.data[p], ln.bias.data[p]
+        b.attn.in_proj_weight.data = b.attn.in_proj_weight.data[:, p]
+        b.attn.out_proj.weight.data = b.attn.out_proj.weight.data[p]
+        b.attn.out_proj.bias.data = b.attn.out_proj.bias.data[p]
+        h = torch.randperm(b.mlp[0].out_features, generator=g)
+        b.mlp[0].weight.data, b.mlp[0].bias.data = b.mlp[0].weight.data[h][:, p], b.mlp[0].bias.data[h]
+        b.mlp[2].weight.data, b.mlp[2].bias.data = b.mlp[2].weight.data[p][:, h], b.mlp[2].bias.data[p]
+    net.norm.weight.data, net.norm.bias.data = net.norm.weight.data[p], net.norm.bias.data[p]
+    net.head.weight.data = net.head.weight.data[:, p]
+    return m
+
+
+def test_residual_networks_and_transformers_line_up_under_a_thiefs_permutation() -> None:
+    """Skip connections and attention: each layer reads the order of the latest layer of its input width (the
+    stream's last writer; the value third of a fused query-key-value projection), so a consistent permutation of
+    a ResNet's streams and hidden units, or of a ViT's token width and MLP units, is undone."""
+    from charex.models import Normalized
+    from charex.models.architectures import build_arch
+
+    x = torch.rand(4, 3, 32, 32)
+    for arch, kw in (("resnet", {"blocks": 2}), ("vit", {"depth": 2})):
+        nets = []
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            nets.append(Normalized(build_arch(arch, **kw), (0.5,) * 3, (0.25,) * 3, {"arch": arch}).eval())
+        base, other = nets
+        thief = (permuted_resnet if arch == "resnet" else permuted_vit)(base)
+        with torch.no_grad():
+            assert torch.allclose(base(x), thief(x), atol=1e-4), arch  # the same function, every unit moved
+        s = weight_score(base, thief)
+        assert s.statistic > 0.99 and not s.skipped, (arch, s.to_dict())
+        assert weight_score(base, other).statistic < 0.5 and weight_score(base, other).applicable

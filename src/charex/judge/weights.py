@@ -178,7 +178,7 @@ def weight_score(base: Any, suspect: Any) -> WeightScore:
     if len(ls) < 3:
         return WeightScore((), (f"fewer than three weight layers (suspect {len(ls)})",))
     ls = ls[:-1]  # the classifier head: replaced by any reuse for another task
-    out, skipped, order = [], [], None
+    out, skipped, seen = [], [], []  # seen: each matched layer's order (base unit -> suspect unit)
     for i, (kb, shape, rb) in enumerate(lb):
         if i >= len(ls):
             skipped += [f"{k}: the suspect has no layer left" for k, _, _ in lb[i:]]
@@ -191,21 +191,40 @@ def weight_score(base: Any, suspect: Any) -> WeightScore:
         if shape[0] * ws.shape[0] > MAX_PAIRS:  # the similarity matrix alone would not fit
             skipped += [f"{k}: {s[0]} x {ws.shape[0]} units, too many to match" for k, s, _ in lb[i:]]
             break
-        rs = _rows(ws, order)
+        rs = _rows(ws, _source(seen, shape[1]) if i else None)
         if rs is None:
-            skipped += [f"{k}: its inputs do not split into the matched units" for k, _, _ in lb[i:]]
-            break
+            skipped.append(f"{kb}: its inputs do not split into the matched units of any layer before")
+            continue
         if seed is not None:
             rs = _project(rs, i, seed)
         sim = (rb @ rs.T).numpy()
         r, c = linear_sum_assignment(-sim)
         out.append((kb, ks, float(sim[r, c].mean()), int(len(r))))
-        order = torch.full((shape[0],), -1, dtype=torch.long)
         if len(r) < shape[0] or ws.shape[0] != shape[0]:  # other widths: the chain cannot go on
             skipped += [f"{k}: after a layer of another width" for k, _, _ in lb[i + 1:]]
             break
+        order = torch.empty(shape[0], dtype=torch.long)
         order[torch.as_tensor(r)] = torch.as_tensor(c)  # base unit r is the suspect's unit c
+        seen.append(order)
     return WeightScore(tuple(out), tuple(skipped))
+
+
+def _source(seen: list[torch.Tensor], inputs: int) -> torch.Tensor | None:
+    """The order of the layer whose outputs a layer of ``inputs`` input channels reads: the latest matched layer with
+    that many units, else the latest whose units divide them (a linear layer after a flatten). In a chain that is the
+    layer before; in a residual network, the latest layer that wrote into the stream it reads (under a consistent
+    permutation every layer adding into one stream shares its order); in attention, the value projection for the
+    output projection (of a fused query-key-value projection of 3 x ``inputs`` units, its last third, when its matching
+    kept the values among the values). None: no layer before has a matching width (the inputs are taken as they
+    are)."""
+    for o in reversed(seen):
+        if len(o) == inputs:
+            return o
+        if len(o) == 3 * inputs:
+            v = o[2 * inputs:] - 2 * inputs
+            if bool(((v >= 0) & (v < inputs)).all()):
+                return v
+    return next((o for o in reversed(seen) if inputs % len(o) == 0), None)
 
 
 @dataclass(frozen=True)
