@@ -25,8 +25,9 @@ a KS test against uniform (pairs share models, so the KS p is indicative only).
 The sketch's leak: each sketched layer rebuilt from the kit by the pseudo-inverse of its directions, handed every other
 part of the base (BatchNorm, head, each unit's scales; BatchNorm statistics re-estimated on 2,000 images), its
 accuracy; then fine-tuned 1 epoch on 5,000 images against a fresh initialisation trained the same way.
-Speed: the bundled pair through the kit, a VGG-16 pair and a ResNet-50 pair (random initialisation, a copy with 1%
-noise; the ResNet's skip connections stop the chain), wall time and the peak resident memory, on this CPU.
+Speed: the bundled pair through the kit; a VGG-16, a ResNet-50 and a ViT-B/16 pair (random initialisation, a copy with
+1% noise): the sketch made, the pair scored in it, the layers lined up; wall time and the peak resident memory, on
+this CPU.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from harness import load_pool_model, machine, write_result  # noqa: E402
 
 from charex.data import load_cifar10  # noqa: E402
 from charex.data.cifar10 import ArrayDataset, thief_split  # noqa: E402
-from charex.derive import TASKS, quantize_int8, relabel, reuse_backbone  # noqa: E402
+from charex.derive import TASKS, permute_units, quantize_int8, relabel, reuse_backbone  # noqa: E402
 from charex.judge.kit import Kit  # noqa: E402
 from charex.judge.query import LocalSuspect, judge  # noqa: E402
 from charex.judge.weights import WeightSketch, calibrate_weights, weight_score  # noqa: E402
@@ -73,24 +74,16 @@ def digits() -> tuple[ArrayDataset, ArrayDataset] | None:
 
 def free_edits(base: torch.nn.Module) -> dict[str, object]:
     """The base under the edits that cost a thief nothing (module docs)."""
-    m = copy.deepcopy(base)
+    m = permute_units(base, seed=0)
     g = torch.Generator().manual_seed(0)
-    feats, prev = m.model.features, None
-    for i, conv in enumerate(feats):  # a consistent permutation of every hidden convolution unit
-        if isinstance(conv, torch.nn.Conv2d):
-            if prev is not None:
-                conv.weight.data = conv.weight.data[:, prev]
-            p = torch.randperm(conv.out_channels, generator=g)
-            conv.weight.data = conv.weight.data[p]
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(feats[i + 1], name).data = getattr(feats[i + 1], name).data[p]
-            prev = p
-    m.model.classifier[0].weight.data = m.model.classifier[0].weight.data[:, prev]
-    folded = copy.deepcopy(m)
+    folded = copy.deepcopy(m)  # BatchNorm folded into the convolution before it (BatchNorm left as a bias only)
     for i, bn in enumerate(folded.model.features):
         if isinstance(bn, torch.nn.BatchNorm2d):
-            conv = folded.model.features[i - 1]
-            conv.weight.data *= (bn.weight / torch.sqrt(bn.running_var + bn.eps)).view(-1, 1, 1, 1)
+            conv, scale = folded.model.features[i - 1], bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            conv.weight.data *= scale.view(-1, 1, 1, 1)
+            bn.bias.data = bn.bias.data - scale * bn.running_mean
+            bn.weight.data, bn.running_mean.data = torch.ones_like(bn.weight), torch.zeros_like(bn.running_mean)
+            bn.running_var.data = torch.full_like(bn.running_var, 1 - bn.eps)
     rescaled = copy.deepcopy(m)  # unit j of a hidden linear layer x a, its outputs' weights / a: the same function
     fc1, fc2 = rescaled.model.classifier[0], rescaled.model.classifier[2]
     a = torch.rand(fc1.out_features, generator=g) * 4 + 0.25
@@ -227,6 +220,8 @@ def main() -> None:
               f"{r['queries']} queries", flush=True)
 
     for name, m in free_edits(base).items():
+        if name == "last hidden layer removed":  # the head no longer fits: a new one, by a linear probe
+            m = reuse_backbone(m, train, 10, probe=True)
         add("free edit", name, m, accuracy(m, test) if isinstance(m, torch.nn.Module) and name != "new head "
             "(100 classes)" else None)
     for name in ("derived-pruned90", "derived-finetuned", "derived-student"):
@@ -290,9 +285,11 @@ def main() -> None:
     speed["bundled pair through the kit (s)"] = round(time.perf_counter() - t0, 3)
     from charex.models.architectures import build_arch
 
-    for arch in ("vgg16", "resnet50"):
+    vit_b16 = {"dim": 768, "depth": 12, "heads": 12, "mlp_ratio": 4.0, "patch": 16, "image_size": 224}
+    for arch, kw in (("vgg16", {}), ("resnet50", {}), ("vit", vit_b16)):
         torch.manual_seed(0)
-        big = build_arch(arch, num_classes=1000)
+        big = build_arch(arch, num_classes=1000, **kw)
+        arch = "vit-b16" if arch == "vit" else arch
         thief = copy.deepcopy(big)
         with torch.no_grad():
             for p in thief.parameters():

@@ -10,7 +10,7 @@ import torch
 
 from charex import load_model
 from charex.cli import main
-from charex.derive import quantize_int8
+from charex.derive import permute_units, quantize_int8
 from charex.errors import CharexError
 from charex.judge.weights import calibrate_weights, layer_weights, weight_score
 
@@ -28,22 +28,8 @@ def null(base):
 
 
 def permuted(m, seed: int = 0):
-    """A thief's consistent permutation of every hidden convolution unit (with its BatchNorm) of a CNN-1."""
-    m = copy.deepcopy(m)
-    g = torch.Generator().manual_seed(seed)
-    feats, prev = m.model.features, None
-    for i, conv in enumerate(feats):
-        if not isinstance(conv, torch.nn.Conv2d):
-            continue
-        if prev is not None:
-            conv.weight.data = conv.weight.data[:, prev]
-        p = torch.randperm(conv.out_channels, generator=g)
-        conv.weight.data = conv.weight.data[p]
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            getattr(feats[i + 1], name).data = getattr(feats[i + 1], name).data[p]
-        prev = p
-    m.model.classifier[0].weight.data = m.model.classifier[0].weight.data[:, prev]
-    return m
+    """A thief's consistent permutation of every hidden unit (charex.derive.permute_units)."""
+    return permute_units(m, seed)
 
 
 def test_free_edits_keep_the_units(base, null) -> None:
@@ -160,56 +146,6 @@ def test_the_kits_sketch_keeps_the_verdicts_and_not_the_base(base) -> None:
     assert null.p_value(weight_score(sk, load_model("bundled:derived-student"))) > 0.05
 
 
-def _perm_bn(bn, p) -> None:
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(bn, name).data = getattr(bn, name).data[p]
-
-
-def permuted_resnet(m, seed: int = 0):
-    """A thief's consistent permutation of a charex ResNet: the residual stream of each stage (stem, every block's
-    second convolution and shortcut) and every block's hidden units."""
-    m = copy.deepcopy(m)
-    g, net = torch.Generator().manual_seed(seed), m.model
-    stream = torch.randperm(net.stem[0].out_channels, generator=g)
-    net.stem[0].weight.data = net.stem[0].weight.data[stream]
-    _perm_bn(net.stem[1], stream)
-    for b in net.layers:
-        hidden = torch.randperm(b.conv1.out_channels, generator=g)
-        out = stream if isinstance(b.short, torch.nn.Identity) else torch.randperm(b.conv2.out_channels, generator=g)
-        b.conv1.weight.data = b.conv1.weight.data[hidden][:, stream]
-        _perm_bn(b.bn1, hidden)
-        b.conv2.weight.data = b.conv2.weight.data[out][:, hidden]
-        _perm_bn(b.bn2, out)
-        if not isinstance(b.short, torch.nn.Identity):
-            b.short[0].weight.data = b.short[0].weight.data[out][:, stream]
-            _perm_bn(b.short[1], out)
-        stream = out
-    net.fc.weight.data = net.fc.weight.data[:, stream]
-    return m
-
-
-def permuted_vit(m, seed: int = 0):
-    """A thief's consistent permutation of a charex ViT: the token width everywhere (embedding, positions, every
-    LayerNorm, the projections' inputs and the blocks' outputs) and every MLP's hidden units."""
-    m = copy.deepcopy(m)
-    g, net = torch.Generator().manual_seed(seed), m.model
-    p = torch.randperm(net.embed.out_channels, generator=g)
-    net.embed.weight.data, net.embed.bias.data = net.embed.weight.data[p], net.embed.bias.data[p]
-    net.pos.data = net.pos.data[..., p]
-    for b in net.blocks:
-        for ln in (b.ln1, b.ln2):
-            ln.weight.data, ln.bias.data = ln.weight.data[p], ln.bias.data[p]
-        b.attn.in_proj_weight.data = b.attn.in_proj_weight.data[:, p]
-        b.attn.out_proj.weight.data = b.attn.out_proj.weight.data[p]
-        b.attn.out_proj.bias.data = b.attn.out_proj.bias.data[p]
-        h = torch.randperm(b.mlp[0].out_features, generator=g)
-        b.mlp[0].weight.data, b.mlp[0].bias.data = b.mlp[0].weight.data[h][:, p], b.mlp[0].bias.data[h]
-        b.mlp[2].weight.data, b.mlp[2].bias.data = b.mlp[2].weight.data[p][:, h], b.mlp[2].bias.data[p]
-    net.norm.weight.data, net.norm.bias.data = net.norm.weight.data[p], net.norm.bias.data[p]
-    net.head.weight.data = net.head.weight.data[:, p]
-    return m
-
-
 def test_residual_networks_and_transformers_line_up_under_a_thiefs_permutation() -> None:
     """Skip connections and attention: each layer reads the order of the latest layer of its input width (the
     stream's last writer; the value third of a fused query-key-value projection), so a consistent permutation of
@@ -224,7 +160,7 @@ def test_residual_networks_and_transformers_line_up_under_a_thiefs_permutation()
             torch.manual_seed(seed)
             nets.append(Normalized(build_arch(arch, **kw), (0.5,) * 3, (0.25,) * 3, {"arch": arch}).eval())
         base, other = nets
-        thief = (permuted_resnet if arch == "resnet" else permuted_vit)(base)
+        thief = permute_units(base)
         with torch.no_grad():
             assert torch.allclose(base(x), thief(x), atol=1e-4), arch  # the same function, every unit moved
         s = weight_score(base, thief)
