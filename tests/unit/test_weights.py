@@ -117,6 +117,8 @@ def test_broken_weights_are_an_error_not_a_verdict(base, tmp_path, capsys) -> No
     state["features.3.weight"][0, 0, 0, 0] = float("nan")
     with pytest.raises(CharexError, match="NaN or inf"):
         weight_score(base, state)
+    with pytest.raises(CharexError, match="empty model"):
+        weight_score(base, {})
     bad = copy.deepcopy(base)
     bad.model.load_state_dict(state)
     from charex.models import save_model

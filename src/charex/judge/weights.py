@@ -167,6 +167,8 @@ def weight_score(base: Any, suspect: Any) -> WeightScore:
         0.72
     """
     ls = _checked(layer_weights(suspect), "the suspect")
+    if not ls:
+        raise CharexError("the suspect holds no weight tensors (an empty model or state dict): nothing to compare")
     if isinstance(base, WeightSketch):
         lb: list[tuple[str, tuple[int, ...], torch.Tensor]] = list(base.layers)
         seed: int | None = base.seed
