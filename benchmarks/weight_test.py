@@ -2,7 +2,8 @@
 (issue 31).
 
     python benchmarks/weight_test.py --kit runs/demo/kit.safetensors --pool runs/wpool \\
-        --json docs/data/weight-test-kit.json --plot docs/figures/weight-null-uniformity.png   # ~25 min, 2 cores
+        --json docs/data/weight-test-kit.json --plot docs/results/weights/null-uniformity.png   # ~35 min, 2 cores
+    python benchmarks/weight_test.py --table docs/data/weight-test-kit.json   # docs/results.md's table
 
 The kit is the README's (`charex demo`): its weight null is independent-1, -2 and -3 (the base's recipe, other seeds).
 Every suspect is judged by the kit's one verdict (`charex verify KIT SUSPECT`: the weight test first, queries only
@@ -190,15 +191,43 @@ def sketch_leak(kit: Kit, base: torch.nn.Module, train: ArrayDataset, test: Arra
     return out
 
 
+def table(path: str) -> str:
+    """docs/results.md's tables from a result file: every suspect's verdict, then the summary lines."""
+    import json
+
+    res = json.loads(Path(path).read_text())
+    lines = ["| group | suspect | accuracy (its task) | weights: cosine | weights p | verdict | p | caught by | queries |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
+        wc = "n/a" if r["weights_statistic"] is None else f"{r['weights_statistic']:.3f}"
+        wp = "not applicable" if r["weights_p_value"] is None else f"{r['weights_p_value']:.2g}"
+        p = "-" if r["p_value"] is None else f"{r['p_value']:.3g}"
+        lines.append(f"| {r['group']} | {r['suspect']} | {acc} | {wc} | {wp} | {r['decision']} | {p} | "
+                     f"{r['fired'] or '-'} | {r['queries']} |")
+    u, leak = res["uniformity"], res["sketch_leak"]
+    lines += ["", f"Uniformity: {len(u['p_values'])} p-values over {len(u['models'])} seeds of the recipe, KS "
+                  f"{u['ks_statistic']:.3f} (p {u['ks_p']:.3g}), smallest {u['min_p']:.3g}, "
+                  f"{u['claims_at_0.01']} at <= 0.01.",
+              f"Sketch leak: {leak}", f"Speed: {res['speed']}", f"Machine: {res['machine']}"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kit", required=True, help="a kit holding the weight test (the demo's)")
+    ap.add_argument("--table", metavar="JSON", help="print docs/results.md's tables from a result file and stop")
+    ap.add_argument("--kit", help="a kit holding the weight test (the demo's)")
     ap.add_argument("--pool", default="runs/wpool", help="folder of the fresh recipe seeds (recipe-s31, -s32)")
-    ap.add_argument("--json", required=True)
+    ap.add_argument("--json")
     ap.add_argument("--plot", help="the uniformity histogram (PNG)")
     ap.add_argument("--data", default=None, help="CIFAR-10 (default: the shared copy)")
     ap.add_argument("--skip-reuse", action="store_true", help="leave out the reused backbones (the slow part)")
     args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
+    if not args.kit or not args.json:
+        ap.error("--kit and --json are needed (or --table JSON)")
     print(machine())
     kit = Kit.load(args.kit)
     if kit.weights is None:
@@ -229,7 +258,7 @@ def main() -> None:
         add("student" if "student" in name else "weight copy", name, m, accuracy(m, test))
     student = Path("runs/pool24/T4-s1404.safetensors")
     if student.exists():
-        m = load_pool_model(str(student))
+        m = load_pool_model("T4-s1404")
         add("student", "T4-s1404 (pool24)", m, accuracy(m, test))
     for name in ("independent-resnet8", "independent-plain", "independent-wide", "reference-wide"):
         m = load_pool_model(name)
