@@ -121,7 +121,8 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     sent, early = 0, False
     offsets = kit.offsets
     known: dict[bytes, int] = {}  # an image already answered -> its label
-    settled = wres is not None and stop_when_derived and float(wres.p_value or 1) / wshare <= kit.level
+    settled = wres is not None and wres.p_value is not None and stop_when_derived and \
+        wres.p_value / wshare <= kit.level
     for ti in sorted(range(len(tests)), key=lambda i: kit.tests[i].n) if not settled else ():  # cheapest first
         t = tests[ti]
         order = t.order(seed + ti)

@@ -249,9 +249,9 @@ class WeightTest:
     (:class:`~charex.judge.weights.WeightSketch`), p from the null stored beside it (independent models of the base's
     architecture, scored against the same sketch when the kit was made).
 
-    ``applies(model)`` says why it does not apply (None when it does): no parameters to read (answers, an endpoint),
-    or a model whose layers do not line up with the base's (another architecture: "not applicable", never "not
-    derived"). ``result(score)`` is its finding on a score that applies.
+    ``score(model)`` gives the suspect's score, or why the test does not apply: no parameters to read (answers, an
+    endpoint), or a model whose layers do not line up with the base's (another architecture: "not applicable", never
+    "not derived"). ``result(score)`` is its finding on a score that applies.
     """
 
     __test__ = False
@@ -273,7 +273,7 @@ class WeightTest:
         try:
             if not layer_weights(model):
                 return None, "not applicable: no weight layers charex can read in this model"
-        except CharexError:
+        except CharexError:  # NaN weights and the like: an error, never "not applicable"
             raise
         except Exception as e:  # a program (TorchScript, torch.export) without a state dict, ...
             return None, f"not applicable: its weights cannot be read ({type(e).__name__})"
