@@ -1,9 +1,10 @@
-"""The weight test (issue 31, first part): for a suspect whose parameters can be read, are they the base's, unit by
+"""The weight test (issue 31): for a suspect whose parameters can be read, are they the base's, unit by
 unit, whatever a thief did that costs nothing (permute hidden units, rescale them across a ReLU, fold or drop BatchNorm,
 prune, quantize, fine-tune, replace the head, rename the state dict, store float16)? No query is sent.
 
 For each weight layer in order (convolutions and linear layers, the classifier head left out), the suspect's input
-channels are put in the base's order by the matching found at the layer before, each input channel's block of weights
+channels are put in the base's order by the matching found at the latest layer of that width (:func:`_source`: the
+layer before in a chain, the stream's last writer in a residual network), each input channel's block of weights
 is scaled to unit norm (so that a positive rescaling of a unit, or a folded BatchNorm scale, changes nothing), and
 every output unit's row is compared with every base row by cosine; the assignment that maximises the total
 (Hungarian, ``scipy.optimize.linear_sum_assignment``) matches the units and gives that layer's statistic, the mean
@@ -16,8 +17,8 @@ independent models of the same architecture (calibration models or twins), and t
 prediction p of a new independent model's statistic, (T - mean) / (sd sqrt(1 + 1/k)) with k - 1 degrees of freedom
 (valid when independent models' statistics are normal around their mean; k >= 2). Layers that do not line up (other
 widths or kernel shapes, after the first mismatch) are skipped and named; a suspect whose first layer does not line up
-is "not applicable", never "not derived". Chains of layers (VGG-style, Keras Sequential) are matched layer to layer;
-a residual network's skip connections are not followed (its matching is then a lower bound).
+is "not applicable", never "not derived". In a kit the base is its :class:`WeightSketch` (seeded projections of the
+unit rows) and the matching runs in the sketch's directions.
 """
 
 from __future__ import annotations
