@@ -263,3 +263,17 @@ def test_audit_checks_the_sketch_against_the_base(full_kit, trained_tiny) -> Non
 
     assert audit_weights(full_kit.weights, trained_tiny).checks[0].status == "pass"
     assert audit_weights(full_kit.weights, make_tiny(5, train_steps=10)).checks[0].status == "fail"
+
+
+def test_programs_a_user_ships_are_read_by_the_weight_test(full_kit, trained_tiny, tmp_path) -> None:
+    """A TorchScript file and a torch.export program of the base (the input normalisation baked in as buffers):
+    their parameters are read, the buffers are not units, and the verdict needs no query."""
+    from charex import load_model
+
+    x = torch.rand(2, 3, 16, 16)
+    torch.jit.trace(trained_tiny, x).save(str(tmp_path / "m.ts.pt"))
+    ep = torch.export.export(trained_tiny, (x,), dynamic_shapes=({0: torch.export.Dim("b", min=1, max=1024)},))
+    torch.export.save(ep, str(tmp_path / "m.pt2"))
+    for f in ("m.ts.pt", "m.pt2"):
+        v = judge(full_kit, LocalSuspect(load_model(str(tmp_path / f)), f), f)
+        assert v.decision == "derived" and v.fired == "weights" and v.queries == 0, (f, v.tests[0])

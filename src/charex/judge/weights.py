@@ -40,16 +40,18 @@ __all__ = ["WeightNull", "WeightScore", "WeightSketch", "calibrate_weights", "la
 
 
 def layer_weights(state: Mapping[str, torch.Tensor] | torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The weight layers of a model in order: (name, weight) for every 2-D (linear) or 4-D (convolution) tensor of
-    its state dict, whatever its name (a renamed state dict lines up alike), as float32 (any storage dtype); for an
-    ONNX model, its Conv, Gemm and MatMul weights in node order (:func:`charex.models.onnx.onnx_weights`)."""
+    """The weight layers of a model in order: (name, weight) for every 2-D (linear) or 4-D (convolution) parameter
+    of a module (a TorchScript or torch.export program's included; buffers such as a baked-in input normalisation are
+    not units), or tensor of a state dict, whatever its name (a renamed state dict lines up alike), as float32 (any
+    storage dtype); for an ONNX model, its Conv, Gemm and MatMul weights in node order
+    (:func:`charex.models.onnx.onnx_weights`)."""
     inner = getattr(state, "model", state)
     if hasattr(inner, "session") and hasattr(inner, "path"):  # an ONNX suspect: its initializers, in node order
         from ..models.onnx import onnx_weights
 
         return onnx_weights(inner.path)
-    if isinstance(state, torch.nn.Module):
-        state = inner.state_dict()
+    if isinstance(state, torch.nn.Module):  # its parameters: buffers (input normalisation, BatchNorm) are not units
+        state = dict(inner.named_parameters()) if isinstance(inner, torch.nn.Module) else inner.state_dict()
     return [(k, v.detach().float().cpu()) for k, v in state.items()
             if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() in (2, 4)]
 
