@@ -13,11 +13,14 @@ from typing import Any, Callable
 DEFAULT_LR = 0.08  # TrainConfig.lr; a model trained with another peak rate names it in its lineage
 
 
-def base_name(arch: str, arch_kwargs: dict[str, Any], seed: int, epochs: int, lr: float | None = None) -> str:
-    """Lineage name of a model trained from scratch; ``lr`` is named only when it is not the default (0.08)."""
+def base_name(arch: str, arch_kwargs: dict[str, Any], seed: int, epochs: int, lr: float | None = None,
+              label_smoothing: float | None = None) -> str:
+    """Lineage name of a model trained from scratch; ``lr`` and ``label_smoothing`` are named only when they are not
+    the defaults (0.08, 0.1): a base without label smoothing is another lineage (issue 33)."""
     w = arch_kwargs.get("width")
     extra = "".join(f",{k}={v}" for k, v in sorted(arch_kwargs.items()) if k not in ("width", "num_classes"))
     extra += f",lr={lr:g}" if lr is not None and lr != DEFAULT_LR else ""
+    extra += f",ls={label_smoothing:g}" if label_smoothing is not None and label_smoothing != 0.1 else ""
     return f"{arch}{f'-w{w:g}' if w is not None else ''}(seed={seed},epochs={epochs}{extra})"
 
 

@@ -198,7 +198,8 @@ def train_from_scratch(arch: str, arch_kwargs: dict[str, Any], seed: int, train:
     model.card.update({
         "arch": arch, "arch_kwargs": dict(arch_kwargs), "input_shape": list(train.images.shape[1:]),
         "num_classes": len(train.classes), "classes": list(train.classes),
-        "lineage": base_name(arch, arch_kwargs, seed, cfg.epochs, cfg.lr), "seed": seed, "epochs": cfg.epochs,
+        "lineage": base_name(arch, arch_kwargs, seed, cfg.epochs, cfg.lr, cfg.label_smoothing), "seed": seed,
+        "epochs": cfg.epochs,
         "train": config_dict(cfg), "data_digest": train.digest, "train_seconds": round(stats["train_seconds"], 1),
         "test_accuracy": accuracy(model, test) if test is not None else None})
     return model

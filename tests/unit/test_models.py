@@ -108,3 +108,5 @@ def test_vit_arch_and_lr_in_lineage() -> None:
         build_arch("vit", image_size=30)
     assert base_name("vit", {"dim": 96}, 1, 8, 0.03) == "vit(seed=1,epochs=8,dim=96,lr=0.03)"
     assert base_name("cnn1", {"width": 0.25}, 1, 8, 0.08) == base_name("cnn1", {"width": 0.25}, 1, 8)
+    assert base_name("cnn1", {"width": 0.25}, 0, 15, 0.08, 0.0) == "cnn1-w0.25(seed=0,epochs=15,ls=0)"  # issue 33
+    assert base_name("cnn1", {"width": 0.25}, 0, 15, 0.08, 0.1) == base_name("cnn1", {"width": 0.25}, 0, 15)

@@ -87,7 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     train, test = cifar_split(args, "train"), cifar_split(args, "test")
     arch_kwargs = {**_width_kwargs(args.arch, args.width), **dict(args.arch_kw)}
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, dtype=args.dtype, batch_size=args.batch_size)
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, dtype=args.dtype, batch_size=args.batch_size,
+                      label_smoothing=args.label_smoothing)
     model = train_from_scratch(args.arch, arch_kwargs, args.seed, train, test, cfg, progress=not args.quiet)
     card = model.card
     if args.half:  # report the accuracy of what is stored: the weights rounded through float16
@@ -280,6 +281,9 @@ def register(add: Add) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, default=15)
     t.add_argument("--lr", type=float, default=0.08)
+    t.add_argument("--label-smoothing", type=float, default=0.1,
+                   help="label smoothing of the cross-entropy (default 0.1; 0 lets an example reach the paper's "
+                        "eta = 1e-6 loss, which a smoothed base caps)")
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="training compute dtype (default auto: bfloat16 where the CPU/GPU runs it natively)")

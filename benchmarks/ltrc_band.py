@@ -1,0 +1,123 @@
+"""Issue 33, the LTRC question: what the high-pass filter removes, and whether transferability depends on the band k.
+
+    python benchmarks/ltrc_band.py --json docs/data/ltrc-band.json          # ~15 min on 2 cores (AVX-512-BF16)
+    python benchmarks/ltrc_band.py --table docs/data/ltrc-band.json         # docs/results.md's table
+
+The paper's central claim: LTRC's DCT high-pass (zero the coefficients with 1 <= i + j <= k, after every step) cuts
+transferability to independent models (CIFAR-10: 68% to 28% at k = 2, delta 0). Here: the bundled base (CNN-1 width
+1/4, label smoothing 0.1; and a base of the same recipe without label smoothing when POOL/nols-s0.safetensors exists:
+`charex train --seed 0 --label-smoothing 0`), 100 examples per setting, the paper's 500 steps of 1/255 from uniform
+noise, no generation references; delta 0 (q 1) for k in 0 (vanilla), 1, 2, 3, 4, 8, 16, 32, 48 (seed 0; seed 1 at
+0, 2, 8, 32); delta 0.03 with q = 10 (RC+GM / LTRC) for k 0 and 2; the base without label smoothing at delta 0, k 0,
+2, 8, 32. The band sizes: k = 20 of a 224 x 224 spectrum zeroes 230 of 50,176
+coefficients per channel (0.46%) at a frequency 20/224 = 0.089 of the band; on 32 x 32, k = 2 zeroes 5 of 1,024
+(0.49%) and k = 3 is at 0.094: the paper's k = 2 is already the comparable band; the sweep goes on to k = 16 (152
+of 1,024 coefficients, 15%) and k = 48 (918, 90%).
+Per setting: the base's match and eta-optimal rates, the share of each example's non-DC DCT energy in the bands
+i + j <= 2, 8, 16 (mean over examples and channels; the final 8-bit examples, which the last clip can refill), the
+match rate on five CNN-1 seeds of the base's recipe (transferability), on three models of other recipes, and on the two
+bundled weight copies (robustness); uniqueness = robustness - transferability to the CNN-1 seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import load_pool_model, machine, write_result  # noqa: E402
+
+from charex.judge.verify import match_rate  # noqa: E402
+from charex.make.frequency import dct2  # noqa: E402
+from charex.make.generate import generate  # noqa: E402
+from charex.types import GenerationConfig  # noqa: E402
+
+SEEDS = ("independent-1", "independent-2", "independent-3", "independent-4")
+OTHER = ("independent-resnet8", "independent-plain", "independent-wide")
+COPIES = ("derived-pruned90", "derived-finetuned")
+BANDS = (2, 8, 16)
+
+
+def band_energy(x: torch.Tensor, bands: tuple[int, ...] = BANDS) -> dict[str, float]:
+    """Mean share of each image channel's non-DC DCT energy in the bands 1 <= i + j <= b."""
+    c = dct2(x.float() / 255) ** 2
+    h, w = c.shape[-2:]
+    s = torch.arange(h)[:, None] + torch.arange(w)[None, :]
+    total = (c * (s >= 1)).sum((-2, -1)).clamp_min(1e-20)
+    return {f"i+j<={b}": float(((c * ((s >= 1) & (s <= b))).sum((-2, -1)) / total).mean()) for b in bands}
+
+
+def settings(first: bool) -> list[tuple[float, int, int, int]]:
+    """(delta, q, k, seed) in the order run: the whole sweep for the first base, the decisive cells for another."""
+    if not first:
+        return [(0.0, 1, k, 0) for k in (0, 2, 8, 32)]
+    return [(0.0, 1, k, 0) for k in (0, 1, 2, 3, 4, 8, 16, 32, 48)] + [(0.03, 10, k, 0) for k in (0, 2)] + \
+        [(0.0, 1, k, 1) for k in (0, 2, 8, 32)]
+
+
+def table(path: str) -> str:
+    import json
+
+    res = json.loads(Path(path).read_text())
+    lines = ["| base | delta | q | k | seed | base match | eta-optimal | energy i+j<=2 / 8 / 16 | transfer: CNN-1 seeds | "
+             "other recipes | robustness: copies | uniqueness | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        e = " / ".join(f"{100 * r['energy'][f'i+j<={b}']:.2f}%" for b in BANDS)
+        lines.append(f"| {r['base']} | {r['delta']} | {r['q']} | {r['k']} | {r['seed']} | {100 * r['base_match']:.0f}% | "
+                     f"{100 * r['eta_optimal']:.0f}% | {e} | {100 * r['transfer']:.1f}% | {100 * r['other']:.1f}% | "
+                     f"{100 * r['robustness']:.1f}% | {100 * (r['robustness'] - r['transfer']):+.1f} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json")
+    ap.add_argument("--table", metavar="JSON")
+    ap.add_argument("--pool", default="runs/wpool")
+    args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
+    if not args.json:
+        ap.error("--json is needed (or --table JSON)")
+    print(machine())
+    seeds = {n: load_pool_model(n) for n in SEEDS}
+    fresh = Path(args.pool) / "recipe-s32.safetensors"
+    if fresh.exists():
+        seeds["recipe-s32"] = load_pool_model("recipe-s32", args.pool)
+    other = {n: load_pool_model(n) for n in OTHER}
+    copies = {n: load_pool_model(n) for n in COPIES}
+    bases = {"base (label smoothing 0.1)": load_pool_model("base")}
+    if (Path(args.pool) / "nols-s0.safetensors").exists():
+        bases["base without label smoothing"] = load_pool_model("nols-s0", args.pool)
+    rows = []
+    for bname, base in bases.items():
+        for delta, q, k, seed in settings(bname == "base (label smoothing 0.1)"):
+            method = "ltrc" if k else ("rcgm" if delta else "vanilla")
+            cfg = GenerationConfig(method=method, n=100, steps=500, alpha=1 / 255, delta=delta, q=q if delta else 1,
+                                   k=k, seed=seed, dtype="auto")
+            t0 = time.perf_counter()
+            fp = generate(base, cfg)
+            secs = round(time.perf_counter() - t0, 1)
+            r = {"base": bname, "delta": delta, "q": q, "k": k, "seed": seed, "method": method, "dtype": fp.config.dtype,
+                 "base_match": fp.meta.get("base_match_rate"), "eta_optimal": fp.meta.get("eta_optimal_rate"),
+                 "energy": band_energy(fp.images),
+                 "transfer": sum(match_rate(m, fp) for m in seeds.values()) / len(seeds),
+                 "other": sum(match_rate(m, fp) for m in other.values()) / len(other),
+                 "robustness": sum(match_rate(m, fp) for m in copies.values()) / len(copies), "seconds": secs}
+            rows.append(r)
+            print(f"{bname[:12]:<12} delta {delta} q {q} k {k:>2} seed {seed}: base {100 * r['base_match']:.0f}% "
+                  f"eta {100 * r['eta_optimal']:.0f}%  energy {[round(100 * v, 2) for v in r['energy'].values()]}  "
+                  f"transfer {100 * r['transfer']:.1f}%  other {100 * r['other']:.1f}%  robust "
+                  f"{100 * r['robustness']:.1f}%  ({secs} s)", flush=True)
+    write_result(args.json, {"machine": machine(), "seeds": list(seeds), "other": list(other), "copies": list(copies),
+                             "rows": rows, "settings": {"n": 100, "steps": 500, "alpha": "1/255", "start": "noise"}})
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
