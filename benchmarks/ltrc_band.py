@@ -2,6 +2,8 @@
 
     python benchmarks/ltrc_band.py --json docs/data/ltrc-band.json          # ~15 min on 2 cores (AVX-512-BF16)
     python benchmarks/ltrc_band.py --table docs/data/ltrc-band.json         # docs/results.md's table
+    (this run: --bases smoothed into ltrc-band.json, then --bases unsmoothed into ltrc-band-nols.json, once
+    `charex train --seed 0 --label-smoothing 0 -o runs/wpool/nols-s0.safetensors` had finished)
 
 The paper's central claim: LTRC's DCT high-pass (zero the coefficients with 1 <= i + j <= k, after every step) cuts
 transferability to independent models (CIFAR-10: 68% to 28% at k = 2, delta 0). Here: the bundled base (CNN-1 width
@@ -16,7 +18,8 @@ of 1,024 coefficients, 15%) and k = 48 (918, 90%).
 Per setting: the base's match and eta-optimal rates, the share of each example's non-DC DCT energy in the bands
 i + j <= 2, 8, 16 (mean over examples and channels; the final 8-bit examples, which the last clip can refill), the
 match rate on five CNN-1 seeds of the base's recipe (transferability), on three models of other recipes, and on the two
-bundled weight copies (robustness); uniqueness = robustness - transferability to the CNN-1 seeds.
+bundled weight copies (robustness: copies of the smoothed base, so not measured for the other); uniqueness =
+robustness - transferability to the CNN-1 seeds (themselves trained with label smoothing).
 """
 
 from __future__ import annotations
@@ -67,9 +70,11 @@ def table(path: str) -> str:
              "other recipes | robustness: copies | uniqueness | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         e = " / ".join(f"{100 * r['energy'][f'i+j<={b}']:.2f}%" for b in BANDS)
+        rob = r["robustness"]
         lines.append(f"| {r['base']} | {r['delta']} | {r['q']} | {r['k']} | {r['seed']} | {100 * r['base_match']:.0f}% | "
                      f"{100 * r['eta_optimal']:.0f}% | {e} | {100 * r['transfer']:.1f}% | {100 * r['other']:.1f}% | "
-                     f"{100 * r['robustness']:.1f}% | {100 * (r['robustness'] - r['transfer']):+.1f} | {r['seconds']} |")
+                     + ("- (no copies of it) | - |" if rob is None else
+                        f"{100 * rob:.1f}% | {100 * (rob - r['transfer']):+.1f} |") + f" {r['seconds']} |")
     return "\n".join(lines)
 
 
@@ -78,6 +83,8 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--table", metavar="JSON")
     ap.add_argument("--pool", default="runs/wpool")
+    ap.add_argument("--bases", default="both", choices=["both", "smoothed", "unsmoothed"],
+                    help="which bases to run (the unsmoothed one needs POOL/nols-s0.safetensors)")
     args = ap.parse_args()
     if args.table:
         print(table(args.table))
@@ -91,8 +98,8 @@ def main() -> None:
         seeds["recipe-s32"] = load_pool_model("recipe-s32", args.pool)
     other = {n: load_pool_model(n) for n in OTHER}
     copies = {n: load_pool_model(n) for n in COPIES}
-    bases = {"base (label smoothing 0.1)": load_pool_model("base")}
-    if (Path(args.pool) / "nols-s0.safetensors").exists():
+    bases = {"base (label smoothing 0.1)": load_pool_model("base")} if args.bases != "unsmoothed" else {}
+    if args.bases != "smoothed" and (Path(args.pool) / "nols-s0.safetensors").exists():
         bases["base without label smoothing"] = load_pool_model("nols-s0", args.pool)
     rows = []
     for bname, base in bases.items():
@@ -108,12 +115,13 @@ def main() -> None:
                  "energy": band_energy(fp.images),
                  "transfer": sum(match_rate(m, fp) for m in seeds.values()) / len(seeds),
                  "other": sum(match_rate(m, fp) for m in other.values()) / len(other),
-                 "robustness": sum(match_rate(m, fp) for m in copies.values()) / len(copies), "seconds": secs}
+                 "robustness": sum(match_rate(m, fp) for m in copies.values()) / len(copies)
+                 if bname.startswith("base (") else None, "seconds": secs}  # the copies are the smoothed base's
             rows.append(r)
             print(f"{bname[:12]:<12} delta {delta} q {q} k {k:>2} seed {seed}: base {100 * r['base_match']:.0f}% "
                   f"eta {100 * r['eta_optimal']:.0f}%  energy {[round(100 * v, 2) for v in r['energy'].values()]}  "
                   f"transfer {100 * r['transfer']:.1f}%  other {100 * r['other']:.1f}%  robust "
-                  f"{100 * r['robustness']:.1f}%  ({secs} s)", flush=True)
+                  f"{'-' if r['robustness'] is None else round(100 * r['robustness'], 1)}%  ({secs} s)", flush=True)
     write_result(args.json, {"machine": machine(), "seeds": list(seeds), "other": list(other), "copies": list(copies),
                              "rows": rows, "settings": {"n": 100, "steps": 500, "alpha": "1/255", "start": "noise"}})
     print(f"wrote {args.json}")
