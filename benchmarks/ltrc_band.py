@@ -78,16 +78,66 @@ def table(path: str) -> str:
     return "\n".join(lines)
 
 
+def ratios_table(path: str) -> str:
+    """The decisive cells: uniqueness per pruning ratio (one copy each, retrained to within a point of the base)."""
+    import json
+
+    res = json.loads(Path(path).read_text())
+    names = list(res["copies"])
+    lines = ["| method | k | seed | transfer: CNN-1 seeds | " + " | ".join(
+        f"{n} ({100 * res['copies'][n]:.1f}%): robustness / uniqueness" for n in names) + " |",
+        "|---|---|---|---|" + "---|" * len(names)]
+    for r in res["rows"]:
+        cells = " | ".join(f"{100 * r['robustness'][n]:.0f}% / {100 * (r['robustness'][n] - r['transfer']):+.0f}"
+                           for n in names)
+        lines.append(f"| {r['method']} | {r['k']} | {r['seed']} | {100 * r['transfer']:.1f}% | {cells} |")
+    return "\n".join(lines)
+
+
+def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
+    """vanilla and LTRC (k 2, 32; delta 0) against one copy per pruning ratio (80 / 90 / 95%), each retrained until
+    within a point of the base (`charex derive prune bundled:base --ratio R --scope global --until-within 1
+    --data-split half-b --seed 1`; the 90% copy is the bundled one)."""
+    from charex.data import load_cifar10
+    from charex.train import accuracy
+
+    test = load_cifar10(None, "test")
+    copies = {"pruned 80%": load_pool_model("pruned0.8", args.pool), "pruned 90%": load_pool_model("derived-pruned90"),
+              "pruned 95%": load_pool_model("pruned0.95", args.pool)}
+    acc = {n: accuracy(m, test) for n, m in copies.items()}
+    base = load_pool_model("base")
+    rows = []
+    for seed in (0, 1):
+        for k in (0, 2, 32):
+            cfg = GenerationConfig(method="ltrc" if k else "vanilla", n=100, steps=500, alpha=1 / 255, delta=0.0, q=1,
+                                   k=k, seed=seed, dtype="auto")
+            fp = generate(base, cfg)
+            r = {"method": cfg.method, "k": k, "seed": seed,
+                 "transfer": sum(match_rate(m, fp) for m in seeds.values()) / len(seeds),
+                 "robustness": {n: match_rate(m, fp) for n, m in copies.items()}}
+            rows.append(r)
+            print(r, flush=True)
+    write_result(args.json, {"machine": machine(), "base_accuracy": accuracy(base, test), "copies": acc,
+                             "seeds": list(seeds), "rows": rows})
+    print(ratios_table(args.json))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json")
     ap.add_argument("--table", metavar="JSON")
+    ap.add_argument("--ratios", action="store_true", help="the decisive cells against one copy per pruning ratio "
+                                                          "(POOL/pruned0.8 and pruned0.95; see run_ratios)")
+    ap.add_argument("--ratios-table", metavar="JSON", help="print the decisive cells' table from a result file")
     ap.add_argument("--pool", default="runs/wpool")
     ap.add_argument("--bases", default="both", choices=["both", "smoothed", "unsmoothed"],
                     help="which bases to run (the unsmoothed one needs POOL/nols-s0.safetensors)")
     args = ap.parse_args()
     if args.table:
         print(table(args.table))
+        return
+    if args.ratios_table:
+        print(ratios_table(args.ratios_table))
         return
     if not args.json:
         ap.error("--json is needed (or --table JSON)")
@@ -96,6 +146,9 @@ def main() -> None:
     fresh = Path(args.pool) / "recipe-s32.safetensors"
     if fresh.exists():
         seeds["recipe-s32"] = load_pool_model("recipe-s32", args.pool)
+    if args.ratios:
+        run_ratios(args, seeds)
+        return
     other = {n: load_pool_model(n) for n in OTHER}
     copies = {n: load_pool_model(n) for n in COPIES}
     bases = {"base (label smoothing 0.1)": load_pool_model("base")} if args.bases != "unsmoothed" else {}
