@@ -143,9 +143,9 @@ def main() -> None:
         ap.error("--json is needed (or --table JSON)")
     print(machine())
     seeds = {n: load_pool_model(n) for n in SEEDS}
-    fresh = Path(args.pool) / "recipe-s32.safetensors"
-    if fresh.exists():
-        seeds["recipe-s32"] = load_pool_model("recipe-s32", args.pool)
+    for f in sorted(Path(args.pool).glob("recipe-s*.safetensors")):  # fresh seeds (recipe-s31 is independent-4)
+        if f.stem != "recipe-s31":
+            seeds[f.stem] = load_pool_model(f.stem, args.pool)
     if args.ratios:
         run_ratios(args, seeds)
         return

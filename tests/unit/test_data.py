@@ -126,3 +126,27 @@ def test_start_images_any_input_size(tmp_path, monkeypatch) -> None:
         start_images(None, (3, 48, 48), 2, seed=0)
     with pytest.raises(CharexError, match="square RGB"):
         start_images(tmp_path / "own", (1, 48, 48), 2, seed=0)
+
+
+def test_a_download_into_the_cache_is_found_and_a_failed_fetch_is_one_line(tmp_path, monkeypatch) -> None:
+    """`charex data download` with no folder unpacks into the cache, where the demo finds it when the shared copy is
+    absent; `charex demo --fetch-data` without network says so in one line and goes on."""
+    from charex.cli import main
+    from charex.data import cifar10 as c10
+    from charex.experiments import demo
+
+    monkeypatch.setenv("CHAREX_CACHE", str(tmp_path / "cache"))
+    arc, md5 = _archive(tmp_path)
+    monkeypatch.setattr(c10, "CIFAR10_MD5", md5)
+    monkeypatch.setattr(c10.download_cifar10, "__defaults__", (c10.CIFAR10_URL, md5))
+    assert main(["data", "download", "--url", arc.as_uri()]) == 0
+    assert (c10.downloaded_root() / "test_batch").is_file()
+    said: list[str] = []
+    monkeypatch.setattr("charex.data.default_cifar10_root", lambda: None)
+
+    def offline(*a, **k):
+        raise CharexError("could not download CIFAR-10 from https://...: no network")
+
+    monkeypatch.setattr("charex.data.download_cifar10", offline)
+    demo._fetch(said.append)
+    assert len(said) == 2 and "going on without it" in said[1]
