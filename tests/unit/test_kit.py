@@ -262,6 +262,8 @@ def test_audit_checks_the_sketch_against_the_base(full_kit, trained_tiny) -> Non
     from charex.judge.audit import audit_weights
 
     assert audit_weights(full_kit.weights, trained_tiny).checks[0].status == "pass"
+    rep = audit_weights(full_kit.weights, trained_tiny, suspect=_new_head(trained_tiny, 100))  # another label space
+    assert {c.name: c.status for c in rep.checks}["weight claim reproduces"] == "pass"
     assert audit_weights(full_kit.weights, make_tiny(5, train_steps=10)).checks[0].status == "fail"
 
 

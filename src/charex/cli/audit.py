@@ -38,14 +38,18 @@ def _models(args: argparse.Namespace, specs: list[str] | None) -> dict | None:
     return None if specs is None else {spec: load(args, spec) for spec in specs}
 
 
-def _audit_examples(args: argparse.Namespace, fp: Any, x0: Any = None) -> Any:
+def _audit_examples(args: argparse.Namespace, fp: Any, x0: Any = None, suspect: Any = None) -> Any:
+    """``suspect``: the model the claim is checked on (default: ``--suspect``; None for one of another label space,
+    whose claim is the weight test's)."""
     from ..judge.audit import audit
 
     refs = [*(args.references or []), *(args.twins or [])]  # a kit's examples were pushed away from both
+    if suspect is None and args.suspect and not getattr(args, "_other_label_space", False):
+        suspect = load(args, args.suspect)
     return audit(fp, load(args, args.base), references=_models(args, refs) or {},
                  surrogates=_models(args, args.surrogates) or {},
                  calibration_references=_models(args, args.calibration_references), x0=x0, dtype=args.dtype,
-                 suspect=load(args, args.suspect) if args.suspect else None, progress=not args.quiet)
+                 suspect=suspect, progress=not args.quiet)
 
 
 def _audit_mistakes(args: argparse.Namespace, fp: Any) -> Any:
@@ -62,12 +66,20 @@ def _audit_mistakes(args: argparse.Namespace, fp: Any) -> Any:
 
 def _audit_kit(args: argparse.Namespace, kit: Any) -> int:
     parts = []
+    suspect = load(args, args.suspect) if args.suspect else None
+    if suspect is not None and kit.weights is not None:  # a suspect of another label space: the weight test's claim
+        from ..models.probe import probe_model
+
+        first = kit.tests[0]
+        got = probe_model(suspect, first.meta.get("input_shape", list(first.images.shape[1:])), None, args.suspect)
+        args._other_label_space = got != first.meta.get("num_classes")
     if kit.weights is not None:
         from ..judge.audit import audit_weights
 
         named = [*(args.twins or []), *(args.references or []), *(args.calibration_references or [])]
         parts.append(("weights", audit_weights(kit.weights, load(args, args.base),
-                                               _models(args, list(dict.fromkeys(named))))))
+                                               _models(args, list(dict.fromkeys(named))), suspect=suspect,
+                                               level=kit.level)))
     for fp, t in zip(kit.tests, kit.judges()):
         parts.append((t.name, _audit_mistakes(args, fp) if t.name == "mistakes" else _audit_examples(args, fp)))
     return _report(args, parts)

@@ -347,11 +347,13 @@ def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None 
     return AuditReport(checks)
 
 
-def audit_weights(test: Any, base: nn.Module, models: Models | None = None) -> AuditReport:
+def audit_weights(test: Any, base: nn.Module, models: Models | None = None, *, suspect: Any = None,
+                  level: float = 0.01) -> AuditReport:
     """Check a kit's weight test: its sketch is the one ``base`` gives (:class:`~charex.judge.weights.WeightSketch`,
     deterministic from the base and the recorded seed), and, given the models its null names (``name -> model``:
-    the calibration models, references and twins that lined up), their per-layer statistics re-measured."""
-    from .weights import WeightSketch, calibrate_weights
+    the calibration models, references and twins that lined up), their per-layer statistics re-measured; given a
+    ``suspect``, its weight p in the kit's sketch and in the re-made one, the same decision at ``level``."""
+    from .weights import WeightSketch, calibrate_weights, weight_score
 
     sk = test.sketch
     again = WeightSketch.of(base, sk.seed)
@@ -360,7 +362,19 @@ def audit_weights(test: Any, base: nn.Module, models: Models | None = None) -> A
     checks = [Check("weight sketch", "pass" if same else "fail",
                     f"{len(sk.layers)} layers, the same as the base's re-made sketch" if same else
                     "differs from the sketch the given base gives: another base, or a tampered or crafted sketch")]
-    given = dict(named_models(models or {}))
+    if suspect is not None:
+        p_kit, p_again = (test.null.p_value(weight_score(s, suspect)) for s in (sk, again))
+        if p_kit is None or p_again is None:
+            checks.append(Check("weight claim reproduces", "skip", "the weight test does not apply to the suspect"))
+        else:
+            ok = (p_kit <= level) == (p_again <= level)
+            checks.append(Check("weight claim reproduces", "pass" if ok else "fail",
+                                f"weight p {p_kit:.3g} in the kit's sketch, {p_again:.3g} in the re-made one",
+                                {"p_kit": p_kit, "p_re_made": p_again}))
+    given: dict[str, Any] = {}
+    for spec, m in named_models(models or {}):  # `bundled:NAME` or a file path names the model NAME it was made with
+        for key in (spec, spec.removeprefix("bundled:"), spec.rsplit("/", 1)[-1].removesuffix(".safetensors")):
+            given.setdefault(key, m)
     missing = [n for n in test.null.names if n not in given]
     if missing:
         checks.append(Check("weight null re-measured", "skip", f"give the models it names to re-measure them: "
