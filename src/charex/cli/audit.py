@@ -31,7 +31,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         real = load_cifar10(args.data, "test")
         x0 = sample_images(real.images, real.labels, fp.n, fp.config.seed)[0]
 
-    return _report(args, [("examples", _audit_examples(args, fp, x0))])
+    return _report(args, [("examples", _audit_examples(args, fp, x0, load(args, args.suspect) if args.suspect
+                                                       else None))])
 
 
 def _models(args: argparse.Namespace, specs: list[str] | None) -> dict | None:
@@ -39,13 +40,10 @@ def _models(args: argparse.Namespace, specs: list[str] | None) -> dict | None:
 
 
 def _audit_examples(args: argparse.Namespace, fp: Any, x0: Any = None, suspect: Any = None) -> Any:
-    """``suspect``: the model the claim is checked on (default: ``--suspect``; None for one of another label space,
-    whose claim is the weight test's)."""
+    """``suspect``: the model the claim is checked on (None: no claim to check)."""
     from ..judge.audit import audit
 
     refs = [*(args.references or []), *(args.twins or [])]  # a kit's examples were pushed away from both
-    if suspect is None and args.suspect and not getattr(args, "_other_label_space", False):
-        suspect = load(args, args.suspect)
     return audit(fp, load(args, args.base), references=_models(args, refs) or {},
                  surrogates=_models(args, args.surrogates) or {},
                  calibration_references=_models(args, args.calibration_references), x0=x0, dtype=args.dtype,
@@ -67,12 +65,12 @@ def _audit_mistakes(args: argparse.Namespace, fp: Any) -> Any:
 def _audit_kit(args: argparse.Namespace, kit: Any) -> int:
     parts = []
     suspect = load(args, args.suspect) if args.suspect else None
-    if suspect is not None and kit.weights is not None:  # a suspect of another label space: the weight test's claim
-        from ..models.probe import probe_model
+    asked = suspect  # the query tests' claim: on a suspect of the base's label space only
+    if suspect is not None and kit.weights is not None:  # another label space: the weight test's claim alone
+        from ..judge.query import LocalSuspect
 
-        first = kit.tests[0]
-        got = probe_model(suspect, first.meta.get("input_shape", list(first.images.shape[1:])), None, args.suspect)
-        args._other_label_space = got != first.meta.get("num_classes")
+        if LocalSuspect(suspect, args.suspect).label_space(kit.tests[0]) is not None:
+            asked = None
     if kit.weights is not None:
         from ..judge.audit import audit_weights
 
@@ -81,7 +79,8 @@ def _audit_kit(args: argparse.Namespace, kit: Any) -> int:
                                                _models(args, list(dict.fromkeys(named))), suspect=suspect,
                                                level=kit.level)))
     for fp, t in zip(kit.tests, kit.judges()):
-        parts.append((t.name, _audit_mistakes(args, fp) if t.name == "mistakes" else _audit_examples(args, fp)))
+        parts.append((t.name, _audit_mistakes(args, fp) if t.name == "mistakes" else
+                      _audit_examples(args, fp, suspect=asked)))
     return _report(args, parts)
 
 

@@ -94,7 +94,7 @@ def run_demo(out: str | Path, *, n: int | None = None, steps: int | None = None,
         v = judge(kit, LocalSuspect(m, name), name)
         rows.append({**v.to_dict(), "kind": "derived" if name in derived else "independent",
                      "accuracy": m.card.get("test_accuracy")})
-    for name, (m, acc, kind) in _reused(data, seed, say).items():
+    for name, (m, acc, kind) in _reused(base, data, seed, say).items():
         v = judge(kit, LocalSuspect(m, name), name)
         rows.append({**v.to_dict(), "kind": kind, "accuracy": acc})
     examples = kit.tests[0]
@@ -140,7 +140,7 @@ def _fetch(say: Callable[[str], None]) -> None:
         say(f"could not download CIFAR-10 ({e}); going on without it")
 
 
-def _reused(data: str | None, seed: int, say: Callable[[str], None]) -> dict[str, tuple[Any, float, str]]:
+def _reused(base: Any, data: str | None, seed: int, say: Callable[[str], None]) -> dict[str, tuple[Any, float, str]]:
     """The base's backbone and independent-4's, each with a new head for the coarse task (vehicles / animals)
     fitted by a linear probe on 2,000 of the thief's half-b images: name -> (model, task accuracy, kind). Empty
     without CIFAR-10."""
@@ -161,7 +161,8 @@ def _reused(data: str | None, seed: int, say: Callable[[str], None]) -> dict[str
     out = {}
     for backbone, kind in REUSED.items():
         t0 = time.perf_counter()
-        m = reuse_backbone(load_model(f"bundled:{backbone}"), train, 2, probe=True, seed=seed)
+        m = reuse_backbone(base if backbone == "base" else load_model(f"bundled:{backbone}"), train, 2, probe=True,
+                           seed=seed)
         acc = accuracy(m, test)
         name = f"{backbone} reused: vehicles/animals head (made now)"
         say(f"      {name}: fitted in {time.perf_counter() - t0:.1f} s, {100 * acc:.1f}% on its task")

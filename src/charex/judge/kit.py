@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -257,10 +258,7 @@ def _weight_test(head: Any, tensors: dict[str, torch.Tensor], name: str) -> Weig
     layers = []
     for j, h in enumerate(head["layers"]):
         t, shape = tensors[f"weights.{j}"], tuple(int(x) for x in h["shape"])
-        d = 1
-        for x in shape[1:]:
-            d *= x
-        want = (shape[0], sketch_dims(d)) if len(shape) in (2, 4) else None
+        want = (shape[0], sketch_dims(math.prod(shape[1:]))) if len(shape) in (2, 4) else None
         if want is None or t.dtype != torch.float32 or tuple(t.shape) != want or not torch.isfinite(t).all() or \
                 not torch.allclose(t.norm(dim=1), torch.ones(shape[0]), atol=1e-3):
             raise FingerprintFileError(f"{name}: the weight test's sketch of layer {h.get('name')} is malformed "

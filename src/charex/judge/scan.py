@@ -123,14 +123,14 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
             kit = kit_from_bytes(blob)
             first = kit.tests[0]
             shape, classes = first.meta.get("input_shape", list(first.images.shape[1:])), first.meta.get("num_classes")
-            try:  # a kit with a weight test judges any label space, and a model its queries do not fit
-                probe_model(model, shape, None if kit.weights else classes, name=spec)
-            except CharexError as e:
-                if kit.weights is None:
+            if kit.weights is None:  # without the weight test only the kit's input shape and classes are judged
+                try:
+                    probe_model(model, shape, classes, name=spec)
+                except CharexError as e:
                     lines.append({**row, "skipped": first_line(e)})
                     continue
             t1 = time.perf_counter()
-            v = judge(kit, LocalSuspect(model, spec), spec)
+            v = judge(kit, LocalSuspect(model, spec, probed=kit.weights is None), spec)
             d = v.to_dict()
             row.update({k: d[k] for k in ("matches", "n", "match_rate") if k in d})
             row.update(p_value=v.p_value, decision=v.decision, queries=v.queries, fired=v.fired,

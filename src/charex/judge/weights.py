@@ -56,12 +56,10 @@ def layer_weights(state: Mapping[str, torch.Tensor] | torch.nn.Module) -> list[t
             if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() in (2, 4)]
 
 
-def _rows(w: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor | None:
-    """Unit rows of a layer with its input channels in ``order`` (None: as they are), each input channel's block at
-    unit norm, each row at unit norm; None when the input does not split into the previous layer's units."""
+def _rows(w: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """Unit rows of a layer with its input channels in ``order`` (None: as they are; else of a length that divides
+    them, :func:`_source`), each input channel's block at unit norm, each row at unit norm."""
     if order is not None:
-        if w.shape[1] % len(order):
-            return None
         per = w.shape[1] // len(order)  # a linear layer after a flatten: channel-major blocks
         w = w.reshape(w.shape[0], len(order), per, *w.shape[2:])[:, order].reshape(w.shape)
     blocks = w.transpose(0, 1).reshape(w.shape[1], -1).norm(dim=1).clamp_min(1e-12)
@@ -197,9 +195,6 @@ def weight_score(base: Any, suspect: Any) -> WeightScore:
             skipped += [f"{k}: {s[0]} x {ws.shape[0]} units, too many to match" for k, s, _ in lb[i:]]
             break
         rs = _rows(ws, _source(seen, shape[1]) if i else None)
-        if rs is None:
-            skipped.append(f"{kb}: its inputs do not split into the matched units of any layer before")
-            continue
         if seed is not None:
             rs = _project(rs, i, seed)
         sim = (rb @ rs.T).numpy()
