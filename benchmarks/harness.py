@@ -64,6 +64,47 @@ def verdicts_at(kit: Kit, labels: Sequence[int], budget: int, seed: int = 0, nam
     return judge(kit, ArraySuspect(kit, labels), name, max_queries=budget, sequential=True, seed=seed)
 
 
+def digits() -> tuple[Any, Any] | None:
+    """scikit-learn's digits (another image domain that ships offline) as 32 x 32 RGB uint8 (train: the first 1,200,
+    test: the rest), or None without scikit-learn."""
+    from charex.data.cifar10 import ArrayDataset
+
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        return None
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] * 16
+    x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    x = x.clamp(0, 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
+    y = torch.tensor(d.target, dtype=torch.int64)
+    names = tuple(str(i) for i in range(10))
+    return (ArrayDataset(x[:1200], y[:1200], names, "digits-train"),
+            ArrayDataset(x[1200:], y[1200:], names, "digits-test"))
+
+
+def cluster_task(train: Any, test: Any, classes: int = 100, seed: int = 0) -> tuple[Any, Any]:
+    """A task of ``classes`` classes on CIFAR-10's images that no model here was trained for: each image labelled by
+    its k-means cluster (fitted on ``train``, 20 Lloyd iterations, seeded) of its 8 x 8 downsampled pixels. Returns
+    (train, test) relabelled."""
+    from charex.data.cifar10 import ArrayDataset
+
+    def small(d: Any) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(d.images.float() / 255, 8).flatten(1)
+
+    xt, xs = small(train), small(test)
+    g = torch.Generator().manual_seed(seed)
+    centres = xt[torch.randperm(len(xt), generator=g)[:classes]].clone()
+    for _ in range(20):
+        lab = torch.cdist(xt, centres).argmin(1)
+        for c in range(classes):
+            if (lab == c).any():
+                centres[c] = xt[lab == c].mean(0)
+    names = tuple(str(i) for i in range(classes))
+    return (ArrayDataset(train.images, torch.cdist(xt, centres).argmin(1), names, train.digest + f"+kmeans{classes}"),
+            ArrayDataset(test.images, torch.cdist(xs, centres).argmin(1), names, test.digest + f"+kmeans{classes}"))
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson 95% interval of a rate k / n."""
     if n == 0:

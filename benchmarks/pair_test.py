@@ -1,193 +1,295 @@
-"""Issue 32, first measurement: a label-only statistic that does not depend on the suspect's label set.
+"""Issue 32: the kit's pair test on suspects that answer another task, by their labels alone (an API).
 
-    python benchmarks/pair_test.py --json docs/data/pair-test.json      # ~15 min on 2 cores (reuses cached in runs/pairs)
-    python benchmarks/pair_test.py --table docs/data/pair-test.json     # docs/results.md's table
+    python benchmarks/pair_test.py --kit runs/demo/kit.safetensors --json docs/data/pair-test.json   # ~40 min, 2 cores
+    python benchmarks/pair_test.py --table docs/data/pair-test.json                                   # docs/results.md
+    python benchmarks/pair_test.py --kit runs/demo/kit.safetensors --detect docs/data/pair-detect.json  # visibility
 
-Queries: pairs of the owner's images (CIFAR-10's test set; the thieves train on half-b of the training set) with
-different owner labels that one model's penultimate features map alike and the other models' do not: for model M among
-the base and its twins (independent-1, -2: the kit's twins), score(i, j) = cos_M(i, j) - max over the others of
-cos_other(i, j), over each image's 10 nearest neighbours under M; each section takes its top pairs greedily, no image
-in two pairs. Sections: the base's (250 pairs) and each twin's (125): 1,000 images in all.
-Statistic: d = (share of the base's pairs the suspect labels alike) - (mean share over the twins' sections), in the
-suspect's own labels, whatever they are; a two-class suspect's high chance agreement cancels in the difference.
-Null: the same d of the calibration reuses (independent-3's backbone reused the same ways), Student-t prediction with
-the suspect's own binomial error added (as the mistake test's). Rules fixed before any suspect was scored.
-Suspects: the base's backbone reused (coarse, subset: linear probe and fine-tune, seed 0), two fresh seeds of the
-recipe (benchmarks/weight_test.py's runs/wpool) reused the same ways (hard negatives), and the same-task models.
+The test is the one the README's kit holds (`charex demo`: base, twins independent-1 and -2, pairs mined from the
+owner's labelled images, half-a of CIFAR-10's training set and its test set; calibration independent-3,
+reference-wide, other-arch; without --kit it is made the same way here). Every suspect is judged as an API would be:
+the kit's weight test left out (no weights to read), the suspect declared to answer another task, the sequential
+stop on, at most B queries (B = 1,000, 500, 200, 100), at level 0.01: `charex verify KIT URL --other-labels
+--max-queries B`.
+
+Pools (no model here took part in making or calibrating the test):
+- validation (the choices: 200 slots, 10 neighbours, the spread floor 0.02, the images): independent-3's and
+  recipe-s31/s32's backbones reused for the coarse and subset tasks (linear probe, fine-tune; seed 0), the suspects of
+  the first measurement;
+- held-out, derived: the base's backbone reused for a coarse task (2 classes), a subset task (5), scikit-learn's digits
+  (10, another image domain) and a 100-class task (k-means clusters of 8 x 8 pixels, `harness.cluster_task`), by
+  linear probe, full fine-tune, and 50% pruning then fine-tune, seeds 0 and 1 (each one's task accuracy reported);
+- held-out, hard negatives: four fresh seeds of the base's recipe (runs/wpool recipe-s33..s36) reused the same four
+  tasks by probe and fine-tune, and three other recipes (bundled independent-wide, -resnet8, -plain) reused for the
+  coarse and subset tasks by probe; degenerate answers (one class, uniform over 2 / 10 / 100 labels, a 90/10 prior).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
+import json
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import load_pool_model, machine, write_result  # noqa: E402
+from harness import cluster_task, digits, load_pool_model, machine, write_result  # noqa: E402
 
 from charex.data import load_cifar10  # noqa: E402
-from charex.data.cifar10 import thief_split  # noqa: E402
+from charex.data.cifar10 import ArrayDataset, thief_split  # noqa: E402
 from charex.derive import TASKS, relabel, reuse_backbone  # noqa: E402
-from charex.derive.reuse import _last_linear  # noqa: E402
-from charex.judge.verify import batch_logits  # noqa: E402
+from charex.judge.kit import Kit  # noqa: E402
+from charex.judge.query import LocalSuspect, judge  # noqa: E402
+from charex.judge.verify import predict  # noqa: E402
 from charex.models import load_model, save_model  # noqa: E402
 from charex.train import accuracy  # noqa: E402
 
+BUDGETS = (1000, 500, 200, 100)
 TWINS = ("independent-1", "independent-2")
-WAYS = (("coarse", "linear probe", True), ("coarse", "fine-tune", False), ("subset", "linear probe", True),
-        ("subset", "fine-tune", False))
+CALIBRATION = ("independent-3", "reference-wide", "other-arch")
+WAYS = {"linear probe": dict(probe=True), "fine-tune": dict(probe=False), "prune 50% + fine-tune":
+        dict(probe=False, prune=0.5)}
+OTHER_RECIPES = ("independent-wide", "independent-resnet8", "independent-plain")
 
 
-def features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The input of the model's head (its penultimate features), unit norm, N x D."""
-    _, _, head = _last_linear(model)
-    got = []
-    h = head.register_forward_pre_hook(lambda m, a: got.append(a[0].detach().float()))
-    try:
-        batch_logits(model, x)
-    finally:
-        h.remove()
-    f = torch.cat(got)
-    return f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+class Answers:
+    """A suspect that answers from a fixed label vector of the pair test's queries (degenerate answers)."""
+
+    batch_size = 256
+
+    def __init__(self, labels: list[int]) -> None:
+        self.vector = labels
+
+    def label_space(self, fp: object) -> str:
+        return "not applicable: the suspect answers another task"
+
+    def labels(self, fp: object, idx: list[int]) -> list[int]:
+        return [self.vector[i] for i in idx]
 
 
-def make_pairs(feats: list[torch.Tensor], labels: torch.Tensor, sizes: list[int], k: int = 10) -> list[torch.Tensor]:
-    """Section m's pairs (sizes[m] x 2 image indices): model m maps them alike, the others not (module docs)."""
-    used = torch.zeros(len(labels), dtype=torch.bool)
-    out = []
-    for m, size in enumerate(sizes):
-        f = feats[m]
-        cands = []
-        for s in range(0, len(f), 2000):
-            sim = f[s:s + 2000] @ f.T
-            sim[torch.arange(sim.shape[0]), torch.arange(s, s + sim.shape[0])] = -2
-            val, nb = sim.topk(k, dim=1)
-            i = torch.arange(s, s + sim.shape[0])[:, None].expand_as(nb)
-            cands.append(torch.stack([i.flatten(), nb.flatten(), val.flatten()], 1))
-        c = torch.cat(cands)
-        i, j = c[:, 0].long(), c[:, 1].long()
-        other = torch.stack([(feats[o][i] * feats[o][j]).sum(1) for o in range(len(feats)) if o != m]).amax(0)
-        score = c[:, 2] - other
-        score[labels[i] == labels[j]] = -9
-        pairs = []
-        for q in score.argsort(descending=True).tolist():
-            a, b = int(i[q]), int(j[q])
-            if score[q] < -1 or len(pairs) == size:
-                break
-            if used[a] or used[b]:
-                continue
-            used[a] = used[b] = True
-            pairs.append((a, b))
-        out.append(torch.tensor(pairs))
+def pair_kit(path: str | None, data: str | None) -> tuple[Kit, float]:
+    """The README kit's tests without its weight test (an API), and the seconds it took to make the pair test
+    (0 when read from a kit)."""
+    if path:
+        kit = Kit.load(path)
+        if not any(kit.applies(False)):
+            raise SystemExit(f"{path} holds no pair test: make it again with charex demo / charex fingerprint")
+        return dataclasses.replace(kit, weights=None), 0.0
+    from charex.make.kit import pair_test
+
+    train, _ = thief_split(load_cifar10(data, "train"), "half-a")
+    test = load_cifar10(data, "test")
+    images, labels = torch.cat([train.images, test.images]), torch.cat([train.labels, test.labels])
+    t0 = time.time()
+    fp, why = pair_test(load_pool_model("base"), {t: load_pool_model(t) for t in TWINS}, images, labels,
+                        {c: load_pool_model(c) for c in CALIBRATION}, 0.01)
+    if fp is None:
+        raise SystemExit(why)
+    return Kit(tests=(fp,), level=0.01), time.time() - t0
+
+
+def tasks(data: str | None) -> dict[str, tuple[ArrayDataset, ArrayDataset, int, int]]:
+    """task -> (thief's training data, its test data, classes, epochs)."""
+    train, _ = thief_split(load_cifar10(data, "train"), "half-b")
+    test = load_cifar10(data, "test")
+    out = {t: (relabel(train, m), relabel(test, m), max(m.values()) + 1, 1) for t, m in TASKS.items()}
+    d = digits()
+    if d is not None:
+        out["digits"] = (*d, 10, 5)
+    out["clusters100"] = (*cluster_task(train, test, 100), 100, 1)
     return out
 
 
-def agreement(pred: torch.Tensor, pairs: list[torch.Tensor]) -> list[float]:
-    return [float((pred[p[:, 0]] == pred[p[:, 1]]).float().mean()) for p in pairs]
+def reused(cache: Path, owner: str, backbone: torch.nn.Module, task: str, how: str, seed: int,
+           data: tuple[ArrayDataset, ArrayDataset, int, int]) -> torch.nn.Module:
+    """The backbone reused (cached: the first measurement's files keep their names)."""
+    name = f"{owner}-{task}-{how.replace(' ', '_').replace('%', '').replace('+', 'and')}"
+    path = cache / (name + ("" if seed == 0 else f"-s{seed}") + ".safetensors")
+    if path.exists():
+        return load_model(str(path))
+    tr, _, classes, epochs = data
+    m = reuse_backbone(backbone, tr, classes, seed=seed, epochs=epochs, **WAYS[how])  # type: ignore[arg-type]
+    save_model(m, path)
+    return m
 
 
-def d_and_se(rates: list[float], sizes: list[int]) -> tuple[float, float]:
-    d = rates[0] - sum(rates[1:]) / (len(rates) - 1)
-    var = rates[0] * (1 - rates[0]) / sizes[0] + sum(r * (1 - r) / n for r, n in zip(rates[1:], sizes[1:])) / \
-        (len(rates) - 1) ** 2
-    return d, math.sqrt(var)
+def judge_at(kit: Kit, suspect: object, name: str) -> dict[str, object]:
+    """The kit's verdict at each budget: decision, p, queries sent."""
+    out = {}
+    for b in BUDGETS:
+        v = judge(kit, suspect, name, max_queries=b, sequential=True)  # type: ignore[arg-type]
+        pt = next(t for t in v.tests if t["test"] == "pairs")
+        out[str(b)] = {"decision": v.decision, "p_value": v.p_value, "queries": v.queries, "d": pt.get("d")}
+    return out
+
+
+def detectability(kit: Kit, cache: Path, data: str | None) -> dict[str, object]:
+    """How visible the pair test's queries are to a thief who runs the base's backbone, and what hiding costs it.
+
+    Natural negatives: CIFAR-10 test images that are not queries (the thief's ordinary traffic, never trained on).
+    (1) image statistics (benchmarks/detect_stats.py's five), each one's AUC, queries against as many negatives;
+    (2) the thief's confidence (1 - max softmax); (3) the pair structure: each query's largest cosine to any other
+    query in the thief's own penultimate features (its new head's input), against the same within as many
+    negatives. Evasion: the thief answers every query whose (3) exceeds the threshold that flags 5% / 20% / 50% of its
+    ordinary traffic with a random label of its own task; the kit's verdict on all the answers then."""
+    from detect_stats import features as stats
+
+    from charex.judge.metrics import roc_auc
+    from charex.judge.pairs import score_pairs
+    from charex.judge.query import judge_answers
+    from charex.judge.verify import batch_logits
+    from charex.make.pairs import features
+
+    fp = next(f for f, t in zip(kit.tests, kit.judges()) if t.name == "pairs")
+    test = load_cifar10(data, "test")
+    keys = set(fp.keys)
+    from charex.fingerprint import image_keys
+
+    free = torch.tensor([k not in keys for k in image_keys(test.images)])
+    g = torch.Generator().manual_seed(0)
+    pool = torch.nonzero(free).flatten()
+    neg = test.images[pool[torch.randperm(len(pool), generator=g)[:fp.n]]]
+    q = fp.images
+    out: dict[str, object] = {"queries": fp.n, "negatives": len(neg),
+                              "statistics": {n: roc_auc(a.tolist(), b.tolist()) for n, a, b in
+                                             zip(("high-frequency DCT share", "median residual", "JPEG 75 error",
+                                                  "saturated share", "total variation"), stats(q).T, stats(neg).T)}}
+    thieves = {}
+    offset = kit.offsets[kit.judges().index(next(t for t in kit.judges() if t.name == "pairs"))]
+    for name in ("base-coarse-linear_probe", "base-subset-linear_probe", "base-clusters100-fine-tune"):
+        path = cache / f"{name}.safetensors"
+        if not path.exists():
+            continue
+        m = load_model(str(path))
+        conf_q = 1 - batch_logits(m, q.float() / 255).softmax(1).amax(1)
+        conf_n = 1 - batch_logits(m, neg.float() / 255).softmax(1).amax(1)
+        fq, fn = features(m, q.float() / 255), features(m, neg.float() / 255)
+
+        def nearest(f: torch.Tensor) -> torch.Tensor:
+            sim = f @ f.T
+            sim.fill_diagonal_(-2)
+            return sim.amax(1)
+
+        nq, nn_ = nearest(fq), nearest(fn)
+        labels = predict(m, q.float() / 255)
+        classes = int(m(torch.zeros(1, *q.shape[1:])).shape[1])
+        row: dict[str, object] = {"confidence_auc": roc_auc(conf_q.tolist(), conf_n.tolist()),
+                                  "pair_structure_auc": roc_auc(nq.tolist(), nn_.tolist()),
+                                  "d": score_pairs(fp, labels).d, "evasion": {}}
+        for fpr in (0.05, 0.2, 0.5):
+            t = float(nn_.quantile(1 - fpr))
+            flagged = nq > t
+            rand = torch.randint(0, classes, (fp.n,), generator=g)
+            ans = torch.where(flagged, rand, labels)
+            v = judge_answers(kit, {offset + i: int(a) for i, a in enumerate(ans.tolist())}, name, same_labels=False)
+            row["evasion"][str(fpr)] = {"flagged_queries": float(flagged.float().mean()),
+                                        "d": score_pairs(fp, ans).d, "p_value": v.p_value, "decision": v.decision}
+        thieves[name] = row
+        print(name, json.dumps(row), flush=True)
+    out["thieves"] = thieves
+    return out
 
 
 def table(path: str) -> str:
-    """docs/results.md's table from a result file."""
-    import json
-
+    """docs/results.md's tables from a result file."""
     res = json.loads(Path(path).read_text())
-    lines = ["| backbone | task | how | role | task accuracy | alike: base's pairs / twins' | d | p at 1,000 / 500 / "
-             "200 / 100 queries |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| pool | backbone | task (classes) | how | seed | task accuracy | alike: base's / twins' pairs (all) | "
+             "p at 1,000 / 500 / 200 / 100 queries (sent) | verdict at 1,000 |", "|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
-        acc = "-" if r["task_accuracy"] is None else f"{100 * r['task_accuracy']:.1f}%"
-        at = " / ".join(f"{r['p_at'][str(b)]:.2g}" for b in (1000, 500, 200, 100))
-        lines.append(f"| {r['backbone']} | {r['task']} | {r['how']} | {r['role']} | {acc} | "
-                     f"{r['rates'][0]:.3f} / {', '.join(f'{x:.3f}' for x in r['rates'][1:])} | {r['d']:+.3f} | {at} |")
+        acc = "-" if r.get("task_accuracy") is None else f"{100 * r['task_accuracy']:.1f}%"
+        rates = r["rates"]
+        at = " / ".join(f"{r['at'][str(b)]['p_value']:.2g} ({r['at'][str(b)]['queries']})" for b in BUDGETS)
+        lines.append(f"| {r['pool']} | {r['backbone']} | {r['task']} ({r['classes']}) | {r['how']} | {r['seed']} | "
+                     f"{acc} | {rates[0]:.2f} / {', '.join(f'{x:.2f}' for x in rates[1:])} | {at} | "
+                     f"{r['at']['1000']['decision']} |")
+    s = res["summary"]
+    lines += ["", "| pool | suspects | derived at 1,000 / 500 / 200 / 100 queries | closest p at 1,000 |",
+              "|---|---|---|---|"]
+    for pool, v in s.items():
+        lines.append(f"| {pool} | {v['n']} | {' / '.join(str(v['derived'][str(b)]) for b in BUDGETS)} | "
+                     f"{v['closest_p']:.3g} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--table", metavar="JSON", help="print docs/results.md's table from a result file and stop")
+    ap.add_argument("--table", metavar="JSON", help="print docs/results.md's tables from a result file and stop")
     ap.add_argument("--json")
-    ap.add_argument("--pool", default="runs/wpool")
-    ap.add_argument("--cache", default="runs/pairs")
+    ap.add_argument("--kit", help="the README's kit (runs/demo/kit.safetensors); default: make its pair test here")
+    ap.add_argument("--pool", default="runs/wpool", help="fresh seeds of the base's recipe (recipe-sNN)")
+    ap.add_argument("--cache", default="runs/pairs", help="where the reused backbones are kept")
     ap.add_argument("--data", default=None)
+    ap.add_argument("--detect", metavar="JSON", help="measure how visible the queries are (and the thief's evasion) "
+                                                     "into JSON, on the reuses cached by a full run, and stop")
     args = ap.parse_args()
+    if args.detect:
+        kit, _ = pair_kit(args.kit, args.data)
+        write_result(args.detect, {"machine": machine(), "kit": args.kit, **detectability(kit, Path(args.cache),
+                                                                                            args.data)})
+        return
     if args.table:
         print(table(args.table))
         return
     if not args.json:
         ap.error("--json is needed (or --table JSON)")
     print(machine())
-    from scipy import stats
+    kit, made_s = pair_kit(args.kit, args.data)
+    fp = next(f for f, t in zip(kit.tests, kit.judges()) if t.name == "pairs")
+    from charex.judge.pairs import score_pairs
 
-    test = load_cifar10(args.data, "test")
-    x = test.images.float() / 255
-    base = load_pool_model("base")
-    owners = [base] + [load_pool_model(t) for t in TWINS]
-    sizes = [250, 125, 125]
-    pairs = make_pairs([features(m, x) for m in owners], test.labels, sizes)
-    print("pairs per section", [len(p) for p in pairs])
-    train, _ = thief_split(load_cifar10(args.data, "train"), "half-b")
-    tasks = {t: (relabel(train, m), relabel(test, m), max(m.values()) + 1) for t, m in TASKS.items()}
-    backbones = {"base": base, "independent-3": load_pool_model("independent-3"),
-                 **{p.stem: load_pool_model(p.stem, args.pool) for p in sorted(Path(args.pool).glob("recipe-s*.safetensors"))}}
-    rows, preds = [], []
-    for owner, model in backbones.items():
-        for task, how, probe in WAYS:
-            path = Path(args.cache) / f"{owner}-{task}-{how.replace(' ', '_')}.safetensors"
-            tr, te, classes = tasks[task]
-            if path.exists():
-                m = load_model(str(path))
-            else:
-                m = reuse_backbone(model, tr, classes, probe=probe, seed=0)
-                save_model(m, path)
-            pred = batch_logits(m, x).argmax(1)
-            preds.append(pred)
-            rates = agreement(pred, pairs)
-            d, se = d_and_se(rates, [len(p) for p in pairs])
-            rows.append({"backbone": owner, "task": task, "how": how, "task_accuracy": accuracy(m, te),
-                         "rates": rates, "d": d, "se": se,
-                         "role": "derived" if owner == "base" else "calibration" if owner == "independent-3"
-                         else "hard negative"})
-            print(f"{owner:>14} {task:>6} {how:<13} acc {100 * rows[-1]['task_accuracy']:.1f}%  rates "
-                  f"{[round(r, 3) for r in rates]}  d {d:+.3f} (se {se:.3f})", flush=True)
-    for name in ("base", "independent-4", "derived-student"):  # same-task models, for reference
-        pred = batch_logits(load_pool_model(name), x).argmax(1)
-        preds.append(pred)
-        rates = agreement(pred, pairs)
-        d, se = d_and_se(rates, [len(p) for p in pairs])
-        rows.append({"backbone": name, "task": "cifar10", "how": "as is", "task_accuracy": None, "rates": rates,
-                     "d": d, "se": se, "role": "same task"})
-        print(f"{name:>14} cifar10 as is  rates {[round(r, 3) for r in rates]}  d {d:+.3f} (se {se:.3f})")
-    budgets = {}
-    for budget in (1000, 500, 200, 100):  # the top-ranked pairs of each section, in the same 2:1:1 split
-        n = [max(1, round(budget / 4)), max(1, round(budget / 8)), max(1, budget // 2 - round(budget / 4) -
-                                                                     max(1, round(budget / 8)))]
-        cut = [p[:k] for p, k in zip(pairs, n)]
-        scored = [d_and_se(agreement(pr, cut), n) for pr in preds]
-        cal = [d for (d, _), r in zip(scored, rows) if r["role"] == "calibration"]
-        mu = sum(cal) / len(cal)
-        sd = (sum((c - mu) ** 2 for c in cal) / (len(cal) - 1)) ** 0.5
-        ps = [float(stats.t.sf((d - mu) / math.sqrt(sd ** 2 * (1 + 1 / len(cal)) + se ** 2), df=len(cal) - 1))
-              for d, se in scored]
-        budgets[budget] = {"sections": n, "null": {"mean": mu, "sd": sd}, "p_values": ps,
-                           "d": [d for d, _ in scored]}
-        for r, p in zip(rows, ps):
-            r.setdefault("p_at", {})[budget] = p
-    for r in rows:
-        r["p_value"] = r["p_at"][1000]
-        at = " / ".join(f"{r['p_at'][b]:.3g}" for b in (1000, 500, 200, 100))
-        print(f"{r['backbone']:>14} {r['task']:>7} {r['how']:<13} {r['role']:<13} d {r['d']:+.3f}  p at 1000 / 500 / "
-              f"200 / 100: {at}")
-    write_result(args.json, {"machine": machine(), "pairs": [p.tolist() for p in pairs], "sizes": sizes,
-                             "budgets": budgets, "rows": rows})
+    print(f"pair test: {fp.n} queries, scale {fp.calibration['scale']:.4f}, made in {made_s:.0f} s", flush=True)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    data = tasks(args.data)
+    fresh = [p.stem for p in sorted(Path(args.pool).glob("recipe-s*.safetensors"))]
+    plan = [("validation", o, t, h, 0) for o in ["independent-3", *[f for f in fresh if f in ("recipe-s31",
+                                                                                              "recipe-s32")]]
+            for t in ("coarse", "subset") for h in ("linear probe", "fine-tune")]
+    plan += [("held-out derived", "base", t, h, s) for s in (0, 1) for t in data for h in WAYS]
+    plan += [("held-out hard negative", o, t, h, 0) for o in fresh if o not in ("recipe-s31", "recipe-s32")
+             for t in data for h in ("linear probe", "fine-tune")]
+    plan += [("held-out other recipe", o, t, "linear probe", 0) for o in OTHER_RECIPES for t in ("coarse", "subset")]
+    rows, backbones = [], {}
+    t_reuse = 0.0
+    for pool, owner, task, how, seed in plan:
+        if owner not in backbones:
+            backbones[owner] = load_pool_model(owner, args.pool)
+        t0 = time.time()
+        m = reused(cache, owner, backbones[owner], task, how, seed, data[task])
+        t_reuse += time.time() - t0
+        labels = predict(m, fp.pixels())
+        s = score_pairs(fp, labels)
+        row = {"pool": pool, "backbone": owner, "task": task, "classes": data[task][2], "how": how, "seed": seed,
+               "task_accuracy": accuracy(m, data[task][1]), "rates": list(s.rates), "d_all": s.d,
+               "at": judge_at(kit, LocalSuspect(m, owner, same_labels=False), f"{owner}-{task}")}
+        rows.append(row)
+        print(f"{pool:>22} {owner:>14} {task:>11} {how:<22} s{seed} acc {100 * row['task_accuracy']:.1f}%  "
+              f"d {s.d:+.3f}  p@1000 {row['at']['1000']['p_value']:.3g} ({row['at']['1000']['queries']})  "
+              f"p@100 {row['at']['100']['p_value']:.3g}", flush=True)
+    g = torch.Generator().manual_seed(0)
+    degenerate = {"one class": [0] * fp.n, "uniform, 2 labels": torch.randint(0, 2, (fp.n,), generator=g).tolist(),
+                  "uniform, 10 labels": torch.randint(0, 10, (fp.n,), generator=g).tolist(),
+                  "uniform, 100 labels": torch.randint(0, 100, (fp.n,), generator=g).tolist(),
+                  "90/10 prior": (torch.rand(fp.n, generator=g) < 0.1).long().tolist()}
+    for name, vec in degenerate.items():
+        s = score_pairs(fp, torch.tensor(vec))
+        rows.append({"pool": "held-out degenerate", "backbone": name, "task": "-", "classes": len(set(vec)),
+                     "how": "answers", "seed": 0, "task_accuracy": None, "rates": list(s.rates), "d_all": s.d,
+                     "at": judge_at(kit, Answers(vec), name)})
+        print(f"{'degenerate':>22} {name:>20} d {s.d:+.3f}  p@1000 {rows[-1]['at']['1000']['p_value']:.3g}")
+    summary = {}
+    for pool in dict.fromkeys(r["pool"] for r in rows):
+        rs = [r for r in rows if r["pool"] == pool]
+        summary[pool] = {"n": len(rs), "derived": {str(b): sum(r["at"][str(b)]["decision"] == "derived" for r in rs)
+                                                   for b in BUDGETS},
+                         "closest_p": min(r["at"]["1000"]["p_value"] for r in rs)}
+        print(pool, summary[pool])
+    write_result(args.json, {"machine": machine(), "kit": args.kit, "kit_digest": kit.digest if args.kit else None,
+                             "pair_test": {"queries": fp.n, "meta": fp.meta["pairs"], "calibration": fp.calibration,
+                                           "made_seconds": made_s},
+                             "reuse_seconds": t_reuse, "budgets": list(BUDGETS), "rows": rows, "summary": summary})
     print(f"wrote {args.json}")
 
 

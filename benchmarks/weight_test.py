@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import load_pool_model, machine, write_result  # noqa: E402
+from harness import digits, load_pool_model, machine, write_result  # noqa: E402
 
 from charex.data import load_cifar10  # noqa: E402
 from charex.data.cifar10 import ArrayDataset, thief_split  # noqa: E402
@@ -55,22 +55,6 @@ from charex.judge.weights import WeightSketch, calibrate_weights, weight_score  
 from charex.train import TrainConfig, accuracy, train_model  # noqa: E402
 
 RECIPE_SEEDS = ("base", "independent-1", "independent-2", "independent-3")
-
-
-def digits() -> tuple[ArrayDataset, ArrayDataset] | None:
-    """scikit-learn's digits as 32 x 32 RGB uint8 (train: the first 1,200, test: the rest), or None without it."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        return None
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] * 16
-    x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    x = x.clamp(0, 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
-    y = torch.tensor(d.target, dtype=torch.int64)
-    names = tuple(str(i) for i in range(10))
-    return (ArrayDataset(x[:1200], y[:1200], names, "digits-train"),
-            ArrayDataset(x[1200:], y[1200:], names, "digits-test"))
 
 
 def free_edits(base: torch.nn.Module) -> dict[str, object]:

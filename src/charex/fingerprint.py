@@ -218,6 +218,19 @@ def _check_calibration(cal: Any, n: int) -> None:
             raise FingerprintFileError("mistake calibration block is invalid (differences, level, references): "
                                        "recalibrate the mistake set")
         return
+    if cal.get("null") == "pairs":  # a pair set's null: each view's differences d over the calibration models
+        views, errors, refs = cal.get("views"), cal.get("errors"), cal.get("references")
+        if not (isinstance(views, dict) and views and isinstance(errors, dict) and set(errors) == set(views)
+                and isinstance(refs, list) and 2 <= len(refs) <= 10_000
+                and all(isinstance(v, list) and len(v) == len(refs) and all(_is_number(x) for x in v)
+                        for v in (*views.values(), *errors.values()))
+                and _is_unit(cal.get("level"))
+                and all(isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("digest"), str)
+                        for r in refs)):
+            raise FingerprintFileError("pair calibration block is invalid (views, errors, level, references): "
+                                       "recalibrate "
+                                       "the pair set")
+        return
     bad = [k for k in ("mu", "level") if not _is_unit(cal.get(k))]
     if cal.get("null") == "logit-normal":
         s_min, s_max = cal.get("s_min"), cal.get("s_max")

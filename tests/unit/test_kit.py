@@ -28,26 +28,28 @@ def full_kit(trained_tiny) -> Kit:
     y = torch.randint(0, 10, (600,), generator=torch.Generator().manual_seed(3))  # noisy labels: many mistakes
     return make_kit(trained_tiny, {f"c{i}": make_tiny(50 + i, train_steps=60) for i in range(3)},
                     references={"r": make_tiny(40, train_steps=60)},
-                    twins={"t": make_tiny(30, train_steps=60)}, images=images, labels=y, config=CFG, progress=False)
+                    twins={"t": make_tiny(30, train_steps=60)}, images=images, labels=y, config=CFG, pairs=40,
+                    progress=False)
 
 
 @pytest.fixture(scope="module")
 def kit(full_kit) -> Kit:
     """The kit's query tests alone (the weight test, which settles a local copy with no query, left out): the
     query loop under test (tests/unit/test_kit_weights.py tests the kit with its weight test)."""
-    return dataclasses.replace(full_kit, weights=None)
+    return dataclasses.replace(full_kit, weights=None, tests=full_kit.tests[:2])
 
 
 def test_kit_holds_both_tests_calibrated_and_round_trips(full_kit, tmp_path) -> None:
     kit = full_kit
-    assert kit.names == ["weights", "examples", "mistakes"] and len(kit.weights.null.names) == 5
-    assert [t.name for t in kit.judges()] == ["examples", "mistakes"]
+    assert kit.names == ["weights", "examples", "mistakes", "pairs"] and len(kit.weights.null.names) == 5
+    assert [t.name for t in kit.judges()] == ["examples", "mistakes", "pairs"]
     assert all(fp.calibration is not None for fp in kit.tests) and kit.meta["missing"] == []
     assert kit.tests[1].calibration["null"] == "mistakes" and len(kit.tests[1].calibration["differences"]) == 3
     assert kit.tests[1].meta["twins"][0]["name"] == "t" and "data_digest" in kit.tests[1].meta
     kit.save(tmp_path / "kit.safetensors")
     back = Kit.load(tmp_path / "kit.safetensors")
-    assert back.digest == kit.digest and back.n == kit.n == kit.tests[0].n + kit.tests[1].n
+    assert back.digest == kit.digest and back.n == kit.n == sum(fp.n for fp in kit.tests)
+    assert kit.tests[2].calibration["null"] == "pairs" and kit.tests[2].meta["pairs"]["sections"] == [40, 40]
     assert open_kit(tmp_path / "kit.safetensors").digest == kit.digest
 
 
@@ -199,8 +201,9 @@ def _new_head(m, classes: int, seed: int = 0):
 def test_the_weight_test_settles_a_reused_backbone_with_no_query(full_kit, trained_tiny) -> None:
     reused = judge(full_kit, LocalSuspect(_new_head(trained_tiny, 100)), "reused")
     assert reused.decision == "derived" and reused.fired == "weights" and reused.queries == 0
-    w, ex, mi = reused.tests
-    assert w["test"] == "weights" and w["share"] == 1.0 and w["p_value"] < 0.01 and w["statistic"] > 0.99
+    w, ex, mi, pa = reused.tests
+    assert w["test"] == "weights" and w["share"] == pytest.approx(0.1) and w["p_value"] < 0.001
+    assert w["statistic"] > 0.99 and pa["test"] == "pairs" and pa["queries"] == 0 and "settled" in pa["note"]
     assert not ex["applies"] and "100 classes" in ex["note"] and ex["queries"] == mi["queries"] == 0
     copy10 = judge(full_kit, LocalSuspect(_new_head(trained_tiny, 10)), "copy")  # same label space: shares split
     assert copy10.queries == 0 and copy10.tests[0]["share"] == pytest.approx(0.1)
@@ -208,8 +211,10 @@ def test_the_weight_test_settles_a_reused_backbone_with_no_query(full_kit, train
     assert "settled" in copy10.tests[1]["note"]
 
 
-def test_weight_shares_and_the_query_tests_unchanged_without_weights(full_kit, trained_tiny) -> None:
-    assert full_kit.shares(True, True) == pytest.approx((0.1, 0.45)) and full_kit.shares(True, False) == (1.0, 0.0)
+def test_weight_shares_and_the_query_tests_unchanged_without_weights(full_kit, kit, trained_tiny) -> None:
+    assert full_kit.shares(True, True) == pytest.approx((0.1, 0.45))
+    assert full_kit.shares(True, False) == pytest.approx((0.1, 0.9))  # another label space: the pair test
+    assert kit.shares(True, False) == (1.0, 0.0)  # a kit without it: the weight test alone
     assert full_kit.shares(False, True) == (0.0, 0.5)  # answers, an endpoint, another architecture: as before
     other = make_tiny(77, train_steps=60)  # another seed of the recipe, in no role of the kit
     v = judge(full_kit, LocalSuspect(other), "other")
@@ -219,6 +224,7 @@ def test_weight_shares_and_the_query_tests_unchanged_without_weights(full_kit, t
     assert combine(full_kit, r, "s", weights=w).p_value == pytest.approx(0.004 / 0.45)
     answers = judge_answers(full_kit, {i: int(t) for i, t in enumerate(full_kit.targets)}, "answers")
     assert answers.tests[0]["note"].startswith("not applicable: no weights") and answers.tests[1]["share"] == 0.5
+    assert not answers.tests[3]["applies"] and "another label space" in answers.tests[3]["note"]
 
 
 def test_another_architecture_and_label_space_is_not_applicable(full_kit, kit, trained_tiny, tmp_path, capsys) -> None:
@@ -229,15 +235,18 @@ def test_another_architecture_and_label_space_is_not_applicable(full_kit, kit, t
     torch.manual_seed(0)
     alien = Normalized(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(768, 5)), (0.5,) * 3, (0.25,) * 3,
                        {"input_shape": [3, 16, 16], "num_classes": 5})
-    v = judge(full_kit, LocalSuspect(alien), "alien")
+    v = judge(dataclasses.replace(full_kit, tests=full_kit.tests[:2]), LocalSuspect(alien), "alien")
     assert v.decision == "not applicable" and v.p_value is None and v.queries == 0
+    v = judge(full_kit, LocalSuspect(alien), "alien")  # the pair test judges it by its answers
+    assert v.decision == "not derived" and v.tests[3]["applies"] and v.tests[3]["queries"] > 0
+    assert v.tests[0]["applies"] is False and v.tests[1]["applies"] is False
     with pytest.raises(CharexError, match="charex weights"):  # a kit without the weight test: the error as before
         judge(kit, LocalSuspect(_new_head(trained_tiny, 100)), "reused")
     full_kit.save(tmp_path / "kit.safetensors")
     save_model(_new_head(trained_tiny, 100), tmp_path / "reused.safetensors")
     assert main(["verify", str(tmp_path / "kit.safetensors"), str(tmp_path / "reused.safetensors"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["tests"] == ["weights", "examples", "mistakes"] and out["results"][0]["queries"] == 0
+    assert out["tests"] == ["weights", "examples", "mistakes", "pairs"] and out["results"][0]["queries"] == 0
     assert out["results"][0]["tests"][0]["applies"] and not out["results"][0]["tests"][1]["applies"]
 
 

@@ -51,15 +51,30 @@ def _audit_examples(args: argparse.Namespace, fp: Any, x0: Any = None, suspect: 
 
 
 def _audit_mistakes(args: argparse.Namespace, fp: Any) -> Any:
-    from ..data.starts import labelled_images
     from ..judge.audit import audit_mistakes
+
+    base, images, labels = _base_and_data(args)
+    return audit_mistakes(fp, base, twins=_models(args, args.twins), references=_models(args, args.references),
+                          images=images, labels=labels,
+                          calibration_references=_models(args, args.calibration_references))
+
+
+def _audit_pairs(args: argparse.Namespace, fp: Any) -> Any:
+    from ..judge.audit import audit_pairs
+
+    base, images, labels = _base_and_data(args)
+    return audit_pairs(fp, base, twins=_models(args, args.twins), images=images, labels=labels,
+                       calibration_references=_models(args, args.calibration_references))
+
+
+def _base_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The base model and the owner's labelled images (``--data``) a re-run of the mistake or pair test needs."""
+    from ..data.starts import labelled_images
 
     base = load(args, args.base)
     card = getattr(base, "card", {}) or {}
     images, labels = labelled_images(args.data, card.get("input_shape") or [3, 32, 32], card.get("classes"))
-    return audit_mistakes(fp, base, twins=_models(args, args.twins), references=_models(args, args.references),
-                          images=images, labels=labels,
-                          calibration_references=_models(args, args.calibration_references))
+    return base, images, labels
 
 
 def _audit_kit(args: argparse.Namespace, kit: Any) -> int:
@@ -79,8 +94,8 @@ def _audit_kit(args: argparse.Namespace, kit: Any) -> int:
                                                _models(args, list(dict.fromkeys(named))), suspect=suspect,
                                                level=kit.level)))
     for fp, t in zip(kit.tests, kit.judges()):
-        parts.append((t.name, _audit_mistakes(args, fp) if t.name == "mistakes" else
-                      _audit_examples(args, fp, suspect=asked)))
+        parts.append((t.name, _audit_mistakes(args, fp) if t.name == "mistakes" else _audit_pairs(args, fp)
+                      if t.name == "pairs" else _audit_examples(args, fp, suspect=asked)))
     return _report(args, parts)
 
 

@@ -135,7 +135,23 @@ def _remote(args: argparse.Namespace, kit: Any, url: str) -> Any:
     remote = RemoteModel(url, datatype=args.remote_datatype, layout=args.remote_layout, scale=args.remote_scale,
                          batch_size=args.batch_size,
                          timeout=args.timeout, retries=args.retries, auth_env=args.auth_env)
-    return judge_remote(kit, remote, max_queries=args.max_queries, audit=args.audit, sequential=not args.all_queries)
+    return judge_remote(kit, remote, max_queries=args.max_queries, audit=args.audit, sequential=not args.all_queries,
+                        same_labels=not args.other_labels)
+
+
+def _read_answers(path: str, kit: Any, other: bool) -> tuple[dict[int, int], bool]:
+    """(answers, whether in the base's label space): read in the base's classes; in the suspect's own labels with
+    ``--other-labels``, or when a label is not one of the base's classes and the kit holds a pair test."""
+    from ..judge.answers import read_answers
+
+    if other:
+        return read_answers(path, kit, any_labels=True), False
+    try:
+        return read_answers(path, kit), True
+    except CharexError as e:
+        if not any(kit.applies(False)) or "is not a class" not in str(e) and "outside [0" not in str(e):
+            raise
+        return read_answers(path, kit, any_labels=True), False
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -159,9 +175,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if spec in remote:
             verdicts.append(_remote(args, kit, spec))
             continue
-        verdicts.append(judge(kit, LocalSuspect(load(args, spec), spec), spec, max_queries=args.max_queries,
+        verdicts.append(judge(kit, LocalSuspect(load(args, spec), spec, same_labels=not args.other_labels), spec,
+                              max_queries=args.max_queries,
                               sequential=args.max_queries is not None))
-    verdicts += [judge_answers(kit, read_answers(path, kit), str(path)) for path in args.answers or []]
+    for path in args.answers or []:
+        got, same = _read_answers(path, kit, args.other_labels)
+        verdicts.append(judge_answers(kit, got, str(path), same))
     if args.json:
         print_json({"calibrated": kit.calibrated, "level": kit.level, "tests": kit.names,
                     "results": [v.to_dict() for v in verdicts]})
@@ -415,6 +434,10 @@ def register(add: Add) -> None:
                    help="labels collected from a system you cannot open, for the PNGs `charex export` wrote: CSV "
                         "with header file,label (file: NNNN.png or the example index; label: class index or name) "
                         "or JSON lines with those keys; a subset of the examples may be answered")
+    v.add_argument("--other-labels", action="store_true",
+                   help="the suspect answers another task (its own labels, any names or indices): only the kit's "
+                        "pair test applies. Answers with a label outside the base's classes, and local models "
+                        "with another class count, are taken so without this flag")
     r = v.add_argument_group("remote models (http://.../v2/models/NAME)")
     r.add_argument("--remote-datatype", default="FP32", choices=["FP32", "UINT8"],
                    help="FP32: pixels in [0, 1] (default); UINT8: 0-255")

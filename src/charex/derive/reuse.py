@@ -30,7 +30,7 @@ def relabel(data: ArrayDataset, task: Mapping[int, int]) -> ArrayDataset:
     return ArrayDataset(sub.images, labels, tuple(str(i) for i in range(max(task.values()) + 1)), sub.digest + "+task")
 
 
-def _last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
+def last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
     """(the parent, the attribute name, the module) of the model's last ``nn.Linear`` (its head)."""
     found = None
     for parent in model.modules():
@@ -59,7 +59,7 @@ def reuse_backbone(model: nn.Module, data: ArrayDataset, classes: int, *, probe:
     from ..train import TrainConfig, train_model
 
     m = copy.deepcopy(model)
-    parent, name, head = _last_linear(m)
+    parent, name, head = last_linear(m)
     setattr(parent, name, nn.Linear(head.in_features, classes))
     new_head = getattr(parent, name)
     masks = None

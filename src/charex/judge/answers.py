@@ -32,13 +32,15 @@ def with_repeats(answers: dict[int, int], keys: list[bytes]) -> dict[int, int]:
     return {**{i: label[k] for i, k in enumerate(keys) if k in label}, **answers}
 
 
-def read_answers(path: str | Path, fp: FingerprintSet | Kit) -> dict[int, int]:
+def read_answers(path: str | Path, fp: FingerprintSet | Kit, any_labels: bool = False) -> dict[int, int]:
     """Example index -> answered class index, read from a CSV or JSON-lines answers file.
 
     Args:
         path: ``.csv`` (header ``file,label``) or ``.jsonl``/``.ndjson`` (``{"file": ..., "label": ...}`` per line).
         fp: the fingerprint or kit the answers are to (its ``n`` and class names check the file; a kit's queries
             are numbered across its tests, as ``charex export`` wrote them).
+        any_labels: the answers are in another label space (a suspect on another task): any label text is taken,
+            and labels are numbered by first appearance (only which answers are equal counts: the pair test).
 
     Raises:
         CharexError: naming the file, the line and the problem.
@@ -55,6 +57,7 @@ def read_answers(path: str | Path, fp: FingerprintSet | Kit) -> dict[int, int]:
     classes = [str(c) for c in (meta.get("classes") or [])]
     num_classes = int(meta.get("num_classes") or len(classes) or 0)
     out: dict[int, int] = {}
+    own_labels: dict[str, int] = {}
     own: str | None = None
     for line, row in _rows(p):
         where = f"{p}, line {line}"
@@ -69,7 +72,8 @@ def read_answers(path: str | Path, fp: FingerprintSet | Kit) -> dict[int, int]:
         idx = _example(str(file), fp.n, where)
         if idx in out:
             raise CharexError(f"{where}: example {idx} ({file}) is answered twice")
-        out[idx] = _label(label, classes, num_classes, where)
+        out[idx] = own_labels.setdefault(str(label).strip(), len(own_labels)) if any_labels else \
+            _label(label, classes, num_classes, where)
     if not out:
         raise CharexError(f"{p} holds no answers")
     return out

@@ -262,6 +262,87 @@ def _suspect(fp: FingerprintSet, regen: FingerprintSet, suspect: nn.Module, cali
                  f"{fp.n} of the re-run's ({v_regen.decision}, threshold {data['threshold_regenerated']})", data)
 
 
+def _recorded_inputs(fp: FingerprintSet, base: nn.Module, roles: dict[str, Models | None],
+                     images: torch.Tensor | None, labels: torch.Tensor | None
+                     ) -> tuple[list[Check], dict[str, list[tuple[str, nn.Module]]], bool, bool]:
+    """The checks a re-run from the owner's models and labelled images starts with: the base model, each recorded
+    role's models (matched by digest), the labelled images' digest. Returns (checks, the role's models in recorded
+    order, base ok, data ok)."""
+    from ..make.kit import data_digest
+
+    checks: list[Check] = []
+    digest = state_digest(base)
+    base_ok = digest == fp.meta.get("base_model_digest")
+    checks.append(Check("base model", "pass" if base_ok else "fail",
+                        "the model's weight digest is the recorded one" if base_ok else
+                        f"the model's weight digest {digest[:16]}... is not the recorded one", {"digest": digest}))
+    ordered: dict[str, list[tuple[str, nn.Module]]] = {}
+    for role, given in roles.items():
+        check, ordered[role] = _match_recorded(role, fp.meta.get(role) or [], given)
+        checks.append(check)
+    recorded = fp.meta.get("data_digest")
+    if images is None or labels is None:
+        checks.append(Check("labelled images", "fail", "not given: the re-run needs the owner's labelled images"))
+        data_ok = False
+    else:
+        got = data_digest(images, labels)
+        data_ok = recorded is None or got == recorded
+        checks.append(Check("labelled images", "pass" if data_ok else "fail",
+                            "no digest recorded (a mistake set made before kits)" if recorded is None else
+                            "their digest is the recorded one" if data_ok else
+                            f"their digest {got[:16]}... is not the recorded {str(recorded)[:16]}..."))
+    return checks, ordered, base_ok, data_ok
+
+
+def audit_pairs(fp: FingerprintSet, base: nn.Module, *, twins: Models | None = None,
+                images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                calibration_references: Models | None = None) -> AuditReport:
+    """Re-run a pair test's recorded making (``charex.make.pairs.pair_queries``) and check it: base model, recorded
+    twins, labelled images, queries equal the re-run, calibration models independent, each one's d re-measured in
+    every view (:func:`charex.judge.pairs.calibrate_pairs`)."""
+    from ..make.pairs import pair_queries
+    from .pairs import calibrate_pairs, pair_layout
+
+    secs, _ = pair_layout(fp)
+    checks, ordered, base_ok, data_ok = _recorded_inputs(fp, base, {"twins": twins}, images, labels)
+    block = fp.meta["pairs"]
+    if base_ok and data_ok and checks[1].status == "pass":
+        regen = pair_queries(base, [m for _, m in ordered["twins"]], images, labels,  # type: ignore[arg-type]
+                             pairs=secs[0], k=int(block.get("k", 10)), min_score=float(block.get("min_score", 0.0)),
+                             seed=fp.config.seed)
+        same = torch.equal(regen.images, fp.images) and torch.equal(regen.targets, fp.targets)
+        checks.append(Check("queries", "pass" if same else "fail",
+                            f"the {fp.n} queries equal the re-run" if same else
+                            f"differ from the re-run ({regen.n} queries re-made, {fp.n} in the file)"))
+    else:
+        checks.append(Check("queries", "fail", "not re-run: the base model, a recorded twin or the labelled images "
+                                               "are missing or wrong"))
+    cal = fp.calibration
+    if not cal or cal.get("null") != "pairs":
+        checks.append(Check("calibration", "skip", "the pair test holds no calibration"))
+        return AuditReport(checks)
+    rows = cal.get("references", [])
+    barred = {fp.meta.get("base_model_digest")} | {r["digest"] for r in fp.meta.get("twins") or []}
+    bad = [r["name"] for r in rows if r["digest"] in barred]
+    checks.append(Check("calibration models independent", "fail" if bad else "pass",
+                        f"calibrated on the base or a twin: {bad}" if bad else
+                        "none is the base or a twin (by recorded digest)"))
+    if calibration_references is None:
+        checks.append(Check("calibration re-measured", "skip", "give the calibration models to re-measure their d"))
+        return AuditReport(checks)
+    by_digest = {state_digest(m): (name, m) for name, m in named_models(calibration_references)}
+    missing = [r["name"] for r in rows if r["digest"] not in by_digest]
+    diffs = []
+    if not missing:
+        null = calibrate_pairs(fp.with_calibration(None), {r["name"]: by_digest[r["digest"]][1] for r in rows})
+        diffs = [f"{family}: {null.views[family]} vs recorded {cal['views'].get(family)}" for family in null.views
+                 if any(abs(a - b) > 1e-9 for a, b in zip(null.views[family], cal["views"].get(family, [])))]
+    detail = "; ".join(diffs + ([f"not given: {', '.join(missing)}"] if missing else [])) or \
+        f"all {len(rows)} calibration models give the recorded d in every view"
+    checks.append(Check("calibration re-measured", "fail" if diffs or missing else "pass", detail))
+    return AuditReport(checks)
+
+
 def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None = None,
                    references: Models | None = None, images: torch.Tensor | None = None,
                    labels: torch.Tensor | None = None, calibration_references: Models | None = None) -> AuditReport:
@@ -277,32 +358,12 @@ def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None 
         An :class:`AuditReport`: base model, recorded twins and references, data digest, queries equal the re-run,
         calibration models independent, calibration re-measured.
     """
-    from ..make.kit import data_digest
     from ..make.mistakes import mistake_queries
     from .mistakes import score, sections
 
     sections(fp)
-    checks: list[Check] = []
-    digest = state_digest(base)
-    base_ok = digest == fp.meta.get("base_model_digest")
-    checks.append(Check("base model", "pass" if base_ok else "fail",
-                        "the model's weight digest is the recorded one" if base_ok else
-                        f"the model's weight digest {digest[:16]}... is not the recorded one", {"digest": digest}))
-    ordered: dict[str, list[tuple[str, nn.Module]]] = {}
-    for role, given in (("twins", twins), ("references", references)):
-        check, ordered[role] = _match_recorded(role, fp.meta.get(role) or [], given)
-        checks.append(check)
-    recorded = fp.meta.get("data_digest")
-    if images is None or labels is None:
-        checks.append(Check("labelled images", "fail", "not given: the re-run needs the owner's labelled images"))
-        data_ok = False
-    else:
-        got = data_digest(images, labels)
-        data_ok = recorded is None or got == recorded
-        checks.append(Check("labelled images", "pass" if data_ok else "fail",
-                            "no digest recorded (a mistake set made before kits)" if recorded is None else
-                            "their digest is the recorded one" if data_ok else
-                            f"their digest {got[:16]}... is not the recorded {str(recorded)[:16]}..."))
+    checks, ordered, base_ok, data_ok = _recorded_inputs(fp, base, {"twins": twins, "references": references},
+                                                         images, labels)
     if base_ok and data_ok and all(c.status == "pass" for c in checks[1:3]):
         block = fp.meta.get("mistakes", {})
         params = (fp.meta.get("baseline") or {}).get("params", {})

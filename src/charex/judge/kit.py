@@ -30,7 +30,7 @@ from .._io import atomic_write_bytes
 from ..errors import CharexError, FingerprintFileError
 from ..fingerprint import FORMAT_VERSION, FingerprintSet, _canonical, read_file
 from ..types import GenerationConfig
-from .tests import ExampleTest, MistakeTest, TestResult, WeightTest, test_for
+from .tests import ExampleTest, MistakeTest, PairTest, TestResult, WeightTest, test_for
 
 KIT_KEY = "charex-kit"
 
@@ -129,7 +129,7 @@ class Kit:
     def calibrated(self) -> bool:
         return all(fp.calibration is not None for fp in self.tests)
 
-    def judges(self) -> list[ExampleTest | MistakeTest]:
+    def judges(self) -> list[ExampleTest | MistakeTest | PairTest]:
         """One query test object per test, in order (the weight test, which sends none, is :attr:`weights`)."""
         return [test_for(fp) for fp in self.tests]
 
@@ -138,14 +138,23 @@ class Kit:
         """Every test's name, the weight test first (the order a verdict lists them)."""
         return (["weights"] if self.weights else []) + [t.name for t in self.judges()]
 
-    def shares(self, weights_apply: bool, queries_apply: bool) -> tuple[float, float]:
-        """(the weight test's share of the level, each query test's), by the rule fixed when the kit was made:
-        the tests that apply to the suspect split the level, the weight test taking its stored share when the query
-        tests apply too and the query tests the rest equally. Which tests apply is decided by the suspect's form
-        (parameters that line up with the base's; the base's label space) before any statistic is computed, so
-        each form's false-claim rate is at most the level (union bound over the tests that apply)."""
-        w = self.weights.share if self.weights and weights_apply and queries_apply else float(weights_apply)
-        return (w if weights_apply else 0.0), ((1.0 - w) / len(self.tests) if queries_apply else 0.0)
+    def applies(self, same_labels: bool, askable: bool = True) -> list[bool]:
+        """Which query tests apply to a suspect that answers the base's label space (``same_labels``) or another
+        one: the pair test to the latter only, every other test to the former only; none to a suspect that cannot
+        take the kit's queries (``askable`` False: another input shape)."""
+        return [askable and bool(getattr(t, "other_labels", False)) != same_labels for t in self.judges()]
+
+    def shares(self, weights_apply: bool, queries_apply: bool, askable: bool = True) -> tuple[float, float]:
+        """(the weight test's share of the level, each applying query test's), by the rule fixed when the kit was
+        made: the tests that apply to the suspect split the level, the weight test taking its stored share when a
+        query test applies too and the query tests the rest equally. ``queries_apply``: whether the suspect answers
+        the base's label space (then the tests of the base's labels apply; else the pair test, when the kit holds
+        one). Which tests apply is decided by the suspect's form (parameters that line up with the base's; its label
+        space) before any statistic is computed, so each form's false-claim rate is at most the level (union bound
+        over the tests that apply)."""
+        n = sum(self.applies(queries_apply, askable))
+        w = self.weights.share if self.weights and weights_apply and n else float(weights_apply)
+        return (w if weights_apply else 0.0), ((1.0 - w) / n if n else 0.0)
 
     def split(self, answers: dict[int, int]) -> list[dict[int, int]]:
         """Kit-numbered answers -> one dict per test, numbered within the test."""
@@ -325,16 +334,18 @@ class KitVerdict:
 
 def combine(kit: Kit, results: Sequence[TestResult | None], name: str, extra: dict[str, Any] | None = None,
             notes: Sequence[str | None] = (), *, weights: TestResult | None = None, weights_note: str | None = None,
-            queries_apply: bool = True, queries_note: str | None = None) -> KitVerdict:
+            queries_apply: bool = True, queries_note: str | None = None, askable: bool = True) -> KitVerdict:
     """The kit's verdict from its tests' results, by weighted Bonferroni over the tests that apply
     (:meth:`Kit.shares`): p = min(1, min_i p_i / share_i), derived when p <= level.
 
     Args:
         results: each query test's result (None: not asked; ``notes`` says why). weights: the weight test's result
             when it applies (``weights_note``: why it does not). queries_apply: False when the suspect answers another
-            label space (``queries_note``: why); the query tests then take no share.
+            label space (``queries_note``: why); the tests of the base's labels then take no share and the pair
+            test, when the kit holds one, applies instead. askable: False when the suspect cannot take the queries
+            at all (no query test applies).
     """
-    ws, qs = kit.shares(weights is not None, queries_apply)
+    ws, qs = kit.shares(weights is not None, queries_apply, askable)
     rows: list[dict[str, Any]] = []
     asked: list[tuple[TestResult, float]] = []
     if kit.weights is not None:
@@ -344,22 +355,25 @@ def combine(kit: Kit, results: Sequence[TestResult | None], name: str, extra: di
         else:
             rows.append({**weights.to_dict(), "applies": True, "share": ws})
             asked.append((weights, ws))
+    applies = kit.applies(queries_apply, askable)
     for i, (fp, r) in enumerate(zip(kit.tests, results)):
         note = notes[i] if i < len(notes) else None
-        if not queries_apply:
+        if not applies[i]:
+            why = (queries_note or "not applicable") if not (queries_apply and askable) else \
+                "not applicable: it judges suspects of another label space (the base's label space: the other tests)"
             rows.append({"test": test_for(fp).name, "statistic": None, "p_value": None, "queries": 0,
-                         "applies": False, "note": queries_note or "not applicable"})
+                         "applies": False, "note": why})
         elif r is None:
             rows.append({"test": test_for(fp).name, "statistic": None, "p_value": None, "queries": 0,
-                         "note": note or "not asked"})
+                         "applies": True, "note": note or "not asked"})
         else:
-            rows.append({**r.to_dict(), **({"note": note} if note else {}), "share": qs})
+            rows.append({**r.to_dict(), **({"note": note} if note else {}), "applies": True, "share": qs})
             asked.append((r, qs))
     queries = sum(r.queries for r, _ in asked)
     if not kit.calibrated or any(r.p_value is None for r, _ in asked):
         return KitVerdict(name, "uncalibrated", None, queries, rows, None, kit.level, dict(extra or {}))
     if not asked:
-        if weights is None and not queries_apply:
+        if weights is None and not any(applies):
             return KitVerdict(name, "not applicable", None, 0, rows, None, kit.level, dict(extra or {}))
         why = "; ".join(f"{r['test']}: {r['note']}" for r in rows)
         raise CharexError(f"{name}: no test of the kit could be judged ({why})")

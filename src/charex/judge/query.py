@@ -22,7 +22,7 @@ from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..types import Verdict
 from .kit import Kit, KitVerdict, combine
-from .tests import MistakeTest, TestResult
+from .tests import MistakeTest, PairTest, TestResult
 
 
 NO_WEIGHTS = "not applicable: no weights to read (answers or an endpoint)"
@@ -40,10 +40,11 @@ class LocalSuspect:
     """A model on this machine (a torch module, an ONNX session, a Hugging Face model: anything loaded)."""
 
     def __init__(self, model: torch.nn.Module, name: str = "model", batch_size: int = 256,
-                 probed: bool = False) -> None:
-        """``probed``: the caller already checked the model's input shape and class count (``probe_model``)."""
+                 probed: bool = False, same_labels: bool = True) -> None:
+        """``probed``: the caller already checked the model's input shape and class count (``probe_model``).
+        ``same_labels`` False: the model answers another task even if its class count is the base's."""
         self.model, self.name, self.batch_size = model, name, batch_size
-        self._probed = probed
+        self._probed, self.same_labels = probed, same_labels
 
     def label_space(self, fp: FingerprintSet) -> str | None:
         """Why the query tests of ``fp``'s kit do not apply (None when they do): the model answers another number
@@ -52,8 +53,10 @@ class LocalSuspect:
 
         want = fp.meta.get("num_classes")
         got = probe_model(self.model, fp.meta.get("input_shape", list(fp.images.shape[1:])), None, name=self.name)
-        self._probed = want is None or got == want
-        if self._probed:
+        self._probed = True  # its input shape is checked; its class count decides which tests apply
+        if not self.same_labels:
+            return f"not applicable: the suspect answers another task ({got} classes; --other-labels)"
+        if want is None or got == want:
             return None
         return f"not applicable: the suspect answers {got} classes, the base {want} (another label space)"
 
@@ -72,9 +75,15 @@ class LocalSuspect:
 class RemoteSuspect:
     """A model behind the Open Inference Protocol (:class:`charex.models.remote.RemoteModel`)."""
 
-    def __init__(self, remote: Any) -> None:
+    def __init__(self, remote: Any, same_labels: bool = True) -> None:
         self.remote = remote
         self.batch_size = remote.batch_size
+        self.same_labels = same_labels
+
+    def label_space(self, fp: FingerprintSet) -> str | None:
+        """None when the endpoint answers the base's label space, else why the tests of the base's labels do not
+        apply (the owner said so: ``--other-labels``)."""
+        return None if self.same_labels else "not applicable: the endpoint answers another task (--other-labels)"
 
     def labels(self, fp: FingerprintSet, idx: list[int]) -> list[int]:
         return self.remote.labels(fp.images.numpy()[idx])
@@ -107,12 +116,14 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     """
     if max_queries is not None and max_queries < 1:
         raise CharexError(f"--max-queries must be >= 1, got {max_queries}")
-    wres, wnote, qnote = _weights_first(kit, suspect)
-    if qnote is not None:  # another label space: the weight test alone, or nothing applies
+    wres, wnote, qnote, askable = _weights_first(kit, suspect)
+    same = qnote is None
+    applies = kit.applies(same, askable)
+    if not any(applies):  # another label space and no pair test: the weight test alone, or nothing applies
         return combine(kit, [None] * len(kit.tests), name, {**(extra or {}), "sent": 0, "stopped_early": False},
-                       weights=wres, weights_note=wnote, queries_apply=False, queries_note=qnote)
+                       weights=wres, weights_note=wnote, queries_apply=False, queries_note=qnote, askable=askable)
     tests = kit.judges()
-    wshare, qshare = kit.shares(wres is not None, True)
+    wshare, qshare = kit.shares(wres is not None, same)
     share = kit.level * qshare  # each query test's level under the kit's Bonferroni
     answers: list[dict[int, int]] = [{} for _ in tests]
     stopped: list[float | None] = [None] * len(tests)
@@ -123,7 +134,8 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     known: dict[bytes, int] = {}  # an image already answered -> its label
     settled = wres is not None and wres.p_value is not None and stop_when_derived and \
         wres.p_value / wshare <= kit.level
-    for ti in sorted(range(len(tests)), key=lambda i: kit.tests[i].n) if not settled else ():  # cheapest first
+    for ti in sorted((i for i in range(len(tests)) if applies[i]), key=lambda i: kit.tests[i].n) \
+            if not settled else ():  # cheapest first
         t = tests[ti]
         order = t.order(seed + ti)
         keys = t.fp.keys
@@ -160,49 +172,54 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
             early = early or any(not a for a in answers)
             break
     for tj in range(len(tests)):
-        if results[tj] is None and notes[tj] is None:
+        if results[tj] is None and notes[tj] is None and applies[tj]:
             notes[tj] = "not asked: the weight test settled the verdict" if settled else \
                 f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
     verdict = combine(kit, results, name, {**(extra or {}), "sent": sent, "stopped_early": early or settled,
-                                           **_mix(kit, answers)}, notes, weights=wres, weights_note=wnote)
+                                           **_mix(kit, answers, same)}, notes, weights=wres, weights_note=wnote,
+                      queries_apply=same, queries_note=qnote)
     return dataclasses.replace(verdict, queries=sent)
 
 
-def _weights_first(kit: Kit, suspect: Suspect) -> tuple[TestResult | None, str | None, str | None]:
+def _weights_first(kit: Kit, suspect: Suspect) -> tuple[TestResult | None, str | None, str | None, bool]:
     """The tests that read the suspect rather than ask it, before any query: (the weight test's result when it
-    applies, why it does not, why the query tests do not apply: another label space). A suspect of another label
-    space against a kit without a weight test is an error naming ``charex weights``."""
+    applies, why it does not, why the tests of the base's labels do not apply: another label space, whether the
+    suspect takes the kit's queries at all). A suspect of another label space against a kit with neither a weight
+    test nor a pair test is an error naming ``charex weights``."""
     model = getattr(suspect, "model", None)
     wres = wnote = None
     if kit.weights is not None:
         score, wnote = kit.weights.score(model)
         wres = None if score is None else kit.weights.result(score)
     check = getattr(suspect, "label_space", None)
+    askable = True
     try:
         qnote = check(kit.tests[0]) if check is not None else None
     except CharexError as e:  # the model does not take the kit's queries at all
         if wres is None:
             raise
-        qnote = f"not applicable: {e}"
-    if qnote is not None and kit.weights is None:
+        qnote, askable = f"not applicable: {e}", False
+    if qnote is not None and kit.weights is None and not any(kit.applies(False)):
         raise CharexError(f"{getattr(suspect, 'name', 'the suspect')}: {qnote.removeprefix('not applicable: ')}: the "
                           "kit's query tests compare labels of the base's label space and it holds no weight test (a "
                           "kit made before issue 31, or one whose calibration models do not share the base's "
                           "architecture); judge it with `charex weights BASE SUSPECT --calibration ...` (no query, "
-                          "any head), or make the kit again")
-    return wres, wnote, qnote
+                          "any head), or make the kit again with twins and your labelled images (its pair test "
+                          "judges suspects of another label space by their answers)")
+    return wres, wnote, qnote, askable
 
 
-def _mix(kit: Kit, answers: list[dict[int, int]]) -> dict[str, Any]:
+def _mix(kit: Kit, answers: list[dict[int, int]], same_labels: bool = True) -> dict[str, Any]:
     """``answer_mix``: how concentrated the suspect's answers were, on the natural images of the kit's mistake tests
     when it answered any, else on the examples, with a warning when nearly all are one class
     (:class:`charex.judge.chance.AnswerMix`)."""
     from .chance import answer_mix
 
-    natural = [lab for t, got in zip(kit.judges(), answers) if isinstance(t, MistakeTest) for lab in got.values()]
+    natural = [lab for t, got in zip(kit.judges(), answers) if isinstance(t, (MistakeTest, PairTest))
+               for lab in got.values()]
     mix = answer_mix(natural, True) if natural else answer_mix([lab for got in answers for lab in got.values()],
                                                                  False)
-    return {} if mix is None else {"answer_mix": mix.to_dict(kit.classes.get("classes"))}
+    return {} if mix is None else {"answer_mix": mix.to_dict(kit.classes.get("classes") if same_labels else None)}
 
 
 def _result(t: Any, got: dict[int, int], stopped_at: float | None,
@@ -215,29 +232,36 @@ def _result(t: Any, got: dict[int, int], stopped_at: float | None,
         return None, f"not judged: {e}" + (f" (--max-queries {max_queries})" if max_queries else "")
 
 
-def judge_answers(kit: Kit, answers: dict[int, int], name: str) -> KitVerdict:
+def judge_answers(kit: Kit, answers: dict[int, int], name: str, same_labels: bool = True) -> KitVerdict:
     """The verdict from answers collected elsewhere (kit query index -> label, e.g. from
-    :func:`charex.judge.answers.read_answers`): each test judged on what it got; a test with no answers is named
-    as not answered. A query whose image is the same as an answered one's (``charex export`` writes each image
-    once) takes that answer."""
+    :func:`charex.judge.answers.read_answers`): each test that applies judged on what it got; a test with no answers
+    is named as not answered. A query whose image is the same as an answered one's (``charex export`` writes each
+    image once) takes that answer. ``same_labels`` False: the answers are in another label space (read with
+    ``any_labels``), so only the pair test applies."""
     if not answers:
         raise CharexError("no answers to verify")
     from .answers import with_repeats
 
     answered = len(answers)
     per_test = kit.split(with_repeats(answers, kit.keys))
-    mix = _mix(kit, per_test)
+    applies = kit.applies(same_labels)
+    mix = _mix(kit, [got if a else {} for got, a in zip(per_test, applies)], same_labels)
     results, notes = [], []
-    for t, got in zip(kit.judges(), per_test):
-        r, note = _result(t, got, None, None)
+    for t, got, a in zip(kit.judges(), per_test, applies):
+        r, note = _result(t, got, None, None) if a else (None, None)
         results.append(r)
         notes.append(note or (None if got else "not answered"))
-    extra = {"answered": answered, "examples": kit.n, **mix}
-    return dataclasses.replace(combine(kit, results, name, extra, notes, weights_note=NO_WEIGHTS), queries=answered)
+    extra = {"answered": answered, "examples": kit.n, "label_space": "the base's" if same_labels else "another",
+             **mix}
+    note = None if same_labels else ("not applicable: the answers use labels outside the base's classes (another "
+                                     "label space)")
+    return dataclasses.replace(combine(kit, results, name, extra, notes, weights_note=NO_WEIGHTS,
+                                       queries_apply=same_labels, queries_note=note), queries=answered)
 
 
 def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries: int | None = None,
-                 audit: str | Path | None = None, seed: int = 0, sequential: bool = True) -> KitVerdict:
+                 audit: str | Path | None = None, seed: int = 0, sequential: bool = True,
+                 same_labels: bool = True) -> KitVerdict:
     """Ask a remote model (:class:`charex.models.remote.RemoteModel`) the kit's queries and judge it.
 
     Sequential by default: each test stops once its decision is settled (its p is then a bound) and the kit once
@@ -252,7 +276,8 @@ def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries:
         raise CharexError(f"audit file {audit_path} exists: choose a new file (one audit per run, so that "
                           "`charex verify FP --answers AUDIT` recomputes exactly this verdict)")
     nc = kit.classes["num_classes"]
-    remote.check(tuple(kit.tests[0].images.shape[1:]), int(nc) if isinstance(nc, int) and nc > 0 else None)
+    remote.check(tuple(kit.tests[0].images.shape[1:]),
+                 int(nc) if same_labels and isinstance(nc, int) and nc > 0 else None)
     tmp = audit_path.with_name(f".{audit_path.name}.part") if audit_path else None
     fh = tmp.open("w") if tmp else None
     got, kit_id = 0, kit.id
@@ -266,7 +291,7 @@ def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries:
 
     ok = False
     try:
-        v = judge(kit, RemoteSuspect(remote), name, max_queries=max_queries, sequential=sequential, seed=seed,
+        v = judge(kit, RemoteSuspect(remote, same_labels), name, max_queries=max_queries, sequential=sequential, seed=seed,
                   on_answer=log, extra={"datatype": remote.datatype, "layout": remote.layout, "scale": remote.scale,
                                         "batch_size": remote.batch_size})
         ok = True

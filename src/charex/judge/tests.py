@@ -235,8 +235,98 @@ class MistakeTest:
         return None
 
 
-def test_for(fp: FingerprintSet) -> ExampleTest | MistakeTest:
-    """The test a fingerprint file holds: a mistake test when it has mistake sections, else a count test."""
+class PairTest:
+    """The pair test (suspects of another label space, :mod:`charex.make.pairs`): does the suspect label the base's
+    pairs alike more than its twins' pairs, in its own labels whatever they are?"""
+
+    name = "pairs"
+    other_labels = True  # applies to a suspect answering another label space (the others: the base's)
+
+    def __init__(self, fp: FingerprintSet) -> None:
+        from .pairs import PairNull, pair_layout
+
+        self.fp = fp
+        self.sections, self.strata = pair_layout(fp)
+        self.null = None if fp.calibration is None else PairNull.from_block(fp.calibration)
+
+    def calibrate(self, models: Any, level: float = 0.01) -> FingerprintSet:
+        """The test with its null (the calibration models' d in every view) as its calibration block
+        (:func:`charex.judge.pairs.calibrate_pairs`)."""
+        from .pairs import calibrate_pairs
+
+        return self.fp.with_calibration(calibrate_pairs(self.fp, models).block(level))
+
+    def order(self, seed: int) -> list[int]:
+        """Slot by slot, every section's pair of the slot (both images together): any prefix asks every section
+        the same class-pair mix (:func:`charex.judge.pairs.send_order`); the seed is not used."""
+        from .pairs import send_order
+
+        return send_order(self.fp)
+
+    def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult:
+        """The score on the pairs answered (both images): p the larger of the calibrated p and the within-stratum
+        permutation guard (:func:`charex.judge.pairs.judged_p`); with ``stopped_at``, the calibrated p at the
+        completion of the unsent pairs least favourable to the decision at that level (a bound)."""
+        from .pairs import judged_p, score_pairs
+
+        labels, mask = _labels(self.fp, answers)
+        s = score_pairs(self.fp, labels, mask)
+        detail: dict[str, Any] = {**s.to_dict(), "answered": int(mask.sum()), "examples": self.fp.n}
+        p = None
+        if self.null is not None:
+            p, calibrated, guard = judged_p(self.null, s)
+            detail.update(calibrated_p_value=calibrated, chance_p_value=guard)
+            if stopped_at is not None and int(mask.sum()) < self.fp.n:
+                best, worst = self._extremes(labels, mask)
+                bound = worst if worst <= stopped_at else best
+                p = bound if guard is None else max(bound, guard)
+                detail.update(calibrated_p_value=bound, p_value_is_bound=True)
+        return TestResult(self.name, s.d, p, int(mask.sum()), detail)
+
+    def _extremes(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+        """p at the most favourable completion of the unsent images (the base's pairs alike, the twins' apart) and
+        at the least favourable (the reverse); a fresh label (-1, -2, ...) keeps a pair apart."""
+        from .pairs import score_pairs
+
+        if self.null is None:
+            raise CharexError("the pair test is not calibrated")
+        n = self.fp.n
+        base = torch.zeros(n, dtype=torch.bool)
+        base[: 2 * self.sections[0]] = True
+        partner = torch.arange(n) ^ 1
+        fresh = -1 - torch.arange(n)
+        full = torch.ones(n, dtype=torch.bool)
+
+        def completed(alike: torch.Tensor) -> torch.Tensor:
+            # an unsent image takes its partner's answer (alike) or a label of its own (apart); both unsent: alike
+            # means the pair's first image's fresh label for both
+            out = torch.where(mask, labels, fresh)
+            first = torch.where(mask[partner], labels[partner], fresh[torch.minimum(torch.arange(n), partner)])
+            return torch.where(~mask & alike, first, out)
+
+        best = completed(base)
+        worst = completed(~base)
+        return self.null.p_value(score_pairs(self.fp, best, full)), self.null.p_value(score_pairs(self.fp, worst, full))
+
+    def settled(self, answers: Answers, level: float) -> bool | None:
+        """True / False once every completion of the unsent images gives the same decision at ``level``."""
+        if self.null is None:
+            return None
+        labels, mask = _labels(self.fp, answers)
+        if not mask.view(-1, 2).all(1).view(len(self.sections), -1).any(1).all():
+            return None
+        best, worst = self._extremes(labels, mask)
+        if worst <= level:
+            return True
+        if best > level:
+            return False
+        return None
+
+
+def test_for(fp: FingerprintSet) -> ExampleTest | MistakeTest | PairTest:
+    """The test a fingerprint file holds: a pair test or a mistake test by its sections, else a count test."""
+    if "pairs" in fp.meta:
+        return PairTest(fp)
     return MistakeTest(fp) if "mistakes" in fp.meta else ExampleTest(fp)
 
 

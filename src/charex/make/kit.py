@@ -1,7 +1,8 @@
 """Making a kit: every test that fits what the owner gave, each calibrated once, in one file (charex.judge.kit).
 
 - The characteristic examples (the default preset, pushed away from the references and twins): weight copies.
-- With twins (the base's recipe trained again with other seeds) and labelled images: the mistake test, students.
+- With twins (the base's recipe trained again with other seeds) and labelled images: the mistake test, students;
+  and the pair test, suspects that answer another task (the backbone under a new head) by their labels alone.
 
 Both are calibrated on the same independent calibration models, which may be neither references nor twins.
 """
@@ -30,7 +31,8 @@ NO_TWINS = ("no twins given: the kit holds the characteristic examples only, whi
 def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), twins: Models = (),
              images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
              config: GenerationConfig | None = None, level: float = 0.01, max_agree: int = 3,
-             per_model: int | None = None, weight_null: Models = (), progress: bool = True) -> Kit:
+             per_model: int | None = None, weight_null: Models = (), pairs: int = 200,
+             progress: bool = True) -> Kit:
     """Every test that fits what is given, calibrated on ``calibration``, as one :class:`~charex.judge.kit.Kit`.
 
     Args:
@@ -42,7 +44,8 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
             defaults). level: the combined verdict's level. max_agree, per_model: the mistake test's
             (:func:`charex.make.mistakes.mistake_queries`). weight_null: further independent models of the
             base's architecture for the weight test's null alone (the calibration models, references and twins that
-            line up with the base are used too; :func:`weight_test`).
+            line up with the base are used too; :func:`weight_test`). pairs: the pair test's slots (one pair of
+            the base's and one of each twin's per slot; :func:`pair_test`), made with the twins.
 
     Example:
         >>> kit = make_kit(base, {"c1": c1, "c2": c2}, references=[r1], twins=[t1], images=x, labels=y)  # doctest: +SKIP
@@ -69,12 +72,35 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
         m.meta["references"] = [{"name": n, "digest": r["digest"]} for n, r in zip(refs, m.meta["references"])]
         m.meta["data_digest"] = data_digest(images, labels)
         tests.append(test_for(m).calibrate(cal, level))
+        pt, why = pair_test(base, tws, images, labels, cal, level, pairs=pairs)
+        if pt is not None:
+            tests.append(pt)
+        else:
+            meta["missing"].append(why)
     else:
         meta["missing"].append(NO_TWINS)
     weights, why = weight_test(base, {**cal, **refs, **tws, **dict(named_models(weight_null))})
     if why:
         meta["missing"].append(why)
     return Kit(tests=tuple(tests), level=level, meta=meta, weights=weights)
+
+
+def pair_test(base: nn.Module, twins: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor,
+              calibration: dict[str, nn.Module], level: float, pairs: int = 200) -> tuple[Any, str | None]:
+    """The kit's pair test (suspects answering another task, :mod:`charex.make.pairs`), calibrated: (its
+    fingerprint set, None), or (None, why) when the base's or a twin's penultimate features cannot be read or too
+    few pairs are found."""
+    from ..judge.tests import test_for
+    from .pairs import pair_queries
+
+    try:
+        fp = pair_queries(base, list(twins.values()), images, labels, pairs=pairs)
+    except CharexError as e:
+        return None, (f"no pair test: {e}. It judges suspects that answer another task (your backbone under a new "
+                      "head) by their labels alone")
+    fp.meta["twins"] = [{"name": n, "digest": r["digest"]} for n, r in zip(twins, fp.meta["twins"])]
+    fp.meta["data_digest"] = data_digest(images, labels)
+    return test_for(fp).calibrate(calibration, level), None
 
 
 def weight_test(base: nn.Module, independents: dict[str, nn.Module], seed: int = 0) -> tuple[Any, str | None]:
@@ -127,6 +153,13 @@ def describe(kit: Kit, out: Any = None) -> None:
                 print("  note       calibrated before issue 30 on d across classes: judged on that d, guarded by its "
                       "permutation p over the suspect's answers; make the kit again for the within-class statistic",
                       file=out)
+        elif t.name == "pairs":
+            secs = fp.meta["pairs"]["sections"]
+            print(f"  pairs      {fp.n} queries: {secs[0]} pairs of your images the base maps alike and each of its "
+                  f"{len(secs) - 1} twin(s) the same number of its own, slot-matched by class pair; for suspects of "
+                  f"another label space only; null from {len(cal.get('references', []))} calibration models in "
+                  f"{len(cal.get('views', {}))} views (model-level spread {cal.get('scale', float('nan')):.4f})",
+                  file=out)
         else:
             print(f"  {t.name:<10} {fp.n} queries; null from {len(cal.get('references', []))} calibration models, "
                   f"mean {100 * cal.get('mu', float('nan')):.1f}%, derived alone at >= "
