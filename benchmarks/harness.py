@@ -83,26 +83,25 @@ def digits() -> tuple[Any, Any] | None:
             ArrayDataset(x[1200:], y[1200:], names, "digits-test"))
 
 
-def cluster_task(train: Any, test: Any, classes: int = 100, seed: int = 0) -> tuple[Any, Any]:
-    """A task of ``classes`` classes on CIFAR-10's images that no model here was trained for: each image labelled by
-    its k-means cluster (fitted on ``train``, 20 Lloyd iterations, seeded) of its 8 x 8 downsampled pixels. Returns
-    (train, test) relabelled."""
+def fine_task(train: Any, test: Any, bins: int = 10) -> tuple[Any, Any]:
+    """A task of 10 x ``bins`` classes that no model here was trained for: CIFAR-10's class crossed with the image's
+    brightness bin (its mean pixel's decile within its class, cut on ``train``): "a dark cat", "a bright ship".
+    Brightness survives the crops and flips of training, so the task is learnable. Returns (train, test)."""
     from charex.data.cifar10 import ArrayDataset
 
-    def small(d: Any) -> torch.Tensor:
-        return torch.nn.functional.adaptive_avg_pool2d(d.images.float() / 255, 8).flatten(1)
+    def bright(d: Any) -> torch.Tensor:
+        return d.images.float().mean((1, 2, 3))
 
-    xt, xs = small(train), small(test)
-    g = torch.Generator().manual_seed(seed)
-    centres = xt[torch.randperm(len(xt), generator=g)[:classes]].clone()
-    for _ in range(20):
-        lab = torch.cdist(xt, centres).argmin(1)
-        for c in range(classes):
-            if (lab == c).any():
-                centres[c] = xt[lab == c].mean(0)
-    names = tuple(str(i) for i in range(classes))
-    return (ArrayDataset(train.images, torch.cdist(xt, centres).argmin(1), names, train.digest + f"+kmeans{classes}"),
-            ArrayDataset(test.images, torch.cdist(xs, centres).argmin(1), names, test.digest + f"+kmeans{classes}"))
+    bt, bs = bright(train), bright(test)
+    cuts = torch.stack([torch.quantile(bt[train.labels == c], torch.linspace(0, 1, bins + 1)[1:-1])
+                        for c in range(10)])
+
+    def label(d: Any, b: torch.Tensor) -> torch.Tensor:
+        return d.labels * bins + (b[:, None] > cuts[d.labels]).sum(1)
+
+    names = tuple(str(i) for i in range(10 * bins))
+    return (ArrayDataset(train.images, label(train, bt), names, train.digest + f"+fine{10 * bins}"),
+            ArrayDataset(test.images, label(test, bs), names, test.digest + f"+fine{10 * bins}"))
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

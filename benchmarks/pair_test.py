@@ -1,6 +1,7 @@
 """Issue 32: the kit's pair test on suspects that answer another task, by their labels alone (an API).
 
-    python benchmarks/pair_test.py --kit runs/demo/kit.safetensors --json docs/data/pair-test.json   # ~40 min, 2 cores
+    python benchmarks/pair_test.py --kit runs/demo/kit.safetensors --json docs/data/pair-test.json --students
+        # ~60 min on 2 cores the first time (every reuse and student is cached in runs/pairs)
     python benchmarks/pair_test.py --table docs/data/pair-test.json                                   # docs/results.md
     python benchmarks/pair_test.py --kit runs/demo/kit.safetensors --detect docs/data/pair-detect.json  # visibility
 
@@ -16,11 +17,14 @@ Pools (no model here took part in making or calibrating the test):
   recipe-s31/s32's backbones reused for the coarse and subset tasks (linear probe, fine-tune; seed 0), the suspects of
   the first measurement;
 - held-out, derived: the base's backbone reused for a coarse task (2 classes), a subset task (5), scikit-learn's digits
-  (10, another image domain) and a 100-class task (k-means clusters of 8 x 8 pixels, `harness.cluster_task`), by
+  (10, another image domain) and a 100-class task (class x brightness decile, `harness.fine_task`), by
   linear probe, full fine-tune, and 50% pruning then fine-tune, seeds 0 and 1 (each one's task accuracy reported);
 - held-out, hard negatives: four fresh seeds of the base's recipe (runs/wpool recipe-s33..s36) reused the same four
   tasks by probe and fine-tune, and three other recipes (bundled independent-wide, -resnet8, -plain) reused for the
-  coarse and subset tasks by probe; degenerate answers (one class, uniform over 2 / 10 / 100 labels, a 90/10 prior).
+  coarse and subset tasks by probe; degenerate answers (one class, uniform over 2 / 10 / 100 labels, a 90/10 prior);
+- with --students, held-out derived: students distilled from the base for the coarse and subset tasks (a fresh
+  CNN-1 trained 8 epochs on the thief's images answered with the base's probabilities merged into the task's
+  groups), seeds 0 and 1.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import cluster_task, digits, load_pool_model, machine, write_result  # noqa: E402
+from harness import digits, fine_task, load_pool_model, machine, write_result  # noqa: E402
 
 from charex.data import load_cifar10  # noqa: E402
 from charex.data.cifar10 import ArrayDataset, thief_split  # noqa: E402
@@ -98,7 +102,7 @@ def tasks(data: str | None) -> dict[str, tuple[ArrayDataset, ArrayDataset, int, 
     d = digits()
     if d is not None:
         out["digits"] = (*d, 10, 5)
-    out["clusters100"] = (*cluster_task(train, test, 100), 100, 1)
+    out["fine100"] = (*fine_task(train, test), 100, 1)
     return out
 
 
@@ -111,6 +115,37 @@ def reused(cache: Path, owner: str, backbone: torch.nn.Module, task: str, how: s
         return load_model(str(path))
     tr, _, classes, epochs = data
     m = reuse_backbone(backbone, tr, classes, seed=seed, epochs=epochs, **WAYS[how])  # type: ignore[arg-type]
+    save_model(m, path)
+    return m
+
+
+class TaskTeacher(torch.nn.Module):
+    """The base as a thief's API for its own task: the base's logits merged into the task's groups (log of the
+    summed probability of each group's classes), on the task's images."""
+
+    def __init__(self, model: torch.nn.Module, task: dict[int, int]) -> None:
+        super().__init__()
+        self.model, self.groups = model, [[c for c, g in task.items() if g == k] for k in range(max(task.values()) + 1)]
+        self.card = {**getattr(model, "card", {}), "num_classes": len(self.groups)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x).float().log_softmax(1)
+        return torch.stack([z[:, g].logsumexp(1) for g in self.groups], 1)
+
+
+def task_student(cache: Path, base: torch.nn.Module, task: str, seed: int,
+                 data: tuple[ArrayDataset, ArrayDataset, int, int]) -> torch.nn.Module:
+    """A student distilled from the base's answers for another task: a fresh CNN-1 (the base's width) trained for
+    8 epochs on the thief's images with the base's probabilities merged into the task's groups (cached)."""
+    from charex.derive.distill import distill_model
+
+    path = cache / f"base-{task}-student-s{seed}.safetensors"
+    if path.exists():
+        return load_model(str(path))
+    tr, te, classes, _ = data
+    m, _ = distill_model(TaskTeacher(base, TASKS[task]), tr, arch="cnn1",
+                         arch_kwargs={"width": 0.25, "num_classes": classes}, epochs=8, seed=seed, test=te,
+                         temperature=1.0, data_name=f"half-b-{task}")
     save_model(m, path)
     return m
 
@@ -158,7 +193,7 @@ def detectability(kit: Kit, cache: Path, data: str | None) -> dict[str, object]:
                                                   "saturated share", "total variation"), stats(q).T, stats(neg).T)}}
     thieves = {}
     offset = kit.offsets[kit.judges().index(next(t for t in kit.judges() if t.name == "pairs"))]
-    for name in ("base-coarse-linear_probe", "base-subset-linear_probe", "base-clusters100-fine-tune"):
+    for name in ("base-coarse-linear_probe", "base-subset-linear_probe", "base-fine100-fine-tune"):
         path = cache / f"{name}.safetensors"
         if not path.exists():
             continue
@@ -221,6 +256,8 @@ def main() -> None:
     ap.add_argument("--pool", default="runs/wpool", help="fresh seeds of the base's recipe (recipe-sNN)")
     ap.add_argument("--cache", default="runs/pairs", help="where the reused backbones are kept")
     ap.add_argument("--data", default=None)
+    ap.add_argument("--students", action="store_true", help="add students distilled from the base for the coarse and "
+                                                             "subset tasks (4 x ~6 min on 2 cores)")
     ap.add_argument("--detect", metavar="JSON", help="measure how visible the queries are (and the thief's evasion) "
                                                      "into JSON, on the reuses cached by a full run, and stop")
     args = ap.parse_args()
@@ -251,13 +288,16 @@ def main() -> None:
     plan += [("held-out hard negative", o, t, h, 0) for o in fresh if o not in ("recipe-s31", "recipe-s32")
              for t in data for h in ("linear probe", "fine-tune")]
     plan += [("held-out other recipe", o, t, "linear probe", 0) for o in OTHER_RECIPES for t in ("coarse", "subset")]
+    if args.students:
+        plan += [("held-out derived (student)", "base", t, "student", s) for s in (0, 1) for t in ("coarse", "subset")]
     rows, backbones = [], {}
     t_reuse = 0.0
     for pool, owner, task, how, seed in plan:
         if owner not in backbones:
             backbones[owner] = load_pool_model(owner, args.pool)
         t0 = time.time()
-        m = reused(cache, owner, backbones[owner], task, how, seed, data[task])
+        m = task_student(cache, backbones[owner], task, seed, data[task]) if how == "student" else \
+            reused(cache, owner, backbones[owner], task, how, seed, data[task])
         t_reuse += time.time() - t0
         labels = predict(m, fp.pixels())
         s = score_pairs(fp, labels)

@@ -192,3 +192,34 @@ def test_audit_re_runs_the_pair_test(pair_fp, owners, data) -> None:
     bad = audit_pairs(fp, base, twins={"t0": twins[0], "t1": twins[1]}, images=data[0], labels=shuffled,
                       calibration_references=cal)
     assert not bad.passed and any(c.name == "queries" and c.status == "fail" for c in bad.checks)
+
+
+def test_an_endpoint_of_another_task_is_asked_the_pair_test_only(pair_fp, owners) -> None:
+    """`charex verify KIT URL --other-labels`: the endpoint's class count is not checked against the base's, only
+    the pair test is asked (sequentially), and its answers may be any indices of the endpoint's own task."""
+    from charex.judge.kit import Kit
+    from charex.judge.query import judge_remote
+
+    base = owners[0]
+
+    class Endpoint:  # answers like an Open Inference Protocol model of 100 classes built on the base
+        url, datatype, layout, scale, batch_size = "http://stub/v2/models/m", "UINT8", "nchw", 1.0, 64
+        checked: list = []
+
+        def check(self, shape, num_classes):
+            self.checked.append(num_classes)
+
+        def labels(self, images):
+            return (predict(base, torch.as_tensor(images).float() / 255) * 11 % 100).tolist()
+
+    from charex.judge.verify import calibrate
+
+    ex = FingerprintSet(images=pair_fp.images[:10].clone(), targets=pair_fp.targets[:10].clone(),
+                        config=pair_fp.config, calibration=None,
+                        meta={k: v for k, v in pair_fp.meta.items() if k not in ("pairs", "baseline")})
+    ex = calibrate(ex, {f"c{i}": make_tiny(80 + i, train_steps=20) for i in range(3)})
+    kit = Kit(tests=(ex, pair_fp), level=0.05)
+    e = Endpoint()
+    v = judge_remote(kit, e, same_labels=False)
+    assert e.checked == [None] and v.tests[0]["applies"] is False and v.tests[1]["applies"]
+    assert v.decision == "derived" and v.fired == "pairs" and v.queries <= pair_fp.n

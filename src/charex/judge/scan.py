@@ -123,9 +123,9 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
             kit = kit_from_bytes(blob)
             first = kit.tests[0]
             shape, classes = first.meta.get("input_shape", list(first.images.shape[1:])), first.meta.get("num_classes")
-            if kit.weights is None:  # without the weight test only the kit's input shape and classes are judged
-                try:
-                    probe_model(model, shape, classes, name=spec)
+            if kit.weights is None:  # without the weight test only the kit's input shape (and, without a pair
+                try:  # test, its classes) are judged
+                    probe_model(model, shape, None if any(kit.applies(False)) else classes, name=spec)
                 except CharexError as e:
                     lines.append({**row, "skipped": first_line(e)})
                     continue

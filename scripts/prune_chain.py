@@ -1,0 +1,57 @@
+"""Pruned copies of the bundled base at several ratios from one chain of rounds per seed (issue 33: 5 copies per
+ratio), each retrained until within a point of the base or out of extra epochs, as `charex derive prune --until-within`
+makes one ratio (`charex.derive.prune.prune_chain`: the rounds to a lower ratio are the first rounds to a higher one,
+so each copy equals its own single-ratio run).
+
+    OMP_NUM_THREADS=1 python scripts/prune_chain.py --seeds 2 3 4 5 --out runs/prune-copies   # ~6 min per seed, 1 core
+
+Writes OUT/pruned{R}-s{S}.safetensors (card: lineage, seed) and OUT/pruned{R}-s{S}.json (rounds, accuracy, drop).
+A copy already written is kept (resumable per seed).
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from charex.data import load_cifar10
+from charex.data.cifar10 import thief_split
+from charex.derive.prune import prune_chain
+from charex.dtypes import platform_record
+from charex.models import load_model, save_model
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", default="bundled:base")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.8, 0.9, 0.95])
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--epochs-per-round", type=int, default=1)
+    p.add_argument("--max-extra-epochs", type=int, default=3)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, _ = thief_split(load_cifar10(args.data, "train"), "half-b")
+    test = load_cifar10(args.data, "test")
+    base = load_model(args.base)
+    for seed in args.seeds:
+        names = [out / f"pruned{r:g}-s{seed}" for r in args.ratios]
+        if all(n.with_suffix(".json").exists() for n in names):
+            continue
+        t0 = time.time()
+        made = prune_chain(base, args.ratios, data=train, test=test, epochs_per_round=args.epochs_per_round,
+                           max_extra_epochs=args.max_extra_epochs, seed=seed, data_name="train-half-b")
+        for n, r, (m, stats) in zip(names, args.ratios, made):
+            save_model(m, n.with_suffix(".safetensors"))
+            n.with_suffix(".json").write_text(json.dumps({**stats, "ratio": r, "seed": seed,
+                                                          "lineage": m.card.get("lineage"),
+                                                          "chain_seconds": time.time() - t0,
+                                                          "machine": platform_record(None)}, indent=1))
+            print(f"seed {seed} ratio {r}: {100 * stats['accuracy']:.2f}% (drop {100 * stats['accuracy_drop']:.2f}, "
+                  f"{stats['extra_epochs']} extra epochs)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
