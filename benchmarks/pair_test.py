@@ -156,71 +156,84 @@ def judge_at(kit: Kit, suspect: object, name: str) -> dict[str, object]:
     for b in BUDGETS:
         v = judge(kit, suspect, name, max_queries=b, sequential=True)  # type: ignore[arg-type]
         pt = next(t for t in v.tests if t["test"] == "pairs")
-        out[str(b)] = {"decision": v.decision, "p_value": v.p_value, "queries": v.queries, "d": pt.get("d")}
+        out[str(b)] = {"decision": v.decision, "p_value": v.p_value, "queries": v.queries, "d": pt.get("d"),
+                       "bound": bool(pt.get("p_value_is_bound"))}
     return out
 
 
-def detectability(kit: Kit, cache: Path, data: str | None) -> dict[str, object]:
+def detectability(kit: Kit, cache: Path, data: str | None, request: int = 32) -> dict[str, object]:
     """How visible the pair test's queries are to a thief who runs the base's backbone, and what hiding costs it.
 
-    Natural negatives: CIFAR-10 test images that are not queries (the thief's ordinary traffic, never trained on).
-    (1) image statistics (benchmarks/detect_stats.py's five), each one's AUC, queries against as many negatives;
-    (2) the thief's confidence (1 - max softmax); (3) the pair structure: each query's largest cosine to any other
-    query in the thief's own penultimate features (its new head's input), against the same within as many
-    negatives. Evasion: the thief answers every query whose (3) exceeds the threshold that flags 5% / 20% / 50% of its
-    ordinary traffic with a random label of its own task; the kit's verdict on all the answers then."""
+    The thief's ordinary traffic: CIFAR-10 test images that are not queries (never trained on), in random order.
+    (1) image statistics (benchmarks/detect_stats.py's five), each one's AUC, queries against as many natural images;
+    (2) the thief's confidence (1 - max softmax); (3) the pair structure, in the thief's own penultimate features (its
+    new head's input), for each image: its largest cosine to another image of the same request (``request`` images
+    per request, the queries in the kit's send order), and to any earlier image (the thief keeps every query it got).
+    Evasion: the thief answers every image whose (3) exceeds the threshold that flags 5% / 20% / 50% of its ordinary
+    traffic with its second choice (so that a flagged pair is split), or every image whose (2) does with a random
+    label of its task; the kit's verdict on all the answers then."""
     from detect_stats import features as stats
 
+    from charex.fingerprint import image_keys
     from charex.judge.metrics import roc_auc
-    from charex.judge.pairs import score_pairs
+    from charex.judge.pairs import score_pairs, send_order
     from charex.judge.query import judge_answers
     from charex.judge.verify import batch_logits
     from charex.make.pairs import features
 
-    fp = next(f for f, t in zip(kit.tests, kit.judges()) if t.name == "pairs")
+    names = [t.name for t in kit.judges()]
+    fp, offset = kit.tests[names.index("pairs")], kit.offsets[names.index("pairs")]
     test = load_cifar10(data, "test")
     keys = set(fp.keys)
-    from charex.fingerprint import image_keys
-
-    free = torch.tensor([k not in keys for k in image_keys(test.images)])
+    pool = torch.nonzero(torch.tensor([k not in keys for k in image_keys(test.images)])).flatten()
     g = torch.Generator().manual_seed(0)
-    pool = torch.nonzero(free).flatten()
     neg = test.images[pool[torch.randperm(len(pool), generator=g)[:fp.n]]]
+    order = torch.tensor(send_order(fp, 0))
     q = fp.images
-    out: dict[str, object] = {"queries": fp.n, "negatives": len(neg),
+    out: dict[str, object] = {"queries": fp.n, "negatives": len(neg), "request": request,
                               "statistics": {n: roc_auc(a.tolist(), b.tolist()) for n, a, b in
                                              zip(("high-frequency DCT share", "median residual", "JPEG 75 error",
                                                   "saturated share", "total variation"), stats(q).T, stats(neg).T)}}
+
+    def closeness(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image of a stream (rows in arrival order): the largest cosine to another image of its request, and
+        to any earlier image."""
+        sim = f @ f.T
+        n = len(f)
+        idx = torch.arange(n)
+        same = (idx[:, None] // request == idx[None, :] // request) & (idx[:, None] != idx[None, :])
+        earlier = idx[None, :] < idx[:, None]
+        return (torch.where(same, sim, torch.tensor(-2.0)).amax(1),
+                torch.where(earlier, sim, torch.tensor(-2.0)).amax(1))
+
     thieves = {}
-    offset = kit.offsets[kit.judges().index(next(t for t in kit.judges() if t.name == "pairs"))]
     for name in ("base-coarse-linear_probe", "base-subset-linear_probe", "base-fine100-fine-tune"):
         path = cache / f"{name}.safetensors"
         if not path.exists():
             continue
         m = load_model(str(path))
-        conf_q = 1 - batch_logits(m, q.float() / 255).softmax(1).amax(1)
+        logits = batch_logits(m, q.float() / 255)
+        conf_q = 1 - logits.softmax(1).amax(1)
         conf_n = 1 - batch_logits(m, neg.float() / 255).softmax(1).amax(1)
-        fq, fn = features(m, q.float() / 255), features(m, neg.float() / 255)
-
-        def nearest(f: torch.Tensor) -> torch.Tensor:
-            sim = f @ f.T
-            sim.fill_diagonal_(-2)
-            return sim.amax(1)
-
-        nq, nn_ = nearest(fq), nearest(fn)
-        labels = predict(m, q.float() / 255)
-        classes = int(m(torch.zeros(1, *q.shape[1:])).shape[1])
+        fq = features(m, q[order].float() / 255)  # the stream as the thief receives it
+        fn = features(m, neg.float() / 255)
+        (rq, hq), (rn, hn) = closeness(fq), closeness(fn)
+        first, second = logits.topk(2, 1).indices.T
         row: dict[str, object] = {"confidence_auc": roc_auc(conf_q.tolist(), conf_n.tolist()),
-                                  "pair_structure_auc": roc_auc(nq.tolist(), nn_.tolist()),
-                                  "d": score_pairs(fp, labels).d, "evasion": {}}
-        for fpr in (0.05, 0.2, 0.5):
-            t = float(nn_.quantile(1 - fpr))
-            flagged = nq > t
-            rand = torch.randint(0, classes, (fp.n,), generator=g)
-            ans = torch.where(flagged, rand, labels)
-            v = judge_answers(kit, {offset + i: int(a) for i, a in enumerate(ans.tolist())}, name, same_labels=False)
-            row["evasion"][str(fpr)] = {"flagged_queries": float(flagged.float().mean()),
-                                        "d": score_pairs(fp, ans).d, "p_value": v.p_value, "decision": v.decision}
+                                  "request_auc": roc_auc(rq.tolist(), rn.tolist()),
+                                  "history_auc": roc_auc(hq[1:].tolist(), hn[1:].tolist()),
+                                  "d": score_pairs(fp, first).d, "evasion": {}}
+        rand = torch.randint(0, logits.shape[1], (fp.n,), generator=g)
+        for kind, sq, sn in (("request", rq, rn), ("history", hq, hn), ("confidence", conf_q[order], conf_n)):
+            for fpr in (0.05, 0.2, 0.5):
+                flagged = torch.zeros(fp.n, dtype=torch.bool)
+                flagged[order] = sq > float(sn.quantile(1 - fpr))
+                ans = torch.where(flagged, rand if kind == "confidence" else second, first)
+                v = judge_answers(kit, {offset + i: int(a) for i, a in enumerate(ans.tolist())}, name,
+                                  same_labels=False)
+                row["evasion"][f"{kind} {fpr:g}"] = {"flagged_queries": float(flagged.float().mean()),
+                                                     "d": score_pairs(fp, ans).d, "p_value": v.p_value,
+                                                     "decision": v.decision}
         thieves[name] = row
         print(name, json.dumps(row), flush=True)
     out["thieves"] = thieves
@@ -235,16 +248,18 @@ def table(path: str) -> str:
     for r in res["rows"]:
         acc = "-" if r.get("task_accuracy") is None else f"{100 * r['task_accuracy']:.1f}%"
         rates = r["rates"]
-        at = " / ".join(f"{r['at'][str(b)]['p_value']:.2g} ({r['at'][str(b)]['queries']})" for b in BUDGETS)
+        at = " / ".join(f"{'>=' if r['at'][str(b)].get('bound') and r['at'][str(b)]['decision'] != 'derived' else ''}"
+                        f"{r['at'][str(b)]['p_value']:.2g} ({r['at'][str(b)]['queries']})" for b in BUDGETS)
         lines.append(f"| {r['pool']} | {r['backbone']} | {r['task']} ({r['classes']}) | {r['how']} | {r['seed']} | "
                      f"{acc} | {rates[0]:.2f} / {', '.join(f'{x:.2f}' for x in rates[1:])} | {at} | "
                      f"{r['at']['1000']['decision']} |")
-    s = res["summary"]
-    lines += ["", "| pool | suspects | derived at 1,000 / 500 / 200 / 100 queries | closest p at 1,000 |",
+    lines += ["", "| pool | suspects | derived at 1,000 / 500 / 200 / 100 queries | p at 1,000: smallest / largest |",
               "|---|---|---|---|"]
-    for pool, v in s.items():
-        lines.append(f"| {pool} | {v['n']} | {' / '.join(str(v['derived'][str(b)]) for b in BUDGETS)} | "
-                     f"{v['closest_p']:.3g} |")
+    for pool in dict.fromkeys(r["pool"] for r in res["rows"]):
+        rs = [r for r in res["rows"] if r["pool"] == pool]
+        got = " / ".join(str(sum(r["at"][str(b)]["decision"] == "derived" for r in rs)) for b in BUDGETS)
+        ps = [r["at"]["1000"]["p_value"] for r in rs]
+        lines.append(f"| {pool} | {len(rs)} | {got} | {min(ps):.2g} / {max(ps):.2g} |")
     return "\n".join(lines)
 
 

@@ -101,26 +101,34 @@ def test_the_base_is_derived_and_the_guard_is_a_permutation_p(pair_fp, owners) -
     assert permutation_p(flat, draws=99, seed=1) == 1.0
 
 
-def test_send_order_keeps_pairs_together_and_every_prefix_matched(pair_fp) -> None:
-    order = send_order(pair_fp)
-    assert sorted(order) == list(range(pair_fp.n)) and all(order[k] ^ 1 == order[k + 1] for k in range(0, 480, 2))
-    assert judge_for(pair_fp).order(5) == order  # the order does not depend on the seed
-    # the first 6 images: slot 0's pair in each of the three sections
-    assert [i // 160 for i in order[:6:2]] == [0, 1, 2]
+def test_send_order_shuffles_blocks_and_every_block_prefix_is_matched(pair_fp) -> None:
+    from charex.judge.pairs import BLOCK
+
+    order = send_order(pair_fp, 3)
+    assert sorted(order) == list(range(pair_fp.n)) and judge_for(pair_fp).order(3) == order
+    assert send_order(pair_fp, 4) != order  # seeded
+    size = 2 * 3 * BLOCK  # a block: its slots' pairs in all three sections
+    first = order[:size]
+    slots = {(i // 2) % 80 for i in first}
+    assert slots == set(range(BLOCK)) and {i // 160 for i in first} == {0, 1, 2}  # the best slots, every section
+    together = sum(order[k] ^ 1 == order[k + 1] for k in range(len(order) - 1))
+    assert together < 10  # pairs are not sent side by side
 
 
 def test_sequential_stop_agrees_with_the_full_verdict(pair_fp, owners) -> None:
     t = judge_for(pair_fp)
     labels = predict(owners[0], pair_fp.pixels()).tolist()
     order = t.order(0)
-    for stop in range(6, pair_fp.n + 1, 6):
+    for stop in range(96, pair_fp.n + 1, 96):
         got = {j: labels[j] for j in order[:stop]}
         s = t.settled(got, 0.05)
         if s is not None:
             break
-    assert s is True and stop < pair_fp.n
+    assert s is True
     r = t.result(got, stopped_at=0.05)
-    assert r.p_value <= 0.05 and r.detail["p_value_is_bound"]
+    assert r.p_value <= 0.05 and r.detail.get("p_value_is_bound", False) == (stop < pair_fp.n)
+    half = {j: labels[j] for j in order[:96]}  # one block: the decision cannot be settled yet
+    assert t.settled(half, 0.05) is None
     one = {j: 1 for j in order[:60]}
     assert t.settled(one, 0.05) in (None, False)
 

@@ -61,12 +61,24 @@ def pair_layout(fp: FingerprintSet) -> tuple[list[int], list[int]]:
     return secs, strata
 
 
-def send_order(fp: FingerprintSet) -> list[int]:
-    """The order the pair test's images are sent in: slot by slot, each slot's pair in every section (both images
-    together), so that any prefix asks every section the same class-pair mix."""
+BLOCK = 16  # slots whose images are sent shuffled together (the send order's unit)
+
+
+def send_order(fp: FingerprintSet, seed: int = 0) -> list[int]:
+    """The order the pair test's images are sent in: blocks of :data:`BLOCK` slots, best slots first; within a block
+    every section's pair of each slot, all the block's images shuffled with ``seed``, so that no request shows a pair
+    side by side, and any budget that ends on a block asks every section the same class-pair mix (a budget inside a
+    block leaves a few pairs half asked: they are not counted)."""
     secs, _ = pair_layout(fp)
     p = secs[0]
-    return [2 * (m * p + r) + e for r in range(p) for m in range(len(secs)) for e in (0, 1)]
+    rng = random.Random(seed)
+    out: list[int] = []
+    for start in range(0, p, BLOCK):
+        block = [2 * (m * p + r) + e for r in range(start, min(p, start + BLOCK)) for m in range(len(secs))
+                 for e in (0, 1)]
+        rng.shuffle(block)
+        out += block
+    return out
 
 
 @dataclass(frozen=True)

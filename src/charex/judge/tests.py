@@ -257,11 +257,12 @@ class PairTest:
         return self.fp.with_calibration(calibrate_pairs(self.fp, models).block(level))
 
     def order(self, seed: int) -> list[int]:
-        """Slot by slot, every section's pair of the slot (both images together): any prefix asks every section
-        the same class-pair mix (:func:`charex.judge.pairs.send_order`); the seed is not used."""
+        """Blocks of slots, best first, each block's images (every section's pairs of its slots) shuffled with
+        ``seed``: a budget ending on a block asks every section the same class-pair mix, and no request shows a pair
+        side by side (:func:`charex.judge.pairs.send_order`)."""
         from .pairs import send_order
 
-        return send_order(self.fp)
+        return send_order(self.fp, seed)
 
     def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult:
         """The score on the pairs answered (both images): p the larger of the calibrated p and the within-stratum
