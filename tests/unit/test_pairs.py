@@ -178,6 +178,10 @@ def test_answers_in_another_label_space_reach_the_pair_test(pair_fp, owners, tmp
     assert v.tests[0]["applies"] is False and v.tests[1]["applies"] and v.fired == "pairs"
     assert v.decision == "derived" and v.extra["label_space"] == "another"
     kit.save(tmp_path / "kit.safetensors")
+    assert main(["export", str(tmp_path / "kit.safetensors"), str(tmp_path / "queries")]) == 0
+    exported = (tmp_path / "queries" / "labels.csv").read_text().splitlines()
+    assert sum(line.endswith(",pairs") for line in exported) == pair_fp.n - 10  # each image once (10 are examples)
+    capsys.readouterr()
     code = main(["verify", str(tmp_path / "kit.safetensors"), "--answers", str(path), "--json"])
     cap = capsys.readouterr()
     assert cap.out, cap.err
