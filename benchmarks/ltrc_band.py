@@ -79,45 +79,81 @@ def table(path: str) -> str:
 
 
 def ratios_table(path: str) -> str:
-    """The decisive cells: uniqueness per pruning ratio (one copy each, retrained to within a point of the base)."""
+    """The decisive cells: per pruning ratio, robustness (mean over the copies, and the least), uniqueness (mean
+    robustness - mean transferability) and the ROC AUC of the match rate, copies against the CNN-1 seeds."""
     import json
 
     res = json.loads(Path(path).read_text())
-    names = list(res["copies"])
-    lines = ["| method | k | seed | transfer: CNN-1 seeds | " + " | ".join(
-        f"{n} ({100 * res['copies'][n]:.1f}%): robustness / uniqueness" for n in names) + " |",
-        "|---|---|---|---|" + "---|" * len(names)]
+    if "copies" in res and "ratios" not in res:  # the first run: one copy per ratio
+        names = list(res["copies"])
+        lines = ["| method | k | seed | transfer: CNN-1 seeds | " + " | ".join(
+            f"{n} ({100 * res['copies'][n]:.1f}%): robustness / uniqueness" for n in names) + " |",
+            "|---|---|---|---|" + "---|" * len(names)]
+        for r in res["rows"]:
+            cells = " | ".join(f"{100 * r['robustness'][n]:.0f}% / {100 * (r['robustness'][n] - r['transfer']):+.0f}"
+                               for n in names)
+            lines.append(f"| {r['method']} | {r['k']} | {r['seed']} | {100 * r['transfer']:.1f}% | {cells} |")
+        return "\n".join(lines)
+    ratios = res["ratios"]
+    head = " | ".join(f"{r}: {len(c)} copies, {100 * sum(c.values()) / len(c):.1f}% (drop "
+                      f"{100 * (res['base_accuracy'] - sum(c.values()) / len(c)):.1f}): robustness mean (least) / "
+                      "uniqueness / AUC" for r, c in ratios.items())
+    lines = [f"| method | delta | k | seed | transfer: {len(res['seeds'])} CNN-1 seeds (most) | {head} |",
+             "|---|---|---|---|---|" + "---|" * len(ratios)]
     for r in res["rows"]:
-        cells = " | ".join(f"{100 * r['robustness'][n]:.0f}% / {100 * (r['robustness'][n] - r['transfer']):+.0f}"
-                           for n in names)
-        lines.append(f"| {r['method']} | {r['k']} | {r['seed']} | {100 * r['transfer']:.1f}% | {cells} |")
+        t = sum(r["transfer"].values()) / len(r["transfer"])
+        cells = []
+        for ratio in ratios:
+            rob = list(r["robustness"][ratio].values())
+            m = sum(rob) / len(rob)
+            cells.append(f"{100 * m:.0f}% ({100 * min(rob):.0f}%) / {100 * (m - t):+.0f} / {r['auc'][ratio]:.2f}")
+        lines.append(f"| {r['method']} | {r['delta']:g} | {r['k']} | {r['seed']} | {100 * t:.1f}% "
+                     f"({100 * max(r['transfer'].values()):.0f}%) | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
+def pruned_copies(pool: str, more: str) -> dict[str, dict[str, torch.nn.Module]]:
+    """Every pruned copy of the bundled base per ratio: POOL/pruned0.8 and pruned0.95 (seed 1), the bundled 90% copy,
+    and MORE/pruned{R}-s{S} (R in percent; `scripts/prune_chain.py`: the same rounds, other seeds)."""
+    out: dict[str, dict[str, torch.nn.Module]] = {"80%": {}, "90%": {}, "95%": {}}
+    for ratio, name in (("80%", "pruned0.8"), ("95%", "pruned0.95")):
+        if (Path(pool) / f"{name}.safetensors").exists():
+            out[ratio]["seed 1"] = load_pool_model(name, pool)
+    out["90%"]["bundled"] = load_pool_model("derived-pruned90")
+    for f in sorted(Path(more).glob("pruned*-s*.safetensors")):
+        ratio = f"{f.stem[len('pruned'):].split('-')[0]}%"
+        out.setdefault(ratio, {})[f.stem.split("-")[-1].replace("s", "seed ")] = load_pool_model(f.stem, more)
+    return out
+
+
 def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
-    """vanilla and LTRC (k 2, 32; delta 0) against one copy per pruning ratio (80 / 90 / 95%), each retrained until
-    within a point of the base (`charex derive prune bundled:base --ratio R --scope global --until-within 1
-    --data-split half-b --seed 1`; the 90% copy is the bundled one)."""
+    """vanilla and LTRC (k 2, 32; delta 0; seeds 0, 1) and RC+GM / LTRC k 2 at delta 0.03 (q 10) against every pruned
+    copy per ratio (80 / 90 / 95%; global magnitude pruning in rounds, retrained until within a point of the base or
+    out of extra epochs: `charex derive prune --until-within 1` and `scripts/prune_chain.py`)."""
     from charex.data import load_cifar10
+    from charex.judge.metrics import roc_auc
     from charex.train import accuracy
 
     test = load_cifar10(None, "test")
-    copies = {"pruned 80%": load_pool_model("pruned0.8", args.pool), "pruned 90%": load_pool_model("derived-pruned90"),
-              "pruned 95%": load_pool_model("pruned0.95", args.pool)}
-    acc = {n: accuracy(m, test) for n, m in copies.items()}
+    copies = pruned_copies(args.pool, args.copies)
+    acc = {r: {n: accuracy(m, test) for n, m in c.items()} for r, c in copies.items()}
     base = load_pool_model("base")
     rows = []
-    for seed in (0, 1):
-        for k in (0, 2, 32):
-            cfg = GenerationConfig(method="ltrc" if k else "vanilla", n=100, steps=500, alpha=1 / 255, delta=0.0, q=1,
-                                   k=k, seed=seed, dtype="auto")
-            fp = generate(base, cfg)
-            r = {"method": cfg.method, "k": k, "seed": seed,
-                 "transfer": sum(match_rate(m, fp) for m in seeds.values()) / len(seeds),
-                 "robustness": {n: match_rate(m, fp) for n, m in copies.items()}}
-            rows.append(r)
-            print(r, flush=True)
-    write_result(args.json, {"machine": machine(), "base_accuracy": accuracy(base, test), "copies": acc,
+    for delta, q, k, seed in [(0.0, 1, k, s) for s in (0, 1) for k in (0, 2, 32)] + [(0.03, 10, 0, 0),
+                                                                                      (0.03, 10, 2, 0)]:
+        method = "ltrc" if k else ("rcgm" if delta else "vanilla")
+        cfg = GenerationConfig(method=method, n=100, steps=500, alpha=1 / 255, delta=delta, q=q, k=k, seed=seed,
+                               dtype="auto")
+        t0 = time.perf_counter()
+        fp = generate(base, cfg)
+        transfer = {n: match_rate(m, fp) for n, m in seeds.items()}
+        rob = {r: {n: match_rate(m, fp) for n, m in c.items()} for r, c in copies.items()}
+        r = {"method": method, "delta": delta, "q": q, "k": k, "seed": seed, "dtype": fp.config.dtype,
+             "seconds": round(time.perf_counter() - t0, 1), "transfer": transfer, "robustness": rob,
+             "auc": {ratio: roc_auc(list(v.values()), list(transfer.values())) for ratio, v in rob.items()}}
+        rows.append(r)
+        print({k2: v for k2, v in r.items() if k2 not in ("transfer", "robustness")}, flush=True)
+    write_result(args.json, {"machine": machine(), "base_accuracy": accuracy(base, test), "ratios": acc,
                              "seeds": list(seeds), "rows": rows})
     print(ratios_table(args.json))
 
@@ -126,10 +162,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json")
     ap.add_argument("--table", metavar="JSON")
-    ap.add_argument("--ratios", action="store_true", help="the decisive cells against one copy per pruning ratio "
-                                                          "(POOL/pruned0.8 and pruned0.95; see run_ratios)")
+    ap.add_argument("--ratios", action="store_true", help="the decisive cells against every pruned copy per ratio "
+                                                          "(POOL/pruned0.8, pruned0.95, COPIES/; see run_ratios)")
     ap.add_argument("--ratios-table", metavar="JSON", help="print the decisive cells' table from a result file")
     ap.add_argument("--pool", default="runs/wpool")
+    ap.add_argument("--copies", default="runs/prune-copies", help="--ratios: more pruned copies "
+                                                                  "(scripts/prune_chain.py's output)")
     ap.add_argument("--bases", default="both", choices=["both", "smoothed", "unsmoothed"],
                     help="which bases to run (the unsmoothed one needs POOL/nols-s0.safetensors)")
     args = ap.parse_args()

@@ -3,9 +3,10 @@ ratio), each retrained until within a point of the base or out of extra epochs, 
 makes one ratio (`charex.derive.prune.prune_chain`: the rounds to a lower ratio are the first rounds to a higher one,
 so each copy equals its own single-ratio run).
 
-    OMP_NUM_THREADS=1 python scripts/prune_chain.py --seeds 2 3 4 5 --out runs/prune-copies   # ~6 min per seed, 1 core
+    python scripts/prune_chain.py --seeds 3 4 5 6 --out runs/prune-copies   # ~6 min per seed on 2 cores
 
-Writes OUT/pruned{R}-s{S}.safetensors (card: lineage, seed) and OUT/pruned{R}-s{S}.json (rounds, accuracy, drop).
+Writes OUT/pruned{R}-s{S}.safetensors (R in percent; card: lineage, seed) and OUT/pruned{R}-s{S}.json (rounds,
+accuracy, drop).
 A copy already written is kept (resumable per seed).
 """
 
@@ -37,15 +38,15 @@ def main() -> None:
     test = load_cifar10(args.data, "test")
     base = load_model(args.base)
     for seed in args.seeds:
-        names = [out / f"pruned{r:g}-s{seed}" for r in args.ratios]
-        if all(n.with_suffix(".json").exists() for n in names):
+        names = [out / f"pruned{round(100 * r)}-s{seed}" for r in args.ratios]
+        if all(Path(f"{n}.json").exists() for n in names):
             continue
         t0 = time.time()
         made = prune_chain(base, args.ratios, data=train, test=test, epochs_per_round=args.epochs_per_round,
                            max_extra_epochs=args.max_extra_epochs, seed=seed, data_name="train-half-b")
         for n, r, (m, stats) in zip(names, args.ratios, made):
-            save_model(m, n.with_suffix(".safetensors"))
-            n.with_suffix(".json").write_text(json.dumps({**stats, "ratio": r, "seed": seed,
+            save_model(m, f"{n}.safetensors")
+            Path(f"{n}.json").write_text(json.dumps({**stats, "ratio": r, "seed": seed,
                                                           "lineage": m.card.get("lineage"),
                                                           "chain_seconds": time.time() - t0,
                                                           "machine": platform_record(None)}, indent=1))
