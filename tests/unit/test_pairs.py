@@ -151,6 +151,13 @@ def test_calibration_refuses_the_base_and_a_twin_and_the_block_is_checked(pair_f
         pair_queries(owners[0], [], torch.zeros(20, 3, 16, 16, dtype=torch.uint8), torch.arange(20) % 10)
 
 
+def test_fewer_slots_are_taken_down_to_min_pairs(owners, data) -> None:
+    fp = pair_queries(owners[0], owners[1], *data, pairs=1000, min_pairs=20)  # 900 images cannot hold 1,000 slots
+    secs, strata = pair_layout(fp)
+    assert 20 <= secs[0] < 1000 and len(set(secs)) == 1 and len(strata) == secs[0]
+    assert pair_layout(pair_queries(owners[0], owners[1], *data, pairs=secs[0]))[0] == secs  # the audit's re-run
+
+
 def test_answers_in_another_label_space_reach_the_pair_test(pair_fp, owners, tmp_path, capsys) -> None:
     """An answers file that names classes the base never had: read in the suspect's own labels, only the pair
     test applies, and the verdict says so (the CLI takes it without a flag)."""

@@ -88,13 +88,13 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
 def pair_test(base: nn.Module, twins: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor,
               calibration: dict[str, nn.Module], level: float, pairs: int = 200) -> tuple[Any, str | None]:
     """The kit's pair test (suspects answering another task, :mod:`charex.make.pairs`), calibrated: (its
-    fingerprint set, None), or (None, why) when the base's or a twin's penultimate features cannot be read or too
-    few pairs are found."""
+    fingerprint set, None), or (None, why) when the base's or a twin's penultimate features cannot be read or fewer
+    than 50 slots are found (between 50 and ``pairs``: the slots found)."""
     from ..judge.tests import test_for
     from .pairs import pair_queries
 
     try:
-        fp = pair_queries(base, list(twins.values()), images, labels, pairs=pairs)
+        fp = pair_queries(base, list(twins.values()), images, labels, pairs=pairs, min_pairs=50)
     except CharexError as e:
         return None, (f"no pair test: {e}. It judges suspects that answer another task (your backbone under a new "
                       "head) by their labels alone")

@@ -91,13 +91,14 @@ def candidate_pairs(feats: Sequence[torch.Tensor], labels: torch.Tensor, m: int,
 
 def pair_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor, *,
                  pairs: int = 200, k: int = 10, min_score: float = 0.0, seed: int = 0,
-                 feats: Sequence[torch.Tensor] | None = None) -> FingerprintSet:
+                 feats: Sequence[torch.Tensor] | None = None, min_pairs: int | None = None) -> FingerprintSet:
     """The pair test's queries: ``pairs`` pairs per owner model (the base's section, then each twin's), slot-matched.
 
     Args:
         base: the owner's model, on [0, 1] pixels; twins: one or more models of the base's recipe with other seeds.
         images: N x C x H x W uint8, the owner's labelled images; labels: their N labels (pairs join two classes).
-        pairs: slots (one pair per section each): the test asks 2 x pairs x (1 + twins) images.
+        pairs: slots (one pair per section each): the test asks 2 x pairs x (1 + twins) images. min_pairs: fewer
+            slots are accepted down to this many (default: ``pairs``, no fewer) when the images do not hold more.
         k: each image's nearest neighbours searched for pairs. min_score: a pair is kept only when its own model's
             cosine exceeds every other owner model's by more than this.
         seed: recorded (the selection is deterministic). feats: the owner models' features (:func:`features`) on
@@ -142,7 +143,7 @@ def pair_queries(base: nn.Module, twins: Sequence[nn.Module], images: torch.Tens
         cands.append({int(s): (pr[stratum == s].tolist(), sc[stratum == s].tolist())
                       for s in stratum.unique().tolist()})
     chosen, strata, scores = _slots(cands, pairs, len(images))
-    if len(strata) < pairs:
+    if len(strata) < (pairs if min_pairs is None else min(min_pairs, pairs)):
         raise CharexError(f"only {len(strata)} of {pairs} pair slots found (each owner model needs pairs of "
                           "different classes it maps alike and the others do not): give more labelled images or "
                           "ask for fewer pairs")
