@@ -126,6 +126,52 @@ def pruned_copies(pool: str, more: str) -> dict[str, dict[str, torch.nn.Module]]
     return out
 
 
+# the paper's Table 2 (PAPER.md): (method, delta, k) -> (transferability, uniqueness at 80 / 90 / 95%)
+PAPER_TABLE2 = {
+    ("vanilla", 0.0, 0): (68, 17, 5, -30), ("rc", 0.01, 0): (74, 26, 18, -5), ("rc", 0.03, 0): (78, 22, 16, 2),
+    ("rc", 0.05, 0): (94, 6, 6, 3), ("rc", 0.07, 0): (96, 4, 4, 2),
+    ("ltrc", 0.0, 1): (59, 39, 20, -5), ("ltrc", 0.01, 1): (64, 35, 18, -9), ("ltrc", 0.03, 1): (78, 21, 15, 1),
+    ("ltrc", 0.05, 1): (80, 11, 6, -9), ("ltrc", 0.07, 1): (83, 10, 5, -3),
+    ("ltrc", 0.0, 2): (28, 42, 40, 35), ("ltrc", 0.01, 2): (31, 48, 44, 38), ("ltrc", 0.03, 2): (51, 49, 48, 43),
+    ("ltrc", 0.05, 2): (61, 39, 36, 35), ("ltrc", 0.07, 2): (69, 31, 31, 30),
+    ("ltrc", 0.0, 3): (36, 20, 19, 15), ("ltrc", 0.01, 3): (39, 25, 21, 17), ("ltrc", 0.03, 3): (60, 15, 13, 9),
+    ("ltrc", 0.05, 3): (71, 13, 9, 4), ("ltrc", 0.07, 3): (75, 12, 9, -3)}
+
+
+def grid_settings() -> list[tuple[float, int, int, int]]:
+    """Every row of the paper profile (charex/experiments/profiles/cifar10-paper.json: the paper's Table 2 with
+    RC+GM added), as (delta, q, k, seed 0)."""
+    from charex.experiments.grid import load_profile
+
+    prof = load_profile("paper")
+    q = int(prof["generation"]["q"])
+    return [(float(m.get("delta", 0.0)), q if m["method"] in ("rcgm", "ltrc") and m.get("delta") else 1,
+             int(m.get("k", 0)), 0, m["method"]) for m in prof["methods"]]  # type: ignore[misc]
+
+
+def grid_table(path: str) -> str:
+    """Table 2 as measured, the paper's numbers beside ours (uniqueness = mean robustness - mean transferability)."""
+    import json
+
+    res = json.loads(Path(path).read_text())
+    ratios = list(res["ratios"])
+    lines = ["| method | delta | k | transferability: paper / ours | " + " | ".join(
+        f"uniqueness at {r}: paper / ours (AUC)" for r in ratios) + " |", "|---|---|---|---|" + "---|" * len(ratios)]
+    order = {"vanilla": 0, "rc": 1, "rcgm": 2, "ltrc": 3}
+    for r in sorted(res["rows"], key=lambda r: (order[r["method"]], r["k"], r["delta"])):
+        t = sum(r["transfer"].values()) / len(r["transfer"])
+        paper = PAPER_TABLE2.get((r["method"], float(r["delta"]), int(r["k"])))
+        cells = []
+        for i, ratio in enumerate(ratios):
+            rob = list(r["robustness"][ratio].values())
+            ours = f"{100 * (sum(rob) / len(rob) - t):+.0f} ({r['auc'][ratio]:.2f})"
+            cells.append(f"{'-' if paper is None else f'{paper[1 + i]:+d}'} / {ours}")
+        name = {"vanilla": "vanilla C", "rc": "RC", "rcgm": "RC+GM", "ltrc": f"LTRC k={r['k']}"}[r["method"]]
+        lines.append(f"| {name} | {r['delta']:g} | {r['k']} | {'-' if paper is None else paper[0]} / "
+                     f"{100 * t:.0f} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
     """vanilla and LTRC (k 2, 32; delta 0; seeds 0, 1) and RC+GM / LTRC k 2 at delta 0.03 (q 10) against every pruned
     copy per ratio (80 / 90 / 95%; global magnitude pruning in rounds, retrained until within a point of the base or
@@ -138,10 +184,18 @@ def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
     copies = pruned_copies(args.pool, args.copies)
     acc = {r: {n: accuracy(m, test) for n, m in c.items()} for r, c in copies.items()}
     base = load_pool_model("base")
-    rows = []
-    for delta, q, k, seed in [(0.0, 1, k, s) for s in (0, 1) for k in (0, 2, 32)] + [(0.03, 10, 0, 0),
-                                                                                      (0.03, 10, 2, 0)]:
-        method = "ltrc" if k else ("rcgm" if delta else "vanilla")
+    plan = grid_settings() if args.grid else [
+        (d, q, k, s, "ltrc" if k else ("rcgm" if d else "vanilla"))
+        for d, q, k, s in [(0.0, 1, k, s) for s in (0, 1) for k in (0, 2, 32)] + [(0.03, 10, 0, 0), (0.03, 10, 2, 0)]]
+    rows: list[dict] = []
+    if args.grid and Path(args.json).exists():  # resumable: the rows already measured are kept
+        import json
+
+        rows = json.loads(Path(args.json).read_text())["rows"]
+    done = {(r["method"], r["delta"], r["k"], r["seed"]) for r in rows}
+    for delta, q, k, seed, method in plan:
+        if (method, delta, k, seed) in done:
+            continue
         cfg = GenerationConfig(method=method, n=100, steps=500, alpha=1 / 255, delta=delta, q=q, k=k, seed=seed,
                                dtype="auto")
         t0 = time.perf_counter()
@@ -153,9 +207,10 @@ def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
              "auc": {ratio: roc_auc(list(v.values()), list(transfer.values())) for ratio, v in rob.items()}}
         rows.append(r)
         print({k2: v for k2, v in r.items() if k2 not in ("transfer", "robustness")}, flush=True)
-    write_result(args.json, {"machine": machine(), "base_accuracy": accuracy(base, test), "ratios": acc,
-                             "seeds": list(seeds), "rows": rows})
-    print(ratios_table(args.json))
+        write_result(args.json, {"machine": machine(), "base_accuracy": accuracy(base, test), "ratios": acc,
+                                 "seeds": list(seeds), "settings": {"n": 100, "steps": 500, "alpha": 1 / 255},
+                                 "rows": rows})
+    print(grid_table(args.json) if args.grid else ratios_table(args.json))
 
 
 def main() -> None:
@@ -165,6 +220,9 @@ def main() -> None:
     ap.add_argument("--ratios", action="store_true", help="the decisive cells against every pruned copy per ratio "
                                                           "(POOL/pruned0.8, pruned0.95, COPIES/; see run_ratios)")
     ap.add_argument("--ratios-table", metavar="JSON", help="print the decisive cells' table from a result file")
+    ap.add_argument("--grid", action="store_true", help="with --ratios: every row of the paper profile (Table 2 and "
+                                                        "RC+GM), resumable (rows in --json are kept)")
+    ap.add_argument("--grid-table", metavar="JSON", help="print Table 2, the paper's beside ours, from a result file")
     ap.add_argument("--pool", default="runs/wpool")
     ap.add_argument("--copies", default="runs/prune-copies", help="--ratios: more pruned copies "
                                                                   "(scripts/prune_chain.py's output)")
@@ -176,6 +234,9 @@ def main() -> None:
         return
     if args.ratios_table:
         print(ratios_table(args.ratios_table))
+        return
+    if args.grid_table:
+        print(grid_table(args.grid_table))
         return
     if not args.json:
         ap.error("--json is needed (or --table JSON)")
