@@ -65,7 +65,8 @@ def register(add: Add) -> None:
     f.add_argument("--twin", nargs="*", default=[], metavar="MODEL",
                    help="your recipe for MODEL trained again with another seed (one or more; two catch a student "
                         "with fewer queries than one, and a third run of your recipe served better as one more "
-                        "--calibration model): adds the mistake test, which catches students; without, the kit "
+                        "--calibration model): adds the mistake test, which catches students, and the pair test, "
+                        "which judges a suspect that answers another task by its labels alone; without, the kit "
                         "catches weight copies only")
     f.add_argument("--data", help="your labelled images for the mistake test: a CIFAR-10 location (train and test) or "
                                   "a folder of class folders; default: the shared CIFAR-10 copy")
