@@ -44,11 +44,12 @@ def test_fingerprint_then_verify_gives_one_verdict_per_suspect(kit_file, capsys)
     capsys.readouterr()
     assert main(["verify", str(out), m["base"], m["ind5"], "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["tests"] == ["weights", "examples", "mistakes"] and res["level"] == 0.01
+    assert res["tests"] == ["weights", "examples", "mistakes", "pairs"] and res["level"] == 0.01
     base, other = res["results"]  # the base's own weights: settled before any query
     assert base["decision"] == "derived" and base["fired"] == "weights" and base["queries"] == 0
     assert set(base) >= {"decision", "p_value", "queries", "tests"}
-    assert other["queries"] > 100 and len(other["tests"]) == 3 and other["tests"][2]["queries"] > 0
+    assert other["queries"] > 100 and len(other["tests"]) == 4 and other["tests"][2]["queries"] > 0
+    assert other["tests"][3]["applies"] is False  # the pair test: suspects of another label space only
     assert main(["verify", str(out), m["base"]]) == 0
     text = capsys.readouterr().out
     assert "DERIVED" in text and "Bonferroni over the 3 tests that apply" in text and "caught by the weights test" \
@@ -66,7 +67,7 @@ def test_export_answers_and_inspect(kit_file, tmp_path, capsys) -> None:
     assert "repeated images written once" in capsys.readouterr().out
     rows = (tmp_path / "q" / "labels.csv").read_text().splitlines()
     distinct = len(set(image_keys(kit.images)))
-    assert rows[0] == "file,target,class,test" and len(rows) == distinct + 1 and rows[-1].endswith(",mistakes")
+    assert rows[0] == "file,target,class,test" and len(rows) == distinct + 1 and rows[-1].endswith(",pairs")
     assert len(list((tmp_path / "q").glob("*.png"))) == distinct
     # the base's own labels as an API would give them: the same verdict as the model itself
     base = load_model(m["base"])
@@ -90,10 +91,10 @@ def test_export_answers_and_inspect(kit_file, tmp_path, capsys) -> None:
     assert "not one of this fingerprint's" in capsys.readouterr().err
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "Bonferroni over the 3 test(s)" in text and "mistakes" in text and "twin" in text and "weights" in text
+    assert "Bonferroni over the 4 test(s)" in text and "mistakes" in text and "pairs" in text and "twin" in text and "weights" in text
     assert main(["inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["kind"] == "kit" and [t["test"] for t in info["tests"]] == ["examples", "mistakes"]
+    assert info["kind"] == "kit" and [t["test"] for t in info["tests"]] == ["examples", "mistakes", "pairs"]
 
 
 def test_scan_and_mistakes_verify_take_the_kit(kit_file, tmp_path, capsys) -> None:
@@ -104,7 +105,7 @@ def test_scan_and_mistakes_verify_take_the_kit(kit_file, tmp_path, capsys) -> No
     rows = {json.loads(r)["suspect"]: json.loads(r) for r in lines.read_text().splitlines()}
     assert rows[m["base"]]["decision"] == "derived" and rows[m["base"]]["fired"] == "weights"
     assert rows[m["base"]]["queries"] == 0
-    assert rows[m["ind5"]]["queries"] > 100 and len(rows[m["ind5"]]["tests"]) == 3
+    assert rows[m["ind5"]]["queries"] > 100 and len(rows[m["ind5"]]["tests"]) == 4
     # the kit's mistake test alone, judged with the null the kit holds (no --independent)
     mis = Kit.load(out).tests[1]
     mis.save(tmp_path / "m.safetensors")
@@ -168,7 +169,8 @@ def test_audit_re_runs_both_tests_of_the_kit(kit_file, tmp_path, capsys) -> None
             "--calibration-references", m["ind3"], m["ind4"], m["ind5"], "--data", str(d / "data"), "--quiet"]
     assert main(args + ["--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["passed"] and set(rep["tests"]) == {"weights", "examples", "mistakes"}
+    assert rep["passed"] and set(rep["tests"]) == {"weights", "examples", "mistakes", "pairs"}
+    assert {c["name"]: c["status"] for c in rep["tests"]["pairs"]["checks"]}["queries"] == "pass"
     assert {c["name"]: c["status"] for c in rep["tests"]["weights"]["checks"]} == {
         "weight sketch": "pass", "weight null re-measured": "pass"}
     names = {c["name"]: c["status"] for c in rep["tests"]["mistakes"]["checks"]}

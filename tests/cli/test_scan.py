@@ -60,7 +60,7 @@ def test_scan_streams_skips_errors_and_resumes(zoo, tmp_path, capsys) -> None:
     assert by[("copy.safetensors", "fp1.safetensors")]["decision"] == "uncalibrated"
     kit = by[("copy.safetensors", "kit.safetensors")]  # a kit: one verdict, its tests, the one that fired
     assert kit["decision"] == "derived" and kit["fired"] in ("weights", "examples", "mistakes")
-    assert len(kit["tests"]) == 3 and len(by[("ind61.safetensors", "kit.safetensors")]["tests"]) == 3
+    assert len(kit["tests"]) == 4 and len(by[("ind61.safetensors", "kit.safetensors")]["tests"]) == 4
     assert "5 output classes" in by[("five-classes.safetensors", "fp0.safetensors")]["skipped"]
     assert by[("broken.safetensors", "fp0.safetensors")]["error"].startswith("cannot load")
     assert "| fingerprint | checked |" in capsys.readouterr().out
