@@ -139,23 +139,8 @@ def _remote(args: argparse.Namespace, kit: Any, url: str) -> Any:
                         same_labels=not args.other_labels)
 
 
-def _read_answers(path: str, kit: Any, other: bool) -> tuple[dict[int, int], bool]:
-    """(answers, whether in the base's label space): read in the base's classes; in the suspect's own labels with
-    ``--other-labels``, or when a label is not one of the base's classes and the kit holds a pair test."""
-    from ..judge.answers import read_answers
-
-    if other:
-        return read_answers(path, kit, any_labels=True), False
-    try:
-        return read_answers(path, kit), True
-    except CharexError as e:
-        if not any(kit.applies(False)) or "is not a class" not in str(e) and "outside [0" not in str(e):
-            raise
-        return read_answers(path, kit, any_labels=True), False
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ..judge.answers import read_answers
+    from ..judge.answers import read_labelled
     from ..judge.kit import open_kit
     from ..judge.query import LocalSuspect, judge, judge_answers
 
@@ -178,8 +163,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         verdicts.append(judge(kit, LocalSuspect(load(args, spec), spec, same_labels=not args.other_labels), spec,
                               max_queries=args.max_queries,
                               sequential=args.max_queries is not None))
+    # in the base's classes; in the suspect's own labels with --other-labels, or when a label is not one of the
+    # base's classes and the kit holds a pair test
+    labels = "any" if args.other_labels else "auto" if any(kit.applies(False)) else "base"
     for path in args.answers or []:
-        got, same = _read_answers(path, kit, args.other_labels)
+        got, same = read_labelled(path, kit, labels)
         verdicts.append(judge_answers(kit, got, str(path), same))
     if args.json:
         print_json({"calibrated": kit.calibrated, "level": kit.level, "tests": kit.names,

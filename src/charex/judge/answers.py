@@ -33,14 +33,24 @@ def with_repeats(answers: dict[int, int], keys: list[bytes]) -> dict[int, int]:
 
 
 def read_answers(path: str | Path, fp: FingerprintSet | Kit, any_labels: bool = False) -> dict[int, int]:
+    """:func:`read_labelled` in the base's classes, or (``any_labels``) in the suspect's own labels: the answers."""
+    return read_labelled(path, fp, "any" if any_labels else "base")[0]
+
+
+def read_labelled(path: str | Path, fp: FingerprintSet | Kit, labels: str = "base") -> tuple[dict[int, int], bool]:
     """Example index -> answered class index, read from a CSV or JSON-lines answers file.
 
     Args:
         path: ``.csv`` (header ``file,label``) or ``.jsonl``/``.ndjson`` (``{"file": ..., "label": ...}`` per line).
         fp: the fingerprint or kit the answers are to (its ``n`` and class names check the file; a kit's queries
             are numbered across its tests, as ``charex export`` wrote them).
-        any_labels: the answers are in another label space (a suspect on another task): any label text is taken,
-            and labels are numbered by first appearance (only which answers are equal counts: the pair test).
+        labels: ``base``: each label is a class index or name of the base (else an error); ``any``: the answers are
+            in another label space (a suspect on another task): any label text is taken, numbered by first
+            appearance (only which answers are equal counts: the pair test); ``auto``: ``base`` when every label is
+            one of the base's classes, else ``any``.
+
+    Returns:
+        (example index -> answered class index, whether the answers are in the base's label space).
 
     Raises:
         CharexError: naming the file, the line and the problem.
@@ -56,8 +66,10 @@ def read_answers(path: str | Path, fp: FingerprintSet | Kit, any_labels: bool = 
     meta = fp.classes if isinstance(fp, Kit) else fp.meta
     classes = [str(c) for c in (meta.get("classes") or [])]
     num_classes = int(meta.get("num_classes") or len(classes) or 0)
+    if labels not in ("base", "any", "auto"):
+        raise CharexError(f"labels must be base, any or auto, got {labels!r}")
     out: dict[int, int] = {}
-    own_labels: dict[str, int] = {}
+    raw: dict[int, tuple[Any, str]] = {}  # what auto and any map once the whole file is read
     own: str | None = None
     for line, row in _rows(p):
         where = f"{p}, line {line}"
@@ -70,13 +82,23 @@ def read_answers(path: str | Path, fp: FingerprintSet | Kit, any_labels: bool = 
         if file in (None, "") or label in (None, ""):
             raise CharexError(f"{where}: every answer needs both 'file' and 'label', got {row}")
         idx = _example(str(file), fp.n, where)
-        if idx in out:
+        if idx in out or idx in raw:
             raise CharexError(f"{where}: example {idx} ({file}) is answered twice")
-        out[idx] = own_labels.setdefault(str(label).strip(), len(own_labels)) if any_labels else \
-            _label(label, classes, num_classes, where)
-    if not out:
+        if labels == "base":
+            out[idx] = _label(label, classes, num_classes, where)
+        else:
+            raw[idx] = (label, where)
+    if not out and not raw:
         raise CharexError(f"{p} holds no answers")
-    return out
+    if labels == "base":
+        return out, True
+    if labels == "auto":
+        try:  # _label fails only for a label that is not one of the base's classes
+            return {i: _label(lab, classes, num_classes, where) for i, (lab, where) in raw.items()}, True
+        except CharexError:
+            pass
+    own_labels: dict[str, int] = {}
+    return {i: own_labels.setdefault(str(lab).strip(), len(own_labels)) for i, (lab, _) in raw.items()}, False
 
 
 def _rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:

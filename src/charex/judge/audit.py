@@ -294,6 +294,24 @@ def _recorded_inputs(fp: FingerprintSet, base: nn.Module, roles: dict[str, Model
     return checks, ordered, base_ok, data_ok
 
 
+def _rerun_check(fp: FingerprintSet, regen: FingerprintSet | None, what: str, needed: str) -> Check:
+    """Whether a re-made query set (None: not re-run, for want of ``needed``) equals the file's images and targets."""
+    if regen is None:
+        return Check("queries", "fail", f"not re-run: {needed} are missing or wrong")
+    same = torch.equal(regen.images, fp.images) and torch.equal(regen.targets, fp.targets)
+    return Check("queries", "pass" if same else "fail", f"the {fp.n} {what} equal the re-run" if same else
+                 f"differ from the re-run ({regen.n} queries re-made, {fp.n} in the file)")
+
+
+def _independence_check(fp: FingerprintSet, rows: list[dict[str, Any]], roles: tuple[str, ...]) -> Check:
+    """Whether no calibration model (``rows``: name and digest) is the base or a model of a recorded role."""
+    barred = {fp.meta.get("base_model_digest")} | {r["digest"] for k in roles for r in fp.meta.get(k) or []}
+    bad = [r["name"] for r in rows if r["digest"] in barred]
+    who = "the base or a twin" if roles == ("twins",) else "the base, a twin or a reference"
+    return Check("calibration models independent", "fail" if bad else "pass",
+                 f"calibrated on {who}: {bad}" if bad else f"none is {who} (by recorded digest)")
+
+
 def audit_pairs(fp: FingerprintSet, base: nn.Module, *, twins: Models | None = None,
                 images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 calibration_references: Models | None = None) -> AuditReport:
@@ -306,27 +324,16 @@ def audit_pairs(fp: FingerprintSet, base: nn.Module, *, twins: Models | None = N
     secs, _ = pair_layout(fp)
     checks, ordered, base_ok, data_ok = _recorded_inputs(fp, base, {"twins": twins}, images, labels)
     block = fp.meta["pairs"]
-    if base_ok and data_ok and checks[1].status == "pass":
-        regen = pair_queries(base, [m for _, m in ordered["twins"]], images, labels,  # type: ignore[arg-type]
-                             pairs=secs[0], k=int(block.get("k", 10)), min_score=float(block.get("min_score", 0.0)),
-                             seed=fp.config.seed)
-        same = torch.equal(regen.images, fp.images) and torch.equal(regen.targets, fp.targets)
-        checks.append(Check("queries", "pass" if same else "fail",
-                            f"the {fp.n} queries equal the re-run" if same else
-                            f"differ from the re-run ({regen.n} queries re-made, {fp.n} in the file)"))
-    else:
-        checks.append(Check("queries", "fail", "not re-run: the base model, a recorded twin or the labelled images "
-                                               "are missing or wrong"))
+    regen = pair_queries(base, [m for _, m in ordered["twins"]], images, labels,  # type: ignore[arg-type]
+                         pairs=secs[0], k=int(block.get("k", 10)), min_score=float(block.get("min_score", 0.0)),
+                         seed=fp.config.seed) if base_ok and data_ok and checks[1].status == "pass" else None
+    checks.append(_rerun_check(fp, regen, "queries", "the base model, a recorded twin or the labelled images"))
     cal = fp.calibration
     if not cal or cal.get("null") != "pairs":
         checks.append(Check("calibration", "skip", "the pair test holds no calibration"))
         return AuditReport(checks)
     rows = cal.get("references", [])
-    barred = {fp.meta.get("base_model_digest")} | {r["digest"] for r in fp.meta.get("twins") or []}
-    bad = [r["name"] for r in rows if r["digest"] in barred]
-    checks.append(Check("calibration models independent", "fail" if bad else "pass",
-                        f"calibrated on the base or a twin: {bad}" if bad else
-                        "none is the base or a twin (by recorded digest)"))
+    checks.append(_independence_check(fp, rows, ("twins",)))
     if calibration_references is None:
         checks.append(Check("calibration re-measured", "skip", "give the calibration models to re-measure their d"))
         return AuditReport(checks)
@@ -364,6 +371,7 @@ def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None 
     sections(fp)
     checks, ordered, base_ok, data_ok = _recorded_inputs(fp, base, {"twins": twins, "references": references},
                                                          images, labels)
+    regen = None
     if base_ok and data_ok and all(c.status == "pass" for c in checks[1:3]):
         block = fp.meta.get("mistakes", {})
         params = (fp.meta.get("baseline") or {}).get("params", {})
@@ -371,24 +379,14 @@ def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None 
                                 references=[m for _, m in ordered["references"]],
                                 max_agree=int(block.get("max_agree", 3)), per_model=params.get("per_model"),
                                 seed=fp.config.seed)
-        same = torch.equal(regen.images, fp.images) and torch.equal(regen.targets, fp.targets)
-        checks.append(Check("queries", "pass" if same else "fail",
-                            f"the {fp.n} queries and their labels equal the re-run" if same else
-                            f"differ from the re-run ({regen.n} queries re-made, {fp.n} in the file)"))
-    else:
-        checks.append(Check("queries", "fail", "not re-run: the base model, a recorded twin or reference, or the "
-                                               "labelled images are missing or wrong"))
+    checks.append(_rerun_check(fp, regen, "queries and their labels",
+                               "the base model, a recorded twin or reference, or the labelled images"))
     cal = fp.calibration
     if not cal or cal.get("null") != "mistakes":
         checks.append(Check("calibration", "skip", "the mistake test holds no calibration"))
         return AuditReport(checks)
     rows = cal.get("references", [])
-    barred = {fp.meta.get("base_model_digest")} | {r["digest"] for k in ("twins", "references")
-                                                   for r in fp.meta.get(k) or []}
-    bad = [r["name"] for r in rows if r["digest"] in barred]
-    checks.append(Check("calibration models independent", "fail" if bad else "pass",
-                        f"calibrated on the base, a twin or a reference: {bad}" if bad else
-                        "none is the base, a twin or a reference (by recorded digest)"))
+    checks.append(_independence_check(fp, rows, ("twins", "references")))
     if calibration_references is None:
         checks.append(Check("calibration re-measured", "skip", "give the calibration models to re-measure their d"))
         return AuditReport(checks)

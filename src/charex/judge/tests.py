@@ -153,7 +153,61 @@ class ExampleTest:
         return None
 
 
-class MistakeTest:
+class _Sectioned:
+    """What the two sectioned tests (mistakes, pairs) share: a statistic contrasting the base's section with the
+    twins', judged on what was answered, and a sequential stop from the p-values at the two extreme completions of
+    the unsent queries (``_extremes``). Each supplies ``_judged`` (score, and (p, calibrated p, guard) when
+    calibrated), ``_ready`` (enough answered to settle) and ``_extremes``."""
+
+    fp: FingerprintSet
+    name: str
+    null: Any
+
+    def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult:
+        """The score on what was answered: p the larger of the calibrated p and the chance guard (``_judged``).
+        ``stopped_at``: the decision at this level was settled before every query was sent (:meth:`settled`), so
+        the calibrated p is taken at the completion of the unsent queries least favourable to that decision (a
+        bound), the guard on what was answered."""
+        labels, mask = _labels(self.fp, answers)
+        s, judged = self._judged(labels, mask)
+        answered = int(mask.sum())
+        detail: dict[str, Any] = {**s.to_dict(), "answered": answered, "examples": self.fp.n}
+        p = None
+        if judged is not None:
+            p, calibrated, guard = judged
+            detail.update(calibrated_p_value=calibrated, chance_p_value=guard)
+            if stopped_at is not None and answered < self.fp.n:
+                best, worst = self._extremes(labels, mask)
+                bound = worst if worst <= stopped_at else best
+                p = bound if guard is None else max(bound, guard)
+                detail.update(calibrated_p_value=bound, p_value_is_bound=True)
+        return TestResult(self.name, s.d, p, answered, detail)
+
+    def settled(self, answers: Answers, level: float) -> bool | None:
+        """True / False once every completion of the unsent queries gives the same decision at ``level``."""
+        if self.null is None:
+            return None
+        labels, mask = _labels(self.fp, answers)
+        if not self._ready(mask):
+            return None
+        best, worst = self._extremes(labels, mask)
+        if worst <= level:
+            return True
+        if best > level:
+            return False
+        return None
+
+    def _judged(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[Any, tuple[float, float, float | None] | None]:
+        raise NotImplementedError
+
+    def _ready(self, mask: torch.Tensor) -> bool:
+        raise NotImplementedError
+
+    def _extremes(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+        raise NotImplementedError
+
+
+class MistakeTest(_Sectioned):
     """The mistake test (students): does the suspect repeat the base's distinctive mistakes more than a twin's?"""
 
     name = "mistakes"
@@ -186,26 +240,17 @@ class MistakeTest:
 
         return score_answers(self.fp, labels, mask)
 
-    def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult:
-        """The score on what was answered (each section needs answers): p the larger of the calibrated p and the
-        chance guard (:func:`~charex.judge.mistakes.judged_p`). ``stopped_at``: the decision at this level was
-        settled before every query was sent (:meth:`settled`), so the calibrated p is taken at the completion of
-        the unsent queries least favourable to that decision (a bound), the guard on what was answered."""
+    def _judged(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[Any, tuple[float, float, float | None] | None]:
+        """The score on what was answered (each section needs answers) and, calibrated, (p, calibrated p, chance
+        guard) (:func:`~charex.judge.mistakes.judged_p`)."""
         from .mistakes import judged_p
 
-        labels, mask = _labels(self.fp, answers)
         s = self._score(labels, mask)
-        detail: dict[str, Any] = {**s.to_dict(), "answered": int(mask.sum()), "examples": self.fp.n}
-        p = None
-        if self.null is not None:
-            p, calibrated, guard = judged_p(self.fp, self.null, labels, mask, s)
-            detail.update(calibrated_p_value=calibrated, chance_p_value=guard)
-            if stopped_at is not None and int(mask.sum()) < self.fp.n:
-                best, worst = self._extremes(labels, mask)
-                bound = worst if worst <= stopped_at else best
-                p = bound if guard is None else max(bound, guard)
-                detail.update(calibrated_p_value=bound, p_value_is_bound=True)
-        return TestResult(self.name, s.d, p, int(mask.sum()), detail)
+        return s, None if self.null is None else judged_p(self.fp, self.null, labels, mask, s)
+
+    def _ready(self, mask: torch.Tensor) -> bool:
+        """Whether every section has an answer (before, no decision can be settled)."""
+        return min(int(c.sum()) for c in torch.split(mask, self.sections)) >= 1
 
     def _extremes(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
         """p at the most favourable completion (every unsent base query answered with the base's label, no unsent
@@ -220,22 +265,9 @@ class MistakeTest:
         worst = torch.where(mask, labels, torch.where(base, other, self.fp.targets))
         return self.null.p_value(self._score(best, full)), self.null.p_value(self._score(worst, full))
 
-    def settled(self, answers: Answers, level: float) -> bool | None:
-        """True / False once every completion of the unsent queries gives the same decision at ``level``."""
-        if self.null is None:
-            return None
-        labels, mask = _labels(self.fp, answers)
-        if min(int(c.sum()) for c in torch.split(mask, self.sections)) < 1:
-            return None
-        best, worst = self._extremes(labels, mask)
-        if worst <= level:
-            return True
-        if best > level:
-            return False
-        return None
 
 
-class PairTest:
+class PairTest(_Sectioned):
     """The pair test (suspects of another label space, :mod:`charex.make.pairs`): does the suspect label the base's
     pairs alike more than its twins' pairs, in its own labels whatever they are?"""
 
@@ -264,25 +296,17 @@ class PairTest:
 
         return send_order(self.fp, seed)
 
-    def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult:
-        """The score on the pairs answered (both images): p the larger of the calibrated p and the within-stratum
-        permutation guard (:func:`charex.judge.pairs.judged_p`); with ``stopped_at``, the calibrated p at the
-        completion of the unsent pairs least favourable to the decision at that level (a bound)."""
+    def _judged(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[Any, tuple[float, float, float | None] | None]:
+        """The score on the pairs answered (both images) and, calibrated, (p, calibrated p, within-stratum
+        permutation guard) (:func:`charex.judge.pairs.judged_p`)."""
         from .pairs import judged_p, score_pairs
 
-        labels, mask = _labels(self.fp, answers)
         s = score_pairs(self.fp, labels, mask)
-        detail: dict[str, Any] = {**s.to_dict(), "answered": int(mask.sum()), "examples": self.fp.n}
-        p = None
-        if self.null is not None:
-            p, calibrated, guard = judged_p(self.null, s)
-            detail.update(calibrated_p_value=calibrated, chance_p_value=guard)
-            if stopped_at is not None and int(mask.sum()) < self.fp.n:
-                best, worst = self._extremes(labels, mask)
-                bound = worst if worst <= stopped_at else best
-                p = bound if guard is None else max(bound, guard)
-                detail.update(calibrated_p_value=bound, p_value_is_bound=True)
-        return TestResult(self.name, s.d, p, int(mask.sum()), detail)
+        return s, None if self.null is None else judged_p(self.null, s)
+
+    def _ready(self, mask: torch.Tensor) -> bool:
+        """Whether every section has a pair with both images answered."""
+        return bool(mask.view(-1, 2).all(1).view(len(self.sections), -1).any(1).all())
 
     def _extremes(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
         """p at the most favourable completion of the unsent images (the base's pairs alike, the twins' apart) and
@@ -308,20 +332,6 @@ class PairTest:
         best = completed(base)
         worst = completed(~base)
         return self.null.p_value(score_pairs(self.fp, best, full)), self.null.p_value(score_pairs(self.fp, worst, full))
-
-    def settled(self, answers: Answers, level: float) -> bool | None:
-        """True / False once every completion of the unsent images gives the same decision at ``level``."""
-        if self.null is None:
-            return None
-        labels, mask = _labels(self.fp, answers)
-        if not mask.view(-1, 2).all(1).view(len(self.sections), -1).any(1).all():
-            return None
-        best, worst = self._extremes(labels, mask)
-        if worst <= level:
-            return True
-        if best > level:
-            return False
-        return None
 
 
 def test_for(fp: FingerprintSet) -> ExampleTest | MistakeTest | PairTest:
