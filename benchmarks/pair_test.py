@@ -4,6 +4,7 @@
         # ~60 min on 2 cores the first time (every reuse and student is cached in runs/pairs)
     python benchmarks/pair_test.py --table docs/data/pair-test.json                                   # docs/results.md
     python benchmarks/pair_test.py --kit runs/demo/kit.safetensors --detect docs/data/pair-detect.json  # visibility
+    python benchmarks/pair_test.py --cost                                                    # the owner's cost
 
 The test is the one the README's kit holds (`charex demo`: base, twins independent-1 and -2, pairs mined from the
 owner's labelled images, half-a of CIFAR-10's training set and its test set; calibration independent-3,
@@ -234,6 +235,13 @@ def detectability(kit: Kit, cache: Path, data: str | None, request: int = 32) ->
                 row["evasion"][f"{kind} {fpr:g}"] = {"flagged_queries": float(flagged.float().mean()),
                                                      "d": score_pairs(fp, ans).d, "p_value": v.p_value,
                                                      "decision": v.decision}
+        from charex.judge.query import LocalSuspect, judge
+        from charex.make.channels import parse_channel
+
+        row["channels"] = {}
+        for spec in ("jpeg:75", "noise:2"):  # the queries through what an image API may do (the pair test alone)
+            v = judge(kit.transformed(parse_channel(spec)), LocalSuspect(m, name, same_labels=False), name)
+            row["channels"][spec] = {"decision": v.decision, "p_value": v.p_value, "queries": v.queries}
         thieves[name] = row
         print(name, json.dumps(row), flush=True)
     out["thieves"] = thieves
@@ -273,9 +281,24 @@ def main() -> None:
     ap.add_argument("--data", default=None)
     ap.add_argument("--students", action="store_true", help="add students distilled from the base for the coarse and "
                                                              "subset tasks (4 x ~6 min on 2 cores)")
+    ap.add_argument("--cost", action="store_true", help="time the owner's cost of the pairs (features of the base "
+                                                         "and twins on the demo's 35,000 images, then mining) and stop")
     ap.add_argument("--detect", metavar="JSON", help="measure how visible the queries are (and the thief's evasion) "
                                                      "into JSON, on the reuses cached by a full run, and stop")
     args = ap.parse_args()
+    if args.cost:
+        from charex.make.pairs import features, pair_queries
+
+        train, _ = thief_split(load_cifar10(args.data, "train"), "half-a")
+        test = load_cifar10(args.data, "test")
+        x, y = torch.cat([train.images, test.images]), torch.cat([train.labels, test.labels])
+        owners = [load_pool_model(n) for n in ("base", *TWINS)]
+        t0 = time.time()
+        feats = [features(m, x.float() / 255) for m in owners]
+        t1 = time.time()
+        pair_queries(owners[0], owners[1:], x, y, feats=feats)
+        print(machine(), f"features {t1 - t0:.1f} s, mining {time.time() - t1:.1f} s on {len(x)} images")
+        return
     if args.detect:
         kit, _ = pair_kit(args.kit, args.data)
         write_result(args.detect, {"machine": machine(), "kit": args.kit, **detectability(kit, Path(args.cache),
