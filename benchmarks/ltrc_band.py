@@ -167,50 +167,147 @@ def grid_table(path: str) -> str:
             ours = f"{100 * (sum(rob) / len(rob) - t):+.0f} ({r['auc'][ratio]:.2f})"
             cells.append(f"{'-' if paper is None else f'{paper[1 + i]:+d}'} / {ours}")
         name = {"vanilla": "vanilla C", "rc": "RC", "rcgm": "RC+GM", "ltrc": f"LTRC k={r['k']}"}[r["method"]]
+        name += f" (seed {r['seed']})" if r["seed"] else ""
         lines.append(f"| {name} | {r['delta']:g} | {r['k']} | {'-' if paper is None else paper[0]} / "
                      f"{100 * t:.0f} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
+def row_fingerprint(base: torch.nn.Module, method: str, delta: float, q: int, k: int, seed: int, alpha: float,
+                    cache: str | None):
+    """One row's 100 examples (500 steps of ``alpha``, from noise): read from CACHE when a run has made them, else
+    generated (and written to CACHE). Returns the set and the generation seconds (recorded in its meta)."""
+    from charex.fingerprint import FingerprintSet
+
+    path = None
+    if cache:
+        path = Path(cache) / f"{method}-d{delta:g}-k{k}-q{q}-s{seed}-a{255 * alpha:g}.safetensors"
+        if path.exists():
+            fp = FingerprintSet.load(path)
+            return fp, fp.meta.get("seconds")
+    cfg = GenerationConfig(method=method, n=100, steps=500, alpha=alpha, delta=delta, q=q, k=k, seed=seed, dtype="auto")
+    t0 = time.perf_counter()
+    fp = generate(base, cfg)
+    secs = round(time.perf_counter() - t0, 1)
+    fp.meta["seconds"] = secs
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fp.save(path)
+    return fp, secs
+
+
+def measure_rows(base: torch.nn.Module, plan: list, seeds: dict, copies: dict, alpha: float, cache: str | None,
+                 rows: list[dict], on_row=None) -> list[dict]:
+    """Each (delta, q, k, seed, method) of ``plan`` not already in ``rows``: its examples on ``base``, the match rate on
+    every seed (transferability) and every copy per ratio (robustness), and the ROC AUC of copies against seeds."""
+    from charex.judge.metrics import roc_auc
+
+    done = {(r["method"], r["delta"], r["k"], r["seed"]) for r in rows}
+    for delta, q, k, seed, method in plan:
+        if (method, delta, k, seed) in done:
+            continue
+        fp, secs = row_fingerprint(base, method, delta, q, k, seed, alpha, cache)
+        transfer = {n: match_rate(m, fp) for n, m in seeds.items()}
+        rob = {r: {n: match_rate(m, fp) for n, m in c.items()} for r, c in copies.items()}
+        r = {"method": method, "delta": delta, "q": q, "k": k, "seed": seed, "alpha": alpha, "dtype": fp.config.dtype,
+             "seconds": secs, "base_match": fp.meta.get("base_match_rate"), "transfer": transfer, "robustness": rob,
+             "auc": {ratio: roc_auc(list(v.values()), list(transfer.values())) for ratio, v in rob.items()}}
+        rows.append(r)
+        print({k2: v for k2, v in r.items() if k2 not in ("transfer", "robustness")}, flush=True)
+        if on_row is not None:
+            on_row(rows)
+    return rows
+
+
 def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
     """vanilla and LTRC (k 2, 32; delta 0; seeds 0, 1) and RC+GM / LTRC k 2 at delta 0.03 (q 10) against every pruned
     copy per ratio (80 / 90 / 95%; global magnitude pruning in rounds, retrained until within a point of the base or
-    out of extra epochs: `charex derive prune --until-within 1` and `scripts/prune_chain.py`)."""
+    out of extra epochs: `charex derive prune --until-within 1` and `scripts/prune_chain.py`). With --grid: every row
+    of the paper profile; with --cache, each row's examples are kept there, so a later run with more seeds or copies
+    re-measures them without generating again."""
     from charex.data import load_cifar10
-    from charex.judge.metrics import roc_auc
     from charex.train import accuracy
 
     test = load_cifar10(None, "test")
     copies = pruned_copies(args.pool, args.copies)
     acc = {r: {n: accuracy(m, test) for n, m in c.items()} for r, c in copies.items()}
     base = load_pool_model("base")
+    alpha = args.alpha / 255
     plan = grid_settings() if args.grid else [
         (d, q, k, s, "ltrc" if k else ("rcgm" if d else "vanilla"))
         for d, q, k, s in [(0.0, 1, k, s) for s in (0, 1) for k in (0, 2, 32)] + [(0.03, 10, 0, 0), (0.03, 10, 2, 0)]]
+    plan += [(d, 1, 0, s, "rc") for d, s in args.extra_rc]
     rows: list[dict] = []
     if args.grid and Path(args.json).exists():  # resumable: the rows already measured are kept
         import json
 
-        rows = json.loads(Path(args.json).read_text())["rows"]
-    done = {(r["method"], r["delta"], r["k"], r["seed"]) for r in rows}
-    for delta, q, k, seed, method in plan:
-        if (method, delta, k, seed) in done:
-            continue
-        cfg = GenerationConfig(method=method, n=100, steps=500, alpha=1 / 255, delta=delta, q=q, k=k, seed=seed,
-                               dtype="auto")
-        t0 = time.perf_counter()
-        fp = generate(base, cfg)
-        transfer = {n: match_rate(m, fp) for n, m in seeds.items()}
-        rob = {r: {n: match_rate(m, fp) for n, m in c.items()} for r, c in copies.items()}
-        r = {"method": method, "delta": delta, "q": q, "k": k, "seed": seed, "dtype": fp.config.dtype,
-             "seconds": round(time.perf_counter() - t0, 1), "transfer": transfer, "robustness": rob,
-             "auc": {ratio: roc_auc(list(v.values()), list(transfer.values())) for ratio, v in rob.items()}}
-        rows.append(r)
-        print({k2: v for k2, v in r.items() if k2 not in ("transfer", "robustness")}, flush=True)
+        old = json.loads(Path(args.json).read_text())
+        if old.get("seeds") == list(seeds) and old["settings"].get("alpha") == alpha:
+            rows = old["rows"]
+
+    def save(rows: list[dict]) -> None:
         write_result(args.json, {"machine": machine(), "base_accuracy": accuracy(base, test), "ratios": acc,
-                                 "seeds": list(seeds), "settings": {"n": 100, "steps": 500, "alpha": 1 / 255},
-                                 "rows": rows})
+                                 "seeds": list(seeds), "settings": {"n": 100, "steps": 500, "alpha": alpha},
+                                 "cache": args.cache, "rows": rows})
+
+    measure_rows(base, plan, seeds, copies, alpha, args.cache, rows, on_row=save)
+    save(rows)
     print(grid_table(args.json) if args.grid else ratios_table(args.json))
+
+
+# issue 33: the step size, chosen on a validation base before the evaluation grid is measured at it (the rule is in
+# docs/results.md, "The step size, chosen on validation"): candidates in units of 1/255
+STEP_CANDIDATES = (0.25, 0.5, 1.0, 2.0, 4.0)
+STEP_METHODS = ((0.0, 1, 0, 0, "vanilla"), (0.0, 1, 2, 0, "ltrc"), (0.03, 1, 0, 0, "rc"))
+STEP_MARGIN = 0.03  # another step size replaces 1/255 only if its score is higher by more than this
+
+
+def select_step(args: argparse.Namespace) -> None:
+    """The rule: on the validation base (VAL/val-base-s50, the recipe at seed 50), for each candidate alpha, the
+    three methods of STEP_METHODS (vanilla; LTRC k = 2; RC delta 0.03), 100 examples, 500 steps; score = the mean over
+    the methods of uniqueness at 90% (mean match on VAL's 90% pruned copies of the validation base - mean match on
+    the validation variants VAL/val-s51..53). A candidate whose examples the validation base itself answers below 95%
+    is out. The paper's 1/255 stays unless another candidate scores more than STEP_MARGIN higher; then the highest."""
+    val = Path(args.val)
+    base = load_pool_model("val-base-s50", args.val)
+    seeds = {f.stem: load_pool_model(f.stem, args.val) for f in sorted(val.glob("val-s*.safetensors"))}
+    copies = {"90%": {f.stem: load_pool_model(f.stem, args.val) for f in sorted(val.glob("pruned90-s*.safetensors"))}}
+    if len(seeds) < 2 or not copies["90%"]:
+        raise SystemExit(f"{val} needs val-base-s50, two or more val-s* variants and pruned90-s* copies of the base")
+    rows: list[dict] = []
+    for a in STEP_CANDIDATES:
+        measure_rows(base, list(STEP_METHODS), seeds, copies, a / 255, args.cache, sub := [])
+        rows += sub
+    scores = {}
+    for a in STEP_CANDIDATES:
+        mine = [r for r in rows if r["alpha"] == a / 255]
+        ok = all(r["base_match"] >= 0.95 for r in mine)
+        u = [sum(r["robustness"]["90%"].values()) / len(r["robustness"]["90%"])
+             - sum(r["transfer"].values()) / len(r["transfer"]) for r in mine]
+        scores[a] = {"score": sum(u) / len(u), "eligible": ok, "per_method": u}
+    best = max((a for a in scores if scores[a]["eligible"]), key=lambda a: scores[a]["score"])
+    chosen = best if scores[best]["score"] > scores[1.0]["score"] + STEP_MARGIN or not scores[1.0]["eligible"] else 1.0
+    write_result(args.json, {"machine": machine(), "rule": select_step.__doc__, "candidates_255": STEP_CANDIDATES,
+                             "seeds": list(seeds), "copies": list(copies["90%"]), "scores": scores,
+                             "chosen_255": chosen, "rows": rows})
+    print(step_table(args.json))
+
+
+def step_table(path: str) -> str:
+    import json
+
+    res = json.loads(Path(path).read_text())
+    lines = ["| alpha (x 1/255) | vanilla | LTRC k = 2 | RC delta 0.03 | score | base match (least) | chosen |",
+             "|---|---|---|---|---|---|---|"]
+    for a, s in res["scores"].items():
+        mine = [r for r in res["rows"] if abs(255 * r["alpha"] - float(a)) < 1e-9]
+        cells = " | ".join(f"{100 * (sum(r['robustness']['90%'].values()) / len(r['robustness']['90%'])):.0f}% / "
+                           f"{100 * (sum(r['transfer'].values()) / len(r['transfer'])):.0f}% / {100 * u:+.0f}"
+                           for r, u in zip(mine, s["per_method"]))
+        least = min(r["base_match"] for r in mine)
+        lines.append(f"| {float(a):g} | {cells} | {100 * s['score']:+.1f} | {100 * least:.0f}% | "
+                     f"{'**yes**' if float(a) == res['chosen_255'] else ''} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -226,6 +323,15 @@ def main() -> None:
     ap.add_argument("--pool", default="runs/wpool")
     ap.add_argument("--copies", default="runs/prune-copies", help="--ratios: more pruned copies "
                                                                   "(scripts/prune_chain.py's output)")
+    ap.add_argument("--alpha", type=float, default=1.0, help="--ratios: the step size in units of 1/255 (default 1, "
+                    "the profile's and the one --select-step chose)")
+    ap.add_argument("--cache", help="--ratios / --select-step: keep each row's examples here (a re-run with more "
+                                    "seeds or copies measures them again without generating)")
+    ap.add_argument("--extra-rc", type=lambda v: tuple(float(x) if i == 0 else int(x) for i, x in enumerate(v.split(":"))),
+                    nargs="*", default=[], metavar="DELTA:SEED", help="--ratios: RC rows at more generation seeds")
+    ap.add_argument("--select-step", action="store_true", help="choose the step size on the validation pool (--val)")
+    ap.add_argument("--step-table", metavar="JSON", help="print the step-size selection from a result file")
+    ap.add_argument("--val", default="runs/valpool", help="--select-step: val-base-s50, val-s*, pruned90-s*")
     ap.add_argument("--bases", default="both", choices=["both", "smoothed", "unsmoothed"],
                     help="which bases to run (the unsmoothed one needs POOL/nols-s0.safetensors)")
     args = ap.parse_args()
@@ -238,9 +344,15 @@ def main() -> None:
     if args.grid_table:
         print(grid_table(args.grid_table))
         return
+    if args.step_table:
+        print(step_table(args.step_table))
+        return
     if not args.json:
         ap.error("--json is needed (or --table JSON)")
     print(machine())
+    if args.select_step:
+        select_step(args)
+        return
     seeds = {n: load_pool_model(n) for n in SEEDS}
     for f in sorted(Path(args.pool).glob("recipe-s*.safetensors")):  # fresh seeds (recipe-s31 is independent-4)
         if f.stem != "recipe-s31":
