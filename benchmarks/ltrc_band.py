@@ -4,6 +4,10 @@
     python benchmarks/ltrc_band.py --table docs/data/ltrc-band.json         # docs/results.md's table
     (this run: --bases smoothed into ltrc-band.json, then --bases unsmoothed into ltrc-band-nols.json, once
     `charex train --seed 0 --label-smoothing 0 -o runs/wpool/nols-s0.safetensors` had finished)
+    python benchmarks/ltrc_band.py --select-step --cache runs/valpool/examples --json docs/data/step-select.json
+                                    # the step size, chosen on the validation pool by the rule of select_step
+    python benchmarks/ltrc_band.py --ratios --grid --cache runs/table2-examples --json docs/data/table2.json
+                                    # Table 2 against every pruned copy and every seed (re-run: re-measures only)
 
 The paper's central claim: LTRC's DCT high-pass (zero the coefficients with 1 <= i + j <= k, after every step) cuts
 transferability to independent models (CIFAR-10: 68% to 28% at k = 2, delta 0). Here: the bundled base (CNN-1 width
@@ -219,6 +223,23 @@ def measure_rows(base: torch.nn.Module, plan: list, seeds: dict, copies: dict, a
     return rows
 
 
+def provenance(models: dict[str, torch.nn.Module]) -> dict[str, dict]:
+    """Each model's card essentials (where from, lineage, seed, accuracy, training time and dtype) and, for a file, its
+    SHA-256: the grid's provenance, saved beside its results."""
+    import hashlib
+
+    out = {}
+    for name, m in models.items():
+        card = getattr(m, "card", {}) or {}
+        src = str(card.get("source", ""))
+        rec = {k: card.get(k) for k in ("source", "lineage", "seed", "test_accuracy", "train_seconds")}
+        rec["train_dtype"] = (card.get("train") or {}).get("dtype")
+        if src and Path(src).is_file():
+            rec["sha256"] = hashlib.sha256(Path(src).read_bytes()).hexdigest()
+        out[name] = rec
+    return out
+
+
 def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
     """vanilla and LTRC (k 2, 32; delta 0; seeds 0, 1) and RC+GM / LTRC k 2 at delta 0.03 (q 10) against every pruned
     copy per ratio (80 / 90 / 95%; global magnitude pruning in rounds, retrained until within a point of the base or
@@ -248,7 +269,10 @@ def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
     def save(rows: list[dict]) -> None:
         write_result(args.json, {"machine": machine(), "base_accuracy": accuracy(base, test), "ratios": acc,
                                  "seeds": list(seeds), "settings": {"n": 100, "steps": 500, "alpha": alpha},
-                                 "cache": args.cache, "rows": rows})
+                                 "cache": args.cache, "provenance": {"base": provenance({"base": base}),
+                                                                     "seeds": provenance(seeds),
+                                                                     "copies": {r: provenance(c) for r, c in copies.items()}},
+                                 "rows": rows})
 
     measure_rows(base, plan, seeds, copies, alpha, args.cache, rows, on_row=save)
     save(rows)
@@ -274,20 +298,23 @@ def select_step(args: argparse.Namespace) -> None:
     copies = {"90%": {f.stem: load_pool_model(f.stem, args.val) for f in sorted(val.glob("pruned90-s*.safetensors"))}}
     if len(seeds) < 2 or not copies["90%"]:
         raise SystemExit(f"{val} needs val-base-s50, two or more val-s* variants and pruned90-s* copies of the base")
+    candidates = tuple(args.step_candidates or STEP_CANDIDATES)
     rows: list[dict] = []
-    for a in STEP_CANDIDATES:
+    for a in candidates:
         measure_rows(base, list(STEP_METHODS), seeds, copies, a / 255, args.cache, sub := [])
         rows += sub
     scores = {}
-    for a in STEP_CANDIDATES:
+    for a in candidates:
         mine = [r for r in rows if r["alpha"] == a / 255]
         ok = all(r["base_match"] >= 0.95 for r in mine)
         u = [sum(r["robustness"]["90%"].values()) / len(r["robustness"]["90%"])
              - sum(r["transfer"].values()) / len(r["transfer"]) for r in mine]
         scores[a] = {"score": sum(u) / len(u), "eligible": ok, "per_method": u}
     best = max((a for a in scores if scores[a]["eligible"]), key=lambda a: scores[a]["score"])
-    chosen = best if scores[best]["score"] > scores[1.0]["score"] + STEP_MARGIN or not scores[1.0]["eligible"] else 1.0
-    write_result(args.json, {"machine": machine(), "rule": select_step.__doc__, "candidates_255": STEP_CANDIDATES,
+    keep = scores.get(1.0, {"score": -1.0, "eligible": False})
+    chosen = best if scores[best]["score"] > keep["score"] + STEP_MARGIN or not keep["eligible"] else 1.0
+    write_result(args.json, {"machine": machine(), "rule": select_step.__doc__,
+                             "provenance": provenance({"base": base, **seeds, **copies["90%"]}), "candidates_255": candidates,
                              "seeds": list(seeds), "copies": list(copies["90%"]), "scores": scores,
                              "chosen_255": chosen, "rows": rows})
     print(step_table(args.json))
@@ -297,7 +324,8 @@ def step_table(path: str) -> str:
     import json
 
     res = json.loads(Path(path).read_text())
-    lines = ["| alpha (x 1/255) | vanilla | LTRC k = 2 | RC delta 0.03 | score | base match (least) | chosen |",
+    lines = ["| alpha (x 1/255) | vanilla: robustness / transfer / uniqueness | LTRC k = 2 | RC delta 0.03 | score | "
+             "base match (least) | chosen |",
              "|---|---|---|---|---|---|---|"]
     for a, s in res["scores"].items():
         mine = [r for r in res["rows"] if abs(255 * r["alpha"] - float(a)) < 1e-9]
@@ -330,6 +358,8 @@ def main() -> None:
     ap.add_argument("--extra-rc", type=lambda v: tuple(float(x) if i == 0 else int(x) for i, x in enumerate(v.split(":"))),
                     nargs="*", default=[], metavar="DELTA:SEED", help="--ratios: RC rows at more generation seeds")
     ap.add_argument("--select-step", action="store_true", help="choose the step size on the validation pool (--val)")
+    ap.add_argument("--step-candidates", type=float, nargs="+", metavar="A",
+                    help="--select-step: other candidates (x 1/255) than the rule's, to look beyond its edge")
     ap.add_argument("--step-table", metavar="JSON", help="print the step-size selection from a result file")
     ap.add_argument("--val", default="runs/valpool", help="--select-step: val-base-s50, val-s*, pruned90-s*")
     ap.add_argument("--bases", default="both", choices=["both", "smoothed", "unsmoothed"],
