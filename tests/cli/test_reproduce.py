@@ -114,3 +114,33 @@ def test_reproduce_toy_grid_same_on_ray(tmp_path, monkeypatch) -> None:
     assert rows("local") == rows("ray")
     # the Ray run did the work in its cells: every rates file and model is there
     assert len(list((tmp_path / "ray" / "rates").glob("*.json"))) == 3
+
+
+def test_reproduce_prunes_until_useful(tmp_path, monkeypatch) -> None:
+    """A profile whose prune block asks for the paper's way (global, in rounds, retrained until within a tolerance,
+    on the thief's half) makes its copies with prune_until_useful: lineage, sparsity and the round record."""
+    monkeypatch.setenv("CHAREX_CACHE", str(tmp_path / "cache"))
+    write_batches(tmp_path / "data", n=40)
+    prof = {**TOY, "independent_seeds": [1], "methods": [{"method": "vanilla", "delta": 0}],
+            "prune": {"ratios": [0.8], "repeats": 1, "scope": "global", "until_within": 0.5, "epochs_per_round": 1,
+                      "max_extra_epochs": 1, "lr": 0.01, "data": "half-b"}}
+    (tmp_path / "p.json").write_text(json.dumps(prof))
+    assert main(["reproduce", "cifar10", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                 "--profile", str(tmp_path / "p.json"), "--quiet"]) == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["rows"][0]["evaluation"]["summary"]["n_derived"] == 1
+    from charex.models import load_model
+
+    (copy,) = [f for f in (tmp_path / "run" / "models").rglob("*.safetensors") if "prune-iter" in f.name]
+    card = load_model(str(copy)).card
+    assert "prune-iter(global,0.8" in card["lineage"] and "data=train-half-b" in card["lineage"]
+    assert [r["sparsity"] for r in card["prune"]["rounds"]][:2] == [0.5, 0.8]
+
+
+def test_paper_profile_states_its_choices() -> None:
+    """The paper profile: 20 variants, 5 copies per ratio pruned until within a point, the validated step size."""
+    prof = grid.load_profile("paper")
+    assert len(prof["independent_seeds"]) == 20 and prof["prune"]["repeats"] == 5
+    assert prof["prune"]["until_within"] == 0.01 and prof["prune"]["scope"] == "global"
+    assert prof["generation"]["steps"] == 500 and prof["generation"]["q"] == 10
+    assert abs(prof["generation"]["alpha"] - 0.25 / 255) < 1e-12

@@ -97,6 +97,8 @@ class _Grid:
 
     def pruned(self, base: nn.Module, ratio: float, r: int) -> nn.Module:
         pr = self.profile["prune"]
+        if pr.get("until_within") is not None:
+            return self._pruned_until(base, ratio, r, pr)
         lineage = prune_name(base.card["lineage"], pr["scope"], ratio, pr["finetune_epochs"], r)
 
         def make() -> nn.Module:
@@ -104,6 +106,28 @@ class _Grid:
             m, _ = prune_model(base, ratio, scope=pr["scope"], finetune_epochs=pr["finetune_epochs"], data=self.train,
                                seed=r, lr=pr["lr"], progress=self.progress)
             m.card["test_accuracy"] = accuracy(m, self.test)
+            return m
+
+        return self.cache.get_or_create(lineage, make, self.train.digest)
+
+    def _pruned_until(self, base: nn.Module, ratio: float, r: int, pr: dict[str, Any]) -> nn.Module:
+        """A copy pruned the paper's way (Han et al.: global magnitude pruning in rounds, each retrained
+        ``epochs_per_round``), then retrained until within ``until_within`` of the base's accuracy or out of
+        ``max_extra_epochs``; on the thief's half of the training set when ``data`` is ``half-b``."""
+        from ..data.cifar10 import thief_split
+        from ..derive.prune import prune_until_useful
+        from ..lineage import iterative_prune_name
+
+        data, name = thief_split(self.train, pr.get("data", "all"))
+        epr, tol = int(pr.get("epochs_per_round", 1)), float(pr["until_within"])
+        lineage = iterative_prune_name(base.card["lineage"], ratio, epr, tol, name, r)
+
+        def make() -> nn.Module:
+            self.say(f"pruning {int(ratio * 100)}% in rounds (repeat {r}), retrained until within {100 * tol:g} "
+                     "point(s)")
+            m, _ = prune_until_useful(base, ratio, data=data, test=self.test, epochs_per_round=epr, tolerance=tol,
+                                      max_extra_epochs=int(pr.get("max_extra_epochs", 3)), seed=r,
+                                      lr=float(pr.get("lr", 0.01)), data_name=name, progress=self.progress)
             return m
 
         return self.cache.get_or_create(lineage, make, self.train.digest)
