@@ -32,12 +32,19 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[])
     p.add_argument("--epochs-per-round", type=int, default=1)
     p.add_argument("--max-extra-epochs", type=int, default=3)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="where the copies go (needed unless --summary)")
     p.add_argument("--data")
     p.add_argument("--extend", metavar="COPY", help="instead: retrain this pruned copy (masks fixed) up to "
                                                     "--max-extra-epochs more epochs at --lr / 2, until within a point")
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--summary", nargs="+", metavar="DIR", help="instead: the table of every copy written in these "
+                                                                "folders (ratio, base, accuracy, drop, epochs, seconds)")
     args = p.parse_args()
+    if args.summary:
+        print(summary(args.summary))
+        return
+    if not args.out:
+        p.error("--out is needed")
     if args.extend:
         extend(args)
         return
@@ -61,6 +68,27 @@ def main() -> None:
                                                           "machine": platform_record(None)}, indent=1))
             print(f"seed {seed} ratio {r}: {100 * stats['accuracy']:.2f}% (drop {100 * stats['accuracy_drop']:.2f}, "
                   f"{stats['extra_epochs']} extra epochs)", flush=True)
+
+
+def summary(folders: list[str]) -> str:
+    """One line per ratio and base: the copies' accuracies, mean drop, extra epochs, whether within a point, and the
+    chain's time (one chain of rounds per seed makes every ratio)."""
+    rows: dict[tuple[str, float], list[dict]] = {}
+    for d in folders:
+        for f in sorted(Path(d).glob("pruned*-s*.json")):
+            if f.stem.endswith("-extended"):
+                continue
+            r = json.loads(f.read_text())
+            rows.setdefault((r["lineage"].split("|")[0], r["ratio"]), []).append(r)
+    lines = ["| base | ratio | copies | base accuracy | each copy | mean drop (points) | extra epochs | within a point | "
+             "chain seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    for (base, ratio), rs in sorted(rows.items()):
+        drop = 100 * sum(r["accuracy_drop"] for r in rs) / len(rs)
+        lines.append(f"| {base} | {100 * ratio:.0f}% | {len(rs)} | {100 * rs[0]['base_accuracy']:.2f}% | "
+                     + ", ".join(f"{100 * r['accuracy']:.2f}%" for r in rs) + f" | {drop:.2f} | "
+                     + ", ".join(str(r["extra_epochs"]) for r in rs) + f" | {'yes' if drop <= 1 else 'no'} | "
+                     + ", ".join(f"{r['chain_seconds']:.0f}" for r in rs) + " |")
+    return "\n".join(lines)
 
 
 def extend(args: argparse.Namespace) -> None:
