@@ -257,7 +257,8 @@ def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
     plan = grid_settings() if args.grid else [
         (d, q, k, s, "ltrc" if k else ("rcgm" if d else "vanilla"))
         for d, q, k, s in [(0.0, 1, k, s) for s in (0, 1) for k in (0, 2, 32)] + [(0.03, 10, 0, 0), (0.03, 10, 2, 0)]]
-    plan = [r for r in plan if r[1] <= args.max_q] + [(d, 1, 0, s, "rc") for d, s in args.extra_rc]
+    plan = [r for r in plan if r[1] <= args.max_q or f"{r[4]}:{r[0]:g}:{r[2]}" in args.rows] + \
+        [(d, 1, 0, s, "rc") for d, s in args.extra_rc]
     rows: list[dict] = []
     if args.grid and Path(args.json).exists():  # resumable: the rows already measured are kept
         import json
@@ -359,6 +360,8 @@ def main() -> None:
                     nargs="*", default=[], metavar="DELTA:SEED", help="--ratios: RC rows at more generation seeds")
     ap.add_argument("--max-q", type=int, default=10, help="--ratios: only the rows with at most this many weight "
                     "samples per step (1: vanilla, RC and LTRC at delta 0, the rows without GM)")
+    ap.add_argument("--rows", nargs="*", default=[], metavar="METHOD:DELTA:K",
+                    help="--ratios --grid --max-q: these grid rows too, whatever their q (e.g. ltrc:0.03:2 rcgm:0.03:0)")
     ap.add_argument("--select-step", action="store_true", help="choose the step size on the validation pool (--val)")
     ap.add_argument("--step-candidates", type=float, nargs="+", metavar="A",
                     help="--select-step: other candidates (x 1/255) than the rule's, to look beyond its edge")
