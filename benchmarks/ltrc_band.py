@@ -6,8 +6,8 @@
     `charex train --seed 0 --label-smoothing 0 -o runs/wpool/nols-s0.safetensors` had finished)
     python benchmarks/ltrc_band.py --select-step --cache runs/valpool/examples --json docs/data/step-select.json
                                     # the step size, chosen on the validation pool by the rule of select_step
-    python benchmarks/ltrc_band.py --ratios --grid --cache runs/table2-examples --json docs/data/table2.json
-                                    # Table 2 against every pruned copy and every seed (re-run: re-measures only)
+    python benchmarks/ltrc_band.py --ratios --grid --alpha 0.25 --cache runs/table2-examples-a0.25 \
+        --json docs/data/table2-a0.25.json   # Table 2 at the chosen step, every copy and seed (re-run: re-measures)
 
 The paper's central claim: LTRC's DCT high-pass (zero the coefficients with 1 <= i + j <= k, after every step) cuts
 transferability to independent models (CIFAR-10: 68% to 28% at k = 2, delta 0). Here: the bundled base (CNN-1 width
@@ -267,13 +267,13 @@ def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
         if old.get("seeds") == list(seeds) and old["settings"].get("alpha") == alpha:
             rows = old["rows"]
 
+    head = {"machine": machine(), "base_accuracy": accuracy(base, test), "ratios": acc, "seeds": list(seeds),
+            "settings": {"n": 100, "steps": 500, "alpha": alpha}, "cache": args.cache,
+            "provenance": {"base": provenance({"base": base}), "seeds": provenance(seeds),
+                           "copies": {r: provenance(c) for r, c in copies.items()}}}
+
     def save(rows: list[dict]) -> None:
-        write_result(args.json, {"machine": machine(), "base_accuracy": accuracy(base, test), "ratios": acc,
-                                 "seeds": list(seeds), "settings": {"n": 100, "steps": 500, "alpha": alpha},
-                                 "cache": args.cache, "provenance": {"base": provenance({"base": base}),
-                                                                     "seeds": provenance(seeds),
-                                                                     "copies": {r: provenance(c) for r, c in copies.items()}},
-                                 "rows": rows})
+        write_result(args.json, {**head, "rows": rows})
 
     measure_rows(base, plan, seeds, copies, alpha, args.cache, rows, on_row=save)
     save(rows)
@@ -353,7 +353,7 @@ def main() -> None:
     ap.add_argument("--copies", default="runs/prune-copies", help="--ratios: more pruned copies "
                                                                   "(scripts/prune_chain.py's output)")
     ap.add_argument("--alpha", type=float, default=1.0, help="--ratios: the step size in units of 1/255 (default 1, "
-                    "the profile's and the one --select-step chose)")
+                    "the earlier profile's; --select-step chose 0.25)")
     ap.add_argument("--cache", help="--ratios / --select-step: keep each row's examples here (a re-run with more "
                                     "seeds or copies measures them again without generating)")
     ap.add_argument("--extra-rc", type=lambda v: tuple(float(x) if i == 0 else int(x) for i, x in enumerate(v.split(":"))),
@@ -370,18 +370,11 @@ def main() -> None:
     ap.add_argument("--bases", default="both", choices=["both", "smoothed", "unsmoothed"],
                     help="which bases to run (the unsmoothed one needs POOL/nols-s0.safetensors)")
     args = ap.parse_args()
-    if args.table:
-        print(table(args.table))
-        return
-    if args.ratios_table:
-        print(ratios_table(args.ratios_table))
-        return
-    if args.grid_table:
-        print(grid_table(args.grid_table))
-        return
-    if args.step_table:
-        print(step_table(args.step_table))
-        return
+    for path, printer in ((args.table, table), (args.ratios_table, ratios_table), (args.grid_table, grid_table),
+                          (args.step_table, step_table)):
+        if path:
+            print(printer(path))
+            return
     if not args.json:
         ap.error("--json is needed (or --table JSON)")
     print(machine())
