@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import load_pool_model, machine, write_result  # noqa: E402
 
+from charex import load_model  # noqa: E402
 from charex.judge.verify import match_rate  # noqa: E402
 from charex.make.frequency import dct2  # noqa: E402
 from charex.make.generate import generate  # noqa: E402
@@ -116,14 +117,16 @@ def ratios_table(path: str) -> str:
     return "\n".join(lines)
 
 
-def pruned_copies(pool: str, more: str) -> dict[str, dict[str, torch.nn.Module]]:
+def pruned_copies(pool: str | None, more: str) -> dict[str, dict[str, torch.nn.Module]]:
     """Every pruned copy of the bundled base per ratio: POOL/pruned0.8 and pruned0.95 (seed 1), the bundled 90% copy,
-    and MORE/pruned{R}-s{S} (R in percent; `scripts/prune_chain.py`: the same rounds, other seeds)."""
+    and MORE/pruned{R}-s{S} (R in percent; `scripts/prune_chain.py`: the same rounds, other seeds). POOL None: only
+    MORE's (the copies of another base)."""
     out: dict[str, dict[str, torch.nn.Module]] = {"80%": {}, "90%": {}, "95%": {}}
-    for ratio, name in (("80%", "pruned0.8"), ("95%", "pruned0.95")):
-        if (Path(pool) / f"{name}.safetensors").exists():
-            out[ratio]["seed 1"] = load_pool_model(name, pool)
-    out["90%"]["bundled"] = load_pool_model("derived-pruned90")
+    if pool is not None:
+        for ratio, name in (("80%", "pruned0.8"), ("95%", "pruned0.95")):
+            if (Path(pool) / f"{name}.safetensors").exists():
+                out[ratio]["seed 1"] = load_pool_model(name, pool)
+        out["90%"]["bundled"] = load_pool_model("derived-pruned90")
     for f in sorted(Path(more).glob("pruned*-s*.safetensors")):
         ratio = f"{f.stem[len('pruned'):].split('-')[0]}%"
         out.setdefault(ratio, {})[f.stem.split("-")[-1].replace("s", "seed ")] = load_pool_model(f.stem, more)
@@ -250,15 +253,25 @@ def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
     from charex.train import accuracy
 
     test = load_cifar10(None, "test")
-    copies = pruned_copies(args.pool, args.copies)
-    acc = {r: {n: accuracy(m, test) for n, m in c.items()} for r, c in copies.items()}
-    base = load_pool_model("base")
+    if args.base:  # another lineage (e.g. width 1/2): only its own pruned copies, from --copies
+        base = load_model(args.base)
+        copies = pruned_copies(None, args.copies)
+    else:
+        base = load_pool_model("base")
+        copies = pruned_copies(args.pool, args.copies)
     alpha = args.alpha / 255
     plan = grid_settings() if args.grid else [
         (d, q, k, s, "ltrc" if k else ("rcgm" if d else "vanilla"))
         for d, q, k, s in [(0.0, 1, k, s) for s in (0, 1) for k in (0, 2, 32)] + [(0.03, 10, 0, 0), (0.03, 10, 2, 0)]]
     plan = [r for r in plan if r[1] <= args.max_q or f"{r[4]}:{r[0]:g}:{r[2]}" in args.rows] + \
         [(d, 1, 0, s, "rc") for d, s in args.extra_rc]
+    if args.generate_only:  # only make the plan's examples (into --cache), e.g. while the variants still train
+        for delta, q, k, seed, method in plan:
+            fp, secs = row_fingerprint(base, method, delta, q, k, seed, alpha, args.cache)
+            print(f"{method} delta {delta:g} k {k} q {q} seed {seed}: {secs} s, base match "
+                  f"{fp.meta.get('base_match_rate')}", flush=True)
+        return
+    acc = {r: {n: accuracy(m, test) for n, m in c.items()} for r, c in copies.items()}
     rows: list[dict] = []
     if args.grid and Path(args.json).exists():  # resumable: the rows already measured are kept
         import json
@@ -362,6 +375,11 @@ def main() -> None:
                     "samples per step (1: vanilla, RC and LTRC at delta 0, the rows without GM)")
     ap.add_argument("--rows", nargs="*", default=[], metavar="METHOD:DELTA:K",
                     help="--ratios --grid --max-q: these grid rows too, whatever their q (e.g. ltrc:0.03:2 rcgm:0.03:0)")
+    ap.add_argument("--base", help="--ratios: generate on this model file instead of the bundled base (then the "
+                    "copies are --copies' only; e.g. runs/width50/base-s0.safetensors)")
+    ap.add_argument("--variants", metavar="DIR", help="the independent variants: DIR/var-s*.safetensors instead of "
+                    "independent-1..4 and POOL/recipe-s* (the same recipe as --base, other seeds)")
+    ap.add_argument("--generate-only", action="store_true", help="--ratios: only make the rows' examples into --cache")
     ap.add_argument("--select-step", action="store_true", help="choose the step size on the validation pool (--val)")
     ap.add_argument("--step-candidates", type=float, nargs="+", metavar="A",
                     help="--select-step: other candidates (x 1/255) than the rule's, to look beyond its edge")
@@ -381,10 +399,15 @@ def main() -> None:
     if args.select_step:
         select_step(args)
         return
-    seeds = {n: load_pool_model(n) for n in SEEDS}
-    for f in sorted(Path(args.pool).glob("recipe-s*.safetensors")):  # fresh seeds (recipe-s31 is independent-4)
-        if f.stem != "recipe-s31":
-            seeds[f.stem] = load_pool_model(f.stem, args.pool)
+    if args.variants:  # another lineage's independent variants (its recipe, other seeds)
+        seeds = {f.stem: load_model(str(f)) for f in sorted(Path(args.variants).glob("var-s*.safetensors"))}
+    else:
+        seeds = {n: load_pool_model(n) for n in SEEDS}
+        for f in sorted(Path(args.pool).glob("recipe-s*.safetensors")):  # fresh seeds (recipe-s31 is independent-4)
+            if f.stem != "recipe-s31":
+                seeds[f.stem] = load_pool_model(f.stem, args.pool)
+    if args.ratios and not seeds and not args.generate_only:
+        raise SystemExit(f"no variants in {args.variants} (var-s*.safetensors): transferability needs at least one")
     if args.ratios:
         run_ratios(args, seeds)
         return

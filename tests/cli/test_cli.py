@@ -142,7 +142,7 @@ def test_generate_presets(tmp_path, model_files) -> None:
     assert main(["generate", str(model_files["base"]), "--preset", "paper", "--n", "4", "--steps", "2", "--quiet",
                  "-o", str(out)]) == 0
     c = FingerprintSet.load(out).config
-    assert (c.method, c.k, c.delta, c.q, c.alpha, c.n, c.steps) == ("ltrc", 2, 0.03, 10, 1 / 255, 4, 2)
+    assert (c.method, c.k, c.delta, c.q, c.alpha, c.n, c.steps) == ("ltrc", 2, 0.03, 10, 0.25 / 255, 4, 2)
     assert PRESETS["paper"]["steps"] == 500
 
 

@@ -348,7 +348,7 @@ def register(add: Add) -> None:
                         "JPEG 75: JPEG-robust, NOT hidden (a statistics detector separates its queries; for an API "
                         "that may filter, the kit's mistake test asks unmodified natural images: charex fingerprint "
                         "--twin); "
-                        "paper: the paper's LTRC (k=2, delta=0.03, q=10, 500 steps of 1/255). Options below override "
+                        "paper: the paper's LTRC (k=2, delta=0.03, q=10, 500 steps of 0.25/255, the paper profile's step). Options below override "
                         "the preset")
     g.add_argument("--references", nargs="+", metavar="MODEL",
                    help="independent models to push away from the targets (reference-contrastive generation); "
@@ -380,8 +380,8 @@ def register(add: Add) -> None:
     g.add_argument("--n", type=int, help="number of examples (default 100)")
     g.add_argument("--steps", type=int, help="sign-gradient steps (default 100; paper: 500)")
     g.add_argument("--alpha", type=float,
-                   help="step size in [0,1] pixels (default 0.5/255; paper: 1/255); the budget alpha*steps sets the "
-                        "robustness/transferability trade-off (docs/results.md)")
+                   help="step size in [0,1] pixels (default 0.5/255; --preset paper: 0.25/255); the budget "
+                        "alpha*steps sets the robustness/transferability trade-off (docs/results.md)")
     g.add_argument("--delta", type=float, help="weight-noise half-width (rc/rcgm/ltrc)")
     g.add_argument("--q", type=int, help="weight-noise samples averaged per step (rcgm/ltrc)")
     g.add_argument("--k", type=int, help="high-pass band: zero DCT coefficients with 1<=i+j<=k (ltrc)")
