@@ -180,6 +180,59 @@ def grid_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def _mean_ci(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95% t-interval (over the models they were paired on)."""
+    from scipy import stats
+
+    n = len(diffs)
+    m = sum(diffs) / n
+    if n < 2:
+        return m, float("nan"), float("nan")
+    sd = (sum((d - m) ** 2 for d in diffs) / (n - 1)) ** 0.5
+    h = float(stats.t.ppf(0.975, n - 1)) * sd / n ** 0.5
+    return m, m - h, m + h
+
+
+def paired_table(path: str) -> str:
+    """Each method against the one it adds to, paired model by model: LTRC against the same delta without the filter
+    (vanilla at delta 0, RC+GM above), RC+GM against RC (GM's effect), RC against vanilla (the weight noise). The
+    difference in transferability (percentage points, mean over the seeds, each seed measured on both rows' examples)
+    and in robustness at each ratio (over the copies), with 95% t-intervals over those models, and the paper's
+    difference in transferability. The examples of a row come from one generation seed: the intervals are over the
+    models, not over generation."""
+    import json
+
+    res = json.loads(Path(path).read_text())
+    ratios = list(res["ratios"])
+    rows = {(r["method"], float(r["delta"]), int(r["k"])): r for r in res["rows"] if not r["seed"]}
+
+    def ref_of(m: str, d: float, k: int):
+        if m == "ltrc":
+            return ("vanilla", 0.0, 0) if d == 0 else ("rcgm", d, 0)
+        return {"rcgm": ("rc", d, 0), "rc": ("vanilla", 0.0, 0)}.get(m)
+
+    def cell(a: dict, b: dict) -> str:
+        m, lo, hi = _mean_ci([100 * (a[n] - b[n]) for n in a if n in b])
+        return f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+    name = {"vanilla": "vanilla", "rc": "RC", "rcgm": "RC+GM", "ltrc": "LTRC"}
+    lines = [f"| row | against | transferability, {len(res['seeds'])} seeds: ours [95% CI] | paper | " + " | ".join(
+        f"robustness at {r}, {len(res['ratios'][r])} copies [95% CI]" for r in ratios) + " |",
+        "|---|---|---|---|" + "---|" * len(ratios)]
+    order = {"vanilla": 0, "rc": 1, "rcgm": 2, "ltrc": 3}
+    for key in sorted(rows, key=lambda t: (order[t[0]], t[2], t[1])):
+        ref = ref_of(*key)
+        if ref is None or ref not in rows:
+            continue
+        a, b = rows[key], rows[ref]
+        pa, pb = PAPER_TABLE2.get(key), PAPER_TABLE2.get(ref)
+        paper = "-" if pa is None or pb is None else f"{pa[0] - pb[0]:+d}"
+        label = lambda t: f"{name[t[0]]}{f' k={t[2]}' if t[2] else ''}{f' delta {t[1]:g}' if t[1] else ''}"  # noqa: E731
+        lines.append(f"| {label(key)} | {label(ref)} | {cell(a['transfer'], b['transfer'])} | {paper} | "
+                     + " | ".join(cell(a["robustness"][r], b["robustness"][r]) for r in ratios) + " |")
+    return "\n".join(lines)
+
+
 def row_fingerprint(base: torch.nn.Module, method: str, delta: float, q: int, k: int, seed: int, alpha: float,
                     cache: str | None):
     """One row's 100 examples (500 steps of ``alpha``, from noise): read from CACHE when a run has made them, else
@@ -362,6 +415,8 @@ def main() -> None:
     ap.add_argument("--grid", action="store_true", help="with --ratios: every row of the paper profile (Table 2 and "
                                                         "RC+GM), resumable (rows in --json are kept)")
     ap.add_argument("--grid-table", metavar="JSON", help="print Table 2, the paper's beside ours, from a result file")
+    ap.add_argument("--paired-table", metavar="JSON", help="print each method against the one it adds to, paired "
+                    "seed by seed and copy by copy, with 95%% intervals (--ratios result file)")
     ap.add_argument("--pool", default="runs/wpool")
     ap.add_argument("--copies", default="runs/prune-copies", help="--ratios: more pruned copies "
                                                                   "(scripts/prune_chain.py's output)")
@@ -389,7 +444,7 @@ def main() -> None:
                     help="which bases to run (the unsmoothed one needs POOL/nols-s0.safetensors)")
     args = ap.parse_args()
     for path, printer in ((args.table, table), (args.ratios_table, ratios_table), (args.grid_table, grid_table),
-                          (args.step_table, step_table)):
+                          (args.step_table, step_table), (args.paired_table, paired_table)):
         if path:
             print(printer(path))
             return
