@@ -8,6 +8,11 @@
                                     # the step size, chosen on the validation pool by the rule of select_step
     python benchmarks/ltrc_band.py --ratios --grid --alpha 0.25 --cache runs/table2-examples-a0.25 \
         --json docs/data/table2-a0.25.json   # Table 2 at the chosen step, every copy and seed (re-run: re-measures)
+    python benchmarks/ltrc_band.py --paired-table docs/data/table2-a0.25-s20.json   # each method against the one
+                                    # it adds to, paired seed by seed, 95% intervals
+    python benchmarks/ltrc_band.py --ratios --grid --max-q 0 --rows vanilla:0:0 ltrc:0:2 --alpha 0.25 \
+        --base runs/width50/base-s0.safetensors --copies runs/width50 --variants runs/width50 \
+        --cache runs/width50/examples-a0.25 --json docs/data/width50-a0.25.json   # another lineage (width 1/2)
 
 The paper's central claim: LTRC's DCT high-pass (zero the coefficients with 1 <= i + j <= k, after every step) cuts
 transferability to independent models (CIFAR-10: 68% to 28% at k = 2, delta 0). Here: the bundled base (CNN-1 width
