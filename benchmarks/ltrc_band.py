@@ -220,7 +220,10 @@ def paired_table(path: str) -> str:
         m, lo, hi = _mean_ci([100 * (a[n] - b[n]) for n in a if n in b])
         return f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
 
-    name = {"vanilla": "vanilla", "rc": "RC", "rcgm": "RC+GM", "ltrc": "LTRC"}
+    def label(t: tuple) -> str:
+        name = {"vanilla": "vanilla", "rc": "RC", "rcgm": "RC+GM", "ltrc": "LTRC"}[t[0]]
+        return f"{name}{f' k={t[2]}' if t[2] else ''}{f' delta {t[1]:g}' if t[1] else ''}"
+
     lines = [f"| row | against | transferability, {len(res['seeds'])} seeds: ours [95% CI] | paper | " + " | ".join(
         f"robustness at {r}, {len(res['ratios'][r])} copies [95% CI]" for r in ratios) + " |",
         "|---|---|---|---|" + "---|" * len(ratios)]
@@ -232,7 +235,6 @@ def paired_table(path: str) -> str:
         a, b = rows[key], rows[ref]
         pa, pb = PAPER_TABLE2.get(key), PAPER_TABLE2.get(ref)
         paper = "-" if pa is None or pb is None else f"{pa[0] - pb[0]:+d}"
-        label = lambda t: f"{name[t[0]]}{f' k={t[2]}' if t[2] else ''}{f' delta {t[1]:g}' if t[1] else ''}"  # noqa: E731
         lines.append(f"| {label(key)} | {label(ref)} | {cell(a['transfer'], b['transfer'])} | {paper} | "
                      + " | ".join(cell(a["robustness"][r], b["robustness"][r]) for r in ratios) + " |")
     return "\n".join(lines)

@@ -348,8 +348,8 @@ def register(add: Add) -> None:
                         "JPEG 75: JPEG-robust, NOT hidden (a statistics detector separates its queries; for an API "
                         "that may filter, the kit's mistake test asks unmodified natural images: charex fingerprint "
                         "--twin); "
-                        "paper: the paper's LTRC (k=2, delta=0.03, q=10, 500 steps of 0.25/255, the paper profile's step). Options below override "
-                        "the preset")
+                        "paper: the paper's LTRC (k=2, delta=0.03, q=10, 500 steps of 0.25/255, the paper profile's "
+                        "step). Options below override the preset")
     g.add_argument("--references", nargs="+", metavar="MODEL",
                    help="independent models to push away from the targets (reference-contrastive generation); "
                         "they may not be used for calibration afterwards")
