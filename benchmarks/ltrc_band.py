@@ -455,7 +455,7 @@ def main() -> None:
         if path:
             print(printer(path))
             return
-    if not args.json:
+    if not args.json and not args.generate_only:  # --generate-only writes examples into --cache, no result file
         ap.error("--json is needed (or --table JSON)")
     print(machine())
     if args.select_step:
