@@ -48,7 +48,7 @@ INNOCENT_STUDENT = "innocent-T4-s1412"  # scripts/train_thieves.sh queue g: a st
 def main() -> None:
     import torch
 
-    from charex.experiments.demo import _owner_images
+    from charex.data.starts import owner_images
     from charex.experiments.provenance import cpu_description, write_json
     from charex.judge.mistakes import components_p
 
@@ -62,7 +62,7 @@ def main() -> None:
     p.add_argument("--json")
     a = p.parse_args()
     print(f"CPU: {cpu_description()}", flush=True)
-    images, labels = _owner_images(None)
+    images, labels = owner_images(None)
 
     def labels_of(name: str) -> torch.Tensor:
         return _cached_logits(_load(a.pool, name), images, Path(a.pool) / "logits").argmax(1)

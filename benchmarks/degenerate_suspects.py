@@ -54,7 +54,7 @@ COPIES = ("derived-pruned90", "derived-finetuned", "derived-student")
 def roles(kit: Kit) -> set[str]:
     """Digests of every model that took part in the kit."""
     out = {str(kit.base_model_digest)}
-    for fp in kit.tests:
+    for fp in kit.sets:
         for key in ("references", "twins", "surrogates"):
             out |= {r["digest"] for r in fp.meta.get(key, []) if isinstance(r, dict)}
         out |= {r["digest"] for r in (fp.calibration or {}).get("references", []) if isinstance(r, dict)}
@@ -80,7 +80,7 @@ def row(v) -> dict:
 
 def raw_null(kit: Kit) -> tuple[list[float], int] | None:
     """The mistake test's null before issue 30: the calibration models' d across classes (their rms) and count."""
-    for fp, off in zip(kit.tests, kit.offsets):
+    for fp, off in zip(kit.sets, kit.offsets):
         if "mistakes" in fp.meta:
             names = [r["name"] for r in fp.calibration["references"]]
             diffs = [score_answers(fp, kit_labels(kit, load_pool_model(n.removeprefix("bundled:")))
@@ -120,7 +120,7 @@ def power(kit: Kit, args: argparse.Namespace) -> dict:
                 before = [before_p(t, raw) for t in v.tests]
                 asked = [p for p in before if p is not None]
                 rows.append({"budget": b, "order": s, "after": row(v),
-                             "before": {"p": min(1.0, len(kit.tests) * min(asked)) if asked else None,
+                             "before": {"p": min(1.0, len(kit.sets) * min(asked)) if asked else None,
                                         "tests": dict(zip([t["test"] for t in v.tests], before))}})
         out[m] = rows
         for b in args.budgets:
@@ -141,8 +141,8 @@ def raw_guard(kit: Kit, args: argparse.Namespace) -> dict:
     from charex.judge.chance import contrast_coefficients, permutation_p
     from charex.judge.mistakes import sections
 
-    ti = next(i for i, fp in enumerate(kit.tests) if "mistakes" in fp.meta)
-    fp, off = kit.tests[ti], kit.offsets[ti]
+    ti = next(i for i, fp in enumerate(kit.sets) if "mistakes" in fp.meta)
+    fp, off = kit.sets[ti], kit.offsets[ti]
     diffs, k = raw_null(kit)
     spread = math.sqrt(sum(v * v for v in diffs) / k)
     parts = sections(fp)
@@ -169,7 +169,7 @@ def raw_guard(kit: Kit, args: argparse.Namespace) -> dict:
                     lab[places] = c
                     p = p_of(lab)
                     trials += 1
-                    claims += len(kit.tests) * p <= kit.level
+                    claims += len(kit.sets) * p <= kit.level
                     worst = min(worst, (p, f"{m}, {mode} {frac:.0%} -> class {c}"), key=lambda w: w[0])
     students = {m: p_of(kit_labels(kit, load_pool_model(m), m)[off:off + fp.n].argmax(1))
                 for m in ("derived-student", *args.students)}
@@ -184,11 +184,11 @@ def judge_kit(name: str, kit: Kit, args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     C = int(kit.classes["num_classes"])
     level = kit.level
-    out: dict = {"kit": name, "tests": [t.name for t in kit.judges()], "queries": kit.n, "level": level}
+    out: dict = {"kit": name, "tests": [t.name for t in kit.queried], "queries": kit.n, "level": level}
     print(f"\n== {name}: {out['tests']}, {kit.n} queries, {C} classes")
     if args.power_only:
         out["power"] = power(kit, args)
-        if args.raw_guard and any("mistakes" in fp.meta for fp in kit.tests):
+        if args.raw_guard and any("mistakes" in fp.meta for fp in kit.sets):
             out["raw_guard"] = raw_guard(kit, args)
         return out
 

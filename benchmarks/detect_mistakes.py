@@ -64,7 +64,7 @@ def main() -> None:
     t0 = time.perf_counter()
     print(f"CPU: {cpu_description()}", flush=True)
     kit = Kit.load(a.kit)
-    mistakes = next(fp for fp in kit.tests if "mistakes" in fp.meta)
+    mistakes = next(fp for fp in kit.sets if "mistakes" in fp.meta)
     g = torch.Generator().manual_seed(a.seed)
     root = default_cifar10_root()
     half_b = thief_split(load_cifar10(root, "train"), "half-b")[0]
@@ -112,7 +112,7 @@ def main() -> None:
     rows["confidence (student)"] = summary(unsure(queries), unsure(natural))
     print(f"confidence: {rows['confidence (student)']}", flush=True)
     dups = {}
-    for fp, t in zip(kit.tests, kit.judges()):
+    for fp, t in zip(kit.sets, kit.queried):
         dups[t.name] = {f"{e:g}": near_duplicates(fp.images, t.order(0), e) for e in a.eps}
         dups[f"natural ({len(natural)} test images)"] = {
             f"{e:g}": near_duplicates(natural, list(range(len(natural))), e) for e in a.eps}

@@ -117,8 +117,8 @@ def main() -> None:
         x0 = half_b.images[torch.randperm(len(half_b), generator=g)[:n]].float() / 255 if start == "natural" else None
         recipes[preset] = generate(copy, cfg, x0=x0, references=thief_refs, progress=False).images
     owner_stealth_cfg = {k: v for k, v in PRESETS["stealth"].items() if k != "start"}
-    mistakes = kit.tests[1].images if len(kit.tests) > 1 else None
-    owner = {"default examples (kit)": kit.tests[0].images,
+    mistakes = kit.sets[1].images if len(kit.sets) > 1 else None
+    owner = {"default examples (kit)": kit.sets[0].images,
              "stealth examples": generate(L("base"), GenerationConfig(**owner_stealth_cfg, n=100, seed=3,
                                                                          dtype="float32"),
                                           x0=test.images[torch.randperm(len(test), generator=g)[:100]].float() / 255,

@@ -41,7 +41,7 @@ class ArraySuspect:
     batch_size = 256
 
     def __init__(self, kit: Kit, labels: Sequence[int]) -> None:
-        self.offsets = {id(fp): o for fp, o in zip(kit.tests, kit.offsets)}
+        self.offsets = {id(fp): o for fp, o in zip(kit.sets, kit.offsets)}
         self.vector = [int(v) for v in labels]
 
     def labels(self, fp: Any, idx: list[int]) -> list[int]:

@@ -43,7 +43,7 @@ def main() -> None:
     kit = Kit.load(args.kit)
     suspects = {name: load_model(f"bundled:{name}") for name in SUSPECTS}
     suspects["derived-int8"] = quantize_int8(load_model("bundled:base"))
-    print(f"CPU: {cpu_info()[0]}; kit {args.kit} ({kit.digest[:12]}): {[fp.n for fp in kit.tests]} queries per test")
+    print(f"CPU: {cpu_info()[0]}; kit {args.kit} ({kit.digest[:12]}): {[fp.n for fp in kit.sets]} queries per test")
     rows = []
     print("| budget | " + " | ".join(suspects) + " |")
     print("|---|" + "---|" * len(suspects))

@@ -119,7 +119,7 @@ def _cached_logits(model, images, folder: Path):
     import torch
 
     from charex.judge.verify import batch_logits
-    from charex.make.kit import data_digest
+    from charex.fingerprint import data_digest
     from charex.models.normalized import state_digest
 
     f = folder / f"{state_digest(model)[:16]}-{data_digest(images, torch.zeros(0))[:16]}.pt"
@@ -194,11 +194,11 @@ def main() -> None:
     import torch
 
     from charex import load_model
-    from charex.experiments.demo import _owner_images
+    from charex.data.starts import owner_images
     from charex.experiments.provenance import cpu_description, write_json
     from charex.judge.kit import Kit
     from charex.judge.query import judge
-    from charex.judge.tests import test_for
+    from charex.judge.registry import test_for
     from charex.judge.verify import predict
     from charex.derive import quantize_int8
     from charex.make.mistakes import mistake_queries
@@ -230,7 +230,7 @@ def main() -> None:
         p.error("--stage heldout needs the --config chosen on validation")
     t0 = time.perf_counter()
     print(f"CPU: {cpu_description()}", flush=True)
-    images, labels = _owner_images(None)
+    images, labels = owner_images(None)
     test = load_cifar10(default_cifar10_root(), "test")
     setting = SETTINGS[a.base]
     base = load_model(f"bundled:{setting['base']}")
@@ -290,13 +290,13 @@ def main() -> None:
         fp = mistake_queries(base, twins[:nt], images, labels, references=refs, max_agree=c["max_agree"],
                              per_model=c["per_model"], exclusive=c["exclusive"], predictions=preds[keep], seed=0)
         more = {n: _load(a.pool, n) for n in c.get("more_calibration", [])}
-        made = test_for(fp).calibrate({**cal, **more}, a.level)
+        made = test_for(fp).calibrate({**cal, **more}, a.level).fp
         if c["rule"] != "components":  # the earlier rule, for comparison
             made = made.with_calibration({**made.calibration, "rule": c["rule"]})
         kits = {f"{cname}: mistakes alone": Kit(tests=(made,), level=a.level)}
         if a.stage == "heldout":  # the verdict a user gets: the examples test beside it, Bonferroni
             shipped = Kit.load(a.kit) if a.base == "base" else None
-            examples = shipped.tests[0] if shipped is not None else None
+            examples = shipped.sets[0] if shipped is not None else None
             if a.base == "plain":
                 from charex.make.kit import make_kit
 
@@ -305,12 +305,12 @@ def main() -> None:
                     make_kit(base, cal, references=dict(zip(setting["references"], refs)),
                              twins=dict(zip(setting["twins"], twins)), images=images, labels=labels,
                              level=a.level, max_agree=3, per_model=1000, progress=False).save(path)
-                examples = Kit.load(path).tests[0]
+                examples = Kit.load(path).sets[0]
             kits = {f"{cname}: kit (examples + mistakes)": Kit(tests=(examples, made), level=a.level)}
             if shipped is not None:
                 kits["demo kit as shipped (before issue 24's second pass)"] = shipped
         for kit_name, kit in kits.items():
-            mfp = next(f for f in kit.tests if "mistakes" in f.meta)
+            mfp = next(f for f in kit.sets if "mistakes" in f.meta)
             row = {"kit": kit_name, "config": dict(c) if "as shipped" not in kit_name else None,
                    "sections": mfp.meta["mistakes"]["sections"], "budgets": {}}
             for budget in budgets:

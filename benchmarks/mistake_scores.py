@@ -23,7 +23,7 @@ from mistake_budget import CALIBRATION, REFERENCES, TWINS, VALIDATION, _cached_l
 
 def main() -> None:
     from charex import load_model
-    from charex.experiments.demo import _owner_images
+    from charex.data.starts import owner_images
     from charex.experiments.provenance import cpu_description, write_json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--json")
     a = ap.parse_args()
     print(f"CPU: {cpu_description()}", flush=True)
-    images, labels = _owner_images(None)
+    images, labels = owner_images(None)
     suspects = [*CALIBRATION, *VALIDATION["students"], *VALIDATION["independents"]]
     names = ["base", *TWINS, *REFERENCES, *suspects]
     z = {n: _cached_logits(load_model(f"bundled:{n}"), images, Path(a.pool) / "logits") for n in names}

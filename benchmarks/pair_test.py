@@ -46,6 +46,7 @@ from charex.data import load_cifar10  # noqa: E402
 from charex.data.cifar10 import ArrayDataset, thief_split  # noqa: E402
 from charex.derive import TASKS, relabel, reuse_backbone  # noqa: E402
 from charex.judge.kit import Kit  # noqa: E402
+from charex.judge.protocol import Form  # noqa: E402
 from charex.judge.query import LocalSuspect, judge  # noqa: E402
 from charex.judge.verify import predict  # noqa: E402
 from charex.models import load_model, save_model  # noqa: E402
@@ -79,7 +80,7 @@ def pair_kit(path: str | None, data: str | None) -> tuple[Kit, float]:
     (0 when read from a kit)."""
     if path:
         kit = Kit.load(path)
-        if not any(kit.applies(False)):
+        if not any(t.applies(Form(same_labels=False)) is None for t in kit.queried):
             raise SystemExit(f"{path} holds no pair test: make it again with charex demo / charex fingerprint")
         return dataclasses.replace(kit, weights=None), 0.0
     from charex.make.kit import pair_test
@@ -182,8 +183,8 @@ def detectability(kit: Kit, cache: Path, data: str | None, request: int = 32) ->
     from charex.judge.verify import batch_logits
     from charex.make.pairs import features
 
-    names = [t.name for t in kit.judges()]
-    fp, offset = kit.tests[names.index("pairs")], kit.offsets[names.index("pairs")]
+    names = [t.name for t in kit.queried]
+    fp, offset = kit.sets[names.index("pairs")], kit.offsets[names.index("pairs")]
     test = load_cifar10(data, "test")
     keys = set(fp.keys)
     pool = torch.nonzero(torch.tensor([k not in keys for k in image_keys(test.images)])).flatten()
@@ -311,7 +312,7 @@ def main() -> None:
         ap.error("--json is needed (or --table JSON)")
     print(machine())
     kit, made_s = pair_kit(args.kit, args.data)
-    fp = next(f for f, t in zip(kit.tests, kit.judges()) if t.name == "pairs")
+    fp = next(f for f, t in zip(kit.sets, kit.queried) if t.name == "pairs")
     from charex.judge.pairs import score_pairs
 
     print(f"pair test: {fp.n} queries, scale {fp.calibration['scale']:.4f}, made in {made_s:.0f} s", flush=True)

@@ -99,7 +99,7 @@ def main() -> None:
     import torch
 
     from charex import load_model
-    from charex.experiments.demo import _owner_images
+    from charex.data.starts import owner_images
     from charex.experiments.provenance import cpu_description, write_json
     from charex.make.mistakes import distinctive_mistakes
 
@@ -112,7 +112,7 @@ def main() -> None:
     p.add_argument("--json")
     a = p.parse_args()
     print(f"CPU: {cpu_description()}", flush=True)
-    images, truth = _owner_images(None)
+    images, truth = owner_images(None)
 
     def logits_of(name: str) -> torch.Tensor:
         return _cached_logits(_load(a.pool, name), images, Path(a.pool) / "logits")

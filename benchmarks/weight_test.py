@@ -51,7 +51,7 @@ from charex.data.cifar10 import ArrayDataset, thief_split  # noqa: E402
 from charex.derive import TASKS, permute_units, quantize_int8, relabel, reuse_backbone  # noqa: E402
 from charex.judge.kit import Kit  # noqa: E402
 from charex.judge.query import LocalSuspect, judge  # noqa: E402
-from charex.judge.weights import WeightSketch, calibrate_weights, weight_score  # noqa: E402
+from charex.judge.weights import WeightSketch, WeightTest, calibrate_weights, weight_score  # noqa: E402
 from charex.train import TrainConfig, accuracy, train_model  # noqa: E402
 
 RECIPE_SEEDS = ("base", "independent-1", "independent-2", "independent-3")
@@ -107,8 +107,8 @@ def verdict(kit: Kit, model: object, name: str) -> dict:
     if isinstance(model, torch.nn.Module):
         v = judge(kit, LocalSuspect(model, name), name).to_dict()
     else:
-        score, why = kit.weights.score(model)
-        r = None if score is None else kit.weights.result(score)
+        got = kit.get(WeightTest).read(model)
+        r, why = (None, got) if isinstance(got, str) else (got, None)
         v = {"decision": "not applicable" if r is None else ("derived" if r.p_value <= kit.level else "not derived"),
              "p_value": None if r is None else r.p_value, "queries": 0, "fired": "weights" if r else None,
              "tests": [{"test": "weights", "statistic": None if r is None else r.statistic,
@@ -142,9 +142,9 @@ def sketch_leak(kit: Kit, base: torch.nn.Module, train: ArrayDataset, test: Arra
     rebuilt = copy.deepcopy(base)
     mods = [m for m in rebuilt.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     cos = []
-    for i, ((_, shape, s), mod) in enumerate(zip(kit.weights.sketch.layers, mods)):
+    for i, ((_, shape, s), mod) in enumerate(zip(kit.get(WeightTest).sketch.layers, mods)):
         w = mod.weight.data
-        est = s @ torch.linalg.pinv(directions(math.prod(shape[1:]), i, kit.weights.sketch.seed))
+        est = s @ torch.linalg.pinv(directions(math.prod(shape[1:]), i, kit.get(WeightTest).sketch.seed))
         est = est / est.norm(dim=1, keepdim=True)
         cos.append(float((est * _rows(w, None)).sum(1).mean()))
         view = (1, -1, *([1] * (w.dim() - 2)))
@@ -214,7 +214,7 @@ def main() -> None:
         ap.error("--kit and --json are needed (or --table JSON)")
     print(machine())
     kit = Kit.load(args.kit)
-    if kit.weights is None:
+    if kit.get(WeightTest) is None:
         raise SystemExit(f"{args.kit} holds no weight test: make it with charex >= issue 31 (charex demo)")
     base = load_pool_model("base")
     fresh = {p.stem: load_pool_model(p.stem, args.pool) for p in sorted(Path(args.pool).glob("recipe-s*.safetensors"))}
@@ -319,8 +319,8 @@ def main() -> None:
     speed["peak resident memory (MiB)"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(speed)
     write_result(args.json, {"machine": machine(), "kit": {"path": args.kit, "digest": kit.digest,
-                                                           "null": kit.weights.null.to_dict(),
-                                                           "share": kit.weights.share, "level": kit.level},
+                                                           "null": kit.get(WeightTest).null.to_dict(),
+                                                           "share": kit.get(WeightTest).share, "level": kit.level},
                              "rows": rows, "uniformity": uni, "sketch_leak": leak, "speed": speed,
                              "settings": {"epochs": "1 (digits: 5)", "lr": 0.01, "seeds": [0, 1], "split": "half-b",
                                           "digits": digits() is not None, "fresh_seeds": list(fresh)}})

@@ -14,7 +14,8 @@ from .fingerprint import FingerprintSet  # noqa: E402
 from .make.generate import generate  # noqa: E402
 from .models import build_arch, load_model, save_model, state_digest  # noqa: E402
 from .types import GenerationConfig, Verdict  # noqa: E402
-from .judge.verify import calibrate, match_rate, verify  # noqa: E402
+from .judge.query import verify  # noqa: E402
+from .judge.verify import calibrate, match_rate  # noqa: E402
 
 __all__ = [
     "CharexError", "FingerprintFileError", "FingerprintSet", "GenerationConfig", "ModelLoadError", "Verdict",

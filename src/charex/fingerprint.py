@@ -157,6 +157,20 @@ def image_keys(images: torch.Tensor) -> list[bytes]:
     return [hashlib.blake2b(im.numpy().tobytes(), digest_size=16).digest() for im in images.cpu()]
 
 
+def with_repeats(answers: dict[int, int], keys: list[bytes]) -> dict[int, int]:
+    """``answers`` (query index -> label) given also to every query whose image key (``FingerprintSet.keys``,
+    ``Kit.keys``) is an answered one's: ``charex export`` writes a repeated image once (a mistake test's sections
+    can share images)."""
+    label = {keys[i]: lab for i, lab in answers.items() if 0 <= i < len(keys)}
+    return {**{i: label[k] for i, k in enumerate(keys) if k in label}, **answers}
+
+
+def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 of the labelled images and labels (the audit re-runs the mistake test from the same data): each
+    tensor's dtype, shape and bytes, as a fingerprint's digest hashes its tensors."""
+    return _digest("", images, labels)
+
+
 def read_file(path: str | Path, what: str) -> bytes:
     """The bytes of a fingerprint or kit file; a missing one is a :class:`FingerprintFileError` naming it."""
     p = Path(path)

@@ -10,7 +10,8 @@ from charex import FingerprintSet, load_model
 from charex.judge.answers import read_answers
 from charex.cli import main
 from charex.errors import CharexError
-from charex.judge.verify import predict, verify, verify_answers
+from charex.judge.query import verify, verify_answers
+from charex.judge.verify import predict
 
 
 @pytest.fixture(scope="module")

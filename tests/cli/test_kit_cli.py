@@ -81,7 +81,7 @@ def test_export_answers_and_inspect(kit_file, tmp_path, capsys) -> None:
     assert v["decision"] == "derived" and v["queries"] == kit.n
     # answers that cover only the examples: a verdict on what was answered, saying so
     part = tmp_path / "part.csv"
-    part.write_text("file,label\n" + "".join(f"{i:04d}.png,{labels[i]}\n" for i in range(kit.tests[0].n)))
+    part.write_text("file,label\n" + "".join(f"{i:04d}.png,{labels[i]}\n" for i in range(kit.sets[0].n)))
     assert main(["verify", str(out), "--answers", str(part)]) == 0
     assert "mistakes: not answered" in capsys.readouterr().out
     # answers for another kit: a query index it does not have
@@ -107,7 +107,7 @@ def test_scan_and_mistakes_verify_take_the_kit(kit_file, tmp_path, capsys) -> No
     assert rows[m["base"]]["queries"] == 0
     assert rows[m["ind5"]]["queries"] > 100 and len(rows[m["ind5"]]["tests"]) == 4
     # the kit's mistake test alone, judged with the null the kit holds (no --independent)
-    mis = Kit.load(out).tests[1]
+    mis = Kit.load(out).sets[1]
     mis.save(tmp_path / "m.safetensors")
     capsys.readouterr()
     assert main(["mistakes-verify", str(tmp_path / "m.safetensors"), m["ind5"], "--json"]) in (0, 1)
@@ -156,7 +156,7 @@ def test_remote_suspect_judged_with_the_kit_cheapest_test_first(kit_file, tmp_pa
         assert v["tests"][2]["queries"] == 0  # the mistakes were never sent: the verdict was settled
         assert main(["verify", str(out), "--answers", str(audit), "--json"]) == 0  # re-checked offline
         assert json.loads(capsys.readouterr().out)["results"][0]["decision"] == "derived"
-        Kit.load(out).tests[0].save(tmp_path / "examples.safetensors")  # another file: its answers are not these
+        Kit.load(out).sets[0].save(tmp_path / "examples.safetensors")  # another file: its answers are not these
         assert main(["verify", str(tmp_path / "examples.safetensors"), "--answers", str(audit)]) == 2
         assert "collected for another kit" in capsys.readouterr().err
     finally:

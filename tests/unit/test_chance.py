@@ -19,7 +19,7 @@ from charex.judge.mistakes import MistakeNull
 from charex.judge.null import fit_logit_normal, threshold
 from charex.judge.query import judge, judge_answers
 from charex.judge.verify import floor_note
-from charex.make.kit import calibration_floor
+from charex.judge.verify import calibration_floor
 
 
 def test_permutation_tail_is_exact() -> None:
@@ -110,7 +110,7 @@ def _kit(raw: bool = False) -> Kit:
 @pytest.mark.parametrize("raw", [False, True])
 def test_no_label_distribution_earns_a_verdict(raw: bool) -> None:
     kit = _kit(raw)
-    assert kit.tests[0].calibration["threshold_matches"] <= 4  # the floor: 4 matches would do, by the null alone
+    assert kit.sets[0].calibration["threshold_matches"] <= 4  # the floor: 4 matches would do, by the null alone
     for c in range(10):
         v = judge_answers(kit, {i: c for i in range(kit.n)}, f"one class {c}")
         assert v.decision == "not derived", (c, v.tests)
@@ -146,7 +146,7 @@ def test_a_budget_and_the_sequential_stop_keep_the_guard() -> None:
 
 def test_floor_is_named() -> None:
     kit = _kit()
-    note = calibration_floor(kit.tests[0].calibration, 100)
+    note = calibration_floor(kit.sets[0].calibration, 100)
     assert note and "at most 0 of the 100" in note and "chance guard" in note
     assert floor_note([0, 5, 1], 100, 20) is None
     assert answer_mix([1, 1, 2]).top_share == pytest.approx(2 / 3) and not answer_mix([1, 1, 2]).nearly_constant

@@ -12,10 +12,13 @@ from safetensors.torch import save as st_save
 
 from charex import GenerationConfig
 from charex.errors import CharexError, FingerprintFileError
-from charex.judge.kit import KIT_KEY, Kit, combine, open_kit
+from charex.judge.kit import KIT_KEY, Finding, Kit, open_kit, verdict
 from charex.fingerprint import image_keys
 from charex.judge.query import LocalSuspect, judge, judge_answers
-from charex.judge.tests import ExampleTest, MistakeTest, TestResult
+from charex.judge.examples import ExampleTest
+from charex.judge.mistakes import MistakeTest
+from charex.judge.protocol import TestResult, combine, shares
+from charex.judge.weights import WeightTest, audit_weights
 from charex.make.kit import NO_TWINS, make_kit
 from conftest import make_tiny
 
@@ -36,46 +39,50 @@ def full_kit(trained_tiny) -> Kit:
 def kit(full_kit) -> Kit:
     """The kit's query tests alone (the weight test, which settles a local copy with no query, left out): the
     query loop under test (tests/unit/test_kit_weights.py tests the kit with its weight test)."""
-    return dataclasses.replace(full_kit, weights=None, tests=full_kit.tests[:2])
+    return dataclasses.replace(full_kit, tests=full_kit.queried[:2])
 
 
 def test_kit_holds_both_tests_calibrated_and_round_trips(full_kit, tmp_path) -> None:
     kit = full_kit
-    assert kit.names == ["weights", "examples", "mistakes", "pairs"] and len(kit.weights.null.names) == 5
-    assert [t.name for t in kit.judges()] == ["examples", "mistakes", "pairs"]
-    assert all(fp.calibration is not None for fp in kit.tests) and kit.meta["missing"] == []
-    assert kit.tests[1].calibration["null"] == "mistakes" and len(kit.tests[1].calibration["differences"]) == 3
-    assert kit.tests[1].meta["twins"][0]["name"] == "t" and "data_digest" in kit.tests[1].meta
+    assert kit.names == ["weights", "examples", "mistakes", "pairs"] and len(kit.get(WeightTest).null.names) == 5
+    assert [t.name for t in kit.queried] == ["examples", "mistakes", "pairs"]
+    assert all(fp.calibration is not None for fp in kit.sets) and kit.meta["missing"] == []
+    assert kit.sets[1].calibration["null"] == "mistakes" and len(kit.sets[1].calibration["differences"]) == 3
+    assert kit.sets[1].meta["twins"][0]["name"] == "t" and "data_digest" in kit.sets[1].meta
     kit.save(tmp_path / "kit.safetensors")
     back = Kit.load(tmp_path / "kit.safetensors")
-    assert back.digest == kit.digest and back.n == kit.n == sum(fp.n for fp in kit.tests)
-    assert kit.tests[2].calibration["null"] == "pairs" and kit.tests[2].meta["pairs"]["sections"] == [40, 40]
+    assert back.digest == kit.digest and back.n == kit.n == sum(fp.n for fp in kit.sets)
+    assert kit.sets[2].calibration["null"] == "pairs" and kit.sets[2].meta["pairs"]["sections"] == [40, 40]
+    assert [type(t) for t in back.tests] == [type(t) for t in kit.tests]  # built once, when loaded
     assert open_kit(tmp_path / "kit.safetensors").digest == kit.digest
 
 
 def test_without_twins_the_kit_says_what_is_missing(trained_tiny) -> None:
     k = make_kit(trained_tiny, [make_tiny(50, train_steps=30), make_tiny(51, train_steps=30)], config=CFG,
                  progress=False)
-    assert len(k.tests) == 1 and k.meta["missing"] == [NO_TWINS]
+    assert len(k.queried) == 1 and k.meta["missing"] == [NO_TWINS]
     with pytest.raises(CharexError, match="labelled images"):
         make_kit(trained_tiny, [make_tiny(50), make_tiny(51)], twins=[make_tiny(30)], config=CFG, progress=False)
 
 
 def test_bonferroni_verdict_and_which_test_fired(kit, trained_tiny) -> None:
     r = [TestResult("examples", 3.0, 0.2, 30), TestResult("mistakes", 0.1, 0.004, 90)]
-    v = combine(kit, r, "s")
+    p, best = combine([(x, 0.5) for x in r])
+    assert p == pytest.approx(0.008) and best.test == "mistakes"
+    v = verdict(kit, [Finding(t, x, True, 0.5) for t, x in zip(kit.tests, r)], "s")
     assert v.p_value == pytest.approx(0.008) and v.decision == "derived" and v.fired == "mistakes"
-    v = combine(kit, [TestResult("examples", 100.0, 0.0, 30), TestResult("mistakes", 0.0, 0.5, 90)], "s")
-    assert v.p_value == 0.0 and v.decision == "derived" and v.fired == "examples"  # a p that underflowed to 0
-    v = combine(kit, [TestResult("examples", 3.0, 0.006, 30), None], "s", notes=[None, "not answered"])
+    p, best = combine([(TestResult("examples", 100.0, 0.0, 30), 0.5), (TestResult("mistakes", 0.0, 0.5, 90), 0.5)])
+    assert p == 0.0 and best.test == "examples"  # a p that underflowed to 0
+    v = verdict(kit, [Finding(kit.tests[0], TestResult("examples", 3.0, 0.006, 30), True, 0.5),
+                      Finding(kit.tests[1], None, True, None, "not answered")], "s")
     assert v.p_value == pytest.approx(0.012) and v.decision == "not derived" and v.fired is None
     assert v.tests[1]["note"] == "not answered" and v.queries == 30
     base = judge(kit, LocalSuspect(trained_tiny), "base")  # derived by the examples: the mistakes are not asked
-    assert base.decision == "derived" and base.queries == kit.tests[0].n and base.p_value <= 0.01
+    assert base.decision == "derived" and base.queries == kit.sets[0].n and base.p_value <= 0.01
     assert base.tests[1]["queries"] == 0 and "settled" in base.tests[1]["note"]
     both = judge(kit, LocalSuspect(trained_tiny), "base", stop_when_derived=False)
     assert {t["test"] for t in both.tests if t["queries"]} == {"examples", "mistakes"}
-    assert [t["queries"] for t in both.tests] == [fp.n for fp in kit.tests]  # every query answered ...
+    assert [t["queries"] for t in both.tests] == [fp.n for fp in kit.sets]  # every query answered ...
     distinct = len(set(image_keys(kit.images)))
     assert both.queries == both.extra["sent"] == distinct < kit.n  # ... an image held twice sent once
 
@@ -98,7 +105,7 @@ def test_an_image_held_twice_is_sent_once_and_its_answer_used_for_both(kit, tmp_
     other = make_tiny(78, train_steps=40)
     v = judge(kit, Counting(other), "other", stop_when_derived=False)
     assert len(calls) == v.queries == len(set(keys))
-    every = torch.cat([torch.tensor(LocalSuspect(other).labels(fp, list(range(fp.n)))) for fp in kit.tests])
+    every = torch.cat([torch.tensor(LocalSuspect(other).labels(fp, list(range(fp.n)))) for fp in kit.sets])
     full = judge_answers(kit, {i: int(x) for i, x in enumerate(every)}, "other")
     assert full.p_value == pytest.approx(v.p_value) and full.tests == v.tests
     out = export_png(kit, tmp_path / "q")
@@ -113,7 +120,7 @@ def test_local_model_answers_and_budget_give_consistent_verdicts(kit, trained_ti
     other = make_tiny(77, train_steps=60)
     full = judge(kit, LocalSuspect(other), "other")
     # the same labels as an answers file: the same verdict
-    labels = torch.cat([torch.tensor(LocalSuspect(other).labels(fp, list(range(fp.n)))) for fp in kit.tests])
+    labels = torch.cat([torch.tensor(LocalSuspect(other).labels(fp, list(range(fp.n)))) for fp in kit.sets])
     via_answers = judge_answers(kit, {i: int(v) for i, v in enumerate(labels)}, "other")
     assert via_answers.p_value == pytest.approx(full.p_value) and via_answers.decision == full.decision
     # a budget: never more queries than allowed; the base is still caught by the cheap test and stops there
@@ -123,7 +130,7 @@ def test_local_model_answers_and_budget_give_consistent_verdicts(kit, trained_ti
 
 
 def test_answers_for_one_test_only_judge_what_was_answered(kit) -> None:
-    fp = kit.tests[0]
+    fp = kit.sets[0]
     v = judge_answers(kit, {i: int(fp.targets[i]) for i in range(fp.n)}, "api")
     assert v.decision == "derived" and v.tests[1]["note"] == "not answered" and v.queries == fp.n
     keys = image_keys(kit.images)
@@ -135,12 +142,12 @@ def test_answers_for_one_test_only_judge_what_was_answered(kit) -> None:
 
 
 def test_mistake_test_settles_only_when_every_completion_agrees(kit) -> None:
-    t = MistakeTest(kit.tests[1])
-    full = {i: int(kit.tests[1].targets[i]) if i < t.sections[0] else -1 % 10 for i in range(kit.tests[1].n)}
+    t = MistakeTest(kit.sets[1])
+    full = {i: int(kit.sets[1].targets[i]) if i < t.sections[0] else -1 % 10 for i in range(kit.sets[1].n)}
     assert t.settled({}, 0.005) is None
     assert t.settled(full, 0.005) in (True, False)
-    e = ExampleTest(kit.tests[0])
-    assert e.settled({i: int(kit.tests[0].targets[i]) for i in range(kit.tests[0].n)}, 0.005) is True
+    e = ExampleTest(kit.sets[0])
+    assert e.settled({i: int(kit.sets[0].targets[i]) for i in range(kit.sets[0].n)}, 0.005) is True
 
 
 def _rewrite(path, out, edit) -> None:
@@ -161,11 +168,11 @@ def test_bad_kits_are_refused_with_clear_errors(kit, tmp_path, trained_tiny) -> 
     _rewrite(p, bad, lambda t, m: t["1.images"].__setitem__(0, 255 - t["1.images"][0]))  # a tampered section
     with pytest.raises(FingerprintFileError, match="digest mismatch"):
         Kit.load(bad)
-    other_base = dataclasses.replace(kit.tests[1], meta={**kit.tests[1].meta, "base_model_digest": "0" * 64})
+    other_base = dataclasses.replace(kit.sets[1], meta={**kit.sets[1].meta, "base_model_digest": "0" * 64})
     with pytest.raises(FingerprintFileError, match="another base model"):
-        Kit(tests=(kit.tests[0], other_base))
+        Kit(tests=(kit.sets[0], other_base))
     with pytest.raises(FingerprintFileError, match="no calibration"):
-        Kit(tests=(kit.tests[0].with_calibration(None), kit.tests[1]))
+        Kit(tests=(kit.sets[0].with_calibration(None), kit.sets[1]))
     with pytest.raises(FingerprintFileError, match="not a charex kit|not a valid kit"):
         Kit.from_bytes(st_save({"x": torch.zeros(1)}, metadata={"a": "b"}))
 
@@ -212,16 +219,16 @@ def test_the_weight_test_settles_a_reused_backbone_with_no_query(full_kit, train
 
 
 def test_weight_shares_and_the_query_tests_unchanged_without_weights(full_kit, kit, trained_tiny) -> None:
-    assert full_kit.shares(True, True) == pytest.approx((0.1, 0.45))
-    assert full_kit.shares(True, False) == pytest.approx((0.1, 0.9))  # another label space: the pair test
-    assert kit.shares(True, False) == (1.0, 0.0)  # a kit without it: the weight test alone
-    assert full_kit.shares(False, True) == (0.0, 0.5)  # answers, an endpoint, another architecture: as before
+    w, ex, mi, pa = full_kit.tests
+    assert shares([w, ex, mi]) == pytest.approx([0.1, 0.45, 0.45])
+    assert shares([w, pa]) == pytest.approx([0.1, 0.9])  # another label space: the pair test
+    assert shares([w]) == [1.0]  # the weight test alone
+    assert shares([ex, mi]) == [0.5, 0.5]  # answers, an endpoint, another architecture: as before
     other = make_tiny(77, train_steps=60)  # another seed of the recipe, in no role of the kit
     v = judge(full_kit, LocalSuspect(other), "other")
     assert v.tests[0]["p_value"] > 0.01 and v.queries > 0 and v.decision == "not derived"
-    r = [TestResult("examples", 3.0, 0.2, 30), TestResult("mistakes", 0.1, 0.004, 90)]
-    w = TestResult("weights", 0.3, 0.5, 0)
-    assert combine(full_kit, r, "s", weights=w).p_value == pytest.approx(0.004 / 0.45)
+    r = [TestResult("weights", 0.3, 0.5, 0), TestResult("examples", 3.0, 0.2, 30), TestResult("mistakes", 0.1, 0.004, 90)]
+    assert combine(list(zip(r, [0.1, 0.45, 0.45])))[0] == pytest.approx(0.004 / 0.45)
     answers = judge_answers(full_kit, {i: int(t) for i, t in enumerate(full_kit.targets)}, "answers")
     assert answers.tests[0]["note"].startswith("not applicable: no weights") and answers.tests[1]["share"] == 0.5
     assert not answers.tests[3]["applies"] and "another label space" in answers.tests[3]["note"]
@@ -235,7 +242,7 @@ def test_another_architecture_and_label_space_is_not_applicable(full_kit, kit, t
     torch.manual_seed(0)
     alien = Normalized(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(768, 5)), (0.5,) * 3, (0.25,) * 3,
                        {"input_shape": [3, 16, 16], "num_classes": 5})
-    v = judge(dataclasses.replace(full_kit, tests=full_kit.tests[:2]), LocalSuspect(alien), "alien")
+    v = judge(dataclasses.replace(full_kit, tests=full_kit.tests[:3]), LocalSuspect(alien), "alien")
     assert v.decision == "not applicable" and v.p_value is None and v.queries == 0
     v = judge(full_kit, LocalSuspect(alien), "alien")  # the pair test judges it by its answers
     assert v.decision == "not derived" and v.tests[3]["applies"] and v.tests[3]["queries"] > 0
@@ -258,22 +265,21 @@ def test_a_tampered_or_malformed_sketch_is_refused(full_kit, tmp_path) -> None:
     (tmp_path / "t.safetensors").write_bytes(st_save(tensors, metadata=meta))
     with pytest.raises(FingerprintFileError, match="digest mismatch"):
         Kit.load(tmp_path / "t.safetensors")
-    bad = dataclasses.replace(full_kit.weights.sketch,
-                              layers=((*full_kit.weights.sketch.layers[0][:2], full_kit.weights.sketch.layers[0][2] * 2),
-                                      *full_kit.weights.sketch.layers[1:]))
-    forged = dataclasses.replace(full_kit, weights=type(full_kit.weights)(bad, full_kit.weights.null))
+    w = full_kit.get(WeightTest)
+    bad = dataclasses.replace(w.sketch, layers=((*w.sketch.layers[0][:2], w.sketch.layers[0][2] * 2),
+                                                *w.sketch.layers[1:]))
+    forged = dataclasses.replace(full_kit, tests=(WeightTest(bad, w.null), *full_kit.queried))
     forged.save(tmp_path / "f.safetensors")  # a consistent digest over a sketch no base gives
     with pytest.raises(FingerprintFileError, match="malformed"):
         Kit.load(tmp_path / "f.safetensors")
 
 
 def test_audit_checks_the_sketch_against_the_base(full_kit, trained_tiny) -> None:
-    from charex.judge.audit import audit_weights
-
-    assert audit_weights(full_kit.weights, trained_tiny).checks[0].status == "pass"
-    rep = audit_weights(full_kit.weights, trained_tiny, suspect=_new_head(trained_tiny, 100))  # another label space
+    w = full_kit.get(WeightTest)
+    assert audit_weights(w, trained_tiny).checks[0].status == "pass"
+    rep = audit_weights(w, trained_tiny, suspect=_new_head(trained_tiny, 100))  # another label space
     assert {c.name: c.status for c in rep.checks}["weight claim reproduces"] == "pass"
-    assert audit_weights(full_kit.weights, make_tiny(5, train_steps=10)).checks[0].status == "fail"
+    assert audit_weights(w, make_tiny(5, train_steps=10)).checks[0].status == "fail"
 
 
 def test_programs_a_user_ships_are_read_by_the_weight_test(full_kit, trained_tiny, tmp_path) -> None:

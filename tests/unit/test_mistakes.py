@@ -10,8 +10,7 @@ from scipy import stats
 from charex import FingerprintSet
 from charex.errors import CharexError
 from charex.make.mistakes import mistake_queries
-from charex.judge.mistakes import (MistakeNull, MistakeScore, calibrate_mistakes, score, score_answers,
-                                   verify_mistakes)
+from charex.judge.mistakes import MistakeNull, MistakeScore, MistakeTest, calibrate_mistakes, score, score_answers
 from charex.models import state_digest
 from charex.judge.verify import predict
 from conftest import make_tiny
@@ -84,7 +83,7 @@ def test_ranked_sections_most_confident_first_and_sent_round_the_sections(traine
     from charex.judge.kit import Kit
     from charex.judge.mistakes import ranked_order
     from charex.judge.query import LocalSuspect, judge
-    from charex.judge.tests import test_for
+    from charex.judge.registry import test_for
     from charex.judge.verify import batch_logits
 
     images, y, twins, refs = setting
@@ -204,15 +203,22 @@ def test_refusals(trained_tiny, setting) -> None:
 def test_verdicts_name_each_suspect(trained_tiny, setting) -> None:
     images, y, twins, refs = setting
     fp = mistake_queries(trained_tiny, twins, images, y, references=refs)
-    null = calibrate_mistakes(fp, {f"ind{i}": make_tiny(60 + i, train_steps=60) for i in range(3)})
-    rows = verify_mistakes(fp, null, {"base": trained_tiny, "other": make_tiny(70, train_steps=60)})
-    assert [r["model"] for r in rows] == ["base", "other"]
-    assert rows[0]["derived"] and rows[0]["rates"][0] == 1.0  # the base repeats all its own mistakes
-    assert all(0 <= r["p_value"] <= 1 for r in rows)
+    from charex.judge.kit import Kit
+    from charex.judge.query import LocalSuspect, judge
+
+    t = MistakeTest(fp).calibrate({f"ind{i}": make_tiny(60 + i, train_steps=60) for i in range(3)})
+    kit = Kit(tests=(t,), single=True)  # the mistake test alone, judged as every kit is (charex mistakes-verify)
+    rows = [judge(kit, LocalSuspect(m, name), name, stop_when_derived=False)
+            for name, m in {"base": trained_tiny, "other": make_tiny(70, train_steps=60)}.items()]
+    assert [v.suspect for v in rows] == ["base", "other"]
+    assert rows[0].decision == "derived" and rows[0].findings[0].result.detail["rates"][0] == 1.0  # all its own
+    assert all(0 <= v.p_value <= 1 for v in rows)
+    assert rows[0].lines()[0].startswith("base: repeats 100.0% of the base's mistakes")
 
 
 def test_match_count_paths_refuse_a_mistake_fingerprint(trained_tiny, setting) -> None:
-    from charex.judge.verify import calibrate, verify, verify_answers
+    from charex.judge.query import verify, verify_answers
+    from charex.judge.verify import calibrate
 
     images, y, twins, _ = setting
     fp = mistake_queries(trained_tiny, twins, images, y)

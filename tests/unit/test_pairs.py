@@ -10,8 +10,8 @@ import torch
 from charex.errors import CharexError, FingerprintFileError
 from charex.fingerprint import FingerprintSet
 from charex.judge.pairs import merge, pair_layout, permutation_p, score_pairs, send_order
-from charex.judge.tests import PairTest
-from charex.judge.tests import test_for as judge_for
+from charex.judge.pairs import PairTest
+from charex.judge.registry import test_for as judge_for
 from charex.judge.verify import predict
 from charex.make.pairs import candidate_pairs, features, pair_queries
 from conftest import make_tiny
@@ -33,7 +33,7 @@ def data():
 def pair_fp(owners, data) -> FingerprintSet:
     base, twins = owners
     fp = pair_queries(base, twins, *data, pairs=80)
-    return PairTest(fp).calibrate({f"c{i}": make_tiny(60 + i, train_steps=60) for i in range(3)})
+    return PairTest(fp).calibrate({f"c{i}": make_tiny(60 + i, train_steps=60) for i in range(3)}).fp
 
 
 def test_sections_are_slot_matched_and_no_image_is_in_two_pairs(pair_fp, data) -> None:
@@ -198,7 +198,7 @@ def test_answers_in_another_label_space_reach_the_pair_test(pair_fp, owners, tmp
 
 
 def test_audit_re_runs_the_pair_test(pair_fp, owners, data) -> None:
-    from charex.judge.audit import audit_pairs
+    from charex.judge.pairs import audit_pairs
 
     base, twins = owners
     cal = {f"c{i}": make_tiny(60 + i, train_steps=60) for i in range(3)}

@@ -15,88 +15,25 @@ EXAMPLE = ("charex audit fp-cal.safetensors --base base.safetensors --references
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from ..judge.audit import AuditInputs
     from ..judge.kit import open_kit
+    from ..judge.query import LocalSuspect
 
     kit = open_kit(args.fingerprint)
-    if not kit.single:
-        return _audit_kit(args, kit)
-    fp = kit.tests[0]
-    if "mistakes" in fp.meta:
-        return _report(args, [("mistakes", _audit_mistakes(args, fp))])
-    x0 = None
-    if fp.meta.get("start") == "natural":
-        from ..data import load_cifar10
-        from ..data.cifar10 import sample_images
-
-        real = load_cifar10(args.data, "test")
-        x0 = sample_images(real.images, real.labels, fp.n, fp.config.seed)[0]
-
-    return _report(args, [("examples", _audit_examples(args, fp, x0, load(args, args.suspect) if args.suspect
-                                                       else None))])
+    suspect = load(args, args.suspect) if args.suspect else None
+    asked = suspect  # the query tests' claim: on a suspect of the base's label space only
+    if suspect is not None and len(kit.queried) < len(kit.tests):  # another label space: the reading tests' claim
+        if LocalSuspect(suspect, args.suspect).label_space(kit.sets[0]) is not None:
+            asked = None
+    inputs = AuditInputs(load(args, args.base), _models(args, args.references), _models(args, args.twins),
+                         _models(args, args.surrogates), _models(args, args.calibration_references), args.data,
+                         suspect, asked, args.dtype, kit.level, not args.quiet)
+    parts = [(t.name, t.audit(inputs)) for t in kit.tests]
+    return _report(args, parts)
 
 
 def _models(args: argparse.Namespace, specs: list[str] | None) -> dict | None:
     return None if specs is None else {spec: load(args, spec) for spec in specs}
-
-
-def _audit_examples(args: argparse.Namespace, fp: Any, x0: Any = None, suspect: Any = None) -> Any:
-    """``suspect``: the model the claim is checked on (None: no claim to check)."""
-    from ..judge.audit import audit
-
-    refs = [*(args.references or []), *(args.twins or [])]  # a kit's examples were pushed away from both
-    return audit(fp, load(args, args.base), references=_models(args, refs) or {},
-                 surrogates=_models(args, args.surrogates) or {},
-                 calibration_references=_models(args, args.calibration_references), x0=x0, dtype=args.dtype,
-                 suspect=suspect, progress=not args.quiet)
-
-
-def _audit_mistakes(args: argparse.Namespace, fp: Any) -> Any:
-    from ..judge.audit import audit_mistakes
-
-    base, images, labels = _base_and_data(args)
-    return audit_mistakes(fp, base, twins=_models(args, args.twins), references=_models(args, args.references),
-                          images=images, labels=labels,
-                          calibration_references=_models(args, args.calibration_references))
-
-
-def _audit_pairs(args: argparse.Namespace, fp: Any) -> Any:
-    from ..judge.audit import audit_pairs
-
-    base, images, labels = _base_and_data(args)
-    return audit_pairs(fp, base, twins=_models(args, args.twins), images=images, labels=labels,
-                       calibration_references=_models(args, args.calibration_references))
-
-
-def _base_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """The base model and the owner's labelled images (``--data``) a re-run of the mistake or pair test needs."""
-    from ..data.starts import labelled_images
-
-    base = load(args, args.base)
-    card = getattr(base, "card", {}) or {}
-    images, labels = labelled_images(args.data, card.get("input_shape") or [3, 32, 32], card.get("classes"))
-    return base, images, labels
-
-
-def _audit_kit(args: argparse.Namespace, kit: Any) -> int:
-    parts = []
-    suspect = load(args, args.suspect) if args.suspect else None
-    asked = suspect  # the query tests' claim: on a suspect of the base's label space only
-    if suspect is not None and kit.weights is not None:  # another label space: the weight test's claim alone
-        from ..judge.query import LocalSuspect
-
-        if LocalSuspect(suspect, args.suspect).label_space(kit.tests[0]) is not None:
-            asked = None
-    if kit.weights is not None:
-        from ..judge.audit import audit_weights
-
-        named = [*(args.twins or []), *(args.references or []), *(args.calibration_references or [])]
-        parts.append(("weights", audit_weights(kit.weights, load(args, args.base),
-                                               _models(args, list(dict.fromkeys(named))), suspect=suspect,
-                                               level=kit.level)))
-    for fp, t in zip(kit.tests, kit.judges()):
-        parts.append((t.name, _audit_mistakes(args, fp) if t.name == "mistakes" else _audit_pairs(args, fp)
-                      if t.name == "pairs" else _audit_examples(args, fp, suspect=asked)))
-    return _report(args, parts)
 
 
 def _report(args: argparse.Namespace, parts: list[tuple[str, Any]]) -> int:

@@ -142,6 +142,7 @@ def _remote(args: argparse.Namespace, kit: Any, url: str) -> Any:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..judge.answers import read_labelled
     from ..judge.kit import open_kit
+    from ..judge.protocol import Form
     from ..judge.query import LocalSuspect, judge, judge_answers
 
     kit = open_kit(args.fingerprint)
@@ -165,23 +166,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
                               sequential=args.max_queries is not None))
     # in the base's classes; in the suspect's own labels with --other-labels, or when a label is not one of the
     # base's classes and the kit holds a pair test
-    labels = "any" if args.other_labels else "auto" if any(kit.applies(False)) else "base"
+    labels = "any" if args.other_labels else "auto" if any(t.applies(Form(same_labels=False)) is None
+                                                            for t in kit.queried) else "base"
     for path in args.answers or []:
         got, same = read_labelled(path, kit, labels)
-        verdicts.append(judge_answers(kit, got, str(path), same))
+        verdicts.append(judge_answers(kit, got, str(path), same, max_queries=args.max_queries))
     if args.json:
         print_json({"calibrated": kit.calibrated, "level": kit.level, "tests": kit.names,
                     "results": [v.to_dict() for v in verdicts]})
     else:
-        if not kit.calibrated and "mistakes" in kit.tests[0].meta:
-            print("note: this mistake set is not calibrated, so no verdict is possible; judge it with `charex "
-                  "mistakes-verify FP SUSPECT --independent MODEL ...`, or make a calibrated kit with `charex "
-                  "fingerprint`.")
-        elif not kit.calibrated:
-            print("note: this fingerprint is not calibrated, so no calibrated verdict is possible; match rates "
-                  "only. Run `charex calibrate FP --reference MODEL ...` on independent models first.")
+        for t in kit.tests:
+            if not t.calibrated:
+                print(f"note: {t.how_to_calibrate}")
+                break
         for v in verdicts:
-            print(_verdict_line(v, len(kit.names)))
+            print("\n".join(v.lines()))
     return verdict_exit(kit, verdicts)
 
 
@@ -195,66 +194,13 @@ def verdict_exit(kit: Any, verdicts: list[Any]) -> int:
     return EXIT_NOT_DERIVED
 
 
-def _test_words(t: dict[str, Any], decision: str | None = None, p_value: float | None = None) -> str:
-    """One test's finding in words, with its own p-value; or, given the kit's ``decision``, with the kit's
-    ``p_value`` and the decision (a one-test fingerprint's line)."""
-    if t.get("statistic") is None:
-        return f"{t['test']}: {t.get('note', 'not asked')}"
-    if t["test"] == "weights":
-        words = (f"weights: units match the base's at cosine {t['statistic']:.3f} over {t['layers_matched']} of "
-                 f"{t['layers']} layers (independent models of its architecture {min(t['null_means']):.3f}-"
-                 f"{max(t['null_means']):.3f}); 0 queries")
-    elif t["test"] == "mistakes":
-        r = t["rates"]
-        words = (f"mistakes: repeats {100 * r[0]:.1f}% of the base's mistakes and "
-                 f"{100 * sum(r[1:]) / (len(r) - 1):.1f}% of its twins' (d {t['d']:+.3f})")
-    else:
-        words = f"{t['test']}: {t['matches']}/{t['n']} match ({100 * t['match_rate']:.1f}%)"
-        if t.get("answered", t["n"]) < t.get("examples", t["n"]) and not t.get("p_value_is_bound"):
-            words += f" among the {t['answered']} of {t['examples']} examples answered"
-    if t.get("chance_p_value") is not None and t.get("calibrated_p_value") is not None and \
-            t["chance_p_value"] > t["calibrated_p_value"]:
-        from ..judge.verify import format_p
-
-        words += (f"; its own answer mix gives that by chance with p {format_p(t['chance_p_value'])} "
-                  f"(calibrated null alone {format_p(t['calibrated_p_value'])})")
-    if t.get("p_value_is_bound"):
-        words += " (stopped early: the decision could no longer change; p is a bound)"
-    p = t.get("p_value") if decision is None else p_value
-    if p is not None:
-        from ..judge.verify import format_p
-
-        words += f", p = {format_p(p)}" + (f": {decision.upper()}" if decision else "")
-    return words + (f" [{t['note']}]" if t.get("note") else "")
-
-
-def _verdict_line(v: Any, n_tests: int) -> str:
-    """A suspect's verdict for people: one line for a one-test fingerprint, the tests beneath for a kit."""
-    from ..judge.verify import format_p
-
-    d = v.to_dict()
-    warn = (d.get("answer_mix") or {}).get("warning")
-    tail = f"\n    warning: {warn}" if warn else ""
-    if n_tests == 1:
-        return f"{v.suspect}: " + _test_words(v.tests[0], v.decision, v.p_value).split(": ", 1)[1] + tail
-    if v.p_value is None:
-        return "\n".join([f"{v.suspect}: {v.decision.upper()}: no test of the kit applies; 0 queries"] +
-                          [f"    {_test_words(t)}" for t in v.tests]) + tail
-    applied = sum(1 for t in v.tests if t.get("applies", True))
-    head = (f"{v.suspect}: {v.decision.upper()}, p = {format_p(v.p_value)} (Bonferroni over the {applied} tests "
-            f"that apply)"
-            f"{', caught by the ' + v.fired + ' test' if v.fired else ''}; {v.queries} queries"
-            f"{' (stopped early)' if d.get('stopped_early') else ''}")
-    return "\n".join([head] + [f"    {_test_words(t)}" for t in v.tests]) + tail
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..judge.kit import open_kit
 
     kit = open_kit(args.fingerprint)
     if not kit.single:
         return _inspect_kit(args, kit)
-    fp = kit.tests[0]
+    fp = kit.sets[0]
     counts = [int((fp.targets == c).sum()) for c in range(int(fp.meta.get("num_classes", 0)))]
     info = {"path": str(args.fingerprint), "digest": fp.digest, "n": fp.n, "image_shape": list(fp.images.shape[1:]),
             "image_dtype": str(fp.images.dtype).replace("torch.", ""), "target_counts": counts,
@@ -287,7 +233,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  calibration       {len(cal['references'])} references, null mean {100 * cal['mu']:.1f}% ({null}), "
               f"derived at >= {cal['threshold_matches']}/{fp.n} and above the suspect's own chance "
               f"(level {cal['level']})")
-        from ..make.kit import calibration_floor
+        from ..judge.verify import calibration_floor
 
         floor = calibration_floor(cal, fp.n)
         if floor:
@@ -298,28 +244,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect_kit(args: argparse.Namespace, kit: Any) -> int:
     from ..make.kit import describe
 
-    w = kit.weights
+    from ..judge.kit import asks
+
     info = {"path": str(args.fingerprint), "digest": kit.digest, "kind": "kit", "level": kit.level,
             "queries": kit.n, "meta": kit.meta,
-            "weights": None if w is None else {"share": w.share, "layers": [k for k, _, _ in w.sketch.layers],
-                                               "directions": w.sketch.dims, "null": w.null.to_dict()},
-            "tests": [{"test": t.name, "queries": fp.n, "digest": fp.digest, "config": fp.config.to_dict(),
-                       "meta": fp.meta, "calibration": fp.calibration} for fp, t in zip(kit.tests, kit.judges())]}
+            **{t.kind: t.inspect() for t in kit.tests if not asks(t)},
+            "tests": [{"test": t.name, "queries": t.fp.n, "digest": t.fp.digest, "config": t.fp.config.to_dict(),
+                       "meta": t.fp.meta, "calibration": t.fp.calibration} for t in kit.queried]}
+    info.setdefault("weights", None)
     if args.json:
         print_json(info)
         return 0
-    m = kit.tests[0].meta
+    m = kit.sets[0].meta
     print(f"{args.fingerprint}\n  kit digest        {kit.digest}")
     print(f"  base model        {m.get('base_model')} digest {m.get('base_model_digest')}")
     print(f"  verdict           Bonferroni over the {len(kit.names)} test(s) (those that apply to a suspect) at level "
           f"{kit.level}; {kit.n} queries")
     describe(kit)
-    for fp, t in zip(kit.tests, kit.judges()):
-        for role in ("references", "twins"):
-            for r in fp.meta.get(role) or []:
-                print(f"    {t.name} {role[:-1]:<9} {r['name']} digest {r['digest']}")
-        for r in (fp.calibration or {}).get("references", []):
-            print(f"    {t.name} calibration {r['name']}" + (f" digest {r['digest']}" if "digest" in r else ""))
+    for t in kit.queried:
+        for role, name, digest in t.roles():
+            print(f"    {t.name} {role:<9} {name}" + (f" digest {digest}" if digest else "") if role != "calibration"
+                  else f"    {t.name} calibration {name}" + (f" digest {digest}" if digest else ""))
     print(f"  created           {kit.meta.get('created')} by charex {kit.meta.get('charex_version')}")
     return 0
 
@@ -329,7 +274,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..make.export import export_png
 
     kit = open_kit(args.fingerprint)
-    out = export_png(kit.tests[0] if kit.single else kit, args.directory)
+    out = export_png(kit.sets[0] if kit.single else kit, args.directory)
     files = len(list(out.glob("*.png")))
     repeats = f"; {kit.n - files} repeated images written once" if files < kit.n else ""
     print(f"wrote {out}/NNNN.png ({files} queries{repeats}) and {out}/labels.csv (keep it to yourself)")

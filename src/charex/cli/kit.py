@@ -34,16 +34,11 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
                    max_agree=args.max_agree, per_model=args.per_model, progress=not args.quiet)
     kit.save(args.output)
     if args.json:
-        from ..make.kit import calibration_floor
-
-        tests = []
-        for fp, t in zip(kit.tests, kit.judges()):
-            floor = None if t.name == "mistakes" else calibration_floor(fp.calibration or {}, fp.n)
-            tests.append({"test": t.name, "queries": fp.n, **({"floor": floor} if floor else {})})
+        tests = [t.summary() for t in kit.queried]
         print_json({"output": str(args.output), "digest": kit.digest, "level": kit.level, "queries": kit.n,
                     "tests": tests, "missing": kit.meta.get("missing", [])})
     else:
-        print(f"wrote {args.output}: {len(kit.tests)} test(s), {kit.n} queries in all, level {kit.level}")
+        print(f"wrote {args.output}: {len(kit.queried)} test(s), {kit.n} queries in all, level {kit.level}")
         describe(kit)
     for note in kit.meta.get("missing", []):
         if args.json:

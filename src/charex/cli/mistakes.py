@@ -21,6 +21,7 @@ EXAMPLES = {
 
 def cmd_make(args: argparse.Namespace) -> int:
     from ..data.starts import labelled_images
+    from ..judge.mistakes import MistakeTest
     from ..make.mistakes import mistake_queries
 
     base = load(args, args.model)
@@ -35,7 +36,7 @@ def cmd_make(args: argparse.Namespace) -> int:
     fp = mistake_queries(base, twins, images, labels, references=refs, max_agree=args.max_agree,
                          per_model=args.per_model, seed=args.seed)
     fp.save(args.output)
-    sections = fp.meta["mistakes"]["sections"]
+    sections = MistakeTest(fp).sections
     if args.json:
         print_json({"output": str(args.output), "queries": fp.n, "sections": sections,
                     "twins": fp.meta["twins"], "references": fp.meta["references"]})
@@ -47,30 +48,31 @@ def cmd_make(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..fingerprint import FingerprintSet
-    from ..judge.mistakes import MistakeNull, calibrate_mistakes, verify_mistakes
-
     from ..judge.answers import read_answers
+    from ..judge.kit import Kit
+    from ..judge.mistakes import MistakeTest
+    from ..judge.query import LocalSuspect, judge, judge_answers
 
-    fp = FingerprintSet.load(args.fingerprint)
+    test = MistakeTest(FingerprintSet.load(args.fingerprint))
     if not args.suspect and not args.answers:
         raise CharexError("name at least one suspect model or --answers FILE")
-    answers = {str(path): read_answers(path, fp) for path in args.answers or []}
     if args.independent:
-        null = calibrate_mistakes(fp, {s: load(args, s) for s in args.independent})
-    elif (fp.calibration or {}).get("null") == "mistakes":
-        null = MistakeNull.from_block(fp.calibration)
-    else:
+        test = test.calibrate({s: load(args, s) for s in args.independent}, args.level)
+    elif test.null is None:
         raise CharexError("this mistake set is not calibrated: give --independent MODEL MODEL ... (or make a kit "
                           "with `charex fingerprint`, calibrated once)")
-    rows = verify_mistakes(fp, null, {s: load(args, s) for s in args.suspect}, level=args.level, answers=answers)
+    kit = Kit(tests=(test,), level=args.level, single=True)  # the mistake test alone, judged as every kit is
+    verdicts = [judge(kit, LocalSuspect(load(args, s), s), s, stop_when_derived=False) for s in args.suspect]
+    verdicts += [judge_answers(kit, read_answers(path, test.fp), str(path)) for path in args.answers or []]
+    rows = [{"model": v.suspect, **v.findings[0].result.detail, "p_value": v.p_value,  # type: ignore[union-attr]
+             "derived": v.decision == "derived", "level": args.level} for v in verdicts]
+    null = test.null
     if args.json:
         print_json({"calibration": null.to_dict(), "results": rows})
     else:
         print(f"null: d of {len(null.differences)} independent models, rms {null.scale:.4f}")
-        for r in rows:
-            print(f"{r['model']}: repeats {100 * r['rates'][0]:.1f}% of the base's mistakes and "
-                  f"{100 * sum(r['rates'][1:]) / (len(r['rates']) - 1):.1f}% of its twins' (d {r['d']:+.3f}), "
-                  f"p = {r['p_value']:.2g}: {'DERIVED' if r['derived'] else 'NOT DERIVED'}")
+        for v in verdicts:
+            print("\n".join(v.lines()))
     return EXIT_DERIVED if any(r["derived"] for r in rows) else EXIT_NOT_DERIVED
 
 

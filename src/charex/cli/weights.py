@@ -11,17 +11,22 @@ EXAMPLE = ("charex weights bundled:base bundled:derived-pruned90 my-backbone-wit
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from ..judge.verify import format_p
-    from ..judge.weights import calibrate_weights, weight_score
+    from ..judge.kit import Kit
+    from ..judge.protocol import format_p
+    from ..judge.query import LocalSuspect, judge
+    from ..judge.weights import WeightTest, calibrate_weights, weight_score
 
     base = load(args, args.base)
     null = calibrate_weights(base, {s: load(args, s) for s in args.calibration})
+    kit = Kit(tests=(WeightTest(base, null, share=1.0),), level=args.level)  # a kit of the weight test alone
     rows = []
     for spec in args.suspect:
-        s = weight_score(base, load(args, spec))
-        p = null.p_value(s)
-        decision = "not applicable" if p is None else ("derived" if p <= args.level else "not derived")
-        rows.append({"suspect": spec, "decision": decision, "p_value": p, "level": args.level, **s.to_dict()})
+        model = load(args, spec)
+        v = judge(kit, LocalSuspect(model, spec), spec)
+        r = v.findings[0].result
+        s = weight_score(base, model) if r is None else r.evidence  # not applicable: which layers lined up
+        rows.append({"suspect": spec, "decision": v.decision, "p_value": v.p_value, "level": args.level,
+                     **s.to_dict()})
     if args.json:
         print_json({"base": args.base, "null": null.to_dict(), "results": rows})
     else:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CharexError
-from .cifar10 import ArrayDataset, load_cifar10, sample_images
+from .cifar10 import ArrayDataset, load_cifar10, sample_images, thief_split
 from .folder import ImageFolder
 
 
@@ -80,3 +80,17 @@ def _cifar10(data: str | Path | None, split: str) -> ArrayDataset | None:
         if data is None or not Path(data).is_dir() or (Path(data) / "test").is_dir():
             raise
         return None
+
+
+def owner_images(data: str | Path | None) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+    """The owner's labelled images of the bundled lineage (half-a of CIFAR-10's training set and its test set: none
+    of it the thief's half-b), as (uint8 images, labels); (None, None) where no CIFAR-10 copy is found. ``data``: a
+    CIFAR-10 location (default: the shared copy or the cached download)."""
+    from . import default_cifar10_root  # the package's, looked up when called (tests replace it there)
+
+    root = data or default_cifar10_root()
+    if root is None:
+        return None, None
+    half_a, _ = thief_split(load_cifar10(root, "train"), "half-a")
+    test = load_cifar10(root, "test")
+    return torch.cat([half_a.images, test.images]), torch.cat([half_a.labels, test.labels])

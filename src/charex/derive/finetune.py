@@ -8,19 +8,9 @@ from typing import Any
 from torch import nn
 
 from ..data.cifar10 import ArrayDataset
-from ..errors import CharexError
 from ..lineage import finetune_name, relabel
+from ..models.probe import last_linear
 from ..train import TrainConfig, train_model
-
-
-def _last_linear(model: nn.Module) -> nn.Module:
-    last = None
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    if last is None:
-        raise CharexError("model has no linear layer to fine-tune")
-    return last
 
 
 def finetune_model(model: nn.Module, data: ArrayDataset, *, epochs: int, lr: float = 0.01, last_layer: bool = False,
@@ -31,7 +21,7 @@ def finetune_model(model: nn.Module, data: ArrayDataset, *, epochs: int, lr: flo
     statistics included).
     """
     tuned = copy.deepcopy(model)
-    params = list(_last_linear(tuned).parameters()) if last_layer else None
+    params = list(last_linear(tuned, "to fine-tune")[2].parameters()) if last_layer else None
     stats = train_model(tuned, data, TrainConfig(epochs=epochs, lr=lr, seed=seed, warmup=0.1), params=params,
                         bn_eval=last_layer, progress=progress)
     relabel(tuned, lambda parent: finetune_name(parent, last_layer, lr, epochs, data_name, seed))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..data.cifar10 import ArrayDataset
-from ..errors import CharexError
+from ..models.probe import last_linear
 
 TASKS: dict[str, dict[int, int]] = {
     "coarse": {0: 0, 1: 0, 8: 0, 9: 0, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1},  # vehicles / animals
@@ -28,18 +28,6 @@ def relabel(data: ArrayDataset, task: Mapping[int, int]) -> ArrayDataset:
     sub = data.subset(torch.nonzero(keep).flatten())
     labels = torch.tensor([task[int(y)] for y in sub.labels], dtype=torch.int64)
     return ArrayDataset(sub.images, labels, tuple(str(i) for i in range(max(task.values()) + 1)), sub.digest + "+task")
-
-
-def last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
-    """(the parent, the attribute name, the module) of the model's last ``nn.Linear`` (its head)."""
-    found = None
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.Linear):
-                found = (parent, name, child)
-    if found is None:
-        raise CharexError("the model has no linear layer to replace with a new head")
-    return found
 
 
 def reuse_backbone(model: nn.Module, data: ArrayDataset, classes: int, *, probe: bool = True, prune: float = 0.0,

@@ -27,10 +27,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..data.starts import owner_images
 from ..derive import quantize_int8
 from ..judge.metrics import evaluate
-from ..judge.query import LocalSuspect, judge
-from ..judge.verify import verify
+from ..judge.examples import ExampleTest
+from ..judge.query import LocalSuspect, judge, verify
 from ..make.kit import make_kit
 from ..models import load_model
 from ..types import GenerationConfig
@@ -70,7 +71,7 @@ def run_demo(out: str | Path, *, n: int | None = None, steps: int | None = None,
     cfg = dataclasses.replace(cfg, n=n or cfg.n, steps=cfg.steps if steps is None else steps)
     if data is None and fetch_data:
         _fetch(say)
-    images, labels = _owner_images(data)
+    images, labels = owner_images(data)
     twins = {k: load[k] for k in TWINS} if images is not None else {}
     say(f"[1/3] making the kit of bundled:base: {cfg.n} characteristic examples ({cfg.steps} steps, pushed away from "
         f"{', '.join((*GENERATION_REFERENCES, *twins))})"
@@ -97,7 +98,7 @@ def run_demo(out: str | Path, *, n: int | None = None, steps: int | None = None,
     for name, (m, acc, kind) in _reused(base, data, seed, say).items():
         v = judge(kit, LocalSuspect(m, name), name)
         rows.append({**v.to_dict(), "kind": kind, "accuracy": acc})
-    examples = kit.tests[0]
+    examples = kit.get(ExampleTest).fp
     ev = evaluate(examples, {"derived": derived}, independent, base)
     c = examples.calibration or {}
     results: dict[str, Any] = {
@@ -168,22 +169,6 @@ def _reused(base: Any, data: str | None, seed: int, say: Callable[[str], None]) 
         say(f"      {name}: fitted in {time.perf_counter() - t0:.1f} s, {100 * acc:.1f}% on its task")
         out[name] = (m, acc, kind)
     return out
-
-
-def _owner_images(data: str | None) -> tuple[Any, Any]:
-    """The owner's labelled images for the mistake test (half-a of CIFAR-10's training set and its test set: none of
-    it the thief's half-b), or (None, None) where no CIFAR-10 copy is found."""
-    import torch
-
-    from ..data import default_cifar10_root, load_cifar10
-    from ..data.cifar10 import thief_split
-
-    root = data or default_cifar10_root()
-    if root is None:
-        return None, None
-    half_a, _ = thief_split(load_cifar10(root, "train"), "half-a")
-    test = load_cifar10(root, "test")
-    return torch.cat([half_a.images, test.images]), torch.cat([half_a.labels, test.labels])
 
 
 def _test_accuracy(model: Any) -> float | None:

@@ -17,19 +17,15 @@ from typing import Any, Iterator
 
 from .._io import read_utf8
 from ..errors import CharexError
-from ..fingerprint import FingerprintSet
-from .kit import Kit
+from typing import TYPE_CHECKING
+
+from ..fingerprint import FingerprintSet, with_repeats  # noqa: F401  (with_repeats: its place before)
+
+if TYPE_CHECKING:
+    from .kit import Kit
 
 _PNG = re.compile(r"^([0-9]{1,18})\.png$", re.IGNORECASE)
 _INT = re.compile(r"-?[0-9]{1,18}")  # longer is no index or class (and int() would refuse 4300+ digits)
-
-
-def with_repeats(answers: dict[int, int], keys: list[bytes]) -> dict[int, int]:
-    """``answers`` (query index -> label) given also to every query whose image key (``FingerprintSet.keys``,
-    ``Kit.keys``) is an answered one's: ``charex export`` writes a repeated image once (a mistake test's sections
-    can share images)."""
-    label = {keys[i]: lab for i, lab in answers.items() if 0 <= i < len(keys)}
-    return {**{i: label[k] for i, k in enumerate(keys) if k in label}, **answers}
 
 
 def read_answers(path: str | Path, fp: FingerprintSet | Kit, any_labels: bool = False) -> dict[int, int]:
@@ -63,7 +59,7 @@ def read_labelled(path: str | Path, fp: FingerprintSet | Kit, labels: str = "bas
     p = Path(path)
     if not p.is_file():
         raise CharexError(f"answers file not found: {p}")
-    meta = fp.classes if isinstance(fp, Kit) else fp.meta
+    meta = fp.meta if isinstance(fp, FingerprintSet) else fp.classes
     classes = [str(c) for c in (meta.get("classes") or [])]
     num_classes = int(meta.get("num_classes") or len(classes) or 0)
     if labels not in ("base", "any", "auto"):
@@ -74,7 +70,7 @@ def read_labelled(path: str | Path, fp: FingerprintSet | Kit, labels: str = "bas
     for line, row in _rows(p):
         where = f"{p}, line {line}"
         if row.get("kit") not in (None, ""):  # audit logs name the kit (or fingerprint) they answered
-            own = own or (fp.id if isinstance(fp, Kit) else fp.digest)
+            own = own or (fp.digest if isinstance(fp, FingerprintSet) else fp.id)
             if row["kit"] != own:
                 raise CharexError(f"{where}: these answers were collected for another kit or fingerprint "
                                   f"({str(row['kit'])[:16]}..., this one is {own[:16]}...)")

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..dtypes import platform_record
 from ..errors import CharexError
-from ..fingerprint import FingerprintSet
+from ..fingerprint import FingerprintSet, data_digest
 from ..models.normalized import state_digest
 from ..models.probe import Models, model_device, named_models
 
@@ -64,6 +64,42 @@ class AuditReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "checks": [dataclasses.asdict(c) for c in self.checks]}
+
+
+@dataclass
+class AuditInputs:
+    """What the owner gives an audit, for every test of a kit (each test's :meth:`audit` takes what it needs).
+
+    Attributes:
+        base: the model the kit claims to be of. references, twins, surrogates: the models it records (None: not
+            given). calibration: the calibration models it names (None: not re-measured). data: the owner's
+            labelled images (a location, read once when a test needs them: :attr:`labelled`). suspect: a model the
+            kit is used against; asked: that suspect when the query tests of the base's label space apply to it.
+        dtype: re-run generation in this dtype. level: the kit's level. progress: progress bars.
+    """
+
+    base: nn.Module
+    references: dict[str, Any] | None = None
+    twins: dict[str, Any] | None = None
+    surrogates: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    data: str | None = None
+    suspect: Any = None
+    asked: Any = None
+    dtype: str | None = None
+    level: float = 0.01
+    progress: bool = True
+    _labelled: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def labelled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels): the owner's labelled images a re-run of the mistake or pair test needs."""
+        if self._labelled is None:
+            from ..data.starts import labelled_images
+
+            card = getattr(self.base, "card", {}) or {}
+            self._labelled = labelled_images(self.data, card.get("input_shape") or [3, 32, 32], card.get("classes"))
+        return self._labelled
 
 
 def audit(fp: FingerprintSet, base: nn.Module, *, references: Models | None = None,
@@ -262,14 +298,12 @@ def _suspect(fp: FingerprintSet, regen: FingerprintSet, suspect: nn.Module, cali
                  f"{fp.n} of the re-run's ({v_regen.decision}, threshold {data['threshold_regenerated']})", data)
 
 
-def _recorded_inputs(fp: FingerprintSet, base: nn.Module, roles: dict[str, Models | None],
+def recorded_inputs(fp: FingerprintSet, base: nn.Module, roles: dict[str, Models | None],
                      images: torch.Tensor | None, labels: torch.Tensor | None
                      ) -> tuple[list[Check], dict[str, list[tuple[str, nn.Module]]], bool, bool]:
     """The checks a re-run from the owner's models and labelled images starts with: the base model, each recorded
     role's models (matched by digest), the labelled images' digest. Returns (checks, the role's models in recorded
     order, base ok, data ok)."""
-    from ..make.kit import data_digest
-
     checks: list[Check] = []
     digest = state_digest(base)
     base_ok = digest == fp.meta.get("base_model_digest")
@@ -294,7 +328,7 @@ def _recorded_inputs(fp: FingerprintSet, base: nn.Module, roles: dict[str, Model
     return checks, ordered, base_ok, data_ok
 
 
-def _rerun_check(fp: FingerprintSet, regen: FingerprintSet | None, what: str, needed: str) -> Check:
+def rerun_check(fp: FingerprintSet, regen: FingerprintSet | None, what: str, needed: str) -> Check:
     """Whether a re-made query set (None: not re-run, for want of ``needed``) equals the file's images and targets."""
     if regen is None:
         return Check("queries", "fail", f"not re-run: {needed} are missing or wrong")
@@ -303,145 +337,10 @@ def _rerun_check(fp: FingerprintSet, regen: FingerprintSet | None, what: str, ne
                  f"differ from the re-run ({regen.n} queries re-made, {fp.n} in the file)")
 
 
-def _independence_check(fp: FingerprintSet, rows: list[dict[str, Any]], roles: tuple[str, ...]) -> Check:
+def independence_check(fp: FingerprintSet, rows: list[dict[str, Any]], roles: tuple[str, ...]) -> Check:
     """Whether no calibration model (``rows``: name and digest) is the base or a model of a recorded role."""
     barred = {fp.meta.get("base_model_digest")} | {r["digest"] for k in roles for r in fp.meta.get(k) or []}
     bad = [r["name"] for r in rows if r["digest"] in barred]
     who = "the base or a twin" if roles == ("twins",) else "the base, a twin or a reference"
     return Check("calibration models independent", "fail" if bad else "pass",
                  f"calibrated on {who}: {bad}" if bad else f"none is {who} (by recorded digest)")
-
-
-def audit_pairs(fp: FingerprintSet, base: nn.Module, *, twins: Models | None = None,
-                images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                calibration_references: Models | None = None) -> AuditReport:
-    """Re-run a pair test's recorded making (``charex.make.pairs.pair_queries``) and check it: base model, recorded
-    twins, labelled images, queries equal the re-run, calibration models independent, each one's d re-measured in
-    every view (:func:`charex.judge.pairs.calibrate_pairs`)."""
-    from ..make.pairs import pair_queries
-    from .pairs import calibrate_pairs, pair_layout
-
-    secs, _ = pair_layout(fp)
-    checks, ordered, base_ok, data_ok = _recorded_inputs(fp, base, {"twins": twins}, images, labels)
-    block = fp.meta["pairs"]
-    regen = pair_queries(base, [m for _, m in ordered["twins"]], images, labels,  # type: ignore[arg-type]
-                         pairs=secs[0], k=int(block.get("k", 10)), min_score=float(block.get("min_score", 0.0)),
-                         seed=fp.config.seed) if base_ok and data_ok and checks[1].status == "pass" else None
-    checks.append(_rerun_check(fp, regen, "queries", "the base model, a recorded twin or the labelled images"))
-    cal = fp.calibration
-    if not cal or cal.get("null") != "pairs":
-        checks.append(Check("calibration", "skip", "the pair test holds no calibration"))
-        return AuditReport(checks)
-    rows = cal.get("references", [])
-    checks.append(_independence_check(fp, rows, ("twins",)))
-    if calibration_references is None:
-        checks.append(Check("calibration re-measured", "skip", "give the calibration models to re-measure their d"))
-        return AuditReport(checks)
-    by_digest = {state_digest(m): (name, m) for name, m in named_models(calibration_references)}
-    missing = [r["name"] for r in rows if r["digest"] not in by_digest]
-    diffs = []
-    if not missing:
-        null = calibrate_pairs(fp.with_calibration(None), {r["name"]: by_digest[r["digest"]][1] for r in rows})
-        diffs = [f"{family}: {null.views[family]} vs recorded {cal['views'].get(family)}" for family in null.views
-                 if any(abs(a - b) > 1e-9 for a, b in zip(null.views[family], cal["views"].get(family, [])))]
-    detail = "; ".join(diffs + ([f"not given: {', '.join(missing)}"] if missing else [])) or \
-        f"all {len(rows)} calibration models give the recorded d in every view"
-    checks.append(Check("calibration re-measured", "fail" if diffs or missing else "pass", detail))
-    return AuditReport(checks)
-
-
-def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None = None,
-                   references: Models | None = None, images: torch.Tensor | None = None,
-                   labels: torch.Tensor | None = None, calibration_references: Models | None = None) -> AuditReport:
-    """Re-run a mistake test's recorded making (``charex.make.mistakes.mistake_queries``) and check it.
-
-    Args:
-        fp: the mistake test (a kit's, or a mistake set file).
-        base: the model it claims to be of. twins, references: the models it records (matched by weight digest).
-        images, labels: the owner's labelled images it was drawn from (their digest must be the recorded one).
-        calibration_references: the calibration models its null names: each one's d is re-measured.
-
-    Returns:
-        An :class:`AuditReport`: base model, recorded twins and references, data digest, queries equal the re-run,
-        calibration models independent, calibration re-measured.
-    """
-    from ..make.mistakes import mistake_queries
-    from .mistakes import score, sections
-
-    sections(fp)
-    checks, ordered, base_ok, data_ok = _recorded_inputs(fp, base, {"twins": twins, "references": references},
-                                                         images, labels)
-    regen = None
-    if base_ok and data_ok and all(c.status == "pass" for c in checks[1:3]):
-        block = fp.meta.get("mistakes", {})
-        params = (fp.meta.get("baseline") or {}).get("params", {})
-        regen = mistake_queries(base, [m for _, m in ordered["twins"]], images, labels,  # type: ignore[arg-type]
-                                references=[m for _, m in ordered["references"]],
-                                max_agree=int(block.get("max_agree", 3)), per_model=params.get("per_model"),
-                                seed=fp.config.seed)
-    checks.append(_rerun_check(fp, regen, "queries and their labels",
-                               "the base model, a recorded twin or reference, or the labelled images"))
-    cal = fp.calibration
-    if not cal or cal.get("null") != "mistakes":
-        checks.append(Check("calibration", "skip", "the mistake test holds no calibration"))
-        return AuditReport(checks)
-    rows = cal.get("references", [])
-    checks.append(_independence_check(fp, rows, ("twins", "references")))
-    if calibration_references is None:
-        checks.append(Check("calibration re-measured", "skip", "give the calibration models to re-measure their d"))
-        return AuditReport(checks)
-    by_digest = {state_digest(m): (name, m) for name, m in named_models(calibration_references)}
-    diffs, missing = [], []
-    for r, d in zip(rows, cal["differences"]):
-        if r["digest"] not in by_digest:
-            missing.append(r["name"])
-            continue
-        name, m = by_digest[r["digest"]]
-        got = score(fp, m, name).d
-        if abs(got - d) > 1e-9:
-            diffs.append(f"{r['name']}: d {got:+.5f}, recorded {d:+.5f}")
-    detail = "; ".join(diffs + ([f"not given: {', '.join(missing)}"] if missing else [])) or \
-        f"all {len(rows)} calibration models give the recorded d"
-    checks.append(Check("calibration re-measured", "fail" if diffs or missing else "pass", detail))
-    return AuditReport(checks)
-
-
-def audit_weights(test: Any, base: nn.Module, models: Models | None = None, *, suspect: Any = None,
-                  level: float = 0.01) -> AuditReport:
-    """Check a kit's weight test: its sketch is the one ``base`` gives (:class:`~charex.judge.weights.WeightSketch`,
-    deterministic from the base and the recorded seed), and, given the models its null names (``name -> model``:
-    the calibration models, references and twins that lined up), their per-layer statistics re-measured; given a
-    ``suspect``, its weight p in the kit's sketch and in the re-made one, the same decision at ``level``."""
-    from .weights import WeightSketch, calibrate_weights, weight_score
-
-    sk = test.sketch
-    again = WeightSketch.of(base, sk.seed)
-    same = [a[:2] for a in again.layers] == [b[:2] for b in sk.layers] and all(
-        torch.allclose(a[2], b[2], atol=1e-4) for a, b in zip(again.layers, sk.layers))
-    checks = [Check("weight sketch", "pass" if same else "fail",
-                    f"{len(sk.layers)} layers, the same as the base's re-made sketch" if same else
-                    "differs from the sketch the given base gives: another base, or a tampered or crafted sketch")]
-    if suspect is not None:
-        p_kit, p_again = (test.null.p_value(weight_score(s, suspect)) for s in (sk, again))
-        if p_kit is None or p_again is None:
-            checks.append(Check("weight claim reproduces", "skip", "the weight test does not apply to the suspect"))
-        else:
-            ok = (p_kit <= level) == (p_again <= level)
-            checks.append(Check("weight claim reproduces", "pass" if ok else "fail",
-                                f"weight p {p_kit:.3g} in the kit's sketch, {p_again:.3g} in the re-made one",
-                                {"p_kit": p_kit, "p_re_made": p_again}))
-    given: dict[str, Any] = {}
-    for spec, m in named_models(models or {}):  # `bundled:NAME` or a file path names the model NAME it was made with
-        for key in (spec, spec.removeprefix("bundled:"), spec.rsplit("/", 1)[-1].removesuffix(".safetensors")):
-            given.setdefault(key, m)
-    missing = [n for n in test.null.names if n not in given]
-    if missing:
-        checks.append(Check("weight null re-measured", "skip", f"give the models it names to re-measure them: "
-                                                               f"{', '.join(missing)}"))
-        return AuditReport(checks)
-    null = calibrate_weights(sk, {n: given[n] for n in test.null.names})
-    diff = max(abs(a - b) for (_, x), (_, y) in zip(null.layers, test.null.layers) for a, b in zip(x, y))
-    ok = null.names == test.null.names and diff <= 1e-4
-    checks.append(Check("weight null re-measured", "pass" if ok else "fail",
-                        f"{len(test.null.names)} models, largest difference {diff:.2g}", {"max_difference": diff}))
-    return AuditReport(checks)

@@ -1,11 +1,12 @@
 """The kit: every test the owner could make, in one file, judged into one verdict per suspect.
 
-A kit holds one or more calibrated tests (:mod:`charex.judge.tests`) of the same base model: the characteristic
-examples (weight copies) and, when the owner has twins, the mistake test (students). The verdict combines the
-tests' p-values by **Bonferroni**, a rule fixed in advance: with T tests, p = min(1, T * min_i p_i), and the suspect
-is judged derived when p <= level. Under the null (an independent suspect) each test's p is valid, so the combined
-false-claim rate is at most ``level`` whatever the dependence between the tests. The test with the smallest p is the
-one that "fired".
+A kit holds one or more calibrated tests (:mod:`charex.judge.registry`) of the same base model, built once when it is
+loaded: the weight test (open weights, no query), the characteristic examples (weight copies) and, when the owner has
+twins, the mistake test (students) and the pair test (another label space). The verdict combines the p-values of the
+tests that apply by **weighted Bonferroni**, a rule fixed in advance (:func:`charex.judge.protocol.shares`,
+:func:`charex.judge.protocol.combine`): p = min(1, min_i p_i / share_i), derived when p <= level. Under the null (an
+independent suspect) each test's p is valid, so the combined false-claim rate is at most ``level`` whatever the
+dependence between the tests. The test with the smallest p / share is the one that "fired".
 
 File format (docs/format.md): safetensors with tensors ``<i>.images`` and ``<i>.targets`` per test, and metadata
 ``charex-kit`` (canonical JSON: format, level, meta, each test's fingerprint header and digest) and ``digest``
@@ -19,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,11 +28,17 @@ import torch
 
 from .._io import atomic_write_bytes
 from ..errors import CharexError, FingerprintFileError
-from ..fingerprint import FORMAT_VERSION, FingerprintSet, _canonical, read_file
+from ..fingerprint import FORMAT_VERSION, FingerprintSet, _canonical, _read_metadata, read_file
 from ..types import GenerationConfig
-from .tests import ExampleTest, MistakeTest, PairTest, TestResult, WeightTest, test_for
+from .protocol import Test, TestResult, combine, format_p
+from .registry import READING, test_for
 
 KIT_KEY = "charex-kit"
+
+
+def asks(t: Test) -> bool:
+    """Whether a test asks the suspect queries (its query set is ``t.fp``), rather than reading it."""
+    return getattr(t, "fp", None) is not None
 
 
 @dataclass(frozen=True)
@@ -40,34 +46,38 @@ class Kit:
     """Calibrated tests of one base model and the level of the combined verdict.
 
     Attributes:
-        tests: the tests' fingerprint sets (each with its calibration block), in the order they are numbered for
-            export and answers (query indices run on across tests).
-        level: the false-claim rate of the combined verdict (Bonferroni over the tests).
+        tests: the tests (:class:`~charex.judge.protocol.Test`), built once: those that read the suspect first, then
+            those that ask it, in the order their queries are numbered for export and answers (query indices run on
+            across tests). A :class:`~charex.fingerprint.FingerprintSet` given here becomes its test
+            (:func:`~charex.judge.registry.test_for`).
+        level: the false-claim rate of the combined verdict (weighted Bonferroni over the tests that apply).
         meta: what the kit records beside the tests: ``missing`` (what the owner did not give and what it costs),
             ``created``, ``charex_version``.
 
     Example:
         >>> kit = Kit.load("kit.safetensors")  # doctest: +SKIP
-        >>> [t.name for t in kit.judges()], kit.n  # doctest: +SKIP
-        (['examples', 'mistakes'], 2700)
+        >>> kit.names, kit.n  # doctest: +SKIP
+        (['weights', 'examples', 'mistakes', 'pairs'], 7314)
     """
 
-    tests: tuple[FingerprintSet, ...]
+    tests: tuple[Any, ...]
     level: float = 0.01
     meta: dict[str, Any] = field(default_factory=dict)
     single: bool = False  # opened from one fingerprint file (not a kit file): its own level, uncalibrated allowed
     origin: str | None = None  # the id of the kit this one was transformed from (answers still name that one)
-    weights: WeightTest | None = None  # the weight test (no queries), when the kit holds one
 
     def __post_init__(self) -> None:
-        if not self.tests:
+        tests = tuple(test_for(t) if isinstance(t, FingerprintSet) else t for t in self.tests)
+        object.__setattr__(self, "tests", tests)
+        if not tests:
             raise FingerprintFileError("a kit needs at least one test")
         if not 0 < self.level < 1:
             raise FingerprintFileError(f"kit level must lie in (0, 1), got {self.level!r}")
-        first = self.tests[0]
-        for i, fp in enumerate(self.tests):
+        sets = self.sets  # a kit of reading tests alone (``charex weights``) asks nothing
+        first = sets[0] if sets else None
+        for i, (fp, t) in enumerate(zip(sets, self.queried)):
             if not self.single and fp.calibration is None:
-                raise FingerprintFileError(f"kit test {i} ({test_for(fp).name}) has no calibration: a kit's tests are "
+                raise FingerprintFileError(f"kit test {i} ({t.name}) has no calibration: a kit's tests are "
                                            "calibrated when it is made (charex fingerprint ... --calibration)")
             if fp.meta.get("base_model_digest") != first.meta.get("base_model_digest"):
                 raise FingerprintFileError(f"kit test {i} was made from another base model (digest "
@@ -80,17 +90,31 @@ class Kit:
                 raise FingerprintFileError(f"kit test {i} has {fp.meta.get('num_classes')} classes, test 0 "
                                            f"{first.meta.get('num_classes')}")
 
+    @property
+    def queried(self) -> tuple[Any, ...]:
+        """The tests that ask the suspect, in the kit's numbering."""
+        return tuple(t for t in self.tests if asks(t))
+
+    @property
+    def sets(self) -> tuple[FingerprintSet, ...]:
+        """The query sets of the tests that ask, in the kit's numbering."""
+        return tuple(t.fp for t in self.queried)
+
+    def get(self, kind: type) -> Any:
+        """The kit's test of that kind (class), or None."""
+        return next((t for t in self.tests if isinstance(t, kind)), None)
+
     # what the answers readers and exporters need: the queries numbered across tests, and the class names
     @property
     def n(self) -> int:
         """Number of queries, all tests together."""
-        return sum(fp.n for fp in self.tests)
+        return sum(fp.n for fp in self.sets)
 
     @property
     def offsets(self) -> list[int]:
-        """Index of each test's first query in the kit's numbering."""
+        """Index of each asking test's first query in the kit's numbering."""
         out, at = [], 0
-        for fp in self.tests:
+        for fp in self.sets:
             out.append(at)
             at += fp.n
         return out
@@ -98,67 +122,45 @@ class Kit:
     @property
     def classes(self) -> dict[str, Any]:
         """``classes`` and ``num_classes`` of the base model (what answers files name)."""
-        m = self.tests[0].meta
+        m = self.sets[0].meta if self.sets else {}
         return {"classes": m.get("classes"), "num_classes": m.get("num_classes")}
 
     @property
     def images(self) -> torch.Tensor:
         """Every query, N x C x H x W, in the kit's numbering."""
-        return torch.cat([fp.images for fp in self.tests])
+        return torch.cat([fp.images for fp in self.sets])
 
     @property
     def keys(self) -> list[bytes]:
         """Each query's image key (:func:`charex.fingerprint.image_keys`), in the kit's numbering."""
-        return [k for fp in self.tests for k in fp.keys]
+        return [k for fp in self.sets for k in fp.keys]
 
     @property
     def targets(self) -> torch.Tensor:
         """What the base answers to each query (the examples' targets; for mistakes, the section model's label)."""
-        return torch.cat([fp.targets for fp in self.tests])
+        return torch.cat([fp.targets for fp in self.sets])
 
     @property
     def id(self) -> str:
         """What answers name their kit by (audit logs): the kit's digest, or a single fingerprint's own digest."""
-        return self.origin or (self.tests[0].digest if self.single else self.digest)
+        return self.origin or (self.sets[0].digest if self.single else self.digest)
 
     @property
     def base_model_digest(self) -> str | None:
-        return self.tests[0].meta.get("base_model_digest")
+        return self.sets[0].meta.get("base_model_digest") if self.sets else None
 
     @property
     def calibrated(self) -> bool:
-        return all(fp.calibration is not None for fp in self.tests)
-
-    def judges(self) -> list[ExampleTest | MistakeTest | PairTest]:
-        """One query test object per test, in order (the weight test, which sends none, is :attr:`weights`)."""
-        return [test_for(fp) for fp in self.tests]
+        return all(t.calibrated for t in self.tests)
 
     @property
     def names(self) -> list[str]:
-        """Every test's name, the weight test first (the order a verdict lists them)."""
-        return (["weights"] if self.weights else []) + [t.name for t in self.judges()]
-
-    def applies(self, same_labels: bool, askable: bool = True) -> list[bool]:
-        """Which query tests apply to a suspect that answers the base's label space (``same_labels``) or another
-        one: the pair test to the latter only, every other test to the former only; none to a suspect that cannot
-        take the kit's queries (``askable`` False: another input shape)."""
-        return [askable and bool(getattr(t, "other_labels", False)) != same_labels for t in self.judges()]
-
-    def shares(self, weights_apply: bool, queries_apply: bool, askable: bool = True) -> tuple[float, float]:
-        """(the weight test's share of the level, each applying query test's), by the rule fixed when the kit was
-        made: the tests that apply to the suspect split the level, the weight test taking its stored share when a
-        query test applies too and the query tests the rest equally. ``queries_apply``: whether the suspect answers
-        the base's label space (then the tests of the base's labels apply; else the pair test, when the kit holds
-        one). Which tests apply is decided by the suspect's form (parameters that line up with the base's; its label
-        space) before any statistic is computed, so each form's false-claim rate is at most the level (union bound
-        over the tests that apply)."""
-        n = sum(self.applies(queries_apply, askable))
-        w = self.weights.share if self.weights and weights_apply and n else float(weights_apply)
-        return (w if weights_apply else 0.0), ((1.0 - w) / n if n else 0.0)
+        """Every test's name, in the order a verdict lists them (those that read the suspect first)."""
+        return [t.name for t in self.tests]
 
     def split(self, answers: dict[int, int]) -> list[dict[int, int]]:
-        """Kit-numbered answers -> one dict per test, numbered within the test."""
-        out: list[dict[int, int]] = [{} for _ in self.tests]
+        """Kit-numbered answers -> one dict per asking test, numbered within the test."""
+        out: list[dict[int, int]] = [{} for _ in self.sets]
         offs = self.offsets
         for i, lab in answers.items():
             t = max(j for j, o in enumerate(offs) if o <= i)
@@ -167,27 +169,25 @@ class Kit:
 
     def transformed(self, channel: Any) -> "Kit":
         """The kit with every query passed through ``channel`` (uint8 images -> uint8 images)."""
-        return dataclasses.replace(self, tests=tuple(dataclasses.replace(fp, images=channel(fp.images))
-                                                     for fp in self.tests), origin=self.id)
+        return dataclasses.replace(self, tests=tuple(dataclasses.replace(t.fp, images=channel(t.fp.images))
+                                                     if asks(t) else t for t in self.tests), origin=self.id)
 
-    # the file
+    # the file: each asking test's query set as ``<i>.images`` / ``<i>.targets`` and its header under ``tests``; a
+    # reading test's header under its kit key and its tensors named ``<key>.<j>``
     def _header(self) -> dict[str, Any]:
         head = {"format": FORMAT_VERSION, "level": self.level, "meta": self.meta,
-                "tests": [fp.header() for fp in self.tests], "digests": [fp.digest for fp in self.tests]}
-        if self.weights is not None:
-            sk = self.weights.sketch
-            head["weights"] = {"share": self.weights.share, "seed": sk.seed, "null": self.weights.null.to_dict(),
-                               "layers": [{"name": k, "shape": list(shape)} for k, shape, _ in sk.layers]}
+                "tests": [fp.header() for fp in self.sets], "digests": [fp.digest for fp in self.sets]}
+        head.update({t.kind: t.header() for t in self.tests if not asks(t)})
         return head
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         out = {}
-        for i, fp in enumerate(self.tests):
+        for i, fp in enumerate(self.sets):
             out[f"{i}.images"] = fp.images.detach().cpu().contiguous()
             out[f"{i}.targets"] = fp.targets.detach().cpu().contiguous()
-        if self.weights is not None:
-            for j, (_, _, t) in enumerate(self.weights.sketch.layers):
-                out[f"weights.{j}"] = t.detach().cpu().float().contiguous()
+        for t in self.tests:
+            if not asks(t):
+                out.update(t.tensors())
         return out
 
     @property
@@ -213,8 +213,6 @@ class Kit:
     def from_bytes(cls, raw: bytes, name: str = "kit") -> "Kit":
         from safetensors.torch import load
 
-        from ..fingerprint import _read_metadata
-
         try:
             tensors = load(raw)
             meta = _read_metadata(raw)
@@ -231,12 +229,14 @@ class Kit:
             if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
                 raise FingerprintFileError(f"{name}: unsupported kit format {header.get('format')!r}")
             heads, digests = header["tests"], header["digests"]
-            wh = header.get("weights")
-            wnames = {f"weights.{j}" for j in range(len(wh["layers"]))} if isinstance(wh, dict) else set()
+            reading = [(kind, header[kind]) for kind in (k.kind for k in READING) if header.get(kind) is not None]
+            if any(not isinstance(h, dict) for _, h in reading):
+                raise FingerprintFileError(f"{name}: a reading test's header must be an object")
+            names = set().union(*(k.tensor_names(h) for (_, h), k in zip(reading, _kinds(reading))))
             if not isinstance(heads, list) or not isinstance(digests, list) or len(heads) != len(digests) or \
-                    set(tensors) != {f"{i}.{k}" for i in range(len(heads)) for k in ("images", "targets")} | wnames:
+                    set(tensors) != {f"{i}.{k}" for i in range(len(heads)) for k in ("images", "targets")} | names:
                 raise FingerprintFileError(f"{name}: the kit's tests and tensors do not correspond")
-            tests = []
+            tests: list[Any] = [k.from_header(h, tensors, name) for (_, h), k in zip(reading, _kinds(reading))]
             for i, (h, d) in enumerate(zip(heads, digests)):
                 fp = FingerprintSet(images=tensors[f"{i}.images"], targets=tensors[f"{i}.targets"],
                                     config=GenerationConfig.from_dict(h["config"]), meta=h.get("meta", {}),
@@ -244,40 +244,22 @@ class Kit:
                 if fp.digest != d:
                     raise FingerprintFileError(f"{name}: test {i}'s digest does not match its contents (a tampered "
                                                "section)")
-                tests.append(fp)
+                tests.append(test_for(fp))
             level = header["level"]
             if isinstance(level, bool) or not isinstance(level, (int, float)):
                 raise FingerprintFileError(f"{name}: kit level must be a number, got {level!r:.40}")
             kmeta = header.get("meta", {})
             if not isinstance(kmeta, dict):
                 raise FingerprintFileError(f"{name}: kit meta must be an object")
-            return cls(tests=tuple(tests), level=float(level), meta=kmeta,
-                       weights=None if wh is None else _weight_test(wh, tensors, name))
+            return cls(tests=tuple(tests), level=float(level), meta=kmeta)
         except FingerprintFileError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (CharexError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise FingerprintFileError(f"{name}: kit header is invalid: {e}") from e
 
 
-def _weight_test(head: Any, tensors: dict[str, torch.Tensor], name: str) -> WeightTest:
-    """The weight test from a kit's header and tensors: every layer's sketch the shape its header says (units x
-    directions), finite, at unit norm; its null and share as written."""
-    from .weights import WeightNull, WeightSketch, sketch_dims
-
-    layers = []
-    for j, h in enumerate(head["layers"]):
-        t, shape = tensors[f"weights.{j}"], tuple(int(x) for x in h["shape"])
-        want = (shape[0], sketch_dims(math.prod(shape[1:]))) if len(shape) in (2, 4) else None
-        if want is None or t.dtype != torch.float32 or tuple(t.shape) != want or not torch.isfinite(t).all() or \
-                not torch.allclose(t.norm(dim=1), torch.ones(shape[0]), atol=1e-3):
-            raise FingerprintFileError(f"{name}: the weight test's sketch of layer {h.get('name')} is malformed "
-                                       f"({t.dtype} {tuple(t.shape)} for a layer of shape {shape})")
-        layers.append((str(h["name"]), shape, t))
-    try:
-        return WeightTest(WeightSketch(tuple(layers), int(head["seed"])), WeightNull.from_dict(head["null"]),
-                          float(head["share"]))
-    except CharexError as e:
-        raise FingerprintFileError(f"{name}: {e}") from e
+def _kinds(reading: list[tuple[str, Any]]) -> list[Any]:
+    return [next(k for k in READING if k.kind == kind) for kind, _ in reading]
 
 
 def open_kit(path: str | Path) -> Kit:
@@ -287,17 +269,60 @@ def open_kit(path: str | Path) -> Kit:
 
 def kit_from_bytes(raw: bytes, name: str = "fingerprint") -> Kit:
     """:func:`open_kit` from a file's bytes."""
-    from ..fingerprint import _read_metadata
-
     try:
         is_kit = KIT_KEY in _read_metadata(raw)
     except Exception:
         is_kit = False
     if is_kit:
         return Kit.from_bytes(raw, name)
-    fp = FingerprintSet.from_bytes(raw, name)
+    return one_test(FingerprintSet.from_bytes(raw, name))
+
+
+def one_test(fp: FingerprintSet) -> Kit:
+    """One query set as a kit of one test, at its own calibration level (uncalibrated allowed)."""
     level = fp.calibration.get("level", 0.01) if fp.calibration else 0.01
     return Kit(tests=(fp,), level=float(level), single=True)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One test's row in a verdict: its result when it applied and was judged, else why not.
+
+    Attributes:
+        test: the test (its words, its cell). result: its result (None: not applicable, not asked or not judged).
+        applies: whether it applies to the suspect's form. share: its share of the level (when judged).
+        note: why it was not judged, or a remark on its result.
+    """
+
+    test: Any = field(compare=False)
+    result: TestResult | None
+    applies: bool
+    share: float | None = None
+    note: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.result.test if self.result is not None else self.test.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as JSON: its result's fields, ``applies``, ``share``; or ``note`` saying why there is none."""
+        if self.result is None:
+            return {"test": self.name, "statistic": None, "p_value": None, "queries": 0, "applies": self.applies,
+                    "note": self.note or ("not asked" if self.applies else "not applicable")}
+        return {**self.result.to_dict(), **({"note": self.note} if self.note else {}), "applies": True,
+                "share": self.share}
+
+    def words(self, decision: str | None = None, p_value: float | None = None) -> str:
+        """What the test found, in its own words, with its own p (or, given the kit's ``decision``, the kit's
+        ``p_value`` and the decision: a one-test kit's line)."""
+        r = self.to_dict()
+        if self.result is None:
+            return f"{self.name}: {r['note']}"
+        words = self.test.words(r)
+        p = r.get("p_value") if decision is None else p_value
+        if p is not None:
+            words += f", p = {format_p(p)}" + (f": {decision.upper()}" if decision else "")
+        return words + (f" [{self.note}]" if self.note else "")
 
 
 @dataclass(frozen=True)
@@ -305,11 +330,11 @@ class KitVerdict:
     """One suspect judged with a kit.
 
     Attributes:
-        suspect: its name. decision: ``derived``, ``not derived`` or ``uncalibrated``.
-        p_value: the combined p (Bonferroni over the kit's tests), None when uncalibrated.
-        queries: how many queries the verdict used, all tests together.
-        tests: each test's result (a test not asked has ``queries`` 0 and a ``note``).
-        fired: the test with the smallest p (None when none was asked).
+        suspect: its name. decision: ``derived``, ``not derived``, ``uncalibrated`` or ``not applicable``.
+        p_value: the combined p (weighted Bonferroni over the tests that apply), None when uncalibrated.
+        queries: how many queries the verdict used, all tests together (images sent, or answers read).
+        findings: each test's :class:`Finding` (a test not asked has no result and a ``note``).
+        fired: the test with the smallest p / share, when derived.
         extra: the suspect's channel (remote settings, ``sent``, ``stopped_early``, ...).
     """
 
@@ -317,71 +342,66 @@ class KitVerdict:
     decision: str
     p_value: float | None
     queries: int
-    tests: list[dict[str, Any]]
+    findings: tuple[Finding, ...]
     fired: str | None
     level: float
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def tests(self) -> list[dict[str, Any]]:
+        """Each finding as JSON (:meth:`Finding.to_dict`)."""
+        return [f.to_dict() for f in self.findings]
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: the kit-level fields, each test's, and (a kit of one count test) that test's fields flat."""
+        """JSON-able: the kit-level fields, each test's, and (a kit of one test) that test's fields flat."""
+        tests = self.tests
         out = {"suspect": self.suspect, "decision": self.decision, "p_value": self.p_value,
-               "queries": self.queries, "fired": self.fired, "level": self.level, "tests": self.tests, **self.extra}
-        if len(self.tests) == 1:  # one test: its numbers at the top too (matches, match_rate, ...), as before kits
-            out.update({k: v for k, v in self.tests[0].items() if k not in ("test", "statistic", "queries")})
+               "queries": self.queries, "fired": self.fired, "level": self.level, "tests": tests, **self.extra}
+        if len(tests) == 1:  # one test: its numbers at the top too (matches, match_rate, ...), as before kits
+            out.update({k: v for k, v in tests[0].items() if k not in ("test", "statistic", "queries")})
             out["p_value"] = self.p_value
         return out
 
+    def lines(self) -> list[str]:
+        """The verdict for people: one line for a one-test kit, else a head line and each test's words beneath;
+        a warning when the suspect's answers were nearly all one class."""
+        warn = (self.extra.get("answer_mix") or {}).get("warning")
+        tail = [f"    warning: {warn}"] if warn else []
+        if len(self.findings) == 1:
+            words = self.findings[0].words(self.decision, self.p_value)
+            return [f"{self.suspect}: " + words.split(": ", 1)[1]] + tail
+        beneath = [f"    {f.words()}" for f in self.findings]
+        if self.p_value is None:
+            return [f"{self.suspect}: {self.decision.upper()}: no test of the kit applies; 0 queries"] + beneath + tail
+        applied = sum(1 for f in self.findings if f.applies)
+        head = (f"{self.suspect}: {self.decision.upper()}, {self.p_text()} (Bonferroni over the {applied} tests "
+                f"that apply){', caught by the ' + self.fired + ' test' if self.fired else ''}; {self.queries} "
+                f"queries{' (stopped early)' if self.extra.get('stopped_early') else ''}")
+        return [head] + beneath + tail
 
-def combine(kit: Kit, results: Sequence[TestResult | None], name: str, extra: dict[str, Any] | None = None,
-            notes: Sequence[str | None] = (), *, weights: TestResult | None = None, weights_note: str | None = None,
-            queries_apply: bool = True, queries_note: str | None = None, askable: bool = True) -> KitVerdict:
-    """The kit's verdict from its tests' results, by weighted Bonferroni over the tests that apply
-    (:meth:`Kit.shares`): p = min(1, min_i p_i / share_i), derived when p <= level.
+    def p_text(self) -> str:
+        """``p = X``."""
+        return f"p = {format_p(self.p_value)}"
 
-    Args:
-        results: each query test's result (None: not asked; ``notes`` says why). weights: the weight test's result
-            when it applies (``weights_note``: why it does not). queries_apply: False when the suspect answers another
-            label space (``queries_note``: why); the tests of the base's labels then take no share and the pair
-            test, when the kit holds one, applies instead. askable: False when the suspect cannot take the queries
-            at all (no query test applies).
-    """
-    ws, qs = kit.shares(weights is not None, queries_apply, askable)
-    rows: list[dict[str, Any]] = []
-    asked: list[tuple[TestResult, float]] = []
-    if kit.weights is not None:
-        if weights is None:
-            rows.append({"test": "weights", "statistic": None, "p_value": None, "queries": 0, "applies": False,
-                         "note": weights_note or "not applicable"})
-        else:
-            rows.append({**weights.to_dict(), "applies": True, "share": ws})
-            asked.append((weights, ws))
-    applies = kit.applies(queries_apply, askable)
-    for i, (fp, r) in enumerate(zip(kit.tests, results)):
-        note = notes[i] if i < len(notes) else None
-        if not applies[i]:
-            why = (queries_note or "not applicable") if not (queries_apply and askable) else \
-                "not applicable: it judges suspects of another label space (the base's label space: the other tests)"
-            rows.append({"test": test_for(fp).name, "statistic": None, "p_value": None, "queries": 0,
-                         "applies": False, "note": why})
-        elif r is None:
-            rows.append({"test": test_for(fp).name, "statistic": None, "p_value": None, "queries": 0,
-                         "applies": True, "note": note or "not asked"})
-        else:
-            rows.append({**r.to_dict(), **({"note": note} if note else {}), "applies": True, "share": qs})
-            asked.append((r, qs))
+
+def verdict(kit: Kit, findings: Sequence[Finding], name: str, extra: dict[str, Any] | None = None) -> KitVerdict:
+    """The kit's verdict from its tests' findings, by weighted Bonferroni over the tests judged
+    (:func:`charex.judge.protocol.combine`): p = min(1, min_i p_i / share_i), derived when p <= level. Uncalibrated
+    when a test judged has no calibrated p; ``not applicable`` when no test applies to the suspect."""
+    asked = [(f.result, float(f.share)) for f in findings if f.result is not None]  # type: ignore[arg-type]
     queries = sum(r.queries for r, _ in asked)
+    extra = dict(extra or {})
     if not kit.calibrated or any(r.p_value is None for r, _ in asked):
-        return KitVerdict(name, "uncalibrated", None, queries, rows, None, kit.level, dict(extra or {}))
+        return KitVerdict(name, "uncalibrated", None, queries, tuple(findings), None, kit.level, extra)
     if not asked:
-        if weights is None and not any(applies):
-            return KitVerdict(name, "not applicable", None, 0, rows, None, kit.level, dict(extra or {}))
-        why = "; ".join(f"{r['test']}: {r['note']}" for r in rows)
+        if not any(f.applies for f in findings):
+            return KitVerdict(name, "not applicable", None, 0, tuple(findings), None, kit.level, extra)
+        why = "; ".join(f"{f.name}: {f.to_dict()['note']}" for f in findings)
         raise CharexError(f"{name}: no test of the kit could be judged ({why})")
-    best, share = min(asked, key=lambda a: float(a[0].p_value) / a[1])  # type: ignore[arg-type]
-    p = min(1.0, float(best.p_value) / share)  # type: ignore[arg-type]
+    p, best = combine(asked)
     derived = p <= kit.level
-    return KitVerdict(name, "derived" if derived else "not derived", p, queries, rows, best.test if derived else None,
-                      kit.level, dict(extra or {}))
+    return KitVerdict(name, "derived" if derived else "not derived", p, queries, tuple(findings),
+                      best.test if derived else None, kit.level, extra)
 
 
 def _digest(header: str, tensors: dict[str, torch.Tensor]) -> str:

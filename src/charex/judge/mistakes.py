@@ -30,11 +30,14 @@ from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
 from ..models.probe import Models, named_models, probe_model
+from ..make.mistakes import mistake_queries
+from .audit import AuditReport, Check, independence_check, recorded_inputs, rerun_check
 from .chance import DRAWS, Contrast, contrast_coefficients, permutation_p, stratified_contrast
+from .protocol import Sectioned, format_p
 from .verify import predict
 
-__all__ = ["MistakeNull", "MistakeScore", "balanced_order", "calibrate_mistakes", "components_p", "is_ranked",
-           "judged_p", "ranked_order", "score", "score_answers", "sections", "verify_mistakes"]
+__all__ = ["MistakeNull", "MistakeScore", "MistakeTest", "audit_mistakes", "balanced_order", "calibrate_mistakes",
+           "components_p", "is_ranked", "judged_p", "ranked_order", "score", "score_answers", "sections", "words"]
 
 METHOD = "mistakes"
 LADDER = (50, 100, 200, 300, 500, 1000, 2000, 5000)  # the prefixes a ranked test's null is also calibrated on
@@ -317,26 +320,135 @@ def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
     return MistakeNull(tuple(diffs), tuple(n for n, _ in named), tuple(digests), ladder)
 
 
-def verify_mistakes(fp: FingerprintSet, null: MistakeNull, suspects: Models, *, level: float = 0.01,
-                    answers: dict[str, dict[int, int]] | None = None) -> list[dict[str, Any]]:
-    """One verdict per suspect model, then per answers set (name -> {query index: label}, e.g. from
-    :func:`charex.judge.answers.read_answers`): its score, p-value and ``derived`` (p <= level)."""
-    if not 0 < level < 1:
-        raise CharexError(f"level must lie in (0, 1), got {level}")
-    everything = torch.ones(fp.n, dtype=torch.bool)
-    scores = [(name, _answers_of(fp, m, name), everything) for name, m in named_models(suspects)]
-    from .answers import with_repeats
+class MistakeTest(Sectioned):
+    """The mistake test (students): does the suspect repeat the base's distinctive mistakes more than a twin's?"""
 
-    for name, got in (answers or {}).items():
-        got = with_repeats(got, fp.keys)
-        labels, mask = torch.zeros(fp.n, dtype=torch.int64), torch.zeros(fp.n, dtype=torch.bool)
-        for i, label in got.items():
-            labels[i], mask[i] = label, True
-        scores.append((name, labels, mask))
-    out = []
-    for name, labels, mask in scores:
-        s = score_answers(fp, labels, mask)
-        p, calibrated, guard = judged_p(fp, null, labels, mask, s)
-        out.append({"model": name, **s.to_dict(), "p_value": p, "calibrated_p_value": calibrated,
-                    "chance_p_value": guard, "derived": p <= level, "level": level})
-    return out
+    kind = name = METHOD
+    column = "mistakes d"
+    how_to_calibrate = ("this mistake set is not calibrated, so no verdict is possible; judge it with `charex "
+                        "mistakes-verify FP SUSPECT --independent MODEL ...`, or make a calibrated kit with `charex "
+                        "fingerprint`.")
+
+    def __init__(self, fp: FingerprintSet) -> None:
+        self.fp = fp
+        self.sections = sections(fp)
+        self.null = None if fp.calibration is None else MistakeNull.from_block(fp.calibration)
+
+    def calibrate(self, models: Any, level: float = 0.01) -> "MistakeTest":
+        """The test with its null (the calibration models' d) stored as its calibration block
+        (:func:`calibrate_mistakes`)."""
+        return MistakeTest(self.fp.with_calibration(calibrate_mistakes(self.fp, models).block(level)))
+
+    def order(self, seed: int) -> list[int]:
+        """The order the queries are sent in. A ranked test (``rank`` = confidence) goes round the sections by rank,
+        most telling first, so any budget asks the top of every section alike (the null stays symmetric); an
+        unranked one shuffles each section with ``seed`` and sends the base's and the twins' in turn, half the
+        budget to each side (:func:`balanced_order`)."""
+        return ranked_order(self.sections) if is_ranked(self.fp) else balanced_order(self.sections, seed)
+
+    def _judged(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[Any, tuple[float, float, float | None] | None]:
+        """The score on what was answered (each section needs answers) and, calibrated, (p, calibrated p, chance
+        guard) (:func:`judged_p`)."""
+        s = score_answers(self.fp, labels, mask)
+        return s, None if self.null is None else judged_p(self.fp, self.null, labels, mask, s)
+
+    def _ready(self, mask: torch.Tensor) -> bool:
+        """Whether every section has an answer (before, no decision can be settled)."""
+        return min(int(c.sum()) for c in torch.split(mask, self.sections)) >= 1
+
+    def _extremes(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+        """p at the most favourable completion (every unsent base query answered with the base's label, no unsent
+        twin query with the twin's) and at the least favourable one (the reverse)."""
+        if self.null is None:
+            raise CharexError("the mistake test is not calibrated")
+        base = torch.zeros(self.fp.n, dtype=torch.bool)
+        base[: self.sections[0]] = True
+        other = (self.fp.targets + 1) % max(int(self.fp.meta.get("num_classes") or 2), 2)
+        full = torch.ones(self.fp.n, dtype=torch.bool)
+        best = torch.where(mask, labels, torch.where(base, self.fp.targets, other))
+        worst = torch.where(mask, labels, torch.where(base, other, self.fp.targets))
+        return (self.null.p_value(score_answers(self.fp, best, full)),
+                self.null.p_value(score_answers(self.fp, worst, full)))
+
+    def finding(self, r: dict[str, Any]) -> str:
+        return words(r["rates"], r["d"])
+
+    def describe(self) -> list[str]:
+        cal, secs = self.fp.calibration or {}, self.sections
+        lines = [f"  mistakes   {len(set(self.fp.keys))} queries ({self.fp.n} with repeats, each sent once): "
+                 f"{secs[0]} of the base's distinctive mistakes, {', '.join(map(str, secs[1:]))} of its "
+                 f"{len(secs) - 1} twin(s); null from {len(cal.get('differences', []))} calibration models (rms d "
+                 f"{cal.get('scale', float('nan')):.4f}, {cal.get('rule', 'max')} rule, {cal.get('statistic', 'raw')} "
+                 "statistic)"]
+        if cal and cal.get("statistic", "raw") == "raw":
+            lines.append("  note       calibrated before issue 30 on d across classes: judged on that d, guarded by "
+                         "its permutation p over the suspect's answers; make the kit again for the within-class "
+                         "statistic")
+        return lines
+
+    def audit(self, inputs: Any) -> Any:
+        """Re-run the recorded making from the owner's twins, references and labelled images
+        (:func:`charex.judge.audit.audit_mistakes`)."""
+        images, labels = inputs.labelled
+        return audit_mistakes(self.fp, inputs.base, twins=inputs.twins, references=inputs.references, images=images,
+                              labels=labels, calibration_references=inputs.calibration)
+
+
+def words(rates: list[float], d: float, p: float | None = None) -> str:
+    """The mistake test's finding in words: the base's mistakes repeated, the twins', d (and p)."""
+    out = (f"mistakes: repeats {100 * rates[0]:.1f}% of the base's mistakes and "
+           f"{100 * sum(rates[1:]) / (len(rates) - 1):.1f}% of its twins' (d {d:+.3f})")
+    return out if p is None else f"{out}, p = {format_p(p)}"
+
+
+def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None = None,
+                   references: Models | None = None, images: torch.Tensor | None = None,
+                   labels: torch.Tensor | None = None, calibration_references: Models | None = None) -> AuditReport:
+    """Re-run a mistake test's recorded making (``charex.make.mistakes.mistake_queries``) and check it.
+
+    Args:
+        fp: the mistake test (a kit's, or a mistake set file).
+        base: the model it claims to be of. twins, references: the models it records (matched by weight digest).
+        images, labels: the owner's labelled images it was drawn from (their digest must be the recorded one).
+        calibration_references: the calibration models its null names: each one's d is re-measured.
+
+    Returns:
+        An :class:`AuditReport`: base model, recorded twins and references, data digest, queries equal the re-run,
+        calibration models independent, calibration re-measured.
+    """
+    sections(fp)
+    checks, ordered, base_ok, data_ok = recorded_inputs(fp, base, {"twins": twins, "references": references},
+                                                         images, labels)
+    regen = None
+    if base_ok and data_ok and all(c.status == "pass" for c in checks[1:3]):
+        block = fp.meta.get("mistakes", {})
+        params = (fp.meta.get("baseline") or {}).get("params", {})
+        regen = mistake_queries(base, [m for _, m in ordered["twins"]], images, labels,  # type: ignore[arg-type]
+                                references=[m for _, m in ordered["references"]],
+                                max_agree=int(block.get("max_agree", 3)), per_model=params.get("per_model"),
+                                seed=fp.config.seed)
+    checks.append(rerun_check(fp, regen, "queries and their labels",
+                               "the base model, a recorded twin or reference, or the labelled images"))
+    cal = fp.calibration
+    if not cal or cal.get("null") != "mistakes":
+        checks.append(Check("calibration", "skip", "the mistake test holds no calibration"))
+        return AuditReport(checks)
+    rows = cal.get("references", [])
+    checks.append(independence_check(fp, rows, ("twins", "references")))
+    if calibration_references is None:
+        checks.append(Check("calibration re-measured", "skip", "give the calibration models to re-measure their d"))
+        return AuditReport(checks)
+    by_digest = {state_digest(m): (name, m) for name, m in named_models(calibration_references)}
+    diffs, missing = [], []
+    for r, d in zip(rows, cal["differences"]):
+        if r["digest"] not in by_digest:
+            missing.append(r["name"])
+            continue
+        name, m = by_digest[r["digest"]]
+        got = score(fp, m, name).d
+        if abs(got - d) > 1e-9:
+            diffs.append(f"{r['name']}: d {got:+.5f}, recorded {d:+.5f}")
+    detail = "; ".join(diffs + ([f"not given: {', '.join(missing)}"] if missing else [])) or \
+        f"all {len(rows)} calibration models give the recorded d"
+    checks.append(Check("calibration re-measured", "fail" if diffs or missing else "pass", detail))
+    return AuditReport(checks)

@@ -34,11 +34,16 @@ from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..models.normalized import state_digest
 from ..models.probe import Models, named_models
+from torch import nn
+
+from ..make.pairs import pair_queries
+from .audit import AuditReport, Check, independence_check, recorded_inputs, rerun_check
 from .chance import DRAWS, Contrast, stratified_contrast
 from .mistakes import components_p
+from .protocol import Sectioned
 from .verify import predict
 
-__all__ = ["PairNull", "PairScore", "VIEWS", "calibrate_pairs", "judged_p", "pair_layout", "score_pairs",
+__all__ = ["PairNull", "PairScore", "PairTest", "VIEWS", "audit_pairs", "calibrate_pairs", "judged_p", "pair_layout", "score_pairs",
            "send_order"]
 
 METHOD = "pairs"
@@ -252,3 +257,114 @@ def judged_p(null: PairNull, s: PairScore) -> tuple[float, float, float | None]:
     if guard * (DRAWS + 1) == 1 and calibrated < guard:
         guard = permutation_p(s, draws=5 * (DRAWS + 1) - 1)
     return max(calibrated, guard), calibrated, guard
+
+
+class PairTest(Sectioned):
+    """The pair test (suspects of another label space, :mod:`charex.make.pairs`): does the suspect label the base's
+    pairs alike more than its twins' pairs, in its own labels whatever they are?"""
+
+    kind = name = METHOD
+    column = "pairs d"
+    other_labels = True  # applies to a suspect answering another label space (the others: the base's)
+
+    def __init__(self, fp: FingerprintSet) -> None:
+        self.fp = fp
+        self.sections, self.strata = pair_layout(fp)
+        self.null = None if fp.calibration is None else PairNull.from_block(fp.calibration)
+
+    def calibrate(self, models: Any, level: float = 0.01) -> "PairTest":
+        """The test with its null (the calibration models' d in every view) as its calibration block
+        (:func:`calibrate_pairs`)."""
+        return PairTest(self.fp.with_calibration(calibrate_pairs(self.fp, models).block(level)))
+
+    def order(self, seed: int) -> list[int]:
+        """Blocks of slots, best first, each block's images (every section's pairs of its slots) shuffled with
+        ``seed``: a budget ending on a block asks every section the same class-pair mix, and no request shows a pair
+        side by side (:func:`send_order`)."""
+        return send_order(self.fp, seed)
+
+    def _judged(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[Any, tuple[float, float, float | None] | None]:
+        """The score on the pairs answered (both images) and, calibrated, (p, calibrated p, within-stratum
+        permutation guard) (:func:`judged_p`)."""
+        s = score_pairs(self.fp, labels, mask)
+        return s, None if self.null is None else judged_p(self.null, s)
+
+    def _ready(self, mask: torch.Tensor) -> bool:
+        """Whether every section has a pair with both images answered."""
+        return bool(mask.view(-1, 2).all(1).view(len(self.sections), -1).any(1).all())
+
+    def _extremes(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+        """p at the most favourable completion of the unsent images (the base's pairs alike, the twins' apart) and
+        at the least favourable (the reverse); a fresh label (-1, -2, ...) keeps a pair apart."""
+        if self.null is None:
+            raise CharexError("the pair test is not calibrated")
+        n = self.fp.n
+        base = torch.zeros(n, dtype=torch.bool)
+        base[: 2 * self.sections[0]] = True
+        partner = torch.arange(n) ^ 1
+        fresh = -1 - torch.arange(n)
+        full = torch.ones(n, dtype=torch.bool)
+
+        def completed(alike: torch.Tensor) -> torch.Tensor:
+            # an unsent image takes its partner's answer (alike) or a label of its own (apart); both unsent: alike
+            # means the pair's first image's fresh label for both
+            out = torch.where(mask, labels, fresh)
+            first = torch.where(mask[partner], labels[partner], fresh[torch.minimum(torch.arange(n), partner)])
+            return torch.where(~mask & alike, first, out)
+
+        best = completed(base)
+        worst = completed(~base)
+        return self.null.p_value(score_pairs(self.fp, best, full)), self.null.p_value(score_pairs(self.fp, worst, full))
+
+    def finding(self, r: dict[str, Any]) -> str:
+        rates = r["rates"]
+        return (f"pairs: labels {100 * rates[0]:.1f}% of the base's pairs alike and "
+                f"{100 * sum(rates[1:]) / (len(rates) - 1):.1f}% of its twins' (d {r['d']:+.3f}, in its own labels)")
+
+    def describe(self) -> list[str]:
+        cal, secs = self.fp.calibration or {}, self.sections
+        return [f"  pairs      {self.fp.n} queries: {secs[0]} pairs of your images the base maps alike and each of "
+                f"its {len(secs) - 1} twin(s) the same number of its own, slot-matched by class pair; for suspects of "
+                f"another label space only; null from {len(cal.get('references', []))} calibration models in "
+                f"{len(cal.get('views', {}))} views (model-level spread {cal.get('scale', float('nan')):.4f})"]
+
+    def audit(self, inputs: Any) -> AuditReport:
+        """Re-run the recorded making from the owner's twins and labelled images (:func:`audit_pairs`)."""
+        images, labels = inputs.labelled
+        return audit_pairs(self.fp, inputs.base, twins=inputs.twins, images=images, labels=labels,
+                           calibration_references=inputs.calibration)
+
+
+def audit_pairs(fp: FingerprintSet, base: nn.Module, *, twins: Models | None = None,
+                images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                calibration_references: Models | None = None) -> AuditReport:
+    """Re-run a pair test's recorded making (``charex.make.pairs.pair_queries``) and check it: base model, recorded
+    twins, labelled images, queries equal the re-run, calibration models independent, each one's d re-measured in
+    every view (:func:`charex.judge.pairs.calibrate_pairs`)."""
+    secs, _ = pair_layout(fp)
+    checks, ordered, base_ok, data_ok = recorded_inputs(fp, base, {"twins": twins}, images, labels)
+    block = fp.meta["pairs"]
+    regen = pair_queries(base, [m for _, m in ordered["twins"]], images, labels,  # type: ignore[arg-type]
+                         pairs=secs[0], k=int(block.get("k", 10)), min_score=float(block.get("min_score", 0.0)),
+                         seed=fp.config.seed) if base_ok and data_ok and checks[1].status == "pass" else None
+    checks.append(rerun_check(fp, regen, "queries", "the base model, a recorded twin or the labelled images"))
+    cal = fp.calibration
+    if not cal or cal.get("null") != "pairs":
+        checks.append(Check("calibration", "skip", "the pair test holds no calibration"))
+        return AuditReport(checks)
+    rows = cal.get("references", [])
+    checks.append(independence_check(fp, rows, ("twins",)))
+    if calibration_references is None:
+        checks.append(Check("calibration re-measured", "skip", "give the calibration models to re-measure their d"))
+        return AuditReport(checks)
+    by_digest = {state_digest(m): (name, m) for name, m in named_models(calibration_references)}
+    missing = [r["name"] for r in rows if r["digest"] not in by_digest]
+    diffs = []
+    if not missing:
+        null = calibrate_pairs(fp.with_calibration(None), {r["name"]: by_digest[r["digest"]][1] for r in rows})
+        diffs = [f"{family}: {null.views[family]} vs recorded {cal['views'].get(family)}" for family in null.views
+                 if any(abs(a - b) > 1e-9 for a, b in zip(null.views[family], cal["views"].get(family, [])))]
+    detail = "; ".join(diffs + ([f"not given: {', '.join(missing)}"] if missing else [])) or \
+        f"all {len(rows)} calibration models give the recorded d in every view"
+    checks.append(Check("calibration re-measured", "fail" if diffs or missing else "pass", detail))
+    return AuditReport(checks)

@@ -19,13 +19,13 @@ from typing import Any, Callable, Protocol
 import torch
 
 from ..errors import CharexError
-from ..fingerprint import FingerprintSet
+from ..fingerprint import FingerprintSet, with_repeats
+from ..models.probe import probe_model
 from ..types import Verdict
-from .kit import Kit, KitVerdict, combine
-from .tests import MistakeTest, PairTest, TestResult
-
-
-NO_WEIGHTS = "not applicable: no weights to read (answers or an endpoint)"
+from .chance import answer_mix
+from .kit import Finding, Kit, KitVerdict, asks, one_test, verdict
+from .protocol import Form, TestResult, decides, shares
+from .verify import predict, require_counted
 
 
 class Suspect(Protocol):
@@ -49,8 +49,6 @@ class LocalSuspect:
     def label_space(self, fp: FingerprintSet) -> str | None:
         """Why the query tests of ``fp``'s kit do not apply (None when they do): the model answers another number
         of classes than the base. Other faults (input shape, NaN logits) are errors."""
-        from ..models.probe import probe_model
-
         want = fp.meta.get("num_classes")
         got = probe_model(self.model, fp.meta.get("input_shape", list(fp.images.shape[1:])), None, name=self.name)
         self._probed = True  # its input shape is checked; its class count decides which tests apply
@@ -61,9 +59,6 @@ class LocalSuspect:
         return f"not applicable: the suspect answers {got} classes, the base {want} (another label space)"
 
     def labels(self, fp: FingerprintSet, idx: list[int]) -> list[int]:
-        from ..models.probe import probe_model
-        from .verify import predict
-
         if not self._probed:  # input shape and class count checked once, with a clear error
             probe_model(self.model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"),
                         name=self.name)
@@ -92,7 +87,7 @@ class RemoteSuspect:
 def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = None, sequential: bool = False,
           stop_when_derived: bool = True, seed: int = 0, on_answer: Callable[[int, int], None] | None = None,
           extra: dict[str, Any] | None = None) -> KitVerdict:
-    """Ask ``suspect`` the kit's queries and judge it.
+    """Judge ``suspect`` with the kit: the tests that read it first, then the kit's queries, cheapest test first.
 
     Args:
         kit: the kit (or one fingerprint as a kit: :func:`charex.judge.kit.open_kit`).
@@ -116,31 +111,23 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     """
     if max_queries is not None and max_queries < 1:
         raise CharexError(f"--max-queries must be >= 1, got {max_queries}")
-    wres, wnote, qnote, askable = _weights_first(kit, suspect)
-    same = qnote is None
-    applies = kit.applies(same, askable)
-    if not any(applies):  # another label space and no pair test: the weight test alone, or nothing applies
-        return combine(kit, [None] * len(kit.tests), name, {**(extra or {}), "sent": 0, "stopped_early": False},
-                       weights=wres, weights_note=wnote, queries_apply=False, queries_note=qnote, askable=askable)
-    tests = kit.judges()
-    wshare, qshare = kit.shares(wres is not None, same)
-    share = kit.level * qshare  # each query test's level under the kit's Bonferroni
-    answers: list[dict[int, int]] = [{} for _ in tests]
-    stopped: list[float | None] = [None] * len(tests)
-    results: list[TestResult | None] = [None] * len(tests)
-    notes: list[str | None] = [None] * len(tests)
+    form, why, results = _read(kit, suspect)
+    applying = [i for i, w in enumerate(why) if w is None]
+    share = dict(zip(applying, shares([kit.tests[i] for i in applying])))
+    settled = stop_when_derived and any(decides(r.p_value, share[i], kit.level) for i, r in enumerate(results)
+                                        if r is not None)
+    answers: dict[int, dict[int, int]] = {i: {} for i, t in enumerate(kit.tests) if asks(t)}
+    notes: dict[int, str] = {}
+    offsets = dict(zip(answers, kit.offsets))
     sent, early = 0, False
-    offsets = kit.offsets
     known: dict[bytes, int] = {}  # an image already answered -> its label
-    settled = wres is not None and wres.p_value is not None and stop_when_derived and \
-        wres.p_value / wshare <= kit.level
-    for ti in sorted((i for i in range(len(tests)) if applies[i]), key=lambda i: kit.tests[i].n) \
+    for ti in sorted((i for i in applying if asks(kit.tests[i])), key=lambda i: kit.tests[i].n) \
             if not settled else ():  # cheapest first
-        t = tests[ti]
-        order = t.order(seed + ti)
+        t = kit.tests[ti]
+        order = t.order(seed + list(answers).index(ti))  # seeded by its place among the tests that ask
         keys = t.fp.keys
         step = suspect.batch_size if sequential or max_queries is not None else len(order)  # else: one call
-        pos = 0
+        stopped, pos = None, 0
         while pos < len(order):
             take, send, fresh = [], [], set()
             while pos < len(order) and len(send) < step:  # the next batch of images not yet asked
@@ -160,65 +147,79 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
                 if on_answer:
                     on_answer(offsets[ti] + j, known[keys[j]])
             sent += len(send)
-            if sequential and len(answers[ti]) < t.fp.n and t.settled(answers[ti], share) is not None:
-                stopped[ti], early = share, True
+            level = kit.level * share[ti]  # the test's level under the kit's Bonferroni
+            if sequential and len(answers[ti]) < t.fp.n and t.settled(answers[ti], level) is not None:
+                stopped, early = level, True
                 break
-        results[ti], notes[ti] = _result(t, answers[ti], stopped[ti], max_queries)
+        results[ti], note = _result(t, answers[ti], stopped, max_queries)
+        if note:
+            notes[ti] = note
         if (sequential or stop_when_derived) and any(
-                r is not None and r.p_value is not None and r.p_value / qshare <= kit.level for r in results):
-            for tj, r in enumerate(results):
-                if r is None and not answers[tj]:
+                r is not None and asks(kit.tests[i]) and decides(r.p_value, share[i], kit.level)
+                for i, r in enumerate(results)):
+            for tj in answers:
+                if results[tj] is None and not answers[tj]:
                     notes[tj] = "not asked: the verdict was already settled"
-            early = early or any(not a for a in answers)
+            early = early or any(not a for a in answers.values())
             break
-    for tj in range(len(tests)):
-        if results[tj] is None and notes[tj] is None and applies[tj]:
+    for tj in applying:
+        if results[tj] is None and tj not in notes:
             notes[tj] = "not asked: the weight test settled the verdict" if settled else \
                 f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
-    verdict = combine(kit, results, name, {**(extra or {}), "sent": sent, "stopped_early": early or settled,
-                                           **_mix(kit, answers, same)}, notes, weights=wres, weights_note=wnote,
-                      queries_apply=same, queries_note=qnote)
-    return dataclasses.replace(verdict, queries=sent)
+    findings = _findings(kit, why, results, share, notes)
+    mix = _mix(kit, answers, form.same_labels)
+    v = verdict(kit, findings, name, {**(extra or {}), "sent": sent, "stopped_early": early or settled, **mix})
+    return dataclasses.replace(v, queries=sent)
 
 
-def _weights_first(kit: Kit, suspect: Suspect) -> tuple[TestResult | None, str | None, str | None, bool]:
-    """The tests that read the suspect rather than ask it, before any query: (the weight test's result when it
-    applies, why it does not, why the tests of the base's labels do not apply: another label space, whether the
-    suspect takes the kit's queries at all). A suspect of another label space against a kit with neither a weight
-    test nor a pair test is an error naming ``charex weights``."""
+def _read(kit: Kit, suspect: Suspect) -> tuple[Form, list[str | None], list[TestResult | None]]:
+    """The suspect's form, before any query: (its :class:`~charex.judge.protocol.Form`, why each test does not
+    apply (None: it does), the result of each test that reads the suspect). Reading tests read first; then the
+    suspect's label space is checked (a model that does not take the kit's queries is an error unless a reading
+    test judged it). A suspect of another label space against a kit that can judge none such is an error naming
+    ``charex weights``."""
     model = getattr(suspect, "model", None)
-    wres = wnote = None
-    if kit.weights is not None:
-        score, wnote = kit.weights.score(model)
-        wres = None if score is None else kit.weights.result(score)
+    first = Form(model=model)
+    why: list[str | None] = [t.applies(first) if not asks(t) else None for t in kit.tests]
+    results: list[TestResult | None] = [None] * len(kit.tests)
+    for i, t in enumerate(kit.tests):
+        if not asks(t) and why[i] is None:
+            got = t.read(model)
+            why[i], results[i] = (got, None) if isinstance(got, str) else (None, got)
     check = getattr(suspect, "label_space", None)
-    askable = True
     try:
-        qnote = check(kit.tests[0]) if check is not None else None
+        form = Form(model, True, True, check(kit.sets[0]) if check is not None and kit.sets else None)
+        form = dataclasses.replace(form, same_labels=form.why is None)
     except CharexError as e:  # the model does not take the kit's queries at all
-        if wres is None:
+        if not any(r is not None for r in results):
             raise
-        qnote, askable = f"not applicable: {e}", False
-    if qnote is not None and kit.weights is None and not any(kit.applies(False)):
-        raise CharexError(f"{getattr(suspect, 'name', 'the suspect')}: {qnote.removeprefix('not applicable: ')}: the "
-                          "kit's query tests compare labels of the base's label space and it holds no weight test (a "
-                          "kit made before issue 31, or one whose calibration models do not share the base's "
+        form = Form(model, False, False, f"not applicable: {e}")
+    for i, t in enumerate(kit.tests):
+        if asks(t):
+            why[i] = t.applies(form)
+    if not form.same_labels and form.askable and all(asks(t) for t in kit.tests) and all(w is not None for w in why):
+        raise CharexError(f"{getattr(suspect, 'name', 'the suspect')}: {str(form.why).removeprefix('not applicable: ')}"
+                          ": the kit's query tests compare labels of the base's label space and it holds no weight "
+                          "test (a kit made before issue 31, or one whose calibration models do not share the base's "
                           "architecture); judge it with `charex weights BASE SUSPECT --calibration ...` (no query, "
                           "any head), or make the kit again with twins and your labelled images (its pair test "
                           "judges suspects of another label space by their answers)")
-    return wres, wnote, qnote, askable
+    return form, why, results
 
 
-def _mix(kit: Kit, answers: list[dict[int, int]], same_labels: bool = True) -> dict[str, Any]:
-    """``answer_mix``: how concentrated the suspect's answers were, on the natural images of the kit's mistake tests
-    when it answered any, else on the examples, with a warning when nearly all are one class
+def _findings(kit: Kit, why: list[str | None], results: list[TestResult | None], share: dict[int, float],
+              notes: dict[int, str]) -> list[Finding]:
+    return [Finding(t, results[i], why[i] is None, share.get(i) if results[i] is not None else None,
+                    why[i] if why[i] is not None else notes.get(i)) for i, t in enumerate(kit.tests)]
+
+
+def _mix(kit: Kit, answers: dict[int, dict[int, int]], same_labels: bool = True) -> dict[str, Any]:
+    """``answer_mix``: how concentrated the suspect's answers were, on the natural images of the kit's tests
+    (mistakes, pairs) when it answered any, else on every answer, with a warning when nearly all are one class
     (:class:`charex.judge.chance.AnswerMix`)."""
-    from .chance import answer_mix
-
-    natural = [lab for t, got in zip(kit.judges(), answers) if isinstance(t, (MistakeTest, PairTest))
-               for lab in got.values()]
-    mix = answer_mix(natural, True) if natural else answer_mix([lab for got in answers for lab in got.values()],
-                                                                 False)
+    natural = [lab for i, got in answers.items() if kit.tests[i].natural for lab in got.values()]
+    mix = answer_mix(natural, True) if natural else answer_mix([lab for got in answers.values()
+                                                                for lab in got.values()], False)
     return {} if mix is None else {"answer_mix": mix.to_dict(kit.classes.get("classes") if same_labels else None)}
 
 
@@ -232,31 +233,58 @@ def _result(t: Any, got: dict[int, int], stopped_at: float | None,
         return None, f"not judged: {e}" + (f" (--max-queries {max_queries})" if max_queries else "")
 
 
-def judge_answers(kit: Kit, answers: dict[int, int], name: str, same_labels: bool = True) -> KitVerdict:
+def judge_answers(kit: Kit, answers: dict[int, int], name: str, same_labels: bool = True, *,
+                  max_queries: int | None = None, seed: int = 0) -> KitVerdict:
     """The verdict from answers collected elsewhere (kit query index -> label, e.g. from
     :func:`charex.judge.answers.read_answers`): each test that applies judged on what it got; a test with no answers
     is named as not answered. A query whose image is the same as an answered one's (``charex export`` writes each
     image once) takes that answer. ``same_labels`` False: the answers are in another label space (read with
-    ``any_labels``), so only the pair test applies."""
+    ``any_labels``), so only the tests of another label space apply (the pair test). ``max_queries``: judge on the
+    first N images in the order :func:`judge` sends them (``seed``), as an API budget would; the rest is unread."""
     if not answers:
         raise CharexError("no answers to verify")
-    from .answers import with_repeats
-
-    answered = len(answers)
-    per_test = kit.split(with_repeats(answers, kit.keys))
-    applies = kit.applies(same_labels)
-    mix = _mix(kit, [got if a else {} for got, a in zip(per_test, applies)], same_labels)
-    results, notes = [], []
-    for t, got, a in zip(kit.judges(), per_test, applies):
-        r, note = _result(t, got, None, None) if a else (None, None)
-        results.append(r)
-        notes.append(note or (None if got else "not answered"))
+    if max_queries is not None and max_queries < 1:
+        raise CharexError(f"--max-queries must be >= 1, got {max_queries}")
+    form = Form(None, same_labels, True, None if same_labels else
+                "not applicable: the answers use labels outside the base's classes (another label space)")
+    why = [t.applies(form) for t in kit.tests]
+    full = with_repeats(answers, kit.keys)
+    if max_queries is not None:
+        full = _first_sent(kit, full, [i for i, w in enumerate(why) if w is None], max_queries, seed)
+    answered = len(answers) if max_queries is None else len({kit.keys[i] for i in full})
+    per_test = dict(zip([i for i, t in enumerate(kit.tests) if asks(t)], kit.split(full)))
+    applying = [i for i, w in enumerate(why) if w is None]
+    share = dict(zip(applying, shares([kit.tests[i] for i in applying])))
+    results: list[TestResult | None] = [None] * len(kit.tests)
+    notes: dict[int, str] = {}
+    for i, got in per_test.items():
+        r, note = _result(kit.tests[i], got, None, max_queries) if why[i] is None else (None, None)
+        results[i] = r
+        if note or not got:
+            notes[i] = note or "not answered"
+    mix = _mix(kit, {i: got if why[i] is None else {} for i, got in per_test.items()}, same_labels)
     extra = {"answered": answered, "examples": kit.n, "label_space": "the base's" if same_labels else "another",
-             **mix}
-    note = None if same_labels else ("not applicable: the answers use labels outside the base's classes (another "
-                                     "label space)")
-    return dataclasses.replace(combine(kit, results, name, extra, notes, weights_note=NO_WEIGHTS,
-                                       queries_apply=same_labels, queries_note=note), queries=answered)
+             **({"max_queries": max_queries} if max_queries is not None else {}), **mix}
+    return dataclasses.replace(verdict(kit, _findings(kit, why, results, share, notes), name, extra), queries=answered)
+
+
+def _first_sent(kit: Kit, answers: dict[int, int], applying: list[int], budget: int, seed: int) -> dict[int, int]:
+    """The answers to the first ``budget`` distinct images in the order :func:`judge` sends the applying tests'
+    queries (cheapest test first, each in its ``order``), and every copy of those images."""
+    idx = [i for i, t in enumerate(kit.tests) if asks(t)]
+    offsets = dict(zip(idx, kit.offsets))
+    keys, seen, kept = kit.keys, set(), {}
+    for ti in sorted((i for i in applying if i in offsets), key=lambda i: kit.tests[i].n):
+        for j in kit.tests[ti].order(seed + idx.index(ti)):
+            q = offsets[ti] + j
+            if q not in answers:
+                continue
+            if keys[q] not in seen:
+                if len(seen) >= budget:
+                    return kept
+                seen.add(keys[q])
+            kept[q] = answers[q]
+    return kept
 
 
 def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries: int | None = None,
@@ -276,7 +304,7 @@ def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries:
         raise CharexError(f"audit file {audit_path} exists: choose a new file (one audit per run, so that "
                           "`charex verify FP --answers AUDIT` recomputes exactly this verdict)")
     nc = kit.classes["num_classes"]
-    remote.check(tuple(kit.tests[0].images.shape[1:]),
+    remote.check(tuple(kit.sets[0].images.shape[1:]),
                  int(nc) if same_labels and isinstance(nc, int) and nc > 0 else None)
     tmp = audit_path.with_name(f".{audit_path.name}.part") if audit_path else None
     fh = tmp.open("w") if tmp else None
@@ -316,11 +344,49 @@ def judge_remote(kit: Kit, remote: Any, *, name: str | None = None, max_queries:
 def verify_remote(fp: FingerprintSet, remote: Any, **kwargs: Any) -> Verdict:
     """:func:`judge_remote` for one count-based fingerprint, as a :class:`~charex.types.Verdict` (the API before
     kits): matches, n (answered), p (a bound when it stopped early), and the remote settings in ``extra``."""
-    v = judge_remote(Kit(tests=(fp,), level=float((fp.calibration or {}).get("level", 0.01)), single=True), remote,
-                     **kwargs)
+    return as_verdict(judge_remote(one_test(fp), remote, **kwargs),
+                      ("answered", "examples", "sent", "stopped_early", "datatype", "layout", "scale", "batch_size",
+                       "p_value_is_bound"))
+
+
+def as_verdict(v: KitVerdict, keep: tuple[str, ...] = ()) -> Verdict:
+    """A one-count-test kit's verdict as a :class:`~charex.types.Verdict` (the API before kits): matches, n, p, the
+    null's rate and threshold, and the fields ``keep`` names (with the chance guard's) in ``extra``."""
     d = v.to_dict()
-    keep = {k: d[k] for k in ("answered", "examples", "sent", "stopped_early", "datatype", "layout", "scale",
-                              "batch_size", "p_value_is_bound") if k in d}
+    extra = {k: d[k] for k in (*keep, "chance_p_value", "calibrated_p_value") if k in d}
     return Verdict(suspect=v.suspect, match_rate=d["match_rate"], matches=d["matches"], n=d["n"],
                    null_rate=d.get("null_rate"), threshold=d.get("threshold"), p_value=v.p_value,
-                   decision=v.decision, extra=keep)
+                   decision=v.decision, extra=extra)
+
+
+def verify(fp: FingerprintSet, suspects: Any) -> list[Verdict]:
+    """Match rate of each suspect and, if ``fp`` is calibrated, a verdict with a p-value: ``fp`` judged as a kit of
+    one test through :func:`judge` (every query asked). Without calibration the decision is ``uncalibrated``: rates
+    only, no verdict.
+
+    Example:
+        >>> [v.decision for v in verify(fp, {"suspect": model})]  # doctest: +SKIP
+        ['derived']
+    """
+    from ..models.probe import named_models
+
+    require_counted(fp)
+    kit, shape = one_test(fp), fp.meta.get("input_shape", list(fp.images.shape[1:]))
+    out = []
+    for name, m in named_models(suspects):
+        probe_model(m, shape, fp.meta.get("num_classes"), name=name)  # its class count too: counts need the base's
+        out.append(as_verdict(judge(kit, LocalSuspect(m, name, probed=True), name, stop_when_derived=False)))
+    return out
+
+
+def verify_answers(fp: FingerprintSet, answers: dict[int, int], name: str = "answers") -> Verdict:
+    """A verdict from labels collected elsewhere (``charex.judge.answers.read_answers``): example index -> label,
+    ``fp`` judged as a kit of one test. With m of the n examples answered, the test uses those m: the calibrated
+    null is the same per example, so the suspect's match count K_m follows it at m examples and p = P(K_m >= k).
+    ``extra`` records ``answered`` (m) and ``examples`` (n).
+
+    Example:
+        >>> v = verify_answers(fp, read_answers("answers.csv", fp), "api.example.com")  # doctest: +SKIP
+    """
+    require_counted(fp)
+    return as_verdict(judge_answers(one_test(fp), answers, name), ("answered", "examples"))

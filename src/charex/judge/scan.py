@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from .._io import read_utf8
 from ..errors import CharexError, first_line
 from .kit import kit_from_bytes
+from .protocol import Form
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".pt2", ".onnx", ".ckpt")
 
@@ -121,16 +122,18 @@ def check_suspect(spec: str, fingerprints: list[tuple[str, str, bytes]], skip: S
         row: dict[str, Any] = {**base, "fingerprint": digest, "fingerprint_path": path}
         try:
             kit = kit_from_bytes(blob)
-            first = kit.tests[0]
+            first = kit.sets[0]
             shape, classes = first.meta.get("input_shape", list(first.images.shape[1:])), first.meta.get("num_classes")
-            if kit.weights is None:  # without the weight test only the kit's input shape (and, without a pair
-                try:  # test, its classes) are judged
-                    probe_model(model, shape, None if any(kit.applies(False)) else classes, name=spec)
+            reads = len(kit.queried) < len(kit.tests)  # a test that reads the suspect judges any head
+            if not reads:  # without one only the kit's input shape (and, without a test of another label space,
+                try:  # its classes) are judged
+                    other = any(t.applies(Form(same_labels=False)) is None for t in kit.queried)
+                    probe_model(model, shape, None if other else classes, name=spec)
                 except CharexError as e:
                     lines.append({**row, "skipped": first_line(e)})
                     continue
             t1 = time.perf_counter()
-            v = judge(kit, LocalSuspect(model, spec, probed=kit.weights is None), spec)
+            v = judge(kit, LocalSuspect(model, spec, probed=not reads), spec)
             d = v.to_dict()
             row.update({k: d[k] for k in ("matches", "n", "match_rate") if k in d})
             row.update(p_value=v.p_value, decision=v.decision, queries=v.queries, fired=v.fired,

@@ -19,14 +19,14 @@ from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from .null import S_MAX, S_MIN, fit_beta_binomial, fit_logit_normal, p_value
 from .null import threshold as null_threshold
+from .protocol import format_p
 from ..models.normalized import state_digest
 from ..models.probe import Models, eval_mode, model_device, named_models, probe_model
 from ..types import Verdict
 
 
-__all__ = ["calibrate", "calibration_strength", "fit_beta_binomial", "format_p", "match_count", "match_labels",
-           "match_rate", "null_p_value", "predict", "verdict_from_answers", "verdict_from_count", "verify",
-           "verify_answers"]
+__all__ = ["calibrate", "calibration_floor", "calibration_strength", "fit_beta_binomial", "format_p", "match_count",
+           "match_labels", "match_rate", "null_p_value", "predict", "verdict_from_answers", "verdict_from_count"]
 
 
 def batch_logits(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name: str = "model") -> torch.Tensor:
@@ -65,15 +65,17 @@ def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256, name:
     return batch_logits(model, pixels, batch_size, name).argmax(1) if len(pixels) else torch.zeros(0, dtype=torch.int64)
 
 
-def _require_match_fingerprint(fp: FingerprintSet) -> None:
-    if "mistakes" in fp.meta:  # its sections are compared with each other, never counted together
-        raise CharexError("this is a mistake fingerprint (charex.make.mistakes): judge suspects with "
-                          "`charex mistakes-verify`, not by match counts")
+def require_counted(fp: FingerprintSet) -> None:
+    """A set whose queries are compared section against section (a mistake or pair test: a block with ``sections``
+    in its meta) is never counted."""
+    if any(isinstance(v, dict) and "sections" in v for v in fp.meta.values()):
+        raise CharexError("this fingerprint's queries are compared section against section (a mistake or pair "
+                          "test), not counted: judge suspects with `charex verify` (or `charex mistakes-verify`)")
 
 
 def match_labels(model: nn.Module, fp: FingerprintSet, name: str = "model") -> torch.Tensor:
     """``model``'s label for every fingerprint example (after checking its input shape and class count)."""
-    _require_match_fingerprint(fp)
+    require_counted(fp)
     probe_model(model, fp.meta.get("input_shape", list(fp.images.shape[1:])), fp.meta.get("num_classes"), name=name)
     return predict(model, fp.pixels(), name=name)
 
@@ -88,13 +90,6 @@ def match_rate(model: nn.Module, fp: FingerprintSet, name: str = "model") -> flo
     return match_count(model, fp, name) / fp.n
 
 
-def format_p(p: float | None) -> str:
-    """A p-value for people: 3 significant digits, ``<1e-15`` below what float64 tails resolve, ``-`` for None."""
-    if p is None:
-        return "-"
-    return "<1e-15" if p < 1e-15 else f"{p:.3g}"
-
-
 def null_p_value(k: int, n: int, mu: float, rho: float) -> float:
     """P(K >= k) for K ~ BetaBinomial(n) with mean mu and overdispersion rho (the earlier null)."""
     return p_value({"mu": mu, "rho": rho}, k, n)
@@ -106,7 +101,7 @@ def verdict_from_count(fp: FingerprintSet, name: str, k: int, m: int | None = No
     a calibration block, else p = P(K_m >= k) under the calibrated null scaled to m examples. ``chance``: the
     suspect's own chance p (:func:`charex.judge.chance.permutation_tail`); p is then the larger of the two (use
     :func:`verdict_from_answers`, which computes it, whenever the answers are known)."""
-    _require_match_fingerprint(fp)
+    require_counted(fp)
     m = fp.n if m is None else m
     cal = fp.calibration
     extra = dict(extra or {})
@@ -130,7 +125,7 @@ def verdict_from_answers(fp: FingerprintSet, name: str, answers: Mapping[int, in
     permutation p of the answers against the targets of the same examples (more matches than the suspect's own
     answers give by chance; :func:`charex.judge.chance.permutation_tail`). Either null makes p valid, so a suspect
     that answers one class to everything, or at random with any prior, is never judged derived."""
-    _require_match_fingerprint(fp)
+    require_counted(fp)
     idx = sorted(answers)
     if not idx:
         raise CharexError("no answers to verify")
@@ -222,6 +217,15 @@ def floor_note(counts: list[int], n: int, threshold: int) -> str | None:
 USEFUL_COPY_RATE = 0.9
 
 
+def calibration_floor(cal: dict[str, Any], n: int) -> str | None:
+    """The calibration-floor note of a count test's block (:func:`floor_note`), also for blocks written before it
+    was stored."""
+    counts = [int(r["matches"]) for r in cal.get("references", []) if isinstance(r, dict) and "matches" in r]
+    if cal.get("floor") or not counts or "threshold_matches" not in cal:
+        return cal.get("floor")
+    return floor_note(counts, n, int(cal["threshold_matches"]))
+
+
 def calibration_strength(threshold: int, n: int, mu: float, n_references: int) -> dict[str, str]:
     """``strength`` (``ok``, ``weak`` or ``impossible``) of a calibrated threshold and, unless ``ok``,
     an ``advice`` sentence saying what to change.
@@ -247,28 +251,3 @@ def calibration_strength(threshold: int, n: int, mu: float, n_references: int) -
         return {"strength": "ok", "advice": f"only {n_references} references: the null is wide; 4 or more "
                                             "independent models (other seeds and architectures) sharpen it"}
     return {"strength": "ok"}
-
-
-def verify(fp: FingerprintSet, suspects: Models) -> list[Verdict]:
-    """Match rate of each suspect and, if ``fp`` is calibrated, a verdict with a p-value.
-
-    Without calibration the decision is ``uncalibrated``: rates only, no verdict.
-
-    Example:
-        >>> [v.decision for v in verify(fp, {"suspect": model})]  # doctest: +SKIP
-        ['derived']
-    """
-    return [verdict_from_answers(fp, name, dict(enumerate(match_labels(m, fp, name).tolist())))
-            for name, m in named_models(suspects)]
-
-
-def verify_answers(fp: FingerprintSet, answers: Mapping[int, int], name: str = "answers") -> Verdict:
-    """A verdict from labels collected elsewhere (``charex.judge.answers.read_answers``): example index -> label.
-
-    With m of the n examples answered, the test uses those m: the calibrated null is the same per example, so
-    the suspect's match count K_m follows it at m examples and p = P(K_m >= k). ``extra`` records ``answered`` (m) and ``examples`` (n).
-
-    Example:
-        >>> v = verify_answers(fp, read_answers("answers.csv", fp), "api.example.com")  # doctest: +SKIP
-    """
-    return verdict_from_answers(fp, name, answers, {"answered": len(answers), "examples": fp.n})

@@ -32,11 +32,16 @@ import torch
 from scipy import stats
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import CharexError
+from torch import nn
+
+from ..errors import CharexError, FingerprintFileError
+from ..models.probe import Models, named_models
+from .audit import AuditReport, Check
+from .protocol import Form, TestResult
 
 MAX_PAIRS = 64_000_000  # units of the base times units of the suspect in one layer (VGG-16's largest: 16.8M)
 
-__all__ = ["WeightNull", "WeightScore", "WeightSketch", "calibrate_weights", "layer_weights", "weight_score"]
+__all__ = ["WeightNull", "WeightScore", "WeightSketch", "WeightTest", "audit_weights", "calibrate_weights", "layer_weights", "weight_score"]
 
 
 def layer_weights(state: Mapping[str, torch.Tensor] | torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -288,3 +293,177 @@ def calibrate_weights(base: Any, independents: Mapping[str, Any] | Sequence[Any]
     layers = tuple((b, tuple(dict((x[0], x[2]) for x in s.layers)[b] for _, s in kept))
                    for b, _, _, _ in kept[0][1].layers)
     return WeightNull(layers, tuple(n for n, _ in kept))
+
+
+WEIGHT_SHARE = 0.1  # the weight test's share of the level when the query tests apply too (docs/method.md)
+NO_WEIGHTS = "not applicable: no weights to read (answers or an endpoint)"
+
+
+class WeightTest:
+    """The weight test behind the kit's interface: it sends no query; it reads a local suspect's parameters and
+    matches them, unit by unit, with the kit's sketch of the base's (:class:`WeightSketch`; or the base itself, for
+    ``charex weights``), p from the null stored beside it (independent models of the base's architecture, scored
+    against the same sketch when the kit was made). It applies to a suspect whose parameters can be read and whose
+    layers line up with the base's (another architecture: "not applicable", never "not derived"); it takes
+    :data:`WEIGHT_SHARE` of the level when a query test applies too.
+    """
+
+    __test__ = False
+    kind = name = "weights"
+    column = "weights: cosine"
+    n = 0
+    natural = False
+    calibrated = True
+    how_to_calibrate = ""
+
+    def __init__(self, sketch: Any, null: WeightNull, share: float = WEIGHT_SHARE) -> None:
+        if not 0 < share <= 1:
+            raise CharexError(f"the weight test's share of the level must lie in (0, 1], got {share!r}")
+        self.sketch, self.null, self.share = sketch, null, float(share)
+
+    @classmethod
+    def holds(cls, fp: Any) -> bool:
+        return False  # no query set: the kit's header holds it (:meth:`header`)
+
+    @classmethod
+    def make(cls, base: nn.Module, independents: Models, seed: int = 0) -> "WeightTest":
+        """The kit's weight test: the base's sketch and its null from the given independent models whose layers all
+        line up with the base's (none takes part in the sketch, which is a function of the base alone)."""
+        sketch = WeightSketch.of(base, seed)
+        return cls(sketch, calibrate_weights(sketch, independents))
+
+    def applies(self, form: Form) -> str | None:
+        return NO_WEIGHTS if form.model is None else None
+
+    def read(self, model: Any) -> TestResult | str:
+        """The test's finding on the suspect's parameters: the mean matched cosine and its calibrated p; or why it
+        does not apply (no weight layers charex can read, or layers that do not line up with the base's)."""
+        try:
+            if not layer_weights(model):
+                return "not applicable: no weight layers charex can read in this model"
+        except CharexError:  # NaN weights and the like: an error, never "not applicable"
+            raise
+        except Exception as e:  # a program (TorchScript, torch.export) without a state dict, ...
+            return f"not applicable: its weights cannot be read ({type(e).__name__})"
+        score = weight_score(self.sketch, model)
+        p = self.null.p_value(score)
+        if not score.applicable or p is None:
+            return (f"not applicable: {len(score.layers)} of the base's {len(self.null.layers)} layers line up "
+                    "(another architecture)")
+        return TestResult(self.name, score.statistic, p, 0,
+                          {"layers_matched": len(score.layers), "layers": len(self.null.layers),
+                           "null_means": self.null.means, "skipped": score.to_dict()["skipped"]}, score)
+
+    def calibrate(self, models: Any, level: float = 0.01) -> "WeightTest":
+        return WeightTest(self.sketch, calibrate_weights(self.sketch, dict(named_models(models))), self.share)
+
+    def words(self, r: dict[str, Any]) -> str:
+        means = r["null_means"]
+        return (f"weights: units match the base's at cosine {r['statistic']:.3f} over {r['layers_matched']} of "
+                f"{r['layers']} layers (independent models of its architecture {min(means):.3f}-{max(means):.3f}); "
+                "0 queries")
+
+    @classmethod
+    def cell(cls, r: dict[str, Any] | None) -> str:
+        """The mean matched cosine, or why there is none."""
+        if r is None:
+            return "-"
+        return "not applicable" if not r.get("applies", True) else format(r["statistic"], ".3f")
+
+    def describe(self) -> list[str]:
+        means, sk = self.null.means, self.sketch
+        return [f"  weights    0 queries: a sketch of {len(sk.layers)} layers of the base's units ({sum(sk.dims)} "
+                f"directions, not invertible into the base); null from {len(means)} models of its architecture "
+                f"({', '.join(self.null.names)}; mean matched cosine {min(means):.3f}-{max(means):.3f}); "
+                f"{self.share:g} of the level when the query tests apply too"]
+
+    def summary(self) -> dict[str, Any]:
+        return {"test": self.name, "queries": 0}
+
+    def roles(self) -> list[tuple[str, str, str]]:
+        return [("calibration", n, "") for n in self.null.names]
+
+    def inspect(self) -> dict[str, Any]:
+        """What ``charex inspect --json`` shows of it."""
+        return {"share": self.share, "layers": [k for k, _, _ in self.sketch.layers], "directions": self.sketch.dims,
+                "null": self.null.to_dict()}
+
+    def audit(self, inputs: Any) -> AuditReport:
+        """The sketch re-made from the base, the null re-measured, the claim re-checked (:func:`audit_weights`)."""
+        models = {**(inputs.twins or {}), **(inputs.references or {}), **(inputs.calibration or {})}
+        return audit_weights(self, inputs.base, models, suspect=inputs.suspect, level=inputs.level)
+
+    # the kit file: a header entry under ``weights`` and one tensor per layer, ``weights.<j>``
+    def header(self) -> dict[str, Any]:
+        sk = self.sketch
+        if not isinstance(sk, WeightSketch):
+            raise FingerprintFileError("a weight test on the base's full weights is not written to a kit (its sketch "
+                                       "is: WeightTest.make)")
+        return {"share": self.share, "seed": sk.seed, "null": self.null.to_dict(),
+                "layers": [{"name": k, "shape": list(shape)} for k, shape, _ in sk.layers]}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{self.kind}.{j}": t.detach().cpu().float().contiguous() for j, (_, _, t) in
+                enumerate(self.sketch.layers)}
+
+    @classmethod
+    def tensor_names(cls, head: Any) -> set[str]:
+        return {f"{cls.kind}.{j}" for j in range(len(head["layers"]))}
+
+    @classmethod
+    def from_header(cls, head: Any, tensors: Mapping[str, torch.Tensor], name: str) -> "WeightTest":
+        """The weight test from a kit's header and tensors: every layer's sketch the shape its header says (units x
+        directions), finite, at unit norm; its null and share as written."""
+        layers = []
+        for j, h in enumerate(head["layers"]):
+            t, shape = tensors[f"{cls.kind}.{j}"], tuple(int(x) for x in h["shape"])
+            want = (shape[0], sketch_dims(math.prod(shape[1:]))) if len(shape) in (2, 4) else None
+            if want is None or t.dtype != torch.float32 or tuple(t.shape) != want or not torch.isfinite(t).all() or \
+                    not torch.allclose(t.norm(dim=1), torch.ones(shape[0]), atol=1e-3):
+                raise FingerprintFileError(f"{name}: the weight test's sketch of layer {h.get('name')} is malformed "
+                                           f"({t.dtype} {tuple(t.shape)} for a layer of shape {shape})")
+            layers.append((str(h["name"]), shape, t))
+        try:
+            return cls(WeightSketch(tuple(layers), int(head["seed"])), WeightNull.from_dict(head["null"]),
+                       float(head["share"]))
+        except CharexError as e:
+            raise FingerprintFileError(f"{name}: {e}") from e
+
+
+def audit_weights(test: Any, base: nn.Module, models: Models | None = None, *, suspect: Any = None,
+                  level: float = 0.01) -> AuditReport:
+    """Check a kit's weight test: its sketch is the one ``base`` gives (:class:`~charex.judge.weights.WeightSketch`,
+    deterministic from the base and the recorded seed), and, given the models its null names (``name -> model``:
+    the calibration models, references and twins that lined up), their per-layer statistics re-measured; given a
+    ``suspect``, its weight p in the kit's sketch and in the re-made one, the same decision at ``level``."""
+    sk = test.sketch
+    again = WeightSketch.of(base, sk.seed)
+    same = [a[:2] for a in again.layers] == [b[:2] for b in sk.layers] and all(
+        torch.allclose(a[2], b[2], atol=1e-4) for a, b in zip(again.layers, sk.layers))
+    checks = [Check("weight sketch", "pass" if same else "fail",
+                    f"{len(sk.layers)} layers, the same as the base's re-made sketch" if same else
+                    "differs from the sketch the given base gives: another base, or a tampered or crafted sketch")]
+    if suspect is not None:
+        p_kit, p_again = (test.null.p_value(weight_score(s, suspect)) for s in (sk, again))
+        if p_kit is None or p_again is None:
+            checks.append(Check("weight claim reproduces", "skip", "the weight test does not apply to the suspect"))
+        else:
+            ok = (p_kit <= level) == (p_again <= level)
+            checks.append(Check("weight claim reproduces", "pass" if ok else "fail",
+                                f"weight p {p_kit:.3g} in the kit's sketch, {p_again:.3g} in the re-made one",
+                                {"p_kit": p_kit, "p_re_made": p_again}))
+    given: dict[str, Any] = {}
+    for spec, m in named_models(models or {}):  # `bundled:NAME` or a file path names the model NAME it was made with
+        for key in (spec, spec.removeprefix("bundled:"), spec.rsplit("/", 1)[-1].removesuffix(".safetensors")):
+            given.setdefault(key, m)
+    missing = [n for n in test.null.names if n not in given]
+    if missing:
+        checks.append(Check("weight null re-measured", "skip", f"give the models it names to re-measure them: "
+                                                               f"{', '.join(missing)}"))
+        return AuditReport(checks)
+    null = calibrate_weights(sk, {n: given[n] for n in test.null.names})
+    diff = max(abs(a - b) for (_, x), (_, y) in zip(null.layers, test.null.layers) for a, b in zip(x, y))
+    ok = null.names == test.null.names and diff <= 1e-4
+    checks.append(Check("weight null re-measured", "pass" if ok else "fail",
+                        f"{len(test.null.names)} models, largest difference {diff:.2g}", {"max_difference": diff}))
+    return AuditReport(checks)

@@ -26,8 +26,8 @@ def export_png(fp: FingerprintSet | Any, out_dir: str | Path) -> Path:
     """
     from PIL import Image
 
-    tests = getattr(fp, "tests", None)
-    names = [] if tests is None else [n for t, j in zip(tests, fp.judges()) for n in [j.name] * t.n]
+    tests = getattr(fp, "queried", None)
+    names = [] if tests is None else [t.name for t in tests for _ in range(t.n)]
     meta = fp.classes if tests is not None else fp.meta
     if fp.images.dtype.is_floating_point:
         raise CharexError("only quantized (uint8) fingerprint sets can be exported as PNG")

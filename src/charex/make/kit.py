@@ -18,9 +18,15 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import CharexError
+from ..fingerprint import data_digest
 from ..judge.kit import Kit
+from ..judge.registry import test_for
+from ..judge.weights import WeightTest
 from ..models.probe import Models, named_models
 from ..types import GenerationConfig
+from .generate import generate
+from .mistakes import mistake_queries
+from .pairs import pair_queries
 
 NO_TWINS = ("no twins given: the kit holds the characteristic examples only, which catch weight copies (pruned, "
             "fine-tuned, quantized) but not students distilled from the base's answers. A twin is your recipe for "
@@ -51,10 +57,6 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
         >>> kit = make_kit(base, {"c1": c1, "c2": c2}, references=[r1], twins=[t1], images=x, labels=y)  # doctest: +SKIP
         >>> kit.save("kit.safetensors")  # doctest: +SKIP
     """
-    from ..judge.tests import test_for
-    from .generate import generate
-    from .mistakes import mistake_queries
-
     cal = dict(named_models(calibration))
     refs, tws = dict(named_models(references)), dict(named_models(twins))
     if len(cal) < 2:
@@ -82,7 +84,7 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
     weights, why = weight_test(base, {**cal, **refs, **tws, **dict(named_models(weight_null))})
     if why:
         meta["missing"].append(why)
-    return Kit(tests=tuple(tests), level=level, meta=meta, weights=weights)
+    return Kit(tests=((weights,) if weights else ()) + tuple(tests), level=level, meta=meta)
 
 
 def pair_test(base: nn.Module, twins: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor,
@@ -90,9 +92,6 @@ def pair_test(base: nn.Module, twins: dict[str, nn.Module], images: torch.Tensor
     """The kit's pair test (suspects answering another task, :mod:`charex.make.pairs`), calibrated: (its
     fingerprint set, None), or (None, why) when the base's or a twin's penultimate features cannot be read or fewer
     than 50 slots are found (between 50 and ``pairs``: the slots found)."""
-    from ..judge.tests import test_for
-    from .pairs import pair_queries
-
     try:
         fp = pair_queries(base, list(twins.values()), images, labels, pairs=pairs, min_pairs=50)
     except CharexError as e:
@@ -108,78 +107,22 @@ def weight_test(base: nn.Module, independents: dict[str, nn.Module], seed: int =
     up with the base's (calibration models, references and twins alike: none takes part in the sketch, which is a
     function of the base alone). (None, why) when the base's weights cannot be read or fewer than two models line
     up."""
-    from ..judge.tests import WeightTest
-    from ..judge.weights import WeightSketch, calibrate_weights
-
     try:
-        sketch = WeightSketch.of(base, seed)
-        null = calibrate_weights(sketch, independents)
+        return WeightTest.make(base, independents, seed), None
     except CharexError as e:
         return None, (f"no weight test: {e}. It judges open-weight suspects (fine-tunes, new heads for other tasks) "
                       "with no query; give two or more independent models of your architecture (other seeds) "
                       "as --calibration or --twin to add it")
-    return WeightTest(sketch, null), None
-
-
-def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """SHA-256 of the labelled images and labels (the audit re-runs the mistake test from the same data): each
-    tensor's dtype, shape and bytes, as a fingerprint's digest hashes its tensors."""
-    from ..fingerprint import _digest
-
-    return _digest("", images, labels)
 
 
 def describe(kit: Kit, out: Any = None) -> None:
-    """What a kit holds, for people: its tests, their query counts and calibration, and what is missing."""
+    """What a kit holds, for people: each test's own description, then what is missing."""
     out = out or sys.stdout
-    if kit.weights is not None:
-        w = kit.weights
-        means = w.null.means
-        print(f"  weights    0 queries: a sketch of {len(w.sketch.layers)} layers of the base's units "
-              f"({sum(w.sketch.dims)} directions, not invertible into the base); null from {len(means)} models of its "
-              f"architecture ({', '.join(w.null.names)}; mean matched cosine {min(means):.3f}-{max(means):.3f}); "
-              f"{w.share:g} of the level when the query tests apply too", file=out)
-    for fp, t in zip(kit.tests, kit.judges()):
-        cal = fp.calibration or {}
-        if t.name == "mistakes":
-            secs = fp.meta["mistakes"]["sections"]
-            distinct = len(set(fp.keys))
-            print(f"  mistakes   {distinct} queries ({fp.n} with repeats, each sent once): {secs[0]} of the base's "
-                  "distinctive mistakes, "
-                  f"{', '.join(map(str, secs[1:]))} of its {len(secs) - 1} twin(s); null from "
-                  f"{len(cal.get('differences', []))} calibration models (rms d {cal.get('scale', float('nan')):.4f}, "
-                  f"{cal.get('rule', 'max')} rule, {cal.get('statistic', 'raw')} statistic)", file=out)
-            if cal and cal.get("statistic", "raw") == "raw":
-                print("  note       calibrated before issue 30 on d across classes: judged on that d, guarded by its "
-                      "permutation p over the suspect's answers; make the kit again for the within-class statistic",
-                      file=out)
-        elif t.name == "pairs":
-            secs = fp.meta["pairs"]["sections"]
-            print(f"  pairs      {fp.n} queries: {secs[0]} pairs of your images the base maps alike and each of its "
-                  f"{len(secs) - 1} twin(s) the same number of its own, slot-matched by class pair; for suspects of "
-                  f"another label space only; null from {len(cal.get('references', []))} calibration models in "
-                  f"{len(cal.get('views', {}))} views (model-level spread {cal.get('scale', float('nan')):.4f})",
-                  file=out)
-        else:
-            print(f"  {t.name:<10} {fp.n} queries; null from {len(cal.get('references', []))} calibration models, "
-                  f"mean {100 * cal.get('mu', float('nan')):.1f}%, derived alone at >= "
-                  f"{cal.get('threshold_matches')}/{fp.n} and above the suspect's own chance", file=out)
-            floor = calibration_floor(cal, fp.n)
-            if floor:
-                print(f"  note       {floor}", file=out)
+    for t in kit.tests:
+        for line in t.describe():
+            print(line, file=out)
     for note in kit.meta.get("missing", []):
         print(f"  missing    {note}", file=out)
-
-
-def calibration_floor(cal: dict[str, Any], n: int) -> str | None:
-    """The calibration-floor note of a count test's block (:func:`charex.judge.verify.floor_note`), also for blocks
-    written before it was stored."""
-    from ..judge.verify import floor_note
-
-    counts = [int(r["matches"]) for r in cal.get("references", []) if isinstance(r, dict) and "matches" in r]
-    if cal.get("floor") or not counts or "threshold_matches" not in cal:
-        return cal.get("floor")
-    return floor_note(counts, n, int(cal["threshold_matches"]))
 
 
 def refuse_overlap(roles: dict[str, Sequence[str]]) -> None:

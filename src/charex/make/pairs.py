@@ -34,6 +34,7 @@ from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from ..judge.verify import batch_logits
 from ..models.normalized import state_digest
+from ..models.probe import last_linear
 
 __all__ = ["candidate_pairs", "features", "pair_queries"]
 
@@ -44,8 +45,6 @@ def features(model: nn.Module, x: torch.Tensor, name: str = "model") -> torch.Te
     """The input of ``model``'s last linear layer (its penultimate features) for images ``x`` (N x C x H x W in
     [0, 1]), unit norm: N x D float32. An error naming the model when it has no linear head to read (a program
     such as ONNX or TorchScript)."""
-    from ..derive.reuse import last_linear
-
     try:
         _, _, head = last_linear(model)
     except CharexError as e:

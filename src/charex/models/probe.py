@@ -82,3 +82,15 @@ def probe_model(model: nn.Module, input_shape: Sequence[int], num_classes: int |
                           "judged by `charex weights BASE SUSPECT --calibration ...` (no query, any head)")
     return classes
 
+
+def last_linear(model: nn.Module, purpose: str = "to replace with a new head") -> tuple[nn.Module, str, nn.Linear]:
+    """(the parent, the attribute name, the module) of the model's last ``nn.Linear`` (its head); an error saying
+    it has none (``purpose``: what for)."""
+    found = None
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                found = (parent, name, child)
+    if found is None:
+        raise CharexError(f"the model has no linear layer {purpose}")
+    return found

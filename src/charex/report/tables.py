@@ -138,34 +138,23 @@ def heldout_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _d_cell(t: dict[str, Any] | None) -> str:
-    """A paired test's cell: its d, or why it has none (the kit holds no such test: "-")."""
-    if t is None:
-        return "-"
-    if t.get("applies") is False:
-        return "not applicable"
-    return "not asked" if t.get("statistic") is None else format(t["d"], "+.3f")
-
-
 def kit_markdown(k: dict[str, Any]) -> str:
     """A kit's verdicts (``results["kit"]`` of ``charex demo``): per suspect its accuracy, the examples matched, the
     mistake and pair tests' d, the kit's p-value and verdict, the test that fired and the queries used."""
-    from ..judge.verify import format_p
+    from ..judge.protocol import format_p
+    from ..judge.registry import kind
 
+    cols = [(name, kind(name)) for name in k["tests"]]
     lines = [f"kit: {' + '.join(k['tests'])} ({k['queries']} queries, made in {k['make_seconds']} s); one verdict "
              f"per suspect, Bonferroni over the tests that apply at level {k['level']}", "",
-             "| suspect | kind | accuracy (its task) | weights: cosine | examples matched | mistakes d | pairs d | "
-             "p-value | verdict | caught by | queries |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| suspect | kind | accuracy (its task) | " + "".join(f"{c.column} | " for _, c in cols) +
+             "p-value | verdict | caught by | queries |", "|---|---|---|" + "---|" * len(cols) + "---|---|---|---|"]
     for v in k["verdicts"]:
         acc = "not measured (no CIFAR-10 here)" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f}%"
         tests = {t["test"]: t for t in v["tests"]}
-        w, ex, mis = tests.get("weights"), tests.get("examples", {}), tests.get("mistakes")
-        wc = "-" if w is None else "not applicable" if not w.get("applies", True) else format(w["statistic"], ".3f")
-        em = f"{ex['matches']}/{ex['n']}" if ex.get("statistic") is not None else \
-            "not applicable" if ex.get("applies") is False else "not asked"
-        d, pd = (_d_cell(tests.get(name)) for name in ("mistakes", "pairs"))
+        cells = "".join(f"{c.cell(tests.get(name))} | " for name, c in cols)
         p = "-" if v["p_value"] is None else format_p(v["p_value"])
-        lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {wc} | {em} | {d} | {pd} | {p} | "
+        lines.append(f"| {v['suspect']} | {v['kind']} | {acc} | {cells}{p} | "
                      f"{v['decision'].upper()} | {v['fired'] or '-'} | {v['queries']} |")
     der = [v for v in k["verdicts"] if v["kind"] == "derived"]
     ind = [v for v in k["verdicts"] if v["kind"] == "independent"]
