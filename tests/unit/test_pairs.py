@@ -10,6 +10,7 @@ import torch
 from charex.errors import CharexError, FingerprintFileError
 from charex.fingerprint import FingerprintSet
 from charex.judge.pairs import merge, pair_layout, permutation_p, score_pairs, send_order
+from charex.judge.kit import Kit
 from charex.judge.pairs import PairTest
 from charex.judge.registry import test_for as judge_for
 from charex.judge.verify import predict
@@ -142,8 +143,8 @@ def test_calibration_refuses_the_base_and_a_twin_and_the_block_is_checked(pair_f
     cal = pair_fp.calibration
     assert set(cal["views"]) == {"own", "merged into 2", "merged into 3", "merged into 5"}
     assert cal["scale"] >= 0.02 and len(cal["references"]) == 3
-    with pytest.raises(FingerprintFileError, match="pair calibration"):
-        pair_fp.with_calibration({**cal, "views": {"own": [0.1]}})
+    with pytest.raises(FingerprintFileError, match="pair calibration"):  # checked by its test, when a kit holds it
+        Kit(tests=(pair_fp.with_calibration({**cal, "views": {"own": [0.1]}}),))
     with pytest.raises(CharexError, match="slots"):
         pair_queries(owners[0], owners[1], torch.zeros(20, 3, 16, 16, dtype=torch.uint8),
                      torch.arange(20) % 10, pairs=40)
@@ -195,6 +196,17 @@ def test_answers_in_another_label_space_reach_the_pair_test(pair_fp, owners, tmp
     out = json.loads(cap.out)["results"][0]
     assert code == 0 and out["decision"] == "derived" and out["label_space"] == "another"
     assert "answer_mix" in out and out["answer_mix"]["top_label_name"].isdigit()
+    # the same in text (issue 40: this ended in "KeyError: 'matches'", exit 2): each test in its own words
+    assert main(["verify", str(tmp_path / "kit.safetensors"), "--answers", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "DERIVED" in text and "pairs: labels" in text and "in its own labels" in text
+    # an API budget: the first N images in the order `verify` sends them, not every answer in the file
+    capped = judge_answers(kit, got, "thief", same_labels=False, max_queries=96)
+    assert capped.queries == 96 and capped.tests[1]["pairs"] == [16, 16, 16]  # one block of 16 slots, whole
+    assert main(["verify", str(tmp_path / "kit.safetensors"), "--answers", str(path), "--max-queries", "96",
+                 "--json"]) in (0, 1)
+    out = json.loads(capsys.readouterr().out)["results"][0]
+    assert out["answered"] == 96 and out["max_queries"] == 96 and out["tests"][1]["answered"] == 96
 
 
 def test_audit_re_runs_the_pair_test(pair_fp, owners, data) -> None:

@@ -106,10 +106,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from ..fingerprint import FingerprintSet
+    from ..fingerprint import FingerprintSet, read_file
+    from ..judge.registry import test_for
     from ..judge.verify import calibrate
 
-    fp = FingerprintSet.load(args.fingerprint)
+    fp = FingerprintSet.from_bytes(read_file(args.fingerprint, "fingerprint"), str(args.fingerprint))
+    test_for(fp)  # its test checks the calibration block it holds (a forged one is refused, not replaced)
     refs = {spec: load(args, spec) for spec in args.reference}
     cal = calibrate(fp, refs, level=args.level, spread=(args.spread_min, args.spread_max))
     cal.save(args.output)
@@ -245,13 +247,14 @@ def _inspect_kit(args: argparse.Namespace, kit: Any) -> int:
     from ..make.kit import describe
 
     from ..judge.kit import asks
+    from ..judge.registry import READING
 
     info = {"path": str(args.fingerprint), "digest": kit.digest, "kind": "kit", "level": kit.level,
             "queries": kit.n, "meta": kit.meta,
             **{t.kind: t.inspect() for t in kit.tests if not asks(t)},
             "tests": [{"test": t.name, "queries": t.fp.n, "digest": t.fp.digest, "config": t.fp.config.to_dict(),
                        "meta": t.fp.meta, "calibration": t.fp.calibration} for t in kit.queried]}
-    info.setdefault("weights", None)
+    info.update({k.kind: None for k in READING if k.kind not in info})  # a kind the kit lacks: null, as before
     if args.json:
         print_json(info)
         return 0

@@ -67,7 +67,12 @@ class Kit:
     origin: str | None = None  # the id of the kit this one was transformed from (answers still name that one)
 
     def __post_init__(self) -> None:
-        tests = tuple(test_for(t) if isinstance(t, FingerprintSet) else t for t in self.tests)
+        try:  # a query set becomes its test: its kind checks its own calibration block
+            tests = tuple(test_for(t) if isinstance(t, FingerprintSet) else t for t in self.tests)
+        except FingerprintFileError:
+            raise
+        except CharexError as e:
+            raise FingerprintFileError(str(e)) from e
         object.__setattr__(self, "tests", tests)
         if not tests:
             raise FingerprintFileError("a kit needs at least one test")
@@ -76,7 +81,7 @@ class Kit:
         sets = self.sets  # a kit of reading tests alone (``charex weights``) asks nothing
         first = sets[0] if sets else None
         for i, (fp, t) in enumerate(zip(sets, self.queried)):
-            if not self.single and fp.calibration is None:
+            if not self.single and not t.calibrated:
                 raise FingerprintFileError(f"kit test {i} ({t.name}) has no calibration: a kit's tests are "
                                            "calibrated when it is made (charex fingerprint ... --calibration)")
             if fp.meta.get("base_model_digest") != first.meta.get("base_model_digest"):

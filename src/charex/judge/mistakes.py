@@ -27,7 +27,7 @@ from scipy import stats
 from torch import nn
 
 from ..errors import CharexError
-from ..fingerprint import FingerprintSet
+from ..fingerprint import FingerprintSet, is_number, is_unit
 from ..models.normalized import state_digest
 from ..models.probe import Models, named_models, probe_model
 from ..make.mistakes import mistake_queries
@@ -238,10 +238,19 @@ class MistakeNull:
 
     @classmethod
     def from_block(cls, block: dict[str, Any]) -> "MistakeNull":
-        """The null a calibration block (:meth:`block`) records."""
-        refs = block.get("references") or []
-        ladder = tuple((int(r["queries"]), tuple(float(v) for v in r["differences"]))
-                       for r in block.get("ladder") or [])
+        """The null a calibration block (:meth:`block`) records; an error naming what is malformed."""
+        diffs, refs = block.get("differences"), block.get("references")
+        if not (isinstance(diffs, list) and 2 <= len(diffs) <= 10_000 and all(is_number(v) for v in diffs)
+                and is_unit(block.get("level")) and isinstance(refs, list) and len(refs) in (0, len(diffs))
+                and all(isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("digest"), str)
+                        for r in refs)):
+            raise CharexError("mistake calibration block is invalid (differences, level, references): recalibrate "
+                              "the mistake set")
+        try:
+            ladder = tuple((int(r["queries"]), tuple(float(v) for v in r["differences"]))
+                           for r in block.get("ladder") or [])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CharexError(f"the mistake calibration's ladder is malformed: {e}") from None
         if any(len(d) != len(block["differences"]) or m < 1 for m, d in ladder) or \
                 list(ladder) != sorted(ladder, key=lambda r: r[0]):
             raise CharexError("the mistake calibration's ladder is malformed (one d per calibration model, "

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import CharexError
-from ..fingerprint import FingerprintSet
+from ..fingerprint import FingerprintSet, is_number, is_unit
 from ..models.normalized import state_digest
 from ..models.probe import Models, named_models
 from torch import nn
@@ -178,13 +178,17 @@ class PairNull:
 
     @classmethod
     def from_block(cls, block: dict[str, Any]) -> "PairNull":
-        refs = block.get("references") or []
-        views, errors = block.get("views"), block.get("errors")
-        if not isinstance(views, dict) or not views or not isinstance(errors, dict) or set(errors) != set(views) \
-                or len(refs) < 2 or any(not isinstance(v, list) or len(v) != len(refs)
-                                        for v in (*views.values(), *errors.values())):
-            raise CharexError("the pair calibration is malformed (one d and one se per calibration model in every "
-                              "view, two or more models)")
+        """The null a calibration block (:meth:`block`) records; an error naming what is malformed."""
+        views, errors, refs = block.get("views"), block.get("errors"), block.get("references")
+        if not (isinstance(views, dict) and views and isinstance(errors, dict) and set(errors) == set(views)
+                and isinstance(refs, list) and 2 <= len(refs) <= 10_000
+                and all(isinstance(v, list) and len(v) == len(refs) and all(is_number(x) for x in v)
+                        for v in (*views.values(), *errors.values()))
+                and is_unit(block.get("level"))
+                and all(isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("digest"), str)
+                        for r in refs)):
+            raise CharexError("pair calibration block is invalid (views, errors, level, references; one d and one se "
+                              "per calibration model in every view, two or more models): recalibrate the pair set")
         return cls({str(k): tuple(float(x) for x in v) for k, v in views.items()},
                    {str(k): tuple(float(x) for x in v) for k, v in errors.items()},
                    tuple(str(r["name"]) for r in refs), tuple(str(r["digest"]) for r in refs))

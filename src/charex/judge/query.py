@@ -117,41 +117,16 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     settled = stop_when_derived and any(decides(r.p_value, share[i], kit.level) for i, r in enumerate(results)
                                         if r is not None)
     answers: dict[int, dict[int, int]] = {i: {} for i, t in enumerate(kit.tests) if asks(t)}
+    place = {ti: k for k, ti in enumerate(answers)}  # each asking test's place: its offset and its order's seed
     notes: dict[int, str] = {}
-    offsets = dict(zip(answers, kit.offsets))
-    sent, early = 0, False
-    known: dict[bytes, int] = {}  # an image already answered -> its label
+    asker, early = _Asker(suspect, max_queries, on_answer, sequential), False
     for ti in sorted((i for i in applying if asks(kit.tests[i])), key=lambda i: kit.tests[i].n) \
             if not settled else ():  # cheapest first
-        t = kit.tests[ti]
-        order = t.order(seed + list(answers).index(ti))  # seeded by its place among the tests that ask
-        keys = t.fp.keys
-        step = suspect.batch_size if sequential or max_queries is not None else len(order)  # else: one call
-        stopped, pos = None, 0
-        while pos < len(order):
-            take, send, fresh = [], [], set()
-            while pos < len(order) and len(send) < step:  # the next batch of images not yet asked
-                j = order[pos]
-                if keys[j] not in known and keys[j] not in fresh:
-                    if max_queries is not None and sent + len(send) >= max_queries:
-                        break
-                    fresh.add(keys[j])
-                    send.append(j)
-                take.append(j)
-                pos += 1
-            if not take:
-                break
-            known.update((keys[j], int(lab)) for j, lab in zip(send, suspect.labels(t.fp, send) if send else []))
-            for j in take:
-                answers[ti][j] = known[keys[j]]
-                if on_answer:
-                    on_answer(offsets[ti] + j, known[keys[j]])
-            sent += len(send)
-            level = kit.level * share[ti]  # the test's level under the kit's Bonferroni
-            if sequential and len(answers[ti]) < t.fp.n and t.settled(answers[ti], level) is not None:
-                stopped, early = level, True
-                break
-        results[ti], note = _result(t, answers[ti], stopped, max_queries)
+        t, level = kit.tests[ti], kit.level * share[ti]  # the test's level under the kit's Bonferroni
+        answers[ti], stopped = asker.ask(t, t.order(seed + place[ti]), kit.offsets[place[ti]],
+                                         lambda got: len(got) < t.fp.n and t.settled(got, level) is not None)
+        early = early or stopped
+        results[ti], note = _result(t, answers[ti], level if stopped else None, max_queries)
         if note:
             notes[ti] = note
         if (sequential or stop_when_derived) and any(
@@ -168,8 +143,51 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
                 f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
     findings = _findings(kit, why, results, share, notes)
     mix = _mix(kit, answers, form.same_labels)
-    v = verdict(kit, findings, name, {**(extra or {}), "sent": sent, "stopped_early": early or settled, **mix})
-    return dataclasses.replace(v, queries=sent)
+    v = verdict(kit, findings, name, {**(extra or {}), "sent": asker.sent, "stopped_early": early or settled, **mix})
+    return dataclasses.replace(v, queries=asker.sent)
+
+
+class _Asker:
+    """Sends a suspect the queries, in batches, each distinct image once (its answer is used for every copy the kit
+    holds), within a budget of images for all tests together; ``sent`` counts the images sent."""
+
+    def __init__(self, suspect: Suspect, max_queries: int | None, on_answer: Callable[[int, int], None] | None,
+                 sequential: bool) -> None:
+        self.suspect, self.max_queries, self.on_answer, self.sequential = suspect, max_queries, on_answer, sequential
+        self.known: dict[bytes, int] = {}  # an image already answered -> its label
+        self.sent = 0
+
+    def ask(self, t: Any, order: list[int], offset: int, settled: Callable[[dict[int, int]], bool]
+            ) -> tuple[dict[int, int], bool]:
+        """(``t``'s answers, whether it stopped early): its queries in ``order`` until the order or the budget ends;
+        sequential, after each batch until ``settled`` says the test's decision can no longer change. Every answer
+        goes to ``on_answer`` with its kit number (``offset`` + its index in the test)."""
+        keys, got = t.fp.keys, {}
+        step = self.suspect.batch_size if self.sequential or self.max_queries is not None else len(order)
+        pos = 0
+        while pos < len(order):
+            take, send, fresh = [], [], set()
+            while pos < len(order) and len(send) < step:  # the next batch of images not yet asked
+                j = order[pos]
+                if keys[j] not in self.known and keys[j] not in fresh:
+                    if self.max_queries is not None and self.sent + len(send) >= self.max_queries:
+                        break
+                    fresh.add(keys[j])
+                    send.append(j)
+                take.append(j)
+                pos += 1
+            if not take:
+                break
+            labels = self.suspect.labels(t.fp, send) if send else []
+            self.known.update((keys[j], int(lab)) for j, lab in zip(send, labels))
+            self.sent += len(send)
+            for j in take:
+                got[j] = self.known[keys[j]]
+                if self.on_answer:
+                    self.on_answer(offset + j, got[j])
+            if self.sequential and settled(got):
+                return got, True
+        return got, False
 
 
 def _read(kit: Kit, suspect: Suspect) -> tuple[Form, list[str | None], list[TestResult | None]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import CharexError
 from ..fingerprint import FingerprintSet
 from .examples import ExampleTest
 from .mistakes import MistakeTest
@@ -25,8 +26,14 @@ READING = tuple(k for k in KINDS if k.n == 0)  # the kinds that read the suspect
 
 
 def test_for(fp: FingerprintSet) -> Any:
-    """The test a query set is: the first kind of :data:`KINDS` that holds it."""
-    return next(kind for kind in KINDS if kind.holds(fp))(fp)
+    """The test a query set is: the first kind of :data:`KINDS` that holds it; its calibration block must be one
+    that kind writes (``nulls``, default its kit key), else an error naming both."""
+    cls = next(kind for kind in KINDS if kind.holds(fp))
+    null = (fp.calibration or {}).get("null")
+    if fp.calibration is not None and null not in getattr(cls, "nulls", (cls.kind,)):
+        raise CharexError(f"a {cls.kind} set holds a calibration block of another kind (null {null!r:.20}): "
+                          "recalibrate it")
+    return cls(fp)
 
 
 def kind(key: str) -> Any:
