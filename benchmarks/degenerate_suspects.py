@@ -6,7 +6,7 @@
         --kit plain=runs/kits/plain.safetensors --kit keras-no-twins=runs/thirdparty/kit.safetensors
     python benchmarks/degenerate_suspects.py --table docs/data/degenerate-suspects.json   # results.md's tables
 
-The kits (each made by one command, docs/results.md, "Answers that lean"): the README's (the demo's: bundled:base,
+The kits (each made by one command, docs/research-record.md, "Answers that lean"): the README's (the demo's: bundled:base,
 two twins, one reference, three calibration models), the base without twins, a ResNet-14 base without twins whose
 calibration models match almost nothing (the issue's floor case), a wide-shallow base without twins, a plain VGG-11
 base with its own twin, and the third-party Keras CNN's kit (scripts/third_party_model.sh; at the floor too).
@@ -241,7 +241,7 @@ def judge_kit(name: str, kit: Kit, args: argparse.Namespace) -> dict:
 
 
 def tables(path: str) -> None:
-    """The Markdown tables of docs/results.md, "Answers that lean", from a JSON this script wrote."""
+    """The Markdown tables of docs/research-record.md, "Answers that lean", from a JSON this script wrote."""
     import json
 
     res = json.loads(Path(path).read_text())

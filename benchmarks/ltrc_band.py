@@ -1,7 +1,7 @@
 """Issue 33, the LTRC question: what the high-pass filter removes, and whether transferability depends on the band k.
 
     python benchmarks/ltrc_band.py --json docs/data/ltrc-band.json          # ~15 min on 2 cores (AVX-512-BF16)
-    python benchmarks/ltrc_band.py --table docs/data/ltrc-band.json         # docs/results.md's table
+    python benchmarks/ltrc_band.py --table docs/data/ltrc-band.json         # docs/research-record.md's table
     (this run: --bases smoothed into ltrc-band.json, then --bases unsmoothed into ltrc-band-nols.json, once
     `charex train --seed 0 --label-smoothing 0 -o runs/wpool/nols-s0.safetensors` had finished)
     python benchmarks/ltrc_band.py --select-step --cache runs/valpool/examples --json docs/data/step-select.json
@@ -354,7 +354,7 @@ def run_ratios(args: argparse.Namespace, seeds: dict) -> None:
 
 
 # issue 33: the step size, chosen on a validation base before the evaluation grid is measured at it (the rule is in
-# docs/results.md, "The step size, chosen on validation"): candidates in units of 1/255
+# docs/research-record.md, "The step size, chosen on validation"): candidates in units of 1/255
 STEP_CANDIDATES = (0.25, 0.5, 1.0, 2.0, 4.0)
 STEP_METHODS = ((0.0, 1, 0, 0, "vanilla"), (0.0, 1, 2, 0, "ltrc"), (0.03, 1, 0, 0, "rc"))
 STEP_MARGIN = 0.03  # another step size replaces 1/255 only if its score is higher by more than this

@@ -134,7 +134,7 @@ def _cached_logits(model, images, folder: Path):
 
 
 def tables(path: str) -> None:
-    """Print the markdown tables of docs/results.md from a JSON this script wrote."""
+    """Print the markdown tables of docs/research-record.md from a JSON this script wrote."""
     import json
 
     r = json.load(open(path))

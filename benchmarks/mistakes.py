@@ -4,7 +4,7 @@
 
 Needs a finished ``charex reproduce heldout`` run (its results and model cache), the owner's extra twins
 (``scripts/train_pools.sh`` trains them into runs/pool) and the validation students (``--validation-students``,
-students of the base on the thief's half that the held-out run never sees; the commands are in docs/results.md).
+students of the base on the thief's half that the held-out run never sees; the commands are in docs/research-record.md).
 
 The owner's panel: the base, its twins (every generation-pool model of the base's recipe, plus ``--twins``) and the
 rest of the generation pool as references. Its labelled images, two sources:

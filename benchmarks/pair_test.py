@@ -2,7 +2,7 @@
 
     python benchmarks/pair_test.py --kit runs/demo/kit.safetensors --json docs/data/pair-test.json --students
         # ~60 min on 2 cores the first time (every reuse and student is cached in runs/pairs)
-    python benchmarks/pair_test.py --table docs/data/pair-test.json                                   # docs/results.md
+    python benchmarks/pair_test.py --table docs/data/pair-test.json                                   # docs/research-record.md
     python benchmarks/pair_test.py --kit runs/demo/kit.safetensors --detect docs/data/pair-detect.json  # visibility
     python benchmarks/pair_test.py --cost                                                    # the owner's cost
     python benchmarks/pair_test.py --kit runs/demo/kit.safetensors --fresh-seed 2 --only "held-out derived (fresh)" \
@@ -252,7 +252,7 @@ def detectability(kit: Kit, cache: Path, data: str | None, request: int = 32) ->
 
 
 def table(path: str) -> str:
-    """docs/results.md's tables from a result file."""
+    """docs/research-record.md's tables from a result file."""
     res = json.loads(Path(path).read_text())
     lines = ["| pool | backbone | task (classes) | how | seed | task accuracy | alike: base's / twins' pairs (all) | "
              "p at 1,000 / 500 / 200 / 100 queries (sent) | verdict at 1,000 |", "|---|---|---|---|---|---|---|---|---|"]
@@ -276,7 +276,7 @@ def table(path: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--table", metavar="JSON", help="print docs/results.md's tables from a result file and stop")
+    ap.add_argument("--table", metavar="JSON", help="print docs/research-record.md's tables from a result file and stop")
     ap.add_argument("--json")
     ap.add_argument("--kit", help="the README's kit (runs/demo/kit.safetensors); default: make its pair test here")
     ap.add_argument("--pool", default="runs/wpool", help="fresh seeds of the base's recipe (recipe-sNN)")

@@ -3,7 +3,7 @@
 
     python benchmarks/weight_test.py --kit runs/demo/kit.safetensors --pool runs/wpool \\
         --json docs/data/weight-test-kit.json --plot docs/results/weights/null-uniformity.png   # ~35 min, 2 cores
-    python benchmarks/weight_test.py --table docs/data/weight-test-kit.json   # docs/results.md's table
+    python benchmarks/weight_test.py --table docs/data/weight-test-kit.json   # docs/research-record.md's table
 
 The kit is the README's (`charex demo`): its weight null is independent-1, -2 and -3 (the base's recipe, other seeds).
 Every suspect is judged by the kit's one verdict (`charex verify KIT SUSPECT`: the weight test first, queries only
@@ -176,7 +176,7 @@ def sketch_leak(kit: Kit, base: torch.nn.Module, train: ArrayDataset, test: Arra
 
 
 def table(path: str) -> str:
-    """docs/results.md's tables from a result file: every suspect's verdict, then the summary lines."""
+    """docs/research-record.md's tables from a result file: every suspect's verdict, then the summary lines."""
     import json
 
     res = json.loads(Path(path).read_text())
@@ -199,7 +199,7 @@ def table(path: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--table", metavar="JSON", help="print docs/results.md's tables from a result file and stop")
+    ap.add_argument("--table", metavar="JSON", help="print docs/research-record.md's tables from a result file and stop")
     ap.add_argument("--kit", help="a kit holding the weight test (the demo's)")
     ap.add_argument("--pool", default="runs/wpool", help="folder of the fresh recipe seeds (recipe-s31, -s32)")
     ap.add_argument("--json")
