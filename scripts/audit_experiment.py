@@ -1,4 +1,4 @@
-"""The framing experiment behind docs/results.md, "Audit": honest fingerprints and forged ones, audited.
+"""The framing experiment behind docs/research-record.md, "Audit": honest fingerprints and forged ones, audited.
 
 An accuser owns ``bundled:base`` and wants to accuse ``bundled:independent-resnet8`` (an independent model: another
 architecture, another training run). The forger generates with the default procedure and the two generation

@@ -53,7 +53,7 @@ class GenerationConfig:
             them (JPEG through a differentiable approximation). Empty (default): clean images only.
 
     Defaults (chosen on the validation pool of ``charex reproduce heldout --pool validation``; the held-out
-    numbers are in docs/results.md): vanilla steps, 100 of them at 0.5/255, and ``ref_weight`` 8 for the
+    numbers are in docs/research-record.md): vanilla steps, 100 of them at 0.5/255, and ``ref_weight`` 8 for the
     reference-contrastive term, to be used with generation references (``generate(..., references=...)``).
     With references the methods' weight noise and high-pass changed nothing measurable, so the default is
     the cheapest. ``PRESETS["paper"]`` is the paper's LTRC setting, with the step size (which the paper does not
@@ -145,10 +145,10 @@ class GenerationConfig:
 
 
 # Named settings for ``charex generate --preset``: "default" is GenerationConfig's own defaults (chosen on the
-# validation pool, docs/results.md); "stealth" (chosen on the validation pool too) starts from the owner's natural
+# validation pool, docs/research-record.md); "stealth" (chosen on the validation pool too) starts from the owner's natural
 # images ("start" is not a GenerationConfig field: the CLI draws the start images), moves them at most 10/255 and
 # takes the loss through JPEG 75 as well, for suspects behind an API that re-encodes queries (it is JPEG-robust, not
-# hidden: a statistics detector trained on the recipe spots its queries, docs/results.md);
+# hidden: a statistics detector trained on the recipe spots its queries, docs/research-record.md);
 # "paper" is the paper's LTRC setting (Table 2 best: k=2, delta=0.03).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},

@@ -64,9 +64,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     surs = {spec: load(args, spec) for spec in args.surrogates or []}
     if not refs and not args.json:
         print("note: no --references given: fingerprints made without independent reference models transfer "
-              "more to independent models (docs/results.md)", file=sys.stderr)
+              "more to independent models (docs/research-record.md)", file=sys.stderr)
     x0 = None
-    if start == "natural":  # from the owner's own real images (a trained detector still spots them: docs/results.md)
+    if start == "natural":  # from the owner's own real images (a trained detector still spots them: docs/research-record.md)
         from ..data.starts import start_images
 
         shape = args.input_shape or model.card.get("input_shape") or (3, 32, 32)
@@ -309,7 +309,7 @@ def register(add: Add) -> None:
     g.add_argument("--select-from", type=int, metavar="N",
                    help="generate N candidates and keep the --n most conferrable (Lukas et al. 2021): most likely "
                         "on --selection-surrogates and least on --selection-references, models not used in "
-                        "generation and then refused for calibration (docs/results.md: it did not help here)")
+                        "generation and then refused for calibration (docs/research-record.md: it did not help here)")
     g.add_argument("--selection-references", nargs="+", metavar="MODEL", help="--select-from: independent models")
     g.add_argument("--selection-surrogates", nargs="+", metavar="MODEL", help="--select-from: students of MODEL")
     g.add_argument("--eot", metavar="SPECS",
@@ -322,14 +322,14 @@ def register(add: Add) -> None:
                         "(Cao et al. 2021), sensitive samples (He et al. 2019)")
     g.add_argument("--start", choices=["noise", "natural"],
                    help="noise: from U[0,1] (the paper; every preset but stealth); natural: from real images "
-                        "(--data); a trained detector still spots most of them (docs/results.md)")
+                        "(--data); a trained detector still spots most of them (docs/research-record.md)")
     g.add_argument("--data", help="--baseline: CIFAR-10 folder (default: the shared copy); --start natural / --preset "
                                   "stealth: that, or a folder of class folders of your own images (any input size)")
     g.add_argument("--n", type=int, help="number of examples (default 100)")
     g.add_argument("--steps", type=int, help="sign-gradient steps (default 100; paper: 500)")
     g.add_argument("--alpha", type=float,
                    help="step size in [0,1] pixels (default 0.5/255; --preset paper: 0.25/255); the budget "
-                        "alpha*steps sets the robustness/transferability trade-off (docs/results.md)")
+                        "alpha*steps sets the robustness/transferability trade-off (docs/research-record.md)")
     g.add_argument("--delta", type=float, help="weight-noise half-width (rc/rcgm/ltrc)")
     g.add_argument("--q", type=int, help="weight-noise samples averaged per step (rcgm/ltrc)")
     g.add_argument("--k", type=int, help="high-pass band: zero DCT coefficients with 1<=i+j<=k (ltrc)")
@@ -388,7 +388,7 @@ def register(add: Add) -> None:
                    help="ask any suspect (local too, as a stand-in for an API) at most N queries, all tests together, "
                         "stopping each test once its decision is settled; the verdict says how many it used (a "
                         "weight copy needs 100; a student 4,000 or more, and some students escape even the whole "
-                        "set: docs/results.md)")
+                        "set: docs/research-record.md)")
     r.add_argument("--audit", metavar="FILE", help="write every answer as JSON lines (time, file, label) to a new "
                                                    "file; re-check offline with --answers FILE")
     r.add_argument("--all-queries", action="store_true",

@@ -48,7 +48,9 @@ def reuse_backbone(model: nn.Module, data: ArrayDataset, classes: int, *, probe:
 
     m = copy.deepcopy(model)
     parent, name, head = last_linear(m)
-    setattr(parent, name, nn.Linear(head.in_features, classes))
+    with torch.random.fork_rng(devices=[]):  # the new head's initial weights from ``seed``, not the global state
+        torch.manual_seed(seed)
+        setattr(parent, name, nn.Linear(head.in_features, classes))
     new_head = getattr(parent, name)
     masks = None
     if prune:

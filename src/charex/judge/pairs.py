@@ -50,7 +50,7 @@ METHOD = "pairs"
 VIEWS = (("own", 0), ("merged into 2", 2), ("merged into 3", 3), ("merged into 5", 5))  # (family, groups)
 PARTITIONS = 3  # seeded random partitions per merged family
 GUARD_GATE = 0.05  # the chance guard is computed when the calibrated p is at most this
-SPREAD_FLOOR = 0.02  # the least model-level spread of d (chosen on the validation pool: docs/results.md)
+SPREAD_FLOOR = 0.02  # the least model-level spread of d (chosen on the validation pool: docs/research-record.md)
 
 
 def pair_layout(fp: FingerprintSet) -> tuple[list[int], list[int]]:

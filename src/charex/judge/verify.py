@@ -213,7 +213,7 @@ def floor_note(counts: list[int], n: int, threshold: int) -> str | None:
 
 
 # a useful derived copy (pruned <= 95% and fine-tuned, fine-tuned, int8) matches at least this fraction of
-# a fingerprint made with charex's defaults (docs/results.md); a threshold above it cannot catch all of them
+# a fingerprint made with charex's defaults (docs/research-record.md); a threshold above it cannot catch all of them
 USEFUL_COPY_RATE = 0.9
 
 

@@ -31,7 +31,7 @@ from .pairs import pair_queries
 NO_TWINS = ("no twins given: the kit holds the characteristic examples only, which catch weight copies (pruned, "
             "fine-tuned, quantized) but not students distilled from the base's answers. A twin is your recipe for "
             "the base trained again with another seed (about 7-12 minutes each for the bundled CNN on 2 CPU cores; "
-            "docs/results.md, Students); give --twin to cover students.")
+            "docs/research-record.md, Students); give --twin to cover students.")
 
 
 def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), twins: Models = (),

@@ -3,7 +3,7 @@
 A student distilled from the base's answers learns the base's decisions, its mistakes included; an independent model
 of the task does not. But every model of a task repeats some of any model's mistakes (the hard images are hard for
 all), and how many depends on how alike the two are (architecture, accuracy), so a raw agreement rate on the base's
-mistakes cannot tell a student from an independent model of the base's own architecture (docs/results.md).
+mistakes cannot tell a student from an independent model of the base's own architecture (docs/research-record.md).
 
 The owner trains one or more *twins*: the base's recipe again with another seed. For an independent suspect, the
 base and its twins are exchangeable draws of the same training process, so the suspect repeats the base's mistakes
@@ -18,7 +18,7 @@ twin share tells nothing about d (a suspect's answer counts alike on both sides)
 never asked (``exclusive``, issue 24). Under the null d has mean zero by exchangeability; its spread is the
 independent calibration models' spread plus the suspect's own sampling error (:mod:`charex.judge.mistakes`). The
 queries are unmodified natural images (they carry no perturbation to find), and JPEG or noise
-barely move d; but they are hard images, and a suspect's low confidence on them gives many away (docs/results.md
+barely move d; but they are hard images, and a suspect's low confidence on them gives many away (docs/research-record.md
 measures a thief who answers those at random). Cf. Godinot et al. (AAAI 2025), who query images a victim gets wrong.
 
 This module makes the queries (:func:`mistake_queries`); the statistic, its null and the verdict are in
