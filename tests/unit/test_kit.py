@@ -294,3 +294,18 @@ def test_programs_a_user_ships_are_read_by_the_weight_test(full_kit, trained_tin
     for f in ("m.ts.pt", "m.pt2"):
         v = judge(full_kit, LocalSuspect(load_model(str(tmp_path / f)), f), f)
         assert v.decision == "derived" and v.fired == "weights" and v.queries == 0, (f, v.tests[0])
+
+
+def test_an_early_stop_prints_its_p_as_a_bound(kit, trained_tiny) -> None:
+    """A verdict that stopped early says its p is a bound, in words and in JSON (issue 42: a remote innocent read
+    "p = 0.0102" where every query gives 0.37): "p >=" when not derived, "p <=" when derived."""
+    other = make_tiny(77, train_steps=60)
+    stopped = judge(kit, LocalSuspect(other, batch_size=4), "other", sequential=True, stop_when_derived=False)
+    full = judge(kit, LocalSuspect(other), "other", stop_when_derived=False)
+    assert stopped.decision == full.decision == "not derived" and stopped.extra["stopped_early"]
+    assert stopped.bound == "lower" and stopped.to_dict()["p_value_bound"] == "lower" and full.bound is None
+    assert full.p_value >= stopped.p_value  # a lower bound indeed
+    assert "p >= " in stopped.lines()[0] and "p = " in full.lines()[0]
+    assert any("p >= " in line for line in stopped.lines()[1:])
+    base = judge(kit, LocalSuspect(trained_tiny, batch_size=4), "base", sequential=True)  # derived on part of them
+    assert base.decision == "derived" and base.bound == "upper" and "p <= " in base.lines()[0]

@@ -63,7 +63,8 @@ class ExampleTest(QueryTest):
             t = threshold(cal, fp.n, stopped_at)
             bound = p_value(cal, k if k >= t else k + fp.n - m, fp.n)
             p = max(bound, min(1.0, fp.n * v.extra["chance_p_value"]))
-            detail.update(threshold=t / fp.n, calibrated_p_value=bound, p_value_is_bound=True)
+            detail.update(threshold=t / fp.n, calibrated_p_value=bound, p_value_is_bound=True,
+                          p_value_bound="upper" if k >= t else "lower")
         return TestResult(self.name, float(k), p, m, detail)
 
     def settled(self, answers: Answers, level: float) -> bool | None:

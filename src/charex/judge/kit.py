@@ -317,17 +317,28 @@ class Finding:
         return {**self.result.to_dict(), **({"note": self.note} if self.note else {}), "applies": True,
                 "share": self.share}
 
-    def words(self, decision: str | None = None, p_value: float | None = None) -> str:
+    @property
+    def bound(self) -> str | None:
+        """``lower`` when its p is a lower bound (it stopped early not derived: the unsent queries were completed in
+        the suspect's favour), ``upper`` when an upper bound (stopped derived), None when exact."""
+        return None if self.result is None else self.result.detail.get("p_value_bound")
+
+    def words(self, decision: str | None = None, p_value: float | None = None, bound: str | None = None) -> str:
         """What the test found, in its own words, with its own p (or, given the kit's ``decision``, the kit's
-        ``p_value`` and the decision: a one-test kit's line)."""
+        ``p_value``, whether it is a ``bound`` and the decision: a one-test kit's line)."""
         r = self.to_dict()
         if self.result is None:
             return f"{self.name}: {r['note']}"
         words = self.test.words(r)
-        p = r.get("p_value") if decision is None else p_value
+        p, rel = (r.get("p_value"), self.bound) if decision is None else (p_value, bound)
         if p is not None:
-            words += f", p = {format_p(p)}" + (f": {decision.upper()}" if decision else "")
+            words += f", {p_text(p, rel)}" + (f": {decision.upper()}" if decision else "")
         return words + (f" [{self.note}]" if self.note else "")
+
+
+def p_text(p: float | None, bound: str | None = None) -> str:
+    """``p = X``, or ``p >= X`` / ``p <= X`` when p is a lower / upper bound (a test that stopped early)."""
+    return f"p {'>=' if bound == 'lower' else '<=' if bound == 'upper' else '='} {format_p(p)}"
 
 
 @dataclass(frozen=True)
@@ -357,11 +368,24 @@ class KitVerdict:
         """Each finding as JSON (:meth:`Finding.to_dict`)."""
         return [f.to_dict() for f in self.findings]
 
+    @property
+    def bound(self) -> str | None:
+        """Whether the kit's p is a bound: ``lower`` (not derived, and a test stopped early: its p was taken at the
+        completion of the unsent queries most favourable to the suspect, so the p every query would give is at
+        least this), ``upper`` (derived by a test that stopped early: at most this), None (exact)."""
+        if self.p_value is None:
+            return None
+        if self.decision == "derived":
+            return next((f.bound for f in self.findings if f.result is not None and f.result.test == self.fired), None)
+        return "lower" if any(f.bound for f in self.findings) else None
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: the kit-level fields, each test's, and (a kit of one test) that test's fields flat."""
+        """JSON-able: the kit-level fields, each test's, and (a kit of one test) that test's fields flat;
+        ``p_value_bound`` (``lower``, ``upper`` or null) says whether the kit's p is a bound."""
         tests = self.tests
         out = {"suspect": self.suspect, "decision": self.decision, "p_value": self.p_value,
-               "queries": self.queries, "fired": self.fired, "level": self.level, "tests": tests, **self.extra}
+               "p_value_bound": self.bound, "queries": self.queries, "fired": self.fired, "level": self.level,
+               "tests": tests, **self.extra}
         if len(tests) == 1:  # one test: its numbers at the top too (matches, match_rate, ...), as before kits
             out.update({k: v for k, v in tests[0].items() if k not in ("test", "statistic", "queries")})
             out["p_value"] = self.p_value
@@ -373,7 +397,7 @@ class KitVerdict:
         warn = (self.extra.get("answer_mix") or {}).get("warning")
         tail = [f"    warning: {warn}"] if warn else []
         if len(self.findings) == 1:
-            words = self.findings[0].words(self.decision, self.p_value)
+            words = self.findings[0].words(self.decision, self.p_value, self.bound)
             return [f"{self.suspect}: " + words.split(": ", 1)[1]] + tail
         beneath = [f"    {f.words()}" for f in self.findings]
         if self.p_value is None:
@@ -385,8 +409,8 @@ class KitVerdict:
         return [head] + beneath + tail
 
     def p_text(self) -> str:
-        """``p = X``."""
-        return f"p = {format_p(self.p_value)}"
+        """``p = X``, or ``p >= X`` / ``p <= X`` when the kit's p is a bound (:attr:`bound`)."""
+        return p_text(self.p_value, self.bound)
 
 
 def verdict(kit: Kit, findings: Sequence[Finding], name: str, extra: dict[str, Any] | None = None) -> KitVerdict:

@@ -246,7 +246,8 @@ class Sectioned(QueryTest):
                 best, worst = self._extremes(labels, mask)
                 bound = worst if worst <= stopped_at else best
                 p = bound if guard is None else max(bound, guard)
-                detail.update(calibrated_p_value=bound, p_value_is_bound=True)
+                detail.update(calibrated_p_value=bound, p_value_is_bound=True,
+                              p_value_bound="upper" if p <= stopped_at else "lower")
         return TestResult(self.name, s.d, p, answered, detail, s)
 
     def settled(self, answers: Answers, level: float) -> bool | None:
