@@ -413,18 +413,20 @@ class KitVerdict:
         return p_text(self.p_value, self.bound)
 
 
-def verdict(kit: Kit, findings: Sequence[Finding], name: str, extra: dict[str, Any] | None = None) -> KitVerdict:
+def verdict(kit: Kit, findings: Sequence[Finding], name: str, extra: dict[str, Any] | None = None,
+            queries: int | None = None) -> KitVerdict:
     """The kit's verdict from its tests' findings, by weighted Bonferroni over the tests judged
     (:func:`charex.judge.protocol.combine`): p = min(1, min_i p_i / share_i), derived when p <= level. Uncalibrated
-    when a test judged has no calibrated p; ``not applicable`` when no test applies to the suspect."""
+    when a test judged has no calibrated p; ``not applicable`` when no test applies to the suspect. ``queries``: what
+    the suspect was asked (the images sent, or the answers read; default: the tests' answers added up)."""
     asked = [(f.result, float(f.share)) for f in findings if f.result is not None]  # type: ignore[arg-type]
-    queries = sum(r.queries for r, _ in asked)
+    queries = sum(r.queries for r, _ in asked) if queries is None else queries
     extra = dict(extra or {})
     if not kit.calibrated or any(r.p_value is None for r, _ in asked):
         return KitVerdict(name, "uncalibrated", None, queries, tuple(findings), None, kit.level, extra)
     if not asked:
         if not any(f.applies for f in findings):
-            return KitVerdict(name, "not applicable", None, 0, tuple(findings), None, kit.level, extra)
+            return KitVerdict(name, "not applicable", None, queries, tuple(findings), None, kit.level, extra)
         why = "; ".join(f"{f.name}: {f.to_dict()['note']}" for f in findings)
         raise CharexError(f"{name}: no test of the kit could be judged ({why})")
     p, best = combine(asked)

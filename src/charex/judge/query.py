@@ -143,8 +143,8 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
                 f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
     findings = _findings(kit, why, results, share, notes)
     mix = _mix(kit, answers, form.same_labels)
-    v = verdict(kit, findings, name, {**(extra or {}), "sent": asker.sent, "stopped_early": early or settled, **mix})
-    return dataclasses.replace(v, queries=asker.sent)
+    return verdict(kit, findings, name, {**(extra or {}), "sent": asker.sent, "stopped_early": early or settled, **mix},
+                   asker.sent)
 
 
 class _Asker:
@@ -283,7 +283,7 @@ def judge_answers(kit: Kit, answers: dict[int, int], name: str, same_labels: boo
     mix = _mix(kit, {i: got if why[i] is None else {} for i, got in per_test.items()}, same_labels)
     extra = {"answered": answered, "examples": kit.n, "label_space": "the base's" if same_labels else "another",
              **({"max_queries": max_queries} if max_queries is not None else {}), **mix}
-    return dataclasses.replace(verdict(kit, _findings(kit, why, results, share, notes), name, extra), queries=answered)
+    return verdict(kit, _findings(kit, why, results, share, notes), name, extra, answered)
 
 
 def _first_sent(kit: Kit, answers: dict[int, int], applying: list[int], budget: int, seed: int) -> dict[int, int]:
