@@ -309,3 +309,44 @@ def test_an_early_stop_prints_its_p_as_a_bound(kit, trained_tiny) -> None:
     assert any("p >= " in line for line in stopped.lines()[1:])
     base = judge(kit, LocalSuspect(trained_tiny, batch_size=4), "base", sequential=True)  # derived on part of them
     assert base.decision == "derived" and base.bound == "upper" and "p <= " in base.lines()[0]
+
+
+def _fine_tuned(parent, seed: int, steps: int = 20):
+    """``parent`` trained a few more steps on other synthetic data: a fine-tune of a common checkpoint."""
+    from conftest import synthetic_data
+
+    m = copy.deepcopy(parent).train()
+    x, y = synthetic_data(256, seed=100 + seed)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(len(x), (64,), generator=g)
+        loss = torch.nn.functional.cross_entropy(m(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval()
+
+
+def test_a_model_that_shares_the_base_origin_is_refused(trained_tiny, tmp_path, capsys) -> None:
+    """Issue 41: siblings (fine-tunes of the base's parent) as twins or calibration models would make the weight
+    test powerless (copies look like the null) and the kit judge closeness to the parent: refused by name, before
+    any generation, in `fingerprint` and `weights`; independent seeds pass."""
+    from charex.cli import main
+    from charex.models.loading import save_model
+
+    base, sibling = _fine_tuned(trained_tiny, 1), _fine_tuned(trained_tiny, 2)
+    independents = {f"c{i}": make_tiny(50 + i, train_steps=60) for i in range(2)}
+    with pytest.raises(CharexError, match="shares the base's origin") as e:
+        make_kit(base, {**independents, "sibling": sibling}, config=CFG, progress=False)
+    assert "sibling (mean matched cosine 0.9" in str(e.value) and "issue 41" in str(e.value)
+    with pytest.raises(CharexError, match="shares the base's origin"):  # the parent itself, as a twin
+        make_kit(base, independents, twins={"parent": trained_tiny}, images=torch.zeros(4, 3, 16, 16,
+                 dtype=torch.uint8), labels=torch.arange(4), config=CFG, progress=False)
+    for name, m in {"base": base, "sibling": sibling, "c0": independents["c0"], "c1": independents["c1"],
+                    "c2": make_tiny(52, train_steps=60)}.items():
+        save_model(m, tmp_path / f"{name}.safetensors")
+    p = lambda n: str(tmp_path / f"{n}.safetensors")  # noqa: E731
+    assert main(["weights", p("base"), p("c2"), "--calibration", p("c0"), p("c1"), p("sibling")]) == 2
+    assert "shares the base's origin" in capsys.readouterr().err
+    assert main(["weights", p("base"), p("c2"), "--calibration", p("c0"), p("c1")]) == 1  # independents: fine

@@ -14,10 +14,11 @@ def cmd_weights(args: argparse.Namespace) -> int:
     from ..judge.kit import Kit
     from ..judge.protocol import format_p
     from ..judge.query import LocalSuspect, judge
-    from ..judge.weights import WeightTest, calibrate_weights, weight_score
+    from ..judge.weights import WeightTest, calibrate_weights, refuse_shared_origin, weight_score
 
     base = load(args, args.base)
     null = calibrate_weights(base, {s: load(args, s) for s in args.calibration})
+    refuse_shared_origin(null)  # a sibling or the parent in the null: every copy would look independent
     kit = Kit(tests=(WeightTest(base, null, share=1.0),), level=args.level)  # a kit of the weight test alone
     rows = []
     for spec in args.suspect:

@@ -296,6 +296,27 @@ def calibrate_weights(base: Any, independents: Mapping[str, Any] | Sequence[Any]
 
 
 WEIGHT_SHARE = 0.1  # the weight test's share of the level when the query tests apply too (docs/method.md)
+# a model whose units match the base's at a mean cosine this high shares the base's origin (a copy, the parent the
+# base was fine-tuned from, or a sibling fine-tuned from the same parent): independent seeds of the bundled recipe
+# sit at 0.21-0.35, a 90%-pruned and retrained copy at 0.67-0.72, siblings of a fine-tuned base at 0.957-0.972
+# (issue 41), fine-tuned copies at 0.999
+SHARED_ORIGIN = 0.8
+
+
+def refuse_shared_origin(null: WeightNull, role: str = "calibration model") -> None:
+    """An error naming every model of a weight null that shares the base's origin (:data:`SHARED_ORIGIN`): such a
+    null makes the weight test powerless against copies, and a kit whose models descend from the base's parent
+    judges that parent and its other fine-tunes by their closeness to the parent, not to what the base's training
+    added (issue 41)."""
+    close = [(n, m) for n, m in zip(null.names, null.means) if m >= SHARED_ORIGIN]
+    if close:
+        who = ", ".join(f"{n} (mean matched cosine {m:.3f})" for n, m in close)
+        raise CharexError(f"{who}: its units match the base's far more closely than independent models' do (0.2-0.35): "
+                          f"it shares the base's origin (a copy of it, its parent, or another fine-tune of its "
+                          f"parent), so it cannot serve as a {role}. If your model was fine-tuned from a public "
+                          "checkpoint, a kit that tells it from that checkpoint and the checkpoint's other fine-tunes "
+                          "is not supported yet (issue 41): every test would measure closeness to the common parent. "
+                          "Otherwise give models trained from other starting points")
 NO_WEIGHTS = "not applicable: no weights to read (answers or an endpoint)"
 
 

@@ -21,7 +21,7 @@ from ..errors import CharexError
 from ..fingerprint import data_digest
 from ..judge.kit import Kit
 from ..judge.registry import test_for
-from ..judge.weights import WeightTest
+from ..judge.weights import WeightTest, refuse_shared_origin
 from ..models.probe import Models, named_models
 from ..types import GenerationConfig
 from .generate import generate
@@ -53,6 +53,11 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
             line up with the base are used too; :func:`weight_test`). pairs: the pair test's slots (one pair of
             the base's and one of each twin's per slot; :func:`pair_test`), made with the twins.
 
+    Raises:
+        CharexError: fewer than two calibration models; twins without labelled images; a calibration model, twin or
+            reference that shares the base's origin (its units match the base's at a mean cosine of at least
+            :data:`charex.judge.weights.SHARED_ORIGIN`: a copy, the base's parent, a sibling), before any generation.
+
     Example:
         >>> kit = make_kit(base, {"c1": c1, "c2": c2}, references=[r1], twins=[t1], images=x, labels=y)  # doctest: +SKIP
         >>> kit.save("kit.safetensors")  # doctest: +SKIP
@@ -61,6 +66,8 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
     refs, tws = dict(named_models(references)), dict(named_models(twins))
     if len(cal) < 2:
         raise CharexError("a kit needs two or more independent calibration models (--calibration)")
+    # first (0.1 s): it refuses a model that shares the base's origin before minutes of generation
+    weights, no_weights = weight_test(base, {**cal, **refs, **tws, **dict(named_models(weight_null))})
     examples = generate(base, config or GenerationConfig(), references={**refs, **tws}, progress=progress)
     tests = [test_for(examples).calibrate(cal, level)]
     meta: dict[str, Any] = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -81,9 +88,8 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
             meta["missing"].append(why)
     else:
         meta["missing"].append(NO_TWINS)
-    weights, why = weight_test(base, {**cal, **refs, **tws, **dict(named_models(weight_null))})
-    if why:
-        meta["missing"].append(why)
+    if no_weights:
+        meta["missing"].append(no_weights)
     return Kit(tests=((weights,) if weights else ()) + tuple(tests), level=level, meta=meta)
 
 
@@ -108,11 +114,13 @@ def weight_test(base: nn.Module, independents: dict[str, nn.Module], seed: int =
     function of the base alone). (None, why) when the base's weights cannot be read or fewer than two models line
     up."""
     try:
-        return WeightTest.make(base, independents, seed), None
+        test = WeightTest.make(base, independents, seed)
     except CharexError as e:
         return None, (f"no weight test: {e}. It judges open-weight suspects (fine-tunes, new heads for other tasks) "
                       "with no query; give two or more independent models of your architecture (other seeds) "
                       "as --calibration or --twin to add it")
+    refuse_shared_origin(test.null, "calibration model, twin or reference")
+    return test, None
 
 
 def describe(kit: Kit, out: Any = None) -> None:
