@@ -125,7 +125,11 @@ def machine() -> dict[str, Any]:
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
-    """Write a benchmark's JSON atomically."""
+    """Write a benchmark's JSON atomically, with its provenance (git revision, CPU and its flags, versions, time,
+    and the run's ``settings`` when it gives them: charex.experiments.provenance) unless it records its own."""
+    from charex.experiments.provenance import provenance
+
+    result = {**result, "provenance": result.get("provenance") or provenance(result.get("settings") or {})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
