@@ -57,7 +57,7 @@ class Kit:
     Example:
         >>> kit = Kit.load("kit.safetensors")  # doctest: +SKIP
         >>> kit.names, kit.n  # doctest: +SKIP
-        (['weights', 'examples', 'mistakes', 'pairs'], 7314)
+        (['weights', 'examples', 'mistakes', 'pairs'], 6354)
     """
 
     tests: tuple[Any, ...]

@@ -60,7 +60,8 @@ class TestResult:
         p_value: P(statistic at least this large) for an independent model; None without calibration.
         queries: how many of the test's queries were answered and used (0 for a test that reads the suspect).
         detail: the kind's own numbers (match rate, threshold, section rates, ...); ``p_value_is_bound`` when the
-            test stopped early (its p is then a bound, computed at the least favourable completion).
+            test stopped early (its p is then a bound, computed at the least favourable completion) and
+            ``p_value_bound``: ``upper`` (stopped derived) or ``lower`` (stopped not derived).
         evidence: the kind's score object (not written to JSON), for callers that want more than ``detail``.
     """
 
@@ -88,6 +89,11 @@ class Test(Protocol):
     ``result``'s p-value must be valid for a suspect whose answers carry no trace of the base whatever its own
     answer frequencies (issue 30): the larger of the test's calibrated p and a chance p conditional on the suspect's
     answers (:mod:`charex.judge.chance`).
+
+    Where it lives in a kit file: a test that asks is its query set (``fp``, a :class:`FingerprintSet` that the
+    registry recognises by ``holds(fp)``); a test that reads is stored under its kit key by ``header()`` and
+    ``tensors()`` (named ``<kind>.<j>``), read back by ``from_header(head, tensors, name)``, its tensor names by
+    ``tensor_names(head)``, and shown by ``inspect()`` (:class:`charex.judge.weights.WeightTest`).
     """
 
     __test__ = False
