@@ -135,3 +135,14 @@ def write_result(path: str | Path, result: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.part")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, path)
+
+
+def table_only(ap: Any, args: Any, table: Any) -> bool:
+    """The two ways a benchmark runs: ``--table JSON`` prints the tables of a result file (True: stop there), else
+    ``--json`` names the result file to write (an argparse error without it)."""
+    if getattr(args, "table", None):
+        print(table(args.table))
+        return True
+    if not getattr(args, "json", None):
+        ap.error("--json is needed (or --table JSON)")
+    return False

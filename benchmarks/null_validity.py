@@ -28,7 +28,7 @@ from scipy.stats import binom
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import machine, write_result  # noqa: E402
+from harness import machine, table_only, write_result  # noqa: E402
 
 from charex.judge.null import fit_logit_normal, threshold  # noqa: E402
 
@@ -94,11 +94,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=300, help="calibration sets per cell")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    if args.table:
-        print(table(args.table))
+    if table_only(ap, args, table):
         return
-    if not args.json:
-        ap.error("--json is needed (or --table JSON)")
     print(machine())
     rng = np.random.default_rng(args.seed)
     t0 = time.time()

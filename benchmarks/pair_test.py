@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import digits, fine_task, load_pool_model, machine, write_result  # noqa: E402
+from harness import digits, fine_task, load_pool_model, machine, table_only, write_result  # noqa: E402
 
 from charex.data import load_cifar10  # noqa: E402
 from charex.data.cifar10 import ArrayDataset, thief_split  # noqa: E402
@@ -312,11 +312,8 @@ def main() -> None:
         write_result(args.detect, {"machine": machine(), "kit": args.kit, **detectability(kit, Path(args.cache),
                                                                                             args.data)})
         return
-    if args.table:
-        print(table(args.table))
+    if table_only(ap, args, table):
         return
-    if not args.json:
-        ap.error("--json is needed (or --table JSON)")
     print(machine())
     kit, made_s = pair_kit(args.kit, args.data)
     fp = next(f for f, t in zip(kit.sets, kit.queried) if t.name == "pairs")
