@@ -60,8 +60,8 @@ def main() -> None:
     examples = timed(f"characteristic examples ({cfg.n}, {cfg.steps} steps)",
                      lambda: generate(base, cfg, references={**refs, **twins}, progress=False))
     timed("  examples calibrated on 3 models", lambda: test_for(examples).calibrate(cal, 0.01))
-    m = timed(f"mistake test ({len(images)} images)", lambda: mistake_queries(base, list(twins.values()), images, labels,
-                                                                            references=list(refs.values())))
+    m = timed(f"mistake test ({len(images)} images)",
+              lambda: mistake_queries(base, list(twins.values()), images, labels, references=list(refs.values())))
     timed("  mistakes calibrated on 3 models", lambda: test_for(m).calibrate(cal, 0.01))
     p = timed("pair test (mined from the same images)", lambda: pair_queries(base, list(twins.values()), images,
                                                                              labels, pairs=200, min_pairs=50))

@@ -66,7 +66,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print("note: no --references given: fingerprints made without independent reference models transfer "
               "more to independent models (docs/research-record.md)", file=sys.stderr)
     x0 = None
-    if start == "natural":  # from the owner's own real images (a trained detector still spots them: docs/research-record.md)
+    if start == "natural":  # the owner's own real images (a trained detector still spots them: research-record.md)
         from ..data.starts import start_images
 
         shape = args.input_shape or model.card.get("input_shape") or (3, 32, 32)
@@ -266,8 +266,7 @@ def _inspect_kit(args: argparse.Namespace, kit: Any) -> int:
     describe(kit)
     for t in kit.queried:
         for role, name, digest in t.roles():
-            print(f"    {t.name} {role:<9} {name}" + (f" digest {digest}" if digest else "") if role != "calibration"
-                  else f"    {t.name} calibration {name}" + (f" digest {digest}" if digest else ""))
+            print(f"    {t.name} {role:<9} {name}" + (f" digest {digest}" if digest else ""))
     print(f"  created           {kit.meta.get('created')} by charex {kit.meta.get('charex_version')}")
     return 0
 

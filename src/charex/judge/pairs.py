@@ -43,8 +43,8 @@ from .mistakes import components_p
 from .protocol import Sectioned
 from .verify import predict
 
-__all__ = ["PairNull", "PairScore", "PairTest", "VIEWS", "audit_pairs", "calibrate_pairs", "judged_p", "pair_layout", "score_pairs",
-           "send_order"]
+__all__ = ["PairNull", "PairScore", "PairTest", "VIEWS", "audit_pairs", "calibrate_pairs", "judged_p", "pair_layout",
+           "score_pairs", "send_order"]
 
 METHOD = "pairs"
 VIEWS = (("own", 0), ("merged into 2", 2), ("merged into 3", 3), ("merged into 5", 5))  # (family, groups)

@@ -114,8 +114,8 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     form, why, results = _read(kit, suspect)
     applying = [i for i, w in enumerate(why) if w is None]
     share = dict(zip(applying, shares([kit.tests[i] for i in applying])))
-    settled = stop_when_derived and any(decides(r.p_value, share[i], kit.level) for i, r in enumerate(results)
-                                        if r is not None)
+    settled = next((r.test for i, r in enumerate(results) if r is not None and stop_when_derived
+                    and decides(r.p_value, share[i], kit.level)), None)  # a reading test decided: nothing asked
     answers: dict[int, dict[int, int]] = {i: {} for i, t in enumerate(kit.tests) if asks(t)}
     place = {ti: k for k, ti in enumerate(answers)}  # each asking test's place: its offset and its order's seed
     notes: dict[int, str] = {}
@@ -139,12 +139,12 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
             break
     for tj in applying:
         if results[tj] is None and tj not in notes:
-            notes[tj] = "not asked: the weight test settled the verdict" if settled else \
+            notes[tj] = f"not asked: the {settled} test settled the verdict" if settled else \
                 f"not asked: --max-queries {max_queries} was spent" if max_queries else "not asked"
     findings = _findings(kit, why, results, share, notes)
     mix = _mix(kit, answers, form.same_labels)
-    return verdict(kit, findings, name, {**(extra or {}), "sent": asker.sent, "stopped_early": early or settled, **mix},
-                   asker.sent)
+    extra = {**(extra or {}), "sent": asker.sent, "stopped_early": early or bool(settled), **mix}
+    return verdict(kit, findings, name, extra, asker.sent)
 
 
 class _Asker:
