@@ -262,7 +262,7 @@ def _inspect_kit(args: argparse.Namespace, kit: Any) -> int:
     print(f"{args.fingerprint}\n  kit digest        {kit.digest}")
     print(f"  base model        {m.get('base_model')} digest {m.get('base_model_digest')}")
     print(f"  verdict           Bonferroni over the {len(kit.names)} test(s) (those that apply to a suspect) at level "
-          f"{kit.level}; {kit.n} queries")
+          f"{kit.level}; {kit.n} queries, {len(set(kit.keys))} distinct images (each sent once)")
     describe(kit)
     for t in kit.queried:
         for role, name, digest in t.roles():

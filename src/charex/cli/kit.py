@@ -38,7 +38,8 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
         print_json({"output": str(args.output), "digest": kit.digest, "level": kit.level, "queries": kit.n,
                     "tests": tests, "missing": kit.meta.get("missing", [])})
     else:
-        print(f"wrote {args.output}: {len(kit.queried)} test(s), {kit.n} queries in all, level {kit.level}")
+        print(f"wrote {args.output}: {len(kit.queried)} test(s), {kit.n} queries in all ({len(set(kit.keys))} distinct "
+              f"images, each sent once), level {kit.level}")
         describe(kit)
     for note in kit.meta.get("missing", []):
         if args.json:
