@@ -296,9 +296,12 @@ def test_programs_a_user_ships_are_read_by_the_weight_test(full_kit, trained_tin
         assert v.decision == "derived" and v.fired == "weights" and v.queries == 0, (f, v.tests[0])
 
 
-def test_an_early_stop_prints_its_p_as_a_bound(kit, trained_tiny) -> None:
+def test_an_early_stop_prints_its_p_as_a_bound(kit, trained_tiny, monkeypatch) -> None:
     """A verdict that stopped early says its p is a bound, in words and in JSON (issue 42: a remote innocent read
     "p = 0.0102" where every query gives 0.37): "p >=" when not derived, "p <=" when derived."""
+    from charex.judge.protocol import Sectioned
+
+    monkeypatch.setattr(Sectioned, "futility", None)  # the stop at the most favourable completion alone
     other = make_tiny(77, train_steps=60)
     stopped = judge(kit, LocalSuspect(other, batch_size=4), "other", sequential=True, stop_when_derived=False)
     full = judge(kit, LocalSuspect(other), "other", stop_when_derived=False)
@@ -350,3 +353,23 @@ def test_a_model_that_shares_the_base_origin_is_refused(trained_tiny, tmp_path, 
     assert main(["weights", p("base"), p("c2"), "--calibration", p("c0"), p("c1"), p("sibling")]) == 2
     assert "shares the base's origin" in capsys.readouterr().err
     assert main(["weights", p("base"), p("c2"), "--calibration", p("c0"), p("c1")]) == 1  # independents: fine
+
+
+def test_a_futility_stop_saves_queries_and_never_claims(kit, trained_tiny) -> None:
+    """Issue 42: the sectioned tests also stop when an optimistic continuation cannot reach their level. Such a stop
+    only ever says "not derived" (its p, the one of what was answered, is above the level and printed as no bound),
+    so no false claim can come of it; the base is still derived."""
+    from charex.judge.protocol import Sectioned
+
+    stopped = 0
+    for seed in (77, 78, 79):
+        other = make_tiny(seed, train_steps=60)
+        v = judge(kit, LocalSuspect(other, batch_size=16), "other", sequential=True, stop_when_derived=False)
+        mistakes = v.findings[1].result
+        assert v.decision == "not derived" and mistakes.p_value > kit.level / 2
+        if mistakes.detail.get("stopped"):  # stopped for futility: fewer queries, no bound claimed
+            stopped += 1
+            assert mistakes.queries < kit.sets[1].n and "p_value_bound" not in mistakes.detail
+            assert v.bound is None and "futility" in v.lines()[2] and "p = " in v.lines()[2]
+    assert stopped and Sectioned.futility == 3.0
+    assert judge(kit, LocalSuspect(trained_tiny, batch_size=16), "base", sequential=True).decision == "derived"

@@ -372,12 +372,14 @@ class KitVerdict:
     def bound(self) -> str | None:
         """Whether the kit's p is a bound: ``lower`` (not derived, and a test stopped early: its p was taken at the
         completion of the unsent queries most favourable to the suspect, so the p every query would give is at
-        least this), ``upper`` (derived by a test that stopped early: at most this), None (exact)."""
+        least this), ``upper`` (derived by a test that stopped early: at most this), None (exact, or a test stopped
+        for futility: its p is the one of what it was asked)."""
         if self.p_value is None:
             return None
         if self.decision == "derived":
             return next((f.bound for f in self.findings if f.result is not None and f.result.test == self.fired), None)
-        return "lower" if any(f.bound for f in self.findings) else None
+        stopped = [f for f in self.findings if f.result is not None and f.result.detail.get("stopped")]
+        return "lower" if any(f.bound for f in self.findings) and not stopped else None  # a futility stop: no bound
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: the kit-level fields, each test's, and (a kit of one test) that test's fields flat;

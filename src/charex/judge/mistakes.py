@@ -211,6 +211,13 @@ class MistakeNull:
             return max(float(stats.t.sf(d / spread, df=k)), float(stats.norm.sf(d / se)))
         return components_p(d, spread, se, k)
 
+    def projected_p(self, d: float, se: float, answered: int) -> float | None:
+        """The calibrated p of a statistic ``d`` with standard error ``se`` on ``answered`` queries (a futility
+        stop's projection, :meth:`charex.judge.protocol.Sectioned.futile`); None for blocks of the earlier rules."""
+        if self.rule != "components" or self.statistic == "raw":
+            return None
+        return components_p(d, max(self.spread(answered), 1e-9), se, len(self.differences))
+
     def to_dict(self) -> dict[str, Any]:
         method = ("d = base-mistake rate - twin-mistake rate within each target class (weighted by the classes' "
                   "effective sizes); null mean 0, spread^2 = the calibration models' mean square d + the suspect's "
@@ -354,6 +361,9 @@ class MistakeTest(Sectioned):
         unranked one shuffles each section with ``seed`` and sends the base's and the twins' in turn, half the
         budget to each side (:func:`balanced_order`)."""
         return ranked_order(self.sections) if is_ranked(self.fp) else balanced_order(self.sections, seed)
+
+    def _score(self, labels: torch.Tensor, mask: torch.Tensor) -> MistakeScore:
+        return score_answers(self.fp, labels, mask)
 
     def _judged(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[Any, tuple[float, float, float | None] | None]:
         """The score on what was answered (each section needs answers) and, calibrated, (p, calibrated p, chance

@@ -161,7 +161,11 @@ class PairNull:
 
     def p_value(self, s: PairScore) -> float:
         """The calibrated p: d / sqrt(scale^2 + se^2) against a Student-t with Welch-Satterthwaite dof."""
-        return components_p(s.d, self.scale, s.se, len(self.names) or 2)
+        return self.projected_p(s.d, s.se)
+
+    def projected_p(self, d: float, se: float, answered: int = 0) -> float:
+        """The calibrated p of a statistic ``d`` with standard error ``se`` (also a futility stop's projection)."""
+        return components_p(d, self.scale, se, len(self.names) or 2)
 
     def block(self, level: float = 0.01) -> dict[str, Any]:
         """The calibration block a pair fingerprint stores: ``null`` = ``pairs``."""
@@ -286,6 +290,9 @@ class PairTest(Sectioned):
         ``seed``: a budget ending on a block asks every section the same class-pair mix, and no request shows a pair
         side by side (:func:`send_order`)."""
         return send_order(self.fp, seed)
+
+    def _score(self, labels: torch.Tensor, mask: torch.Tensor) -> PairScore:
+        return score_pairs(self.fp, labels, mask)
 
     def _judged(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[Any, tuple[float, float, float | None] | None]:
         """The score on the pairs answered (both images) and, calibrated, (p, calibrated p, within-stratum

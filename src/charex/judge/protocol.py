@@ -13,6 +13,7 @@ Adding a statistic: one module with its class (and its statistic), one test modu
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
@@ -206,6 +207,8 @@ def guard_words(r: dict[str, Any]) -> str:
                 f"(calibrated null alone {format_p(r['calibrated_p_value'])})")
     if r.get("p_value_is_bound"):
         out += " (stopped early: the decision could no longer change; p is a bound)"
+    elif r.get("stopped"):
+        out += f" (stopped early, {r['stopped']}; p on the {r.get('answered')} answered)"
     return out
 
 
@@ -234,6 +237,7 @@ class Sectioned(QueryTest):
 
     natural = True
     null: Any
+    futility: ClassVar[float | None] = 3.0  # a futility stop's optimism, in standard errors (None: no such stop)
 
     def result(self, answers: Answers, *, stopped_at: float | None = None) -> TestResult:
         """The score on what was answered: p the larger of the calibrated p and the chance guard (``_judged``).
@@ -250,10 +254,13 @@ class Sectioned(QueryTest):
             detail.update(calibrated_p_value=calibrated, chance_p_value=guard)
             if stopped_at is not None and answered < self.fp.n:
                 best, worst = self._extremes(labels, mask)
-                bound = worst if worst <= stopped_at else best
-                p = bound if guard is None else max(bound, guard)
-                detail.update(calibrated_p_value=bound, p_value_is_bound=True,
-                              p_value_bound="upper" if p <= stopped_at else "lower")
+                bound = worst if worst <= stopped_at else best if best > stopped_at else None
+                if bound is None:  # a futility stop (:meth:`futile`): p is the one of what was answered
+                    detail["stopped"] = "futility: no likely continuation reaches the level"
+                else:
+                    p = bound if guard is None else max(bound, guard)
+                    detail.update(calibrated_p_value=bound, p_value_is_bound=True,
+                                  p_value_bound="upper" if p <= stopped_at else "lower")
         return TestResult(self.name, s.d, p, answered, detail, s)
 
     def settled(self, answers: Answers, level: float) -> bool | None:
@@ -266,9 +273,34 @@ class Sectioned(QueryTest):
         best, worst = self._extremes(labels, mask)
         if worst <= level:
             return True
-        if best > level:
+        if best > level or self.futile(labels, mask, level):
             return False
         return None
+
+    def futile(self, labels: torch.Tensor, mask: torch.Tensor, level: float) -> bool:
+        """Whether even an optimistic continuation cannot reach ``level``: the unsent queries answered as if the
+        suspect's true d were :attr:`futility` standard errors above the d of what it answered and their own
+        sampling error came out as many of its standard errors higher still, and the p at completion still above
+        the level. Stopping to say "not derived" can never add a
+        false claim, so this rule is valid by construction; it costs power only on a derived suspect whose first
+        answers fall that far below its true d, and its p is still printed as the lower bound it is (the most
+        favourable completion's)."""
+        if self.futility is None:
+            return False
+        s = self._score(labels, mask)
+        now = self.null.projected_p(s.d, s.se, sum(s.sizes))
+        if now is None or now <= level:  # the calibrated p of what was answered must itself be above the level
+            return False
+        w = sum(s.sizes) / sum(self.sections)  # the share answered (queries, or pairs with both images answered)
+        z = self.futility
+        # the rest's true d z standard errors above what was answered, and its own answers z of their standard
+        # errors (se * sqrt(w / (1 - w))) above that: weighted by the rest's share, d at completion
+        d = s.d + (1 - w) * z * s.se + z * s.se * math.sqrt(w * (1 - w))
+        p = self.null.projected_p(d, s.se * math.sqrt(w), self.fp.n)
+        return p is not None and p > level
+
+    def _score(self, labels: torch.Tensor, mask: torch.Tensor) -> Any:
+        raise NotImplementedError
 
     @classmethod
     def cell(cls, r: dict[str, Any] | None) -> str:
