@@ -234,14 +234,14 @@ class Kit:
             if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
                 raise FingerprintFileError(f"{name}: unsupported kit format {header.get('format')!r}")
             heads, digests = header["tests"], header["digests"]
-            reading = [(kind, header[kind]) for kind in (k.kind for k in READING) if header.get(kind) is not None]
+            reading = [(k, header[k.kind]) for k in READING if header.get(k.kind) is not None]
             if any(not isinstance(h, dict) for _, h in reading):
                 raise FingerprintFileError(f"{name}: a reading test's header must be an object")
-            names = set().union(*(k.tensor_names(h) for (_, h), k in zip(reading, _kinds(reading))))
+            names = set().union(*(k.tensor_names(h) for k, h in reading))
             if not isinstance(heads, list) or not isinstance(digests, list) or len(heads) != len(digests) or \
                     set(tensors) != {f"{i}.{k}" for i in range(len(heads)) for k in ("images", "targets")} | names:
                 raise FingerprintFileError(f"{name}: the kit's tests and tensors do not correspond")
-            tests: list[Any] = [k.from_header(h, tensors, name) for (_, h), k in zip(reading, _kinds(reading))]
+            tests: list[Any] = [k.from_header(h, tensors, name) for k, h in reading]
             for i, (h, d) in enumerate(zip(heads, digests)):
                 fp = FingerprintSet(images=tensors[f"{i}.images"], targets=tensors[f"{i}.targets"],
                                     config=GenerationConfig.from_dict(h["config"]), meta=h.get("meta", {}),
@@ -261,10 +261,6 @@ class Kit:
             raise
         except (CharexError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise FingerprintFileError(f"{name}: kit header is invalid: {e}") from e
-
-
-def _kinds(reading: list[tuple[str, Any]]) -> list[Any]:
-    return [next(k for k in READING if k.kind == kind) for kind, _ in reading]
 
 
 def open_kit(path: str | Path) -> Kit:
@@ -307,7 +303,7 @@ class Finding:
 
     @property
     def name(self) -> str:
-        return self.result.test if self.result is not None else self.test.name
+        return self.test.name
 
     def to_dict(self) -> dict[str, Any]:
         """The row as JSON: its result's fields, ``applies``, ``share``; or ``note`` saying why there is none."""

@@ -368,7 +368,7 @@ class MistakeTest(Sectioned):
     def _judged(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[Any, tuple[float, float, float | None] | None]:
         """The score on what was answered (each section needs answers) and, calibrated, (p, calibrated p, chance
         guard) (:func:`judged_p`)."""
-        s = score_answers(self.fp, labels, mask)
+        s = self._score(labels, mask)
         return s, None if self.null is None else judged_p(self.fp, self.null, labels, mask, s)
 
     def _ready(self, mask: torch.Tensor) -> bool:
@@ -386,8 +386,7 @@ class MistakeTest(Sectioned):
         full = torch.ones(self.fp.n, dtype=torch.bool)
         best = torch.where(mask, labels, torch.where(base, self.fp.targets, other))
         worst = torch.where(mask, labels, torch.where(base, other, self.fp.targets))
-        return (self.null.p_value(score_answers(self.fp, best, full)),
-                self.null.p_value(score_answers(self.fp, worst, full)))
+        return self.null.p_value(self._score(best, full)), self.null.p_value(self._score(worst, full))
 
     def finding(self, r: dict[str, Any]) -> str:
         return words(r["rates"], r["d"])

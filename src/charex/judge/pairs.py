@@ -297,7 +297,7 @@ class PairTest(Sectioned):
     def _judged(self, labels: torch.Tensor, mask: torch.Tensor) -> tuple[Any, tuple[float, float, float | None] | None]:
         """The score on the pairs answered (both images) and, calibrated, (p, calibrated p, within-stratum
         permutation guard) (:func:`judged_p`)."""
-        s = score_pairs(self.fp, labels, mask)
+        s = self._score(labels, mask)
         return s, None if self.null is None else judged_p(self.null, s)
 
     def _ready(self, mask: torch.Tensor) -> bool:
@@ -325,7 +325,7 @@ class PairTest(Sectioned):
 
         best = completed(base)
         worst = completed(~base)
-        return self.null.p_value(score_pairs(self.fp, best, full)), self.null.p_value(score_pairs(self.fp, worst, full))
+        return self.null.p_value(self._score(best, full)), self.null.p_value(self._score(worst, full))
 
     def finding(self, r: dict[str, Any]) -> str:
         rates = r["rates"]

@@ -117,13 +117,11 @@ def judge(kit: Kit, suspect: Suspect, name: str, *, max_queries: int | None = No
     settled = next((r.test for i, r in enumerate(results) if r is not None and stop_when_derived
                     and decides(r.p_value, share[i], kit.level)), None)  # a reading test decided: nothing asked
     answers: dict[int, dict[int, int]] = {i: {} for i, t in enumerate(kit.tests) if asks(t)}
-    place = {ti: k for k, ti in enumerate(answers)}  # each asking test's place: its offset and its order's seed
     notes: dict[int, str] = {}
     asker, early = _Asker(suspect, max_queries, on_answer, sequential), False
-    for ti in sorted((i for i in applying if asks(kit.tests[i])), key=lambda i: kit.tests[i].n) \
-            if not settled else ():  # cheapest first
+    for ti, order, offset in _plan(kit, applying, seed) if not settled else ():
         t, level = kit.tests[ti], kit.level * share[ti]  # the test's level under the kit's Bonferroni
-        answers[ti], stopped = asker.ask(t, t.order(seed + place[ti]), kit.offsets[place[ti]],
+        answers[ti], stopped = asker.ask(t, order, offset,
                                          lambda got: len(got) < t.fp.n and t.settled(got, level) is not None)
         early = early or stopped
         results[ti], note = _result(t, answers[ti], level if stopped else None, max_queries)
@@ -286,15 +284,21 @@ def judge_answers(kit: Kit, answers: dict[int, int], name: str, same_labels: boo
     return verdict(kit, _findings(kit, why, results, share, notes), name, extra, answered)
 
 
+def _plan(kit: Kit, applying: list[int], seed: int) -> list[tuple[int, list[int], int]]:
+    """The send plan of the applying tests that ask: (test index, its queries in send order, its first query's kit
+    number), cheapest test first; a test's order is seeded by its place among the kit's asking tests."""
+    place = {ti: k for k, ti in enumerate(i for i, t in enumerate(kit.tests) if asks(t))}
+    return [(ti, kit.tests[ti].order(seed + place[ti]), kit.offsets[place[ti]])
+            for ti in sorted((i for i in applying if i in place), key=lambda i: kit.tests[i].n)]
+
+
 def _first_sent(kit: Kit, answers: dict[int, int], applying: list[int], budget: int, seed: int) -> dict[int, int]:
     """The answers to the first ``budget`` distinct images in the order :func:`judge` sends the applying tests'
-    queries (cheapest test first, each in its ``order``), and every copy of those images."""
-    idx = [i for i, t in enumerate(kit.tests) if asks(t)]
-    offsets = dict(zip(idx, kit.offsets))
+    queries (:func:`_plan`), and every copy of those images."""
     keys, seen, kept = kit.keys, set(), {}
-    for ti in sorted((i for i in applying if i in offsets), key=lambda i: kit.tests[i].n):
-        for j in kit.tests[ti].order(seed + idx.index(ti)):
-            q = offsets[ti] + j
+    for _, order, offset in _plan(kit, applying, seed):
+        for j in order:
+            q = offset + j
             if q not in answers:
                 continue
             if keys[q] not in seen:

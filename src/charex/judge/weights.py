@@ -401,9 +401,6 @@ class WeightTest:
     def summary(self) -> dict[str, Any]:
         return {"test": self.name, "queries": 0}
 
-    def roles(self) -> list[tuple[str, str, str]]:
-        return [("calibration", n, "") for n in self.null.names]
-
     def inspect(self) -> dict[str, Any]:
         """What ``charex inspect --json`` shows of it."""
         return {"share": self.share, "layers": [k for k, _, _ in self.sketch.layers], "directions": self.sketch.dims,
