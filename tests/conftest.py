@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,22 @@ def make_tiny(seed: int = 0, train_steps: int = 0) -> Normalized:
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def fine_tuned(parent: Normalized, seed: int, steps: int = 20) -> Normalized:
+    """``parent`` trained a few more steps on other synthetic data (its own classes' patterns, from ``seed``): a
+    fine-tune of a common checkpoint."""
+    m = copy.deepcopy(parent).train()
+    x, y = synthetic_data(256, seed=100 + seed)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(len(x), (64,), generator=g)
+        loss = torch.nn.functional.cross_entropy(m(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from charex.judge.mistakes import MistakeTest
 from charex.judge.protocol import TestResult, combine, shares
 from charex.judge.weights import WeightTest, audit_weights
 from charex.make.kit import NO_TWINS, make_kit
-from conftest import make_tiny
+from conftest import fine_tuned, make_tiny
 
 CFG = GenerationConfig(n=30, steps=20, alpha=2 / 255, dtype="float32")
 
@@ -314,23 +314,6 @@ def test_an_early_stop_prints_its_p_as_a_bound(kit, trained_tiny, monkeypatch) -
     assert base.decision == "derived" and base.bound == "upper" and "p <= " in base.lines()[0]
 
 
-def _fine_tuned(parent, seed: int, steps: int = 20):
-    """``parent`` trained a few more steps on other synthetic data: a fine-tune of a common checkpoint."""
-    from conftest import synthetic_data
-
-    m = copy.deepcopy(parent).train()
-    x, y = synthetic_data(256, seed=100 + seed)
-    opt = torch.optim.SGD(m.parameters(), lr=0.01)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(len(x), (64,), generator=g)
-        loss = torch.nn.functional.cross_entropy(m(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return m.eval()
-
-
 def test_a_model_that_shares_the_base_origin_is_refused(trained_tiny, tmp_path, capsys) -> None:
     """Issue 41: siblings (fine-tunes of the base's parent) as twins or calibration models would make the weight
     test powerless (copies look like the null) and the kit judge closeness to the parent: refused by name, before
@@ -338,11 +321,11 @@ def test_a_model_that_shares_the_base_origin_is_refused(trained_tiny, tmp_path, 
     from charex.cli import main
     from charex.models.loading import save_model
 
-    base, sibling = _fine_tuned(trained_tiny, 1), _fine_tuned(trained_tiny, 2)
+    base, sibling = fine_tuned(trained_tiny, 1), fine_tuned(trained_tiny, 2)
     independents = {f"c{i}": make_tiny(50 + i, train_steps=60) for i in range(2)}
     with pytest.raises(CharexError, match="shares the base's origin") as e:
         make_kit(base, {**independents, "sibling": sibling}, config=CFG, progress=False)
-    assert "sibling (mean matched cosine 0.9" in str(e.value) and "issue 41" in str(e.value)
+    assert "sibling (mean matched cosine 0.9" in str(e.value) and "--parent" in str(e.value)
     with pytest.raises(CharexError, match="shares the base's origin"):  # the parent itself, as a twin
         make_kit(base, independents, twins={"parent": trained_tiny}, images=torch.zeros(4, 3, 16, 16,
                  dtype=torch.uint8), labels=torch.arange(4), config=CFG, progress=False)

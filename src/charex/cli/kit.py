@@ -13,14 +13,18 @@ EXAMPLES = {
                    "bundled:other-arch -o kit.safetensors   # the demo's kit\n"
                    "  charex verify kit.safetensors suspect.safetensors   # one verdict: copies and students\n"
                    "  charex fingerprint my-model.safetensors --reference R1 R2 --calibration C1 C2 C3 -o kit.safetensors"
-                   "   # no twins: weight copies only",
+                   "   # no twins: weight copies only\n"
+                   "  charex fingerprint my-finetune.safetensors --parent public.safetensors --twin S1 S2 --calibration "
+                   "S3 S4 -o kit.safetensors   # fine-tuned from a public checkpoint: twins and calibration models "
+                   "are fine-tunes of it (siblings)",
 }
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     from ..make.kit import describe, make_kit, refuse_overlap
 
-    refuse_overlap({"calibration": args.calibration, "reference": args.reference, "twin": args.twin})
+    refuse_overlap({"calibration": args.calibration, "reference": args.reference, "twin": args.twin,
+                    "parent": [args.parent] if args.parent else []})
     base = load(args, args.model)
     images = labels = None
     if args.twin:
@@ -31,12 +35,13 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     kit = make_kit(base, {s: load(args, s) for s in args.calibration},
                    references={s: load(args, s) for s in args.reference},
                    twins={s: load(args, s) for s in args.twin}, images=images, labels=labels, level=args.level,
-                   max_agree=args.max_agree, per_model=args.per_model, progress=not args.quiet)
+                   max_agree=args.max_agree, per_model=args.per_model, progress=not args.quiet,
+                   parent=load(args, args.parent) if args.parent else None, parent_name=args.parent or "the parent")
     kit.save(args.output)
     if args.json:
         tests = [t.summary() for t in kit.queried]
         print_json({"output": str(args.output), "digest": kit.digest, "level": kit.level, "queries": kit.n,
-                    "tests": tests, "missing": kit.meta.get("missing", [])})
+                    "tests": tests, "missing": kit.meta.get("missing", []), "origin": kit.meta.get("origin")})
     else:
         print(f"wrote {args.output}: {len(kit.queried)} test(s), {kit.n} queries in all ({len(set(kit.keys))} distinct "
               f"images, each sent once), level {kit.level}")
@@ -64,6 +69,11 @@ def register(add: Add) -> None:
                         "--calibration model): adds the mistake test, which catches students, and the pair test, "
                         "which judges a suspect that answers another task by its labels alone; without, the kit "
                         "catches weight copies only")
+    f.add_argument("--parent", metavar="MODEL",
+                   help="the checkpoint your model was fine-tuned from (a file, an HF folder, bundled:NAME): every "
+                        "test then asks what your fine-tuning added, so that the parent and its other fine-tunes "
+                        "are never called derived; --twin and --calibration must then be fine-tunes of it "
+                        "(siblings: your recipe from the parent with other seeds)")
     f.add_argument("--data", help="your labelled images for the mistake test: a CIFAR-10 location (train and test) or "
                                   "a folder of class folders; default: the shared CIFAR-10 copy")
     f.add_argument("--level", type=float, default=0.01,

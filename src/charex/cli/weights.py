@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .common import EXIT_DERIVED, EXIT_NOT_DERIVED, EXIT_UNCALIBRATED, Add, add_model_args, load, print_json
 
 EXAMPLE = ("charex weights bundled:base bundled:derived-pruned90 my-backbone-with-a-new-head.safetensors "
-           "--calibration bundled:independent-1 bundled:independent-2 bundled:independent-3")
+           "--calibration bundled:independent-1 bundled:independent-2 bundled:independent-3\n"
+           "  charex weights my-finetune.safetensors suspect.safetensors --parent public-checkpoint.safetensors "
+           "--calibration sibling-1.safetensors sibling-2.safetensors sibling-3.safetensors")
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -17,19 +20,36 @@ def cmd_weights(args: argparse.Namespace) -> int:
     from ..judge.weights import WeightTest, calibrate_weights, refuse_shared_origin, weight_score
 
     base = load(args, args.base)
-    null = calibrate_weights(base, {s: load(args, s) for s in args.calibration})
-    refuse_shared_origin(null)  # a sibling or the parent in the null: every copy would look independent
-    kit = Kit(tests=(WeightTest(base, null, share=1.0),), level=args.level)  # a kit of the weight test alone
+    calibration = {s: load(args, s) for s in args.calibration}
+    if args.parent:  # what the base's training added, against siblings (charex.judge.updates)
+        from ..judge.updates import UpdateTest, update_score
+
+        test, left = UpdateTest.make(base, load(args, args.parent), calibration, name=args.parent, share=1.0)
+        null = test.null
+        if left:
+            print(f"note: left out of the null (not fine-tuned from {args.parent}): {', '.join(left)}",
+                  file=sys.stderr)
+    else:
+        null = calibrate_weights(base, calibration)
+        refuse_shared_origin(null)  # a sibling or the parent in the null: every copy would look independent
+        test = WeightTest(base, null, share=1.0)
+    kit = Kit(tests=(test,), level=args.level)  # a kit of the one test
     rows = []
     for spec in args.suspect:
         model = load(args, spec)
         v = judge(kit, LocalSuspect(model, spec), spec)
         r = v.findings[0].result
-        s = weight_score(base, model) if r is None else r.evidence  # not applicable: which layers lined up
+        if r is not None:
+            s = r.evidence
+        else:  # not applicable: which layers lined up
+            s = update_score(test.sketch, model) if args.parent else weight_score(base, model)
         rows.append({"suspect": spec, "decision": v.decision, "p_value": v.p_value, "level": args.level,
-                     **s.to_dict()})
+                     "relation": v.relation, **s.to_dict()})
     if args.json:
-        print_json({"base": args.base, "null": null.to_dict(), "results": rows})
+        print_json({"base": args.base, "parent": args.parent, "null": null.to_dict(), "results": rows})
+    elif args.parent:
+        for row in rows:
+            print(_update_line(row, null.means))
     else:
         for r in rows:
             head = f"{r['suspect']}: {r['decision'].upper()}"
@@ -49,6 +69,18 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return EXIT_UNCALIBRATED if any(r["decision"] == "not applicable" for r in rows) else EXIT_NOT_DERIVED
 
 
+def _update_line(r: dict, means: list[float]) -> str:
+    from ..judge.protocol import RELATIONS, format_p
+
+    head = f"{r['suspect']}: {r['decision'].upper()}"
+    if r["p_value"] is None:
+        return head + f": {len(r['layers'])} layer(s) line up with the parent's; another architecture; 0 queries"
+    why = "it carries the base's own update" if r["decision"] == "derived" else RELATIONS[r["relation"]]
+    return (head + f", p = {format_p(r['p_value'])}: {why}; its change from the parent has cosine "
+            f"{r['statistic']:.3f} with the base's (siblings {min(means):.3f}-{max(means):.3f}), units match the "
+            f"parent's at {r['parent_cosine']:.3f}; 0 queries")
+
+
 def register(add: Add) -> None:
     """Add the weights subcommand."""
     w = add("weights", cmd_weights, EXAMPLE,
@@ -58,7 +90,12 @@ def register(add: Add) -> None:
     w.add_argument("base", help="your model")
     w.add_argument("suspect", nargs="+", help="models whose weights charex can read (any number of outputs)")
     w.add_argument("--calibration", nargs="+", required=True, metavar="MODEL",
-                   help="two or more independent models of your architecture (other seeds), for the null")
+                   help="two or more independent models of your architecture (other seeds), for the null; with "
+                        "--parent, siblings: models fine-tuned from the parent (your recipe with other seeds)")
+    w.add_argument("--parent", metavar="MODEL",
+                   help="the checkpoint your model was fine-tuned from (a file, an HF folder, bundled:NAME): the "
+                        "test then asks whether the suspect carries what your fine-tuning added, so that the parent "
+                        "and its other fine-tunes are never called derived")
     w.add_argument("--level", type=float, default=0.01, help="false-claim rate (default 0.01)")
     w.add_argument("--json", action="store_true")
     add_model_args(w)

@@ -30,7 +30,7 @@ from .._io import atomic_write_bytes
 from ..errors import CharexError, FingerprintFileError
 from ..fingerprint import FORMAT_VERSION, FingerprintSet, _canonical, _read_metadata, read_file
 from ..types import GenerationConfig
-from .protocol import Test, TestResult, combine, format_p
+from .protocol import RELATIONS, Test, TestResult, combine, format_p
 from .registry import READING, test_for
 
 KIT_KEY = "charex-kit"
@@ -377,16 +377,29 @@ class KitVerdict:
         stopped = [f for f in self.findings if f.result is not None and f.result.detail.get("stopped")]
         return "lower" if any(f.bound for f in self.findings) and not stopped else None  # a futility stop: no bound
 
+    @property
+    def relation(self) -> str | None:
+        """The suspect's relation to the base: ``derived``, or, not derived, what a test that knows the base's
+        parent found (``parent``, ``sibling``, ``outside``: :data:`charex.judge.updates.RELATIONS`); None when no
+        test knows the parent."""
+        if self.decision == "derived":
+            return "derived"
+        if self.decision != "not derived":
+            return None
+        return next((f.result.detail["relation"] for f in self.findings
+                     if f.result is not None and f.result.detail.get("relation")), None)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: the kit-level fields, each test's, and (a kit of one test) that test's fields flat;
-        ``p_value_bound`` (``lower``, ``upper`` or null) says whether the kit's p is a bound."""
+        ``p_value_bound`` (``lower``, ``upper`` or null) says whether the kit's p is a bound; ``relation``
+        (:attr:`relation`)."""
         tests = self.tests
         out = {"suspect": self.suspect, "decision": self.decision, "p_value": self.p_value,
-               "p_value_bound": self.bound, "queries": self.queries, "fired": self.fired, "level": self.level,
-               "tests": tests, **self.extra}
+               "p_value_bound": self.bound, "relation": self.relation, "queries": self.queries,
+               "fired": self.fired, "level": self.level, "tests": tests, **self.extra}
         if len(tests) == 1:  # one test: its numbers at the top too (matches, match_rate, ...), as before kits
             out.update({k: v for k, v in tests[0].items() if k not in ("test", "statistic", "queries")})
-            out["p_value"] = self.p_value
+            out.update(p_value=self.p_value, relation=self.relation)
         return out
 
     def lines(self) -> list[str]:
@@ -394,6 +407,8 @@ class KitVerdict:
         a warning when the suspect's answers were nearly all one class."""
         warn = (self.extra.get("answer_mix") or {}).get("warning")
         tail = [f"    warning: {warn}"] if warn else []
+        why = RELATIONS.get(self.relation or "")
+        tail = ([f"    {self.decision}: {why}"] if why else []) + tail
         if len(self.findings) == 1:
             words = self.findings[0].words(self.decision, self.p_value, self.bound)
             return [f"{self.suspect}: " + words.split(": ", 1)[1]] + tail

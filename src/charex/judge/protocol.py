@@ -25,6 +25,11 @@ from ..fingerprint import FingerprintSet
 
 Answers = Mapping[int, int]  # query index -> the label the suspect gave
 
+# what a test that knows the base's parent (charex.judge.updates) says of a suspect it does not find derived
+RELATIONS = {"parent": "it is the base's parent (or a light edit of it)",
+             "sibling": "it shares the base's parent (another fine-tune of it)",
+             "outside": "it does not descend from the base's parent"}
+
 
 def format_p(p: float | None) -> str:
     """A p-value for people: 3 significant digits, ``<1e-15`` below what float64 tails resolve, ``-`` for None."""

@@ -14,10 +14,12 @@ from ..fingerprint import FingerprintSet
 from .examples import ExampleTest
 from .mistakes import MistakeTest
 from .pairs import PairTest
+from .updates import UpdateTest
 from .weights import WeightTest
 
 KINDS: tuple[Any, ...] = (
     WeightTest,
+    UpdateTest,
     PairTest,
     MistakeTest,
     ExampleTest,

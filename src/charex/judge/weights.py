@@ -185,8 +185,37 @@ def weight_score(base: Any, suspect: Any) -> WeightScore:
         lb, seed = [(k, tuple(w.shape), _rows(w, None)) for k, w in full[:-1]], None  # type: ignore[misc]
     if len(ls) < 3:
         return WeightScore((), (f"fewer than three weight layers (suspect {len(ls)})",))
-    ls = ls[:-1]  # the classifier head: replaced by any reuse for another task
-    out, skipped, seen = [], [], []  # seen: each matched layer's order (base unit -> suspect unit)
+    matched, skipped = match_units(lb, ls[:-1], seed)  # the classifier head: replaced by any reuse for another task
+    return WeightScore(tuple((m.base, m.suspect, m.cosine, len(m.units)) for m in matched), tuple(skipped))
+
+
+@dataclass(frozen=True)
+class Matched:
+    """One layer of the suspect lined up with the base's: ``units`` [i] = (base unit, suspect unit) matched,
+    ``rows`` the suspect's unit rows with its inputs in the base's order (projected in the sketch's directions when
+    matched against a sketch), ``sims`` each matched pair's cosine."""
+
+    base: str
+    suspect: str
+    units: np.ndarray
+    rows: torch.Tensor
+    sims: np.ndarray
+
+    @property
+    def cosine(self) -> float:
+        """The layer's statistic: the mean matched cosine."""
+        return float(self.sims.mean())
+
+
+def match_units(lb: Sequence[tuple[str, tuple[int, ...], torch.Tensor]], ls: Sequence[tuple[str, torch.Tensor]],
+                seed: int | None) -> tuple[list[Matched], list[str]]:
+    """The chain of matchings (module docs): the base's layers ``lb`` (name, weight shape, unit rows: :func:`_rows`,
+    projected by :func:`_project` when ``seed`` is given) against the suspect's weights ``ls`` in order, each layer's
+    inputs put in the order the matching of the layer it reads found. Returns the layers matched and, for those that
+    could not be, why."""
+    out: list[Matched] = []
+    skipped: list[str] = []
+    seen: list[torch.Tensor] = []  # each matched layer's order (base unit -> suspect unit)
     for i, (kb, shape, rb) in enumerate(lb):
         if i >= len(ls):
             skipped += [f"{k}: the suspect has no layer left" for k, _, _ in lb[i:]]
@@ -204,14 +233,14 @@ def weight_score(base: Any, suspect: Any) -> WeightScore:
             rs = _project(rs, i, seed)
         sim = (rb @ rs.T).numpy()
         r, c = linear_sum_assignment(-sim)
-        out.append((kb, ks, float(sim[r, c].mean()), int(len(r))))
+        out.append(Matched(kb, ks, np.stack([r, c], 1), rs, sim[r, c]))
         if len(r) < shape[0] or ws.shape[0] != shape[0]:  # other widths: the chain cannot go on
             skipped += [f"{k}: after a layer of another width" for k, _, _ in lb[i + 1:]]
             break
         order = torch.empty(shape[0], dtype=torch.long)
         order[torch.as_tensor(r)] = torch.as_tensor(c)  # base unit r is the suspect's unit c
         seen.append(order)
-    return WeightScore(tuple(out), tuple(skipped))
+    return out, skipped
 
 
 def _source(seen: list[torch.Tensor], inputs: int) -> torch.Tensor | None:
@@ -314,9 +343,9 @@ def refuse_shared_origin(null: WeightNull, role: str = "calibration model") -> N
         raise CharexError(f"{who}: its units match the base's far more closely than independent models' do (0.2-0.35): "
                           f"it shares the base's origin (a copy of it, its parent, or another fine-tune of its "
                           f"parent), so it cannot serve as a {role}. If your model was fine-tuned from a public "
-                          "checkpoint, a kit that tells it from that checkpoint and the checkpoint's other fine-tunes "
-                          "is not supported yet (issue 41): every test would measure closeness to the common parent. "
-                          "Otherwise give models trained from other starting points")
+                          "checkpoint, give that checkpoint as --parent: the kit then asks what your fine-tuning "
+                          "added, and such models (siblings) are what it is calibrated on. Otherwise give models "
+                          "trained from other starting points")
 NO_WEIGHTS = "not applicable: no weights to read (answers or an endpoint)"
 
 

@@ -20,6 +20,7 @@ from .._version import __version__
 from ..errors import CharexError
 from ..fingerprint import data_digest
 from ..judge.kit import Kit
+from ..judge.protocol import RELATIONS
 from ..judge.registry import test_for
 from ..judge.weights import WeightTest, refuse_shared_origin
 from ..models.probe import Models, named_models
@@ -34,11 +35,16 @@ NO_TWINS = ("no twins given: the kit holds the characteristic examples only, whi
             "docs/research-record.md, Students); give --twin to cover students.")
 
 
+FROM_SCRATCH = ("the kit takes the base as trained from scratch: a model that only shares its starting point (a "
+                "public checkpoint it was fine-tuned from, that checkpoint's other fine-tunes, a model grown from the "
+                "same init) can be called derived; a base fine-tuned from a checkpoint needs --parent")
+
+
 def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), twins: Models = (),
              images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
              config: GenerationConfig | None = None, level: float = 0.01, max_agree: int = 3,
              per_model: int | None = None, weight_null: Models = (), pairs: int = 200,
-             progress: bool = True) -> Kit:
+             progress: bool = True, parent: nn.Module | None = None, parent_name: str = "the parent") -> Kit:
     """Every test that fits what is given, calibrated on ``calibration``, as one :class:`~charex.judge.kit.Kit`.
 
     Args:
@@ -51,7 +57,11 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
             (:func:`charex.make.mistakes.mistake_queries`). weight_null: further independent models of the
             base's architecture for the weight test's null alone (the calibration models, references and twins that
             line up with the base are used too; :func:`weight_test`). pairs: the pair test's slots (one pair of
-            the base's and one of each twin's per slot; :func:`pair_test`), made with the twins.
+            the base's and one of each twin's per slot; :func:`pair_test`), made with the twins. parent: the
+            checkpoint the base was fine-tuned from (``parent_name`` its name): the kit then asks what the base's
+            training added (:func:`origin_test`): its twins and calibration models must be fine-tunes of the parent
+            (siblings), the examples are pushed away from the parent too, and the update test stands in for the
+            weight test.
 
     Raises:
         CharexError: fewer than two calibration models; twins without labelled images; a calibration model, twin or
@@ -66,12 +76,19 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
     refs, tws = dict(named_models(references)), dict(named_models(twins))
     if len(cal) < 2:
         raise CharexError("a kit needs two or more independent calibration models (--calibration)")
-    # first (0.1 s): it refuses a model that shares the base's origin before minutes of generation
-    weights, no_weights = weight_test(base, {**cal, **refs, **tws, **dict(named_models(weight_null))})
+    # first (seconds): it refuses a model that shares the base's origin before minutes of generation
+    independents = {**cal, **refs, **tws, **dict(named_models(weight_null))}
+    if parent is None:
+        weights, no_weights = weight_test(base, independents)
+        origin: dict[str, Any] = {"parent": None, "note": FROM_SCRATCH}
+    else:
+        weights, no_weights = origin_test(base, parent, parent_name, cal, tws, independents)
+        refs = {**refs, parent_name: parent}
+        origin = {"parent": parent_name, "parent_cosine": weights.sketch.closeness}
     examples = generate(base, config or GenerationConfig(), references={**refs, **tws}, progress=progress)
     tests = [test_for(examples).calibrate(cal, level)]
     meta: dict[str, Any] = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            "charex_version": __version__, "missing": []}
+                            "charex_version": __version__, "missing": [], "origin": origin}
     if tws:
         if images is None or labels is None:
             raise CharexError("the mistake test needs your labelled images (--data) with the twins")
@@ -120,6 +137,31 @@ def weight_test(base: nn.Module, independents: dict[str, nn.Module], seed: int =
                       "with no query; give two or more independent models of your architecture (other seeds) "
                       "as --calibration or --twin to add it")
     refuse_shared_origin(test.null, "calibration model, twin or reference")
+    return test, None
+
+
+COPY_OF_BASE = 0.9  # a sibling whose change from the parent has this cosine with the base's carries the base's own
+
+
+def origin_test(base: nn.Module, parent: nn.Module, name: str, calibration: dict[str, nn.Module],
+                twins: dict[str, nn.Module], models: dict[str, nn.Module]) -> tuple[Any, None]:
+    """The update test of a kit whose base was fine-tuned from ``parent`` (:mod:`charex.judge.updates`), its null from
+    every given model fine-tuned from the parent; an error naming a calibration model or twin that does not descend
+    from the parent (the query tests' nulls would then be fitted on strangers, and the parent's other fine-tunes
+    accused) or that carries the base's own update (a copy of the base)."""
+    from ..judge.updates import UpdateTest, update_score
+
+    test, _ = UpdateTest.make(base, parent, models, name=name)
+    for role, group in (("calibration model", calibration), ("twin", twins)):
+        for n, m in group.items():
+            s = update_score(test.sketch, m)
+            if s.relation != "sibling":
+                raise CharexError(f"{n}: {RELATIONS[s.relation]} (its units match {name}'s at {s.closeness:.3f}), so "
+                                  f"it cannot serve as a {role} of a base fine-tuned from {name}: give fine-tunes of "
+                                  f"{name} (your recipe from it with other seeds, or others' fine-tunes of it)")
+            if s.score.statistic >= COPY_OF_BASE:
+                raise CharexError(f"{n}: its change from {name} has cosine {s.score.statistic:.3f} with the base's own: "
+                                  f"it is a copy of the base, not a sibling, and cannot serve as a {role}")
     return test, None
 
 
