@@ -60,6 +60,7 @@ _family("v", "bundled:independent-2", {"A1": PRODUCTS["A1"]},
         {"B1": INNOCENTS["B1"], "B2": ("finetune", "--lr", "0.01", "--epochs", "1", "--data-split", "half-a", "--seed", "210"),
          "B3": ("finetune", "--lr", "0.005", "--epochs", "1", "--data-split", "half-b", "--seed", "211")}, twins=4)
 _family("p1", "bundled:independent-1", PRODUCTS, INNOCENTS, twins=4)
+PLAN["p1-A1-S1"] = ("p1-A1", ("distill", "--epochs", "8", "--data-split", "half-b", "--seed", "330"))  # a student
 for k, (lr, ep) in enumerate((("0.05", "6"), ("0.02", "4"), ("0.1", "3"))):
     PLAN[f"x0-{k + 1}"] = ("train", ("--arch", "cnn1", "--width", "0.25", "--seed", "0", "--epochs", ep, "--lr", lr))
 _family("p2", "bundled:other-arch", {"A1": ("--lr", "0.05", "--epochs", "2"), "A2": PRODUCTS["A2"],

@@ -229,3 +229,39 @@ def test_derived_copies_of_an_hf_model_save_and_reload(hf, tmp_path) -> None:
     assert float((weights == 0).float().mean()) == pytest.approx(0.5, abs=0.01)  # every Linear/Conv of the HF model
     q = quantize_int8(base)
     assert load_model(save_model(q, tmp_path / "q.safetensors"))(x).shape == (3, 10)
+
+
+def test_a_fine_tune_of_an_hf_checkpoint_judged_with_its_parent(tmp_path, capsys) -> None:
+    """Issue 41 as a user writes it: a ViT checkpoint (a save_pretrained folder) fine-tuned by the owner; siblings are
+    other fine-tunes of it. `charex weights --parent` calls the checkpoint the base's parent and a sibling a sibling,
+    and a copy of the owner's fine-tune derived."""
+    import copy
+
+    def fine_tune(model: torch.nn.Module, seed: int, steps: int = 40) -> torch.nn.Module:
+        """SGD on small batches of the task's images (each run its own draw): a fine-tune with its own noise."""
+        x, y = synthetic_data(2048, seed=0)
+        mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+        opt, g = torch.optim.SGD(model.parameters(), lr=0.1), torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(steps):
+            idx = torch.randint(len(x), (8,), generator=g)
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=(x[idx] - mean) / std).logits, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return model.eval()
+
+    parent = _train(_vit(0), 0)
+    folders = {"parent": _save(copy.deepcopy(parent), tmp_path / "parent")}
+    for name, seed in (("mine", 1), ("s1", 2), ("s2", 3), ("s3", 4), ("s4", 5), ("s5", 6)):
+        folders[name] = _save(fine_tune(copy.deepcopy(parent), seed), tmp_path / name)
+    mine = transformers.ViTForImageClassification.from_pretrained(folders["mine"])
+    folders["copy"] = _save(fine_tune(mine, 9, steps=5), tmp_path / "copy")  # the thief fine-tunes it a little
+    cal = ["--calibration", *(str(folders[f"s{i}"]) for i in range(1, 5))]  # four siblings: t(3) (three: t(2))
+    args = ["weights", str(folders["mine"]), str(folders["parent"]), str(folders["s5"]), str(folders["copy"]), *cal,
+            "--parent", str(folders["parent"]), "--json"]
+    assert main(args) == 0
+    rows = {Path(r["suspect"]).name: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert rows["parent"]["relation"] == "parent" and rows["parent"]["decision"] == "not derived"
+    assert rows["s5"]["relation"] == "sibling" and rows["s5"]["decision"] == "not derived"
+    assert rows["copy"]["decision"] == "derived", rows["copy"]

@@ -99,3 +99,16 @@ def test_a_kit_made_with_its_parent(family, tmp_path) -> None:
     assert v.decision == "derived" and up.p_value < 0.01  # three siblings: t(2), too few to settle it alone
     v = judge(again, LocalSuspect(family["parent"], "parent"), "parent")
     assert v.decision == "not derived" and v.relation == "parent"
+
+
+def test_audit_re_makes_the_update_sketch(family) -> None:
+    from charex.judge.audit import AuditInputs
+
+    siblings = {f"s{i}": family[f"s{i}"] for i in (2, 3, 4)}
+    test, _ = UpdateTest.make(family["base"], family["parent"], siblings, name="parent")
+    r = test.audit(AuditInputs(family["base"], calibration=siblings, parent=family["parent"],
+                               suspect=family["copy-perm"]))
+    assert r.passed and [c.status for c in r.checks] == ["pass", "pass", "pass"]
+    r = test.audit(AuditInputs(family["s5"], parent=family["parent"]))  # another base: the sketch differs
+    assert not r.passed and r.checks[0].status == "fail"
+    assert test.audit(AuditInputs(family["base"])).checks[0].status == "skip"  # no parent given: said, not failed

@@ -25,9 +25,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if suspect is not None and len(kit.queried) < len(kit.tests):  # another label space: the reading tests' claim
         if LocalSuspect(suspect, args.suspect).label_space(kit.sets[0]) is not None:
             asked = None
-    inputs = AuditInputs(load(args, args.base), _models(args, args.references), _models(args, args.twins),
+    parent = load(args, args.parent) if args.parent else None
+    references = _models(args, args.references)
+    if parent is not None and references is not None:  # a kit made with --parent pushed its examples away from it
+        references = {**references, args.parent: parent}
+    inputs = AuditInputs(load(args, args.base), references, _models(args, args.twins),
                          _models(args, args.surrogates), _models(args, args.calibration_references), args.data,
-                         suspect, asked, args.dtype, kit.level, not args.quiet)
+                         suspect, asked, args.dtype, kit.level, not args.quiet, parent=parent)
     parts = [(t.name, t.audit(inputs)) for t in kit.tests]
     return _report(args, parts)
 
@@ -63,6 +67,8 @@ def register(add: Add) -> None:
     a.add_argument("--references", nargs="+", metavar="MODEL", help="the generation references it records")
     a.add_argument("--surrogates", nargs="+", metavar="MODEL", help="the surrogates it records")
     a.add_argument("--twins", nargs="+", metavar="MODEL", help="a kit or mistake set: the twins it records")
+    a.add_argument("--parent", metavar="MODEL", help="a kit made with --parent: the checkpoint it names (the update "
+                                                     "test's sketch is re-made from the base and it)")
     a.add_argument("--calibration-references", nargs="+", metavar="MODEL",
                    help="the calibration models it names: their match counts are re-measured")
     a.add_argument("--suspect", metavar="MODEL",

@@ -174,7 +174,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         got, same = read_labelled(path, kit, labels)
         verdicts.append(judge_answers(kit, got, str(path), same, max_queries=args.max_queries))
     if args.json:
-        print_json({"calibrated": kit.calibrated, "level": kit.level, "tests": kit.names,
+        print_json({"calibrated": kit.calibrated, "level": kit.level, "tests": kit.names, "origin": origin(kit),
                     "results": [v.to_dict() for v in verdicts]})
     else:
         for t in kit.tests:
@@ -250,7 +250,7 @@ def _inspect_kit(args: argparse.Namespace, kit: Any) -> int:
     from ..judge.registry import READING
 
     info = {"path": str(args.fingerprint), "digest": kit.digest, "kind": "kit", "level": kit.level,
-            "queries": kit.n, "meta": kit.meta,
+            "queries": kit.n, "meta": kit.meta, "origin": origin(kit),
             **{t.kind: t.inspect() for t in kit.tests if not asks(t)},
             "tests": [{"test": t.name, "queries": t.fp.n, "digest": t.fp.digest, "config": t.fp.config.to_dict(),
                        "meta": t.fp.meta, "calibration": t.fp.calibration} for t in kit.queried]}
@@ -263,6 +263,9 @@ def _inspect_kit(args: argparse.Namespace, kit: Any) -> int:
     print(f"  base model        {m.get('base_model')} digest {m.get('base_model_digest')}")
     print(f"  verdict           Bonferroni over the {len(kit.names)} test(s) (those that apply to a suspect) at level "
           f"{kit.level}; {kit.n} queries, {len(set(kit.keys))} distinct images (each sent once)")
+    o = origin(kit)
+    print(f"  origin            " + (f"fine-tuned from {o['parent']} (units match it at {o['parent_cosine']:.3f})"
+                                     if o.get("parent") else o["note"]))
     describe(kit)
     for t in kit.queried:
         for role, name, digest in t.roles():
@@ -281,6 +284,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     repeats = f"; {kit.n - files} repeated images written once" if files < kit.n else ""
     print(f"wrote {out}/NNNN.png ({files} queries{repeats}) and {out}/labels.csv (keep it to yourself)")
     return 0
+
+
+def origin(kit: Any) -> dict[str, Any]:
+    """Where the kit takes the base to have begun (``fingerprint --parent``), and what a kit without it assumes."""
+    from ..make.kit import FROM_SCRATCH
+
+    got = (kit.meta or {}).get("origin")
+    return got if got else {"parent": None, "note": FROM_SCRATCH + " (a kit made before charex knew of parents)"}
 
 
 def register(add: Add) -> None:

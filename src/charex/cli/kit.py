@@ -21,11 +21,13 @@ EXAMPLES = {
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    from ..make.kit import describe, make_kit, refuse_overlap
+    from ..make.kit import card_parent, describe, make_kit, refuse_overlap
 
     refuse_overlap({"calibration": args.calibration, "reference": args.reference, "twin": args.twin,
                     "parent": [args.parent] if args.parent else []})
     base = load(args, args.model)
+    if not args.parent and (note := card_parent(base)):
+        print(f"note: {note}", file=sys.stderr)
     images = labels = None
     if args.twin:
         from ..data.starts import labelled_images

@@ -30,6 +30,10 @@ def cmd_weights(args: argparse.Namespace) -> int:
             print(f"note: left out of the null (not fine-tuned from {args.parent}): {', '.join(left)}",
                   file=sys.stderr)
     else:
+        from ..make.kit import card_parent
+
+        if note := card_parent(base):
+            print(f"note: {note}", file=sys.stderr)
         null = calibrate_weights(base, calibration)
         refuse_shared_origin(null)  # a sibling or the parent in the null: every copy would look independent
         test = WeightTest(base, null, share=1.0)

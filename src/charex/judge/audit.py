@@ -75,7 +75,8 @@ class AuditInputs:
             given). calibration: the calibration models it names (None: not re-measured). data: the owner's
             labelled images (a location, read once when a test needs them: :attr:`labelled`). suspect: a model the
             kit is used against; asked: that suspect when the query tests of the base's label space apply to it.
-        dtype: re-run generation in this dtype. level: the kit's level. progress: progress bars.
+        dtype: re-run generation in this dtype. level: the kit's level. progress: progress bars. parent: the
+            checkpoint the base was fine-tuned from, for a kit made with ``--parent`` (None: not given).
     """
 
     base: nn.Module
@@ -89,6 +90,7 @@ class AuditInputs:
     dtype: str | None = None
     level: float = 0.01
     progress: bool = True
+    parent: Any = None
     _labelled: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property

@@ -247,20 +247,40 @@ class UpdateTest:
                 "layers": [k for k, _, _, _ in self.sketch.layers], "null": self.null.to_dict()}
 
     def audit(self, inputs: Any) -> AuditReport:
-        """The null re-measured from the siblings it names, when given (the sketch needs the parent: re-made by
-        ``charex fingerprint --parent``)."""
+        """The sketch re-made from the base and the parent (``inputs.parent``), the suspect's claim re-checked in it,
+        and the null re-measured from the siblings it names (twins and calibration models), each when given."""
+        sk, checks = self.sketch, []
+        if inputs.parent is None:
+            checks.append(Check("update sketch", "skip", f"give the parent ({sk.parent}) to re-make it"))
+        else:
+            again = UpdateSketch.of(inputs.base, inputs.parent, sk.seed, sk.parent)
+            same = [a[:2] for a in again.layers] == [b[:2] for b in sk.layers] and all(
+                torch.allclose(a[2], b[2], atol=1e-4) and torch.allclose(a[3], b[3], atol=1e-4)
+                for a, b in zip(again.layers, sk.layers))
+            checks.append(Check("update sketch", "pass" if same else "fail",
+                                f"{len(sk.layers)} layers, the same as the base's update from the parent, re-made" if
+                                same else "differs from what the given base and parent give: another base or parent, "
+                                          "or a tampered or crafted sketch"))
+            if inputs.suspect is not None:
+                p_kit, p_again = (self.null.p_value(update_score(s, inputs.suspect).score) for s in (sk, again))
+                if p_kit is not None and p_again is not None:
+                    ok = (p_kit <= inputs.level) == (p_again <= inputs.level)
+                    checks.append(Check("update claim reproduces", "pass" if ok else "fail",
+                                        f"update p {p_kit:.3g} in the kit's sketch, {p_again:.3g} in the re-made one",
+                                        {"p_kit": p_kit, "p_re_made": p_again}))
         given = dict(named_models({**(inputs.twins or {}), **(inputs.calibration or {})}))
         given = {k.removeprefix("bundled:").rsplit("/", 1)[-1].removesuffix(".safetensors"): v
                  for k, v in given.items()} | given
         missing = [n for n in self.null.names if n not in given]
         if missing:
-            return AuditReport([Check("update null re-measured", "skip",
-                                      f"give the siblings it names to re-measure them: {', '.join(missing)}")])
-        null, _ = calibrate_updates(self.sketch, {n: given[n] for n in self.null.names})
+            checks.append(Check("update null re-measured", "skip",
+                                f"give the siblings it names to re-measure them: {', '.join(missing)}"))
+            return AuditReport(checks)
+        null, _ = calibrate_updates(sk, {n: given[n] for n in self.null.names})
         diff = max(abs(a - b) for (_, x), (_, y) in zip(null.layers, self.null.layers) for a, b in zip(x, y))
-        return AuditReport([Check("update null re-measured", "pass" if diff <= 1e-4 else "fail",
-                                  f"{len(self.null.names)} siblings, largest difference {diff:.2g}",
-                                  {"max_difference": diff})])
+        checks.append(Check("update null re-measured", "pass" if diff <= 1e-4 else "fail",
+                            f"{len(self.null.names)} siblings, largest difference {diff:.2g}", {"max_difference": diff}))
+        return AuditReport(checks)
 
     # the kit file: a header entry under ``updates``, tensors ``updates.<j>.parent`` and ``updates.<j>.update``
     def header(self) -> dict[str, Any]:

@@ -40,6 +40,17 @@ FROM_SCRATCH = ("the kit takes the base as trained from scratch: a model that on
                 "same init) can be called derived; a base fine-tuned from a checkpoint needs --parent")
 
 
+def card_parent(base: Any) -> str | None:
+    """A note when the base's card says it was fine-tuned from another model (``charex derive finetune`` records its
+    lineage) and no parent was given: that checkpoint and its other fine-tunes would be called derived."""
+    card = getattr(base, "card", None) or {}
+    lineage, parent = str(card.get("lineage") or ""), card.get("parent")
+    if not parent or "|" not in lineage or not lineage.rsplit("|", 1)[1].startswith("finetune("):
+        return None
+    return (f"the base's card says it was fine-tuned from {parent}: without --parent that checkpoint and its other "
+            "fine-tunes are judged by their closeness to the base and called derived; give it as --parent")
+
+
 def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), twins: Models = (),
              images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
              config: GenerationConfig | None = None, level: float = 0.01, max_agree: int = 3,
@@ -80,7 +91,7 @@ def make_kit(base: nn.Module, calibration: Models, *, references: Models = (), t
     independents = {**cal, **refs, **tws, **dict(named_models(weight_null))}
     if parent is None:
         weights, no_weights = weight_test(base, independents)
-        origin: dict[str, Any] = {"parent": None, "note": FROM_SCRATCH}
+        origin: dict[str, Any] = {"parent": None, "note": card_parent(base) or FROM_SCRATCH}
     else:
         weights, no_weights = origin_test(base, parent, parent_name, cal, tws, independents)
         refs = {**refs, parent_name: parent}

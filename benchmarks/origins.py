@@ -1,0 +1,201 @@
+"""Shared origins (issue 41): on the pool of benchmarks/origins_pool.py, who is called derived from a product (a
+fine-tune of a public parent), with and without the parent known, by every route.
+
+    python benchmarks/origins_pool.py --out runs/origins                                  # the pool (resumable)
+    python benchmarks/origins.py --pool runs/origins --families p1 p2 --kit p1-A1 \\
+        --json docs/data/origins.json                                                      # ~25 min on 2 cores
+    python benchmarks/origins.py --table docs/data/origins.json                           # docs/results.md's tables
+
+For each product of a family (its parent P, the owner's fine-tune A, A's four sibling twins t1-t4), every model of the
+family and some strangers are judged as suspects of A:
+- ``weights --parent``: `charex weights A SUSPECT --parent P --calibration t1 t2 t3 t4` (the update test,
+  charex.judge.updates, at the whole level);
+- ``weights (no parent)``: `charex weights A SUSPECT --calibration` three seeds of the bundled recipe (the bundled
+  base and independent-3, -4) or, for the ResNet family, the ResNets at hand: what a user who forgot the parent gets;
+- ``kit --parent`` (``--kit NAME``, one product): `charex fingerprint A --parent P --twin t1 t2 --calibration t3 t4`
+  and `charex verify KIT SUSPECT` for every suspect, the update test at 0.1 of the level beside the query tests.
+Roles (of the suspect towards A): ``parent``; ``sibling`` (other products, their twins and other people's fine-tunes
+of P: innocents); ``sibling copy`` (thieves' copies of another product: innocent towards A); ``copy`` (A fine-tuned
+further on the thief's half, pruned 50% and retrained, int8, its units permuted: thefts, each with its test
+accuracy); ``stranger`` (models not descended from P). The twins are A's null and are not judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import machine, table_only, write_result  # noqa: E402
+
+from charex import load_model  # noqa: E402
+from charex.derive import permute_units, quantize_int8  # noqa: E402
+from charex.judge.kit import Kit  # noqa: E402
+from charex.judge.query import LocalSuspect, judge  # noqa: E402
+from charex.judge.updates import UpdateTest  # noqa: E402
+from charex.judge.weights import WeightTest, calibrate_weights  # noqa: E402
+
+PARENTS = {"p1": "bundled:independent-1", "p2": "bundled:other-arch", "v": "bundled:independent-2"}
+STRANGERS = {"p1": ["bundled:independent-4", "bundled:derived-student", "bundled:base"],
+             "p2": ["bundled:independent-resnet8", "bundled:independent-4"],
+             "v": ["bundled:independent-4"]}
+SCRATCH_NULL = {"p1": ["bundled:base", "bundled:independent-3", "bundled:independent-4"],
+                "p2": ["bundled:independent-resnet8", "bundled:independent-1", "bundled:independent-2"],
+                "v": ["bundled:base", "bundled:independent-3", "bundled:independent-4"]}
+
+
+def family(pool: Path, fam: str) -> dict[str, Path]:
+    return {p.name.removesuffix(".safetensors"): p for p in sorted(pool.glob(f"{fam}-*.safetensors"))}
+
+
+def role(name: str, product: str) -> str | None:
+    """What ``name`` is to ``product`` (None: one of its twins, its null)."""
+    if name == product:
+        return None
+    if name.startswith(product + "-t"):
+        return None
+    if name.startswith(product + "-G"):
+        return "copy"
+    return "sibling copy" if "-G" in name else "sibling"
+
+
+def accuracy_of(model: Any, test: Any) -> float:
+    from charex.train import accuracy
+
+    return float(accuracy(model, test))
+
+
+def suspects(pool: Path, fam: str, product: str, test: Any) -> list[tuple[str, str, Any, float | None]]:
+    """(name, role, model, test accuracy) for every suspect of ``product``."""
+    out: list[tuple[str, str, Any, float | None]] = [(PARENTS[fam], "parent", load_model(PARENTS[fam]), None)]
+    for name, path in family(pool, fam).items():
+        r = role(name, product)
+        if r is not None:
+            m = load_model(str(path))
+            out.append((name, r, m, (m.card or {}).get("test_accuracy")))
+    a = load_model(str(pool / f"{product}.safetensors"))
+    out.append((f"{product}|int8", "copy", (q := quantize_int8(a)), accuracy_of(q, test)))
+    out.append((f"{product}|permuted", "copy", permute_units(a, 7), (a.card or {}).get("test_accuracy")))
+    out += [(s, "stranger", load_model(s), None) for s in STRANGERS[fam]]
+    return out
+
+
+def weights_routes(pool: Path, fam: str, product: str, test: Any) -> list[dict[str, Any]]:
+    parent, a = load_model(PARENTS[fam]), load_model(str(pool / f"{product}.safetensors"))
+    twins = {n: load_model(str(p)) for n, p in family(pool, fam).items() if n.startswith(product + "-t")}
+    up, left = UpdateTest.make(a, parent, twins, name=PARENTS[fam], share=1.0)
+    assert not left, left
+    plain = WeightTest(a, calibrate_weights(a, {s: load_model(s) for s in SCRATCH_NULL[fam]}), share=1.0)
+    kits = {"weights --parent": Kit(tests=(up,)), "weights (no parent)": Kit(tests=(plain,))}
+    rows = []
+    for name, r, m, acc in suspects(pool, fam, product, test):
+        row: dict[str, Any] = {"product": product, "suspect": name, "role": r, "accuracy": acc}
+        for route, kit in kits.items():
+            v = judge(kit, LocalSuspect(m, name), name)
+            res = v.findings[0].result
+            row[route] = {"decision": v.decision, "p_value": v.p_value, "relation": v.relation,
+                          "statistic": None if res is None else res.statistic}
+        rows.append(row)
+    return rows
+
+
+def kit_route(pool: Path, fam: str, product: str, out: Path, data: str) -> list[dict[str, Any]]:
+    """`charex fingerprint --parent` then `charex verify` on every suspect, as a user types them."""
+    charex = [sys.executable, "-m", "charex"]
+    p = lambda n: str(pool / f"{n}.safetensors")  # noqa: E731
+    kit = out / f"kit-{product}.safetensors"
+    t = time.time()
+    if not kit.exists():
+        subprocess.run(charex + ["fingerprint", p(product), "--parent", PARENTS[fam], "--twin", p(f"{product}-t1"),
+                                 p(f"{product}-t2"), "--calibration", p(f"{product}-t3"), p(f"{product}-t4"),
+                                 "--data", data, "-o", str(kit), "--quiet"], check=True)
+    made = time.time() - t
+    names = [(PARENTS[fam], "parent")] + [(n, role(n, product)) for n in family(pool, fam) if role(n, product)]
+    names += [(s, "stranger") for s in STRANGERS[fam]]
+    r = subprocess.run(charex + ["verify", str(kit), *[n if n.startswith("bundled:") else p(n) for n, _ in names],
+                                 "--json", "--quiet"], capture_output=True, text=True)
+    if r.returncode not in (0, 1):
+        raise SystemExit(r.stderr)
+    got = json.loads(r.stdout)
+    results = got["results"] if isinstance(got, dict) and "results" in got else got
+    rows = []
+    for (name, rl), v in zip(names, results):
+        rows.append({"product": product, "suspect": name, "role": rl, "decision": v["decision"],
+                     "p_value": v["p_value"], "relation": v.get("relation"), "queries": v["queries"],
+                     "fired": v.get("fired")})
+    return [{"kit_seconds": made}] + rows
+
+
+def table(path: str) -> str:
+    res = json.loads(Path(path).read_text())
+    lines = []
+    for route in ("weights --parent", "weights (no parent)"):
+        lines += [f"\n{route}", "| family | role | judged | called derived | closest p (innocents) / largest p (copies) |",
+                  "|---|---|---:|---:|---:|"]
+        for fam, rows in res["weights"].items():
+            for rl in ("parent", "sibling", "sibling copy", "stranger", "copy"):
+                got = [r[route] for r in rows if r["role"] == rl]
+                if not got:
+                    continue
+                d = sum(g["decision"] == "derived" for g in got)
+                ps = [g["p_value"] for g in got if g["p_value"] is not None]
+                edge = (max(ps) if rl == "copy" else min(ps)) if ps else None
+                lines.append(f"| {fam} | {rl} | {len(got)} | {d} | {edge:.2g} |" if edge is not None else
+                             f"| {fam} | {rl} | {len(got)} | {d} | - |")
+    copies = [r for rows in res["weights"].values() for r in rows if r["role"] == "copy"]
+    lines += ["\ncopies (weights --parent)", "| copy | accuracy | update cosine | p | decision |", "|---|---:|---:|---:|---|"]
+    for r in copies:
+        g = r["weights --parent"]
+        acc = f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
+        lines.append(f"| {r['suspect']} | {acc} | {g['statistic']:.3f} | {g['p_value']:.2g} | {g['decision']} |")
+    for product, rows in res.get("kit", {}).items():
+        lines += [f"\nkit --parent for {product} (made in {rows[0]['kit_seconds']:.0f} s)",
+                  "| role | judged | called derived | closest p / largest p | queries (median) |", "|---|---:|---:|---:|---:|"]
+        for rl in ("parent", "sibling", "sibling copy", "stranger", "copy"):
+            got = [r for r in rows[1:] if r["role"] == rl]
+            if got:
+                ps = [g["p_value"] for g in got]
+                edge = max(ps) if rl == "copy" else min(ps)
+                q = sorted(g["queries"] for g in got)[len(got) // 2]
+                lines.append(f"| {rl} | {len(got)} | {sum(g['decision'] == 'derived' for g in got)} | {edge:.2g} | {q} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pool", default="runs/origins")
+    ap.add_argument("--families", nargs="+", default=["p1", "p2"])
+    ap.add_argument("--kit", nargs="*", default=[], help="products to judge by a kit made with --parent")
+    ap.add_argument("--data", default="../shared/datasets/cifar10")
+    ap.add_argument("--json")
+    ap.add_argument("--table")
+    args = ap.parse_args()
+    if table_only(ap, args, table):
+        return
+    from charex.data import load_cifar10
+
+    torch.manual_seed(0)
+    test = load_cifar10(args.data, "test")
+    pool = Path(args.pool)
+    res: dict[str, Any] = {"settings": {"pool": str(pool), "families": args.families, "kit": args.kit,
+                                        "parents": PARENTS, "null without parent": SCRATCH_NULL, "level": 0.01},
+                           "machine": machine(), "weights": {}, "kit": {}}
+    for fam in args.families:
+        products = sorted({n.split("-")[1] for n in family(pool, fam) if n.split("-")[1].startswith("A")})
+        res["weights"][fam] = [row for a in products for row in weights_routes(pool, fam, f"{fam}-{a}", test)]
+        print(f"{fam}: {len(res['weights'][fam])} suspects judged", flush=True)
+    for product in args.kit:
+        res["kit"][product] = kit_route(pool, product.split("-")[0], product, pool, args.data)
+    write_result(args.json, res)
+    print(table(args.json))
+
+
+if __name__ == "__main__":
+    main()
