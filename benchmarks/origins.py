@@ -51,7 +51,12 @@ SCRATCH_NULL = {"p1": ["bundled:base", "bundled:independent-3", "bundled:indepen
                 "v": ["bundled:base", "bundled:independent-3", "bundled:independent-4"]}
 
 
+ROLES = ("parent", "sibling", "sibling copy", "stranger", "copy", "student")
+THEFTS = ("copy", "student")
+
+
 def family(pool: Path, fam: str) -> dict[str, Path]:
+    """The pool's models of family ``fam`` (``p1-A1``, ``p1-A1-t1``, ``p1-B3``, ...; not its kits)."""
     return {p.name.removesuffix(".safetensors"): p for p in sorted(pool.glob(f"{fam}-*.safetensors"))}
 
 
@@ -63,7 +68,9 @@ def role(name: str, product: str) -> str | None:
         return None
     if name.startswith(product + "-G"):
         return "copy"
-    return "sibling copy" if "-G" in name else "sibling"
+    if name.startswith(product + "-S"):
+        return "student"
+    return "sibling copy" if "-G" in name or "-S" in name else "sibling"
 
 
 def accuracy_of(model: Any, test: Any) -> float:
@@ -140,13 +147,13 @@ def table(path: str) -> str:
         lines += [f"\n{route}", "| family | role | judged | called derived | closest p (innocents) / largest p (copies) |",
                   "|---|---|---:|---:|---:|"]
         for fam, rows in res["weights"].items():
-            for rl in ("parent", "sibling", "sibling copy", "stranger", "copy"):
+            for rl in ROLES:
                 got = [r[route] for r in rows if r["role"] == rl]
                 if not got:
                     continue
                 d = sum(g["decision"] == "derived" for g in got)
                 ps = [g["p_value"] for g in got if g["p_value"] is not None]
-                edge = (max(ps) if rl == "copy" else min(ps)) if ps else None
+                edge = (max(ps) if rl in THEFTS else min(ps)) if ps else None
                 lines.append(f"| {fam} | {rl} | {len(got)} | {d} | {edge:.2g} |" if edge is not None else
                              f"| {fam} | {rl} | {len(got)} | {d} | - |")
     copies = [r for rows in res["weights"].values() for r in rows if r["role"] == "copy"]
@@ -158,11 +165,11 @@ def table(path: str) -> str:
     for product, rows in res.get("kit", {}).items():
         lines += [f"\nkit --parent for {product} (made in {rows[0]['kit_seconds']:.0f} s)",
                   "| role | judged | called derived | closest p / largest p | queries (median) |", "|---|---:|---:|---:|---:|"]
-        for rl in ("parent", "sibling", "sibling copy", "stranger", "copy"):
+        for rl in ROLES:
             got = [r for r in rows[1:] if r["role"] == rl]
             if got:
                 ps = [g["p_value"] for g in got]
-                edge = max(ps) if rl == "copy" else min(ps)
+                edge = max(ps) if rl in THEFTS else min(ps)
                 q = sorted(g["queries"] for g in got)[len(got) // 2]
                 lines.append(f"| {rl} | {len(got)} | {sum(g['decision'] == 'derived' for g in got)} | {edge:.2g} | {q} |")
     return "\n".join(lines)

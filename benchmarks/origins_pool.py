@@ -13,7 +13,8 @@ Roles (disjoint, written down before any rule was chosen):
   the kit's calibration models), ``*-B<i>`` innocents (other halves of the data, other recipes, pruned then fine-tuned,
   a student of the parent, the head alone), ``*-A<i>-G<j>`` thieves' copies (fine-tuned further on the thief's half,
   pruned and retrained; int8 and permuted copies are made in memory by benchmarks/origins.py);
-- ``x0-*``: models trained by charex's public recipe from seed 0 (the bundled base's init) on other schedules.
+- ``x0-*``: models trained by charex's public recipe from seed 0 (the bundled base's init) on other schedules
+  (``x0-v*`` validation, ``x0-<i>`` held out).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ _family("v", "bundled:independent-2", {"A1": PRODUCTS["A1"]},
          "B3": ("finetune", "--lr", "0.005", "--epochs", "1", "--data-split", "half-b", "--seed", "211")}, twins=4)
 _family("p1", "bundled:independent-1", PRODUCTS, INNOCENTS, twins=4)
 PLAN["p1-A1-S1"] = ("p1-A1", ("distill", "--epochs", "8", "--data-split", "half-b", "--seed", "330"))  # a student
+for k, (lr, ep) in enumerate((("0.05", "2"), ("0.08", "8"))):  # validation: the only same-init models choices saw
+    PLAN[f"x0-v{k + 1}"] = ("train", ("--arch", "cnn1", "--width", "0.25", "--seed", "0", "--epochs", ep, "--lr", lr))
 for k, (lr, ep) in enumerate((("0.05", "6"), ("0.02", "4"), ("0.1", "3"))):
     PLAN[f"x0-{k + 1}"] = ("train", ("--arch", "cnn1", "--width", "0.25", "--seed", "0", "--epochs", ep, "--lr", lr))
 _family("p2", "bundled:other-arch", {"A1": ("--lr", "0.05", "--epochs", "2"), "A2": PRODUCTS["A2"],

@@ -2,6 +2,8 @@
 base fine-tuned from a parent, the parent and the parent's other fine-tunes (siblings) are never called derived, and
 the verdict names the relation; copies of the base (fine-tuned further, permuted, int8) still are."""
 
+import json
+
 import pytest
 import torch
 
@@ -112,3 +114,21 @@ def test_audit_re_makes_the_update_sketch(family) -> None:
     r = test.audit(AuditInputs(family["s5"], parent=family["parent"]))  # another base: the sketch differs
     assert not r.passed and r.checks[0].status == "fail"
     assert test.audit(AuditInputs(family["base"])).checks[0].status == "skip"  # no parent given: said, not failed
+
+
+def test_lineage_draws_the_family(family, tmp_path, capsys) -> None:
+    """`charex lineage`: the parent found as the family's root, the copy paired with what it copies and nothing else
+    called a copy, a stranger in no family; a pruned-like copy below the family line is linked."""
+    from charex.judge.family import lineage
+
+    more = {f"s{i}": fine_tuned(family["parent"], i, steps=40) for i in (6, 7, 8)}  # a null of six siblings
+    names = ["parent", "base", "s2", "s3", "s4", "s5", *more, "copy-perm", "stranger"]
+    lin = lineage({n: family.get(n, more.get(n)) for n in names})
+    (fam,) = lin.families
+    assert fam.root == "parent" and set(fam.members) == set(names) - {"parent", "stranger"}
+    assert [(e.a, e.b) for e in fam.edges if e.copy] == [("base", "copy-perm")]
+    assert lin.alone == ("stranger",)
+    p = {n: str(save_model(family[n], tmp_path / f"{n}.safetensors")) for n in ("parent", "base", "s2", "stranger")}
+    assert main(["lineage", p["base"], p["s2"], p["stranger"], "--parent", p["parent"], "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["families"][0]["root"] == p["parent"] and got["alone"] == [p["stranger"]]

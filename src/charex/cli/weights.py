@@ -85,8 +85,35 @@ def _update_line(r: dict, means: list[float]) -> str:
             f"parent's at {r['parent_cosine']:.3f}; 0 queries")
 
 
+LINEAGE_EXAMPLE = ("charex lineage hub/*.safetensors --json > families.json\n"
+                   "  charex lineage public.safetensors mine.safetensors upload-1.safetensors upload-2.safetensors "
+                   "--parent public.safetensors")
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from ..judge.family import lineage
+
+    if args.parent and args.parent not in args.model:
+        args.model = [args.parent, *args.model]
+    lin = lineage({spec: load(args, spec) for spec in args.model}, parent=args.parent, level=args.level)
+    if args.json:
+        print_json(lin.to_dict())
+    else:
+        print("\n".join(lin.lines()))
+    return 0
+
+
 def register(add: Add) -> None:
-    """Add the weights subcommand."""
+    """Add the weights and lineage subcommands."""
+    g = add("lineage", cmd_lineage, LINEAGE_EXAMPLE,
+            "draw the families of a set of open-weight models: which share an origin, which one they started from, "
+            "which pairs are copies of one another (weights only, no query)")
+    g.add_argument("model", nargs="+", help="two or more models (files, HF folders, bundled:NAME)")
+    g.add_argument("--parent", metavar="MODEL", help="take this model as the root of its family")
+    g.add_argument("--level", type=float, default=0.01, help="false-claim level per family (Bonferroni over its "
+                                                             "pairs; default 0.01)")
+    g.add_argument("--json", action="store_true")
+    add_model_args(g)
     w = add("weights", cmd_weights, EXAMPLE,
             "compare suspects' weights with your model's, unit by unit, whatever the head or the task: a p-value "
             "calibrated on independent models of your architecture, no query (exit 0 derived, 1 not derived, "
