@@ -2,6 +2,7 @@
 against scipy, refusals, and a round trip through the file format."""
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from scipy import stats
 from charex import FingerprintSet
 from charex.errors import CharexError
 from charex.make.mistakes import mistake_queries
-from charex.judge.mistakes import MistakeNull, MistakeScore, MistakeTest, calibrate_mistakes, score, score_answers
+from charex.judge.mistakes import (MistakeNull, MistakeScore, MistakeTest, calibrate_mistakes, prediction_p, score,
+                                   score_answers)
 from charex.models import state_digest
 from charex.judge.verify import predict
 from conftest import make_tiny
@@ -136,14 +138,20 @@ def test_statistic_and_null_against_scipy() -> None:
         total = rms ** 2 + got.se ** 2
         want = stats.t.sf(got.d / math.sqrt(total), df=total ** 2 / (rms ** 4 / 4))
         assert null.scale == pytest.approx(rms) and null.p_value(got) == pytest.approx(want)
-    # a calibration block written before the components rule keeps the rule it was made with (max)
+    # paired (issue 42, the default): the Student-t prediction from the models' d on the same queries
+    paired = MistakeNull(null.differences, rule="paired")
+    mean, sd = sum(null.differences) / 4, stats.tstd(null.differences)
+    for got in (s, weak):
+        want = stats.t.sf((got.d - mean) / (sd * math.sqrt(1.25)), df=3)
+        assert paired.p_value(got) == pytest.approx(want) and prediction_p(got.d, list(null.differences)) == want
+    # a calibration block written before a rule keeps the rule it was made with (max; components)
     old = MistakeNull.from_block({k: v for k, v in null.block().items() if k != "rule"})
     assert old.rule == "max" and MistakeNull.from_block(null.block()).rule == "components"
     assert old.p_value(s) == pytest.approx(max(stats.t.sf(0.15 / rms, df=4), stats.norm.sf(0.15 / se)))
     with pytest.raises(CharexError, match="rule"):
         MistakeNull.from_block({**null.block(), "rule": "min"})
     # a suspect below every bound is not claimed, whatever the calibration spread
-    tiny = MistakeNull((1e-6, -1e-6))
+    tiny = MistakeNull((1e-6, -1e-6), rule="components")
     weak = MistakeScore(rates=(0.31, 0.30), counts=(31, 30), sizes=(100, 100))
     assert tiny.p_value(weak) > 0.3
 
@@ -176,6 +184,48 @@ def test_components_rule_holds_its_level_where_the_max_rule_did_not() -> None:
     for lv in (level, 0.01):  # the components rule holds its level (within 3 standard errors)
         assert share["components", lv] <= lv + 3 * math.sqrt(lv * (1 - lv) / trials)
     assert share["max", level] > share["components", level] + 0.02  # the earlier rule did not
+
+
+def test_paired_rule_holds_its_level_and_gains_power() -> None:
+    """Issue 42: the kit's queries are fixed images, so how often a model repeats the base's mistake on each is
+    shared by every model (an offset of the whole set: +0.015 on the README kit's), beside each model's own
+    shift (sd tau) and its coin flips. Calibration models answer every query; an innocent suspect answers a random
+    300 or all 1,500 per section; per-query repeat rates nearly 0 or 1 (Beta(0.05, 0.1): models' d on one set of
+    queries then spread by about 0.005, as seven independent models on the README kit's did). The paired rule (the
+    models' d on the same answered queries) holds the kit's share of the level (0.0045) and 0.01 for k = 2, 3, 5
+    models and tau 0.002-0.015; a student (its own shift +0.05) is caught far more often than by the components rule
+    (centred at 0), with three models and with seven."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n, trials = 1500, 3000
+
+    def world(tau: float, k: int, shift: float = 0.0):
+        """One kit: per-query repeat probabilities of the base's and the twin's sections; k models and a suspect."""
+        base, twin = rng.beta(0.05, 0.1, n), rng.beta(0.05, 0.1, n)  # nearly settled per query, as measured
+        own = rng.normal(0, tau, k + 1)
+        own[-1] += shift
+        hits_b = rng.random((k + 1, n)) < np.clip(base[None] + own[:, None] / 2, 0, 1)
+        hits_t = rng.random((k + 1, n)) < np.clip(twin[None] - own[:, None] / 2, 0, 1)
+        return hits_b, hits_t
+
+    def ps(tau: float, k: int, answered: int, shift: float = 0.0) -> tuple[float, float]:
+        hb, ht = world(tau, k, shift)
+        m = rng.permutation(n)[:answered]
+        d = hb[:, m].mean(1) - ht[:, m].mean(1)  # every model's d on the suspect's answered queries
+        full = hb.mean(1) - ht.mean(1)
+        r = (hb[-1, m].mean(), ht[-1, m].mean())
+        sc = MistakeScore(rates=r, counts=tuple(int(v * answered) for v in r), sizes=(answered, answered))
+        return prediction_p(float(d[-1]), list(d[:-1])), MistakeNull(tuple(full[:-1]), rule="components").p_value(sc)
+
+    for tau, k, answered in ((0.002, 3, 300), (0.002, 3, 1500), (0.015, 2, 1500), (0.015, 3, 300), (0.008, 5, 1500)):
+        got = np.array([ps(tau, k, answered)[0] for _ in range(trials)])
+        for lv in (0.0045, 0.01):
+            assert np.mean(got <= lv) <= lv + 3 * math.sqrt(lv * (1 - lv) / trials), (tau, k, answered, lv)
+    power = {k: (np.array([ps(0.003, k, 1500, shift=0.05) for _ in range(300)]) <= 0.0045).mean(0) for k in (3, 7)}
+    # measured: three models 23% against 2%, seven 73% against 1% (the components rule's se, a reshuffle of the
+    # queries, counts an error every model shares on fixed queries)
+    assert power[3][0] > power[3][1] + 0.1 and power[7][0] > power[7][1] + 0.4, power
 
 
 def test_refusals(trained_tiny, setting) -> None:

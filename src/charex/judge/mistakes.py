@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,11 +37,12 @@ from .protocol import Sectioned, format_p
 from .verify import predict
 
 __all__ = ["MistakeNull", "MistakeScore", "MistakeTest", "audit_mistakes", "balanced_order", "calibrate_mistakes",
-           "components_p", "is_ranked", "judged_p", "ranked_order", "score", "score_answers", "sections", "words"]
+           "components_p", "is_ranked", "judged_p", "prediction_p", "ranked_order", "score", "score_answers",
+           "sections", "words"]
 
 METHOD = "mistakes"
 LADDER = (50, 100, 200, 300, 500, 1000, 2000, 5000)  # the prefixes a ranked test's null is also calibrated on
-RULES = ("components", "max")  # how the calibration spread and the suspect's sampling error make one p-value
+RULES = ("paired", "components", "max")  # how the calibration models' d and the suspect's sampling error make a p
 STATISTICS = ("within-class", "raw")  # d within target classes (issue 30), or across them (blocks made before)
 
 
@@ -81,6 +82,15 @@ def components_p(excess: float, spread: float, se: float, dof: int) -> float:
     return float(stats.t.sf(excess / math.sqrt(total), df=nu))
 
 
+def prediction_p(d: float, null: list[float]) -> float:
+    """The Student-t prediction p of a new draw at least ``d`` from the distribution ``null`` was drawn from: (d -
+    mean) / (sd sqrt(1 + 1/k)), k - 1 degrees of freedom, sd at least 0.001 (the paired rule)."""
+    k = len(null)
+    mean = sum(null) / k
+    sd = max(math.sqrt(sum((v - mean) ** 2 for v in null) / (k - 1)), 1e-3)
+    return float(stats.t.sf((d - mean) / (sd * math.sqrt(1 + 1 / k)), df=k - 1))
+
+
 def sections(fp: FingerprintSet) -> list[int]:
     """The section sizes of a mistake fingerprint (the base's, then each twin's); an error for any other file."""
     block = fp.meta.get("mistakes")
@@ -107,6 +117,7 @@ class MistakeScore:
     counts: tuple[int, ...]
     sizes: tuple[int, ...]
     within: Contrast | None = None
+    mask: Any = field(default=None, compare=False, repr=False)  # the queries answered (None: all, or not known)
 
     @property
     def d(self) -> float:
@@ -169,7 +180,7 @@ def score_answers(fp: FingerprintSet, labels: torch.Tensor, answered: torch.Tens
     section = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor(parts))
     within = stratified_contrast(fp.targets[mask].numpy(), hit[mask].numpy(), section[mask].numpy(), len(parts),
                                  fp.image_ids[mask].numpy())
-    return MistakeScore(tuple(c / n for c, n in zip(counts, sizes)), tuple(counts), tuple(sizes), within)
+    return MistakeScore(tuple(c / n for c, n in zip(counts, sizes)), tuple(counts), tuple(sizes), within, mask)
 
 
 @dataclass(frozen=True)
@@ -181,22 +192,43 @@ class MistakeNull:
     names: tuple[str, ...] = ()
     digests: tuple[str, ...] = ()
     ladder: tuple[tuple[int, tuple[float, ...]], ...] = ()  # (prefix queries, the models' d on it); last: all
-    rule: str = "components"  # "max" for calibration blocks written before issue 24's rule
+    rule: str = "components"  # "paired" (kits since issue 42, with the models' answers), "max" before issue 24
     statistic: str = "within-class"  # "raw" for calibration blocks written before issue 30
+    answers: tuple[tuple[int, ...], ...] = ()  # each calibration model's label for every query (the paired rule)
+    fp: Any = field(default=None, compare=False, repr=False)  # the mistake set the answers are of
 
     @property
     def scale(self) -> float:
         return math.sqrt(sum(v * v for v in self.differences) / len(self.differences))
 
-    def spread(self, answered: int) -> float:
-        """The calibration spread for a suspect that answered ``answered`` queries: on a ranked test, the rms d on
-        the longest calibrated prefix not longer than that (a shorter prefix is noisier; the shortest is used
-        below it); else the full set's."""
-        diffs = self.differences
+    def _diffs(self, answered: int) -> tuple[float, ...]:
+        """The calibration models' d for a suspect that answered ``answered`` queries: on a ranked test, on the
+        longest calibrated prefix not longer than that (a shorter prefix is noisier; the shortest is used below
+        it); else on the full set."""
         if self.ladder:
             shorter = [d for m, d in self.ladder if m <= answered]
-            diffs = shorter[-1] if shorter else self.ladder[0][1]
+            return shorter[-1] if shorter else self.ladder[0][1]
+        return self.differences
+
+    def spread(self, answered: int) -> float:
+        """The calibration spread (``components`` rule): the rms of :meth:`_diffs`."""
+        diffs = self._diffs(answered)
         return math.sqrt(sum(v * v for v in diffs) / len(diffs))
+
+    def paired_diffs(self, mask: torch.Tensor | None) -> list[float]:
+        """The calibration models' d on the queries a suspect answered (``mask``; None: all), from their stored
+        answers (the ``paired`` rule); their full-set d when no answers are stored."""
+        if mask is None or not self.answers or self.fp is None or bool(mask.all()):
+            return list(self.differences)
+        return [score_answers(self.fp, torch.tensor(a), mask).d for a in self.answers]
+
+    def paired_p(self, d: float, mask: torch.Tensor | None) -> float:
+        """The ``paired`` rule (issue 42): the calibration models answered the same queries, so their d on the ones
+        the suspect answered carries the same offset of the kit's fixed images and the same sampling of them; the
+        suspect's d is a new draw from them under the null: the Student-t prediction p, (d - mean) / (sd sqrt(1 +
+        1/k)) with k - 1 degrees of freedom (sd at least 0.001; exact when independent models' d on one set of
+        queries are normal around their mean)."""
+        return prediction_p(d, self.paired_diffs(mask))
 
     def p_value(self, s: MistakeScore) -> float:
         """The calibrated p: P(d at least this large) for an independent suspect. ``components``: d /
@@ -205,8 +237,10 @@ class MistakeNull:
         normal(d / se). A block calibrated on the ``raw`` statistic (before issue 30) judges the raw d it was
         calibrated on. The verdict also takes the chance guard (:func:`judged_p`)."""
         k = len(self.differences)
-        spread = max(self.spread(sum(s.sizes)), 1e-9)
         d, se = (s.raw_d, s.raw_se) if self.statistic == "raw" else (s.d, s.se)
+        if self.rule == "paired":
+            return self.paired_p(d, s.mask)
+        spread = max(self.spread(sum(s.sizes)), 1e-9)
         if self.rule == "max":
             return max(float(stats.t.sf(d / spread, df=k)), float(stats.norm.sf(d / se)))
         return components_p(d, spread, se, k)
@@ -214,12 +248,22 @@ class MistakeNull:
     def projected_p(self, d: float, se: float, answered: int) -> float | None:
         """The calibrated p of a statistic ``d`` with standard error ``se`` on ``answered`` queries (a futility
         stop's projection, :meth:`charex.judge.protocol.Sectioned.futile`); None for blocks of the earlier rules."""
-        if self.rule != "components" or self.statistic == "raw":
+        if self.rule == "max" or self.statistic == "raw":
             return None
+        if self.rule == "paired":  # on the full set's d of the models, the suspect's se added (errs to the safe
+            diffs = self.differences  # side for a futility stop, which then stops sooner, never claims)
+            k = len(diffs)
+            mean = sum(diffs) / k
+            sd = max(math.sqrt(sum((v - mean) ** 2 for v in diffs) / (k - 1)), 1e-3)
+            return components_p(d - mean, sd * math.sqrt(1 + 1 / k), se, k - 1)
         return components_p(d, max(self.spread(answered), 1e-9), se, len(self.differences))
 
     def to_dict(self) -> dict[str, Any]:
         method = ("d = base-mistake rate - twin-mistake rate within each target class (weighted by the classes' "
+                  "effective sizes); paired: the calibration models' d on the queries the suspect answered (from "
+                  "their stored answers), the Student-t prediction (d - mean) / (sd sqrt(1 + 1/k)), k - 1 dof"
+                  if self.statistic != "raw" and self.rule == "paired" else
+                  "d = base-mistake rate - twin-mistake rate within each target class (weighted by the classes' "
                   "effective sizes); null mean 0, spread^2 = the calibration models' mean square d + the suspect's "
                   "within-class permutation variance, Student-t with Welch-Satterthwaite dof"
                   if self.statistic != "raw" and self.rule == "components" else
@@ -231,6 +275,8 @@ class MistakeNull:
                   "models' rms d, and normal on the suspect's own standard error; larger p")
         out = {"method": method, "rule": self.rule, "statistic": self.statistic,
                "differences": list(self.differences), "names": list(self.names), "scale": self.scale}
+        if self.answers:
+            out["answers"] = [list(a) for a in self.answers]
         if self.ladder:
             out["ladder"] = [{"queries": m, "differences": list(d)} for m, d in self.ladder]
         return out
@@ -244,8 +290,9 @@ class MistakeNull:
                 "references": [{"name": n, "digest": d} for n, d in zip(self.names, self.digests)]}
 
     @classmethod
-    def from_block(cls, block: dict[str, Any]) -> "MistakeNull":
-        """The null a calibration block (:meth:`block`) records; an error naming what is malformed."""
+    def from_block(cls, block: dict[str, Any], fp: FingerprintSet | None = None) -> "MistakeNull":
+        """The null a calibration block (:meth:`block`) records, of the mistake set ``fp`` (its answers are checked
+        against it); an error naming what is malformed."""
         diffs, refs = block.get("differences"), block.get("references")
         if not (isinstance(diffs, list) and 2 <= len(diffs) <= 10_000 and all(is_number(v) for v in diffs)
                 and is_unit(block.get("level")) and isinstance(refs, list) and len(refs) in (0, len(diffs))
@@ -269,8 +316,18 @@ class MistakeNull:
         if statistic not in STATISTICS:
             raise CharexError(f"the mistake calibration's statistic must be one of {', '.join(STATISTICS)}, got "
                               f"{statistic!r}")
+        answers = block.get("answers") or []
+        n = fp.n if fp is not None else None
+        if not (isinstance(answers, list) and len(answers) in (0, len(block["differences"])) and
+                all(isinstance(a, list) and (n is None or len(a) == n) and
+                    all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in a) for a in answers)):
+            raise CharexError("the mistake calibration's answers are malformed (one label >= 0 per query for each "
+                              "calibration model)")
+        if rule == "paired" and not answers:
+            raise CharexError("the mistake calibration's paired rule needs the calibration models' answers")
         return cls(tuple(float(v) for v in block["differences"]), tuple(str(r["name"]) for r in refs),
-                   tuple(str(r["digest"]) for r in refs), ladder, rule, statistic)
+                   tuple(str(r["digest"]) for r in refs), ladder, rule, statistic,
+                   tuple(tuple(int(v) for v in a) for a in answers), fp)
 
 
 GUARD_GATE = 0.05  # the chance guard is computed when the calibrated p is at most this (else it cannot matter)
@@ -317,7 +374,7 @@ def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
     parts = sections(fp)
     order = torch.tensor(ranked_order(parts))
     prefixes = [m for m in LADDER if len(parts) <= m < fp.n] + [fp.n] if is_ranked(fp) else []
-    diffs, digests, rungs = [], [], []
+    diffs, digests, rungs, answers = [], [], [], []
     for name, m in named:
         dg = state_digest(m)
         if dg in taken:
@@ -325,6 +382,7 @@ def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
                               "independent models that took no part")
         labels = _answers_of(fp, m, name)
         diffs.append(score_answers(fp, labels).d)
+        answers.append(tuple(int(v) for v in labels.tolist()))
         row = []
         for q in prefixes:  # the last is the full set
             mask = torch.zeros(fp.n, dtype=torch.bool)
@@ -333,7 +391,10 @@ def calibrate_mistakes(fp: FingerprintSet, independents: Models) -> MistakeNull:
         rungs.append(row)
         digests.append(dg)
     ladder = tuple((q, tuple(r[i] for r in rungs)) for i, q in enumerate(prefixes))
-    return MistakeNull(tuple(diffs), tuple(n for n, _ in named), tuple(digests), ladder)
+    # two models: t(1) prediction tails are too heavy to settle even a copy; the components rule then (docs/method.md)
+    rule = "paired" if len(named) >= 3 else "components"
+    return MistakeNull(tuple(diffs), tuple(n for n, _ in named), tuple(digests), ladder, rule, answers=tuple(answers),
+                       fp=fp)
 
 
 class MistakeTest(Sectioned):
@@ -348,7 +409,7 @@ class MistakeTest(Sectioned):
     def __init__(self, fp: FingerprintSet) -> None:
         self.fp = fp
         self.sections = sections(fp)
-        self.null = None if fp.calibration is None else MistakeNull.from_block(fp.calibration)
+        self.null = None if fp.calibration is None else MistakeNull.from_block(fp.calibration, fp)
 
     def calibrate(self, models: Any, level: float = 0.01) -> "MistakeTest":
         """The test with its null (the calibration models' d) stored as its calibration block

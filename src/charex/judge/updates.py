@@ -38,15 +38,17 @@ import torch
 from ..errors import CharexError, FingerprintFileError
 from ..models.probe import named_models
 from .audit import AuditReport, Check
-from .protocol import RELATIONS, Form, TestResult
-from .weights import (NO_WEIGHTS, SHARED_ORIGIN, WEIGHT_SHARE, WeightNull, WeightScore, _checked, _project, _rows,
+from .protocol import RELATIONS, TestResult
+from .weights import (SHARED_ORIGIN, WEIGHT_SHARE, ReadingTest, WeightNull, WeightScore, _checked, _project, _rows,
                       layer_weights, match_units, sketch_dims)
 
 __all__ = ["PARENT_RATIO", "RELATIONS", "UpdateScore", "UpdateSketch", "UpdateTest", "calibrate_updates", "update_score"]
 
 # a suspect whose units match the parent's and whose update from it is smaller than this fraction of the base's is
-# the parent itself (or a light edit of it): the parent and copies of it sit at 0-0.02, siblings at 0.6-1.4 (v-*)
+# the parent itself (or a light edit of it): the parent sits at 0, light fine-tunes of it (lr 0.005-0.01, one epoch)
+# at 0.08-0.16, the base's twins at 1.0 (validation family v-*)
 PARENT_RATIO = 0.25
+UNMOVED = 1e-6  # a layer whose base update has less energy per unit than this was not trained by the base's owner
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ class UpdateScore:
     cosine), how close its units are to the parent's, and its update's size against the base's.
 
     Attributes:
-        score: per layer (name, suspect layer, update cosine, units), and the layers skipped.
+        score: per layer the base's training moved (name, suspect layer, update cosine, units), and the layers
+            that could not be lined up.
         closeness: the suspect's mean matched cosine to the parent.
         ratio: sqrt(sum |U_s|^2 / sum |U_a|^2) over the layers lined up.
     """
@@ -108,6 +111,12 @@ class UpdateScore:
     closeness: float
     ratio: float
     relation: str = field(default="")
+    matched: int = 0  # the parent's layers lined up (the statistic is over those the base's training moved)
+
+    @property
+    def applicable(self) -> bool:
+        """Whether half or more of the parent's layers (three at least) lined up with the suspect's."""
+        return self.matched >= max(3, (self.matched + len(self.score.skipped) + 1) // 2)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.score.to_dict(), "parent_cosine": self.closeness, "update_ratio": self.ratio,
@@ -134,15 +143,17 @@ def update_score(sketch: UpdateSketch, suspect: Any) -> UpdateScore:
         rs = m.rows[s]
         us = rs - (rs * p).sum(1, keepdim=True) * p
         da, ds = float((u * u).sum()), float((us * us).sum())
-        cos = float((us * u).sum()) / math.sqrt(da * ds) if da > 1e-12 and ds > 1e-12 else 0.0
-        out.append((k, m.suspect, cos, len(b)))
         num_a, num_s = num_a + da, num_s + ds
+        if da <= UNMOVED * len(b):  # a layer the base's training left as it was (a head-only fine-tune's body)
+            continue
+        cos = float((us * u).sum()) / math.sqrt(da * ds) if ds > 1e-12 else 0.0
+        out.append((k, m.suspect, cos, len(b)))
     closeness = float(np.mean([m.cosine for m in matched])) if matched else 0.0
     ratio = math.sqrt(num_s / num_a) if num_a > 0 else float("inf")
     relation = "outside" if closeness < SHARED_ORIGIN else "parent" if ratio < PARENT_RATIO else "sibling"
     # the head: a suspect with another head (another task) is judged on the layers before it
     skipped = [w for w in skipped if not w.startswith(f"{sketch.layers[-1][0]}:")]
-    return UpdateScore(WeightScore(tuple(out), tuple(skipped)), closeness, ratio, relation)
+    return UpdateScore(WeightScore(tuple(out), tuple(skipped)), closeness, ratio, relation, len(matched))
 
 
 def calibrate_updates(sketch: UpdateSketch, siblings: Mapping[str, Any]) -> tuple[WeightNull, list[str]]:
@@ -151,38 +162,27 @@ def calibrate_updates(sketch: UpdateSketch, siblings: Mapping[str, Any]) -> tupl
     kept, left = [], []
     for n, m in siblings.items():
         s = update_score(sketch, m)
-        (kept if s.relation == "sibling" and not s.score.skipped and
-         len(s.score.layers) == len(sketch.layers) else left).append((str(n), s))
+        (kept if s.relation == "sibling" and not s.score.skipped and s.matched == len(sketch.layers)
+         else left).append((str(n), s))
     if len(kept) < 2:
         raise CharexError(f"the update test needs two or more siblings (models fine-tuned from {sketch.parent}: your "
                           f"recipe from it with other seeds, or others' fine-tunes of it) whose layers all line up; "
                           f"{len(kept)} given" + (f" ({', '.join(f'{n}: {s.relation}' for n, s in left)} left out)"
                                                   if left else ""))
-    layers = tuple((k, tuple(s.score.layers[i][2] for _, s in kept)) for i, (k, _, _, _) in enumerate(sketch.layers))
+    layers = tuple((row[0], tuple(s.score.layers[i][2] for _, s in kept)) for i, row in enumerate(kept[0][1].score.layers))
+    if not layers:
+        raise CharexError(f"the base's weights equal {sketch.parent}'s in every layer the update test reads: nothing "
+                          "the base's training added can be told from its parent")
     return WeightNull(layers, tuple(n for n, _ in kept)), [n for n, _ in left]
 
 
-class UpdateTest:
+class UpdateTest(ReadingTest):
     """The update test behind the kit's interface (module docs): it reads a local suspect's parameters, 0 queries;
     p from the null of siblings stored beside the sketch; :data:`WEIGHT_SHARE` of the level when a query test
     applies too. A kit made with ``--parent`` holds it in place of the weight test."""
 
-    __test__ = False
     kind = name = "updates"
     column = "updates: cosine"
-    n = 0
-    natural = False
-    calibrated = True
-    how_to_calibrate = ""
-
-    def __init__(self, sketch: UpdateSketch, null: WeightNull, share: float = WEIGHT_SHARE) -> None:
-        if not 0 < share <= 1:
-            raise CharexError(f"the update test's share of the level must lie in (0, 1], got {share!r}")
-        self.sketch, self.null, self.share = sketch, null, float(share)
-
-    @classmethod
-    def holds(cls, fp: Any) -> bool:
-        return False  # no query set: the kit's header holds it
 
     @classmethod
     def make(cls, base: Any, parent: Any, siblings: Mapping[str, Any], seed: int = 0, name: str = "the parent",
@@ -193,26 +193,20 @@ class UpdateTest:
         null, left = calibrate_updates(sketch, siblings)
         return cls(sketch, null, share), left
 
-    def applies(self, form: Form) -> str | None:
-        return NO_WEIGHTS if form.model is None else None
-
     def read(self, model: Any) -> TestResult | str:
         """The suspect's mean update cosine, its calibrated p and its relation to the parent; or why it does not
         apply (no weights charex can read; too few layers lined up with the parent's)."""
-        try:
-            if not layer_weights(model):
-                return "not applicable: no weight layers charex can read in this model"
-        except CharexError:
-            raise
-        except Exception as e:  # a program (TorchScript, torch.export) without a state dict, ...
-            return f"not applicable: its weights cannot be read ({type(e).__name__})"
+        why = self.unreadable(model)
+        if why:
+            return why
         s = update_score(self.sketch, model)
-        p = self.null.p_value(s.score)
-        if not s.score.applicable or p is None:
-            return (f"not applicable: {len(s.score.layers)} of the parent's {len(self.sketch.layers)} layers line up "
+        p = self.null.predict({b: c for b, _, c, _ in s.score.layers}) if s.applicable else None
+        if p is None:
+            return (f"not applicable: {s.matched} of the parent's {len(self.sketch.layers)} layers line up "
                     "(another architecture)")
         return TestResult(self.name, s.score.statistic, p, 0,
-                          {"layers_matched": len(s.score.layers), "layers": len(self.sketch.layers),
+                          {"layers_matched": s.matched, "layers_moved": len(s.score.layers),
+                           "layers": len(self.sketch.layers),
                            "null_means": self.null.means, "parent_cosine": s.closeness, "update_ratio": s.ratio,
                            "relation": s.relation, "skipped": list(s.score.skipped)}, s)
 
@@ -222,15 +216,10 @@ class UpdateTest:
     def words(self, r: dict[str, Any]) -> str:
         means = r["null_means"]
         return (f"updates: its change from the base's parent has cosine {r['statistic']:.3f} with the base's own "
-                f"over {r['layers_matched']} of {r['layers']} layers (siblings {min(means):.3f}-{max(means):.3f}); "
+                f"over the {r['layers_moved']} layers the base's training moved ({r['layers_matched']} of "
+                f"{r['layers']} lined up; siblings {min(means):.3f}-{max(means):.3f}); "
                 f"units match the parent's at {r['parent_cosine']:.3f}, moved {r['update_ratio']:.2f}x the base's "
                 f"distance from it; 0 queries")
-
-    @classmethod
-    def cell(cls, r: dict[str, Any] | None) -> str:
-        if r is None:
-            return "-"
-        return "not applicable" if not r.get("applies", True) else format(r["statistic"], ".3f")
 
     def describe(self) -> list[str]:
         means, sk = self.null.means, self.sketch
@@ -238,9 +227,6 @@ class UpdateTest:
                 f"{sk.closeness:.3f}) in {len(sk.layers)} layers ({sum(int(t.shape[1]) for _, _, t, _ in sk.layers)} "
                 f"directions); null from {len(means)} siblings ({', '.join(self.null.names)}; "
                 f"{min(means):.3f}-{max(means):.3f}); {self.share:g} of the level when the query tests apply too"]
-
-    def summary(self) -> dict[str, Any]:
-        return {"test": self.name, "queries": 0}
 
     def inspect(self) -> dict[str, Any]:
         return {"share": self.share, "parent": self.sketch.parent, "parent_cosine": self.sketch.closeness,
@@ -262,7 +248,8 @@ class UpdateTest:
                                 same else "differs from what the given base and parent give: another base or parent, "
                                           "or a tampered or crafted sketch"))
             if inputs.suspect is not None:
-                p_kit, p_again = (self.null.p_value(update_score(s, inputs.suspect).score) for s in (sk, again))
+                p_kit, p_again = (self.null.predict({b: c for b, _, c, _ in update_score(s, inputs.suspect).score.layers})
+                                  for s in (sk, again))
                 if p_kit is not None and p_again is not None:
                     ok = (p_kit <= inputs.level) == (p_again <= inputs.level)
                     checks.append(Check("update claim reproduces", "pass" if ok else "fail",

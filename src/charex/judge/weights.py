@@ -284,9 +284,17 @@ class WeightNull:
     def p_value(self, score: WeightScore) -> float | None:
         """P(a new independent model's mean matched cosine over the suspect's layers >= the suspect's): the Student-t
         prediction p, (T - mean) / (sd sqrt(1 + 1/k)) with k - 1 dof; None when not applicable."""
+        if not score.applicable:
+            return None
+        return self.predict({b: c for b, _, c, _ in score.layers}, least=2)
+
+    def predict(self, values: Mapping[str, float], least: int = 1) -> float | None:
+        """The Student-t prediction p of a suspect's per-layer statistics ``values`` (layer -> value): its mean over
+        the layers the null knows against each calibration model's mean over the same layers; None with fewer
+        than ``least`` such layers."""
         known = dict(self.layers)
-        used = [(c, known[b]) for b, _, c, _ in score.layers if b in known]
-        if not score.applicable or len(used) < 2:
+        used = [(c, known[b]) for b, c in values.items() if b in known]
+        if len(used) < least:
             return None
         t = float(np.mean([c for c, _ in used]))
         cal = np.mean([v for _, v in used], axis=0)  # each calibration model's mean over the same layers
@@ -349,7 +357,54 @@ def refuse_shared_origin(null: WeightNull, role: str = "calibration model") -> N
 NO_WEIGHTS = "not applicable: no weights to read (answers or an endpoint)"
 
 
-class WeightTest:
+class ReadingTest:
+    """What the tests that read a suspect's parameters (0 queries) share: the kit's interface for a test with no query
+    set (its kit header holds it), applying to a suspect whose parameters can be read, its cell the statistic."""
+
+    __test__ = False
+    n = 0
+    natural = False
+    calibrated = True
+    how_to_calibrate = ""
+    name = ""
+
+    def __init__(self, sketch: Any, null: "WeightNull", share: float = WEIGHT_SHARE) -> None:
+        if not 0 < share <= 1:
+            raise CharexError(f"the {self.name} test's share of the level must lie in (0, 1], got {share!r}")
+        self.sketch, self.null, self.share = sketch, null, float(share)
+
+    @classmethod
+    def holds(cls, fp: Any) -> bool:
+        return False  # no query set: the kit's header holds it
+
+    def applies(self, form: Form) -> str | None:
+        return NO_WEIGHTS if form.model is None else None
+
+    @staticmethod
+    def unreadable(model: Any) -> str | None:
+        """Why a model's weights cannot be read (no weight layers; a program without a state dict), or None; NaN
+        weights and the like are an error, never "not applicable"."""
+        try:
+            if not layer_weights(model):
+                return "not applicable: no weight layers charex can read in this model"
+        except CharexError:
+            raise
+        except Exception as e:  # a program (TorchScript, torch.export) without a state dict, ...
+            return f"not applicable: its weights cannot be read ({type(e).__name__})"
+        return None
+
+    @classmethod
+    def cell(cls, r: dict[str, Any] | None) -> str:
+        """The statistic, or why there is none."""
+        if r is None:
+            return "-"
+        return "not applicable" if not r.get("applies", True) else format(r["statistic"], ".3f")
+
+    def summary(self) -> dict[str, Any]:
+        return {"test": self.name, "queries": 0}
+
+
+class WeightTest(ReadingTest):
     """The weight test behind the kit's interface: it sends no query; it reads a local suspect's parameters and
     matches them, unit by unit, with the kit's sketch of the base's (:class:`WeightSketch`; or the base itself, for
     ``charex weights``), p from the null stored beside it (independent models of the base's architecture, scored
@@ -358,22 +413,8 @@ class WeightTest:
     :data:`WEIGHT_SHARE` of the level when a query test applies too.
     """
 
-    __test__ = False
     kind = name = "weights"
     column = "weights: cosine"
-    n = 0
-    natural = False
-    calibrated = True
-    how_to_calibrate = ""
-
-    def __init__(self, sketch: Any, null: WeightNull, share: float = WEIGHT_SHARE) -> None:
-        if not 0 < share <= 1:
-            raise CharexError(f"the weight test's share of the level must lie in (0, 1], got {share!r}")
-        self.sketch, self.null, self.share = sketch, null, float(share)
-
-    @classmethod
-    def holds(cls, fp: Any) -> bool:
-        return False  # no query set: the kit's header holds it (:meth:`header`)
 
     @classmethod
     def make(cls, base: nn.Module, independents: Models, seed: int = 0) -> "WeightTest":
@@ -382,19 +423,12 @@ class WeightTest:
         sketch = WeightSketch.of(base, seed)
         return cls(sketch, calibrate_weights(sketch, independents))
 
-    def applies(self, form: Form) -> str | None:
-        return NO_WEIGHTS if form.model is None else None
-
     def read(self, model: Any) -> TestResult | str:
         """The test's finding on the suspect's parameters: the mean matched cosine and its calibrated p; or why it
         does not apply (no weight layers charex can read, or layers that do not line up with the base's)."""
-        try:
-            if not layer_weights(model):
-                return "not applicable: no weight layers charex can read in this model"
-        except CharexError:  # NaN weights and the like: an error, never "not applicable"
-            raise
-        except Exception as e:  # a program (TorchScript, torch.export) without a state dict, ...
-            return f"not applicable: its weights cannot be read ({type(e).__name__})"
+        why = self.unreadable(model)
+        if why:
+            return why
         score = weight_score(self.sketch, model)
         p = self.null.p_value(score)
         if not score.applicable or p is None:
@@ -413,22 +447,12 @@ class WeightTest:
                 f"{r['layers']} layers (independent models of its architecture {min(means):.3f}-{max(means):.3f}); "
                 "0 queries")
 
-    @classmethod
-    def cell(cls, r: dict[str, Any] | None) -> str:
-        """The mean matched cosine, or why there is none."""
-        if r is None:
-            return "-"
-        return "not applicable" if not r.get("applies", True) else format(r["statistic"], ".3f")
-
     def describe(self) -> list[str]:
         means, sk = self.null.means, self.sketch
         return [f"  weights    0 queries: a sketch of {len(sk.layers)} layers of the base's units ({sum(sk.dims)} "
                 f"directions, not invertible into the base); null from {len(means)} models of its architecture "
                 f"({', '.join(self.null.names)}; mean matched cosine {min(means):.3f}-{max(means):.3f}); "
                 f"{self.share:g} of the level when the query tests apply too"]
-
-    def summary(self) -> dict[str, Any]:
-        return {"test": self.name, "queries": 0}
 
     def inspect(self) -> dict[str, Any]:
         """What ``charex inspect --json`` shows of it."""
