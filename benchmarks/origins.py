@@ -7,13 +7,14 @@ fine-tune of a public parent), with and without the parent known, by every route
     python benchmarks/origins.py --table docs/data/origins.json                           # docs/results.md's tables
 
 For each product of a family (its parent P, the owner's fine-tune A, A's four sibling twins t1-t4), every model of the
-family and some strangers are judged as suspects of A:
+family and some strangers are judged as suspects of A (the ResNet family p2: one product with three twins):
 - ``weights --parent``: `charex weights A SUSPECT --parent P --calibration t1 t2 t3 t4` (the update test,
   charex.judge.updates, at the whole level);
 - ``weights (no parent)``: `charex weights A SUSPECT --calibration` three seeds of the bundled recipe (the bundled
   base and independent-3, -4) or, for the ResNet family, the ResNets at hand: what a user who forgot the parent gets;
-- ``kit --parent`` (``--kit NAME``, one product): `charex fingerprint A --parent P --twin t1 t2 --calibration t3 t4`
-  and `charex verify KIT SUSPECT` for every suspect, the update test at 0.1 of the level beside the query tests.
+- ``kit --parent`` (``--kit NAME``, one product): `charex fingerprint A --parent P --twin t1 [t2] --calibration` the
+  last two twins, and `charex verify KIT SUSPECT` for every suspect, the update test at 0.1 of the level beside the
+  query tests.
 Roles (of the suspect towards A): ``parent``; ``sibling`` (other products, their twins and other people's fine-tunes
 of P: innocents); ``sibling copy`` (thieves' copies of another product: innocent towards A); ``copy`` (A fine-tuned
 further on the thief's half, pruned 50% and retrained, int8, its units permuted: thefts, each with its test
@@ -117,13 +118,15 @@ def kit_route(pool: Path, fam: str, product: str, out: Path, data: str) -> list[
     """`charex fingerprint --parent` then `charex verify` on every suspect, as a user types them."""
     charex = [sys.executable, "-m", "charex"]
     p = lambda n: str(pool / f"{n}.safetensors")  # noqa: E731
-    kit = out / f"kit-{product}.safetensors"
+    kit, timing = out / f"kit-{product}.safetensors", out / f"kit-{product}.seconds.json"
     t = time.time()
+    twins = sorted(n for n in family(pool, fam) if n.startswith(product + "-t"))  # the last two calibrate
     if not kit.exists():
-        subprocess.run(charex + ["fingerprint", p(product), "--parent", PARENTS[fam], "--twin", p(f"{product}-t1"),
-                                 p(f"{product}-t2"), "--calibration", p(f"{product}-t3"), p(f"{product}-t4"),
+        subprocess.run(charex + ["fingerprint", p(product), "--parent", PARENTS[fam], "--twin",
+                                 *[p(t) for t in twins[:-2]], "--calibration", *[p(t) for t in twins[-2:]],
                                  "--data", data, "-o", str(kit), "--quiet"], check=True)
-    made = time.time() - t
+        timing.write_text(json.dumps({"seconds": time.time() - t, "machine": machine()}))
+    made = json.loads(timing.read_text())["seconds"] if timing.exists() else None
     names = [(PARENTS[fam], "parent")] + [(n, role(n, product)) for n in family(pool, fam) if role(n, product)]
     names += [(s, "stranger") for s in STRANGERS[fam]]
     r = subprocess.run(charex + ["verify", str(kit), *[n if n.startswith("bundled:") else p(n) for n, _ in names],
@@ -163,7 +166,8 @@ def table(path: str) -> str:
         acc = f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
         lines.append(f"| {r['suspect']} | {acc} | {g['statistic']:.3f} | {g['p_value']:.2g} | {g['decision']} |")
     for product, rows in res.get("kit", {}).items():
-        lines += [f"\nkit --parent for {product} (made in {rows[0]['kit_seconds']:.0f} s)",
+        made = rows[0]["kit_seconds"]
+        lines += [f"\nkit --parent for {product}" + (f" (made in {made:.0f} s)" if made else ""),
                   "| role | judged | called derived | closest p / largest p | queries (median) |", "|---|---:|---:|---:|---:|"]
         for rl in ROLES:
             got = [r for r in rows[1:] if r["role"] == rl]

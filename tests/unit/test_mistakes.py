@@ -11,7 +11,7 @@ from scipy import stats
 from charex import FingerprintSet
 from charex.errors import CharexError
 from charex.make.mistakes import mistake_queries
-from charex.judge.mistakes import (MistakeNull, MistakeScore, MistakeTest, calibrate_mistakes, prediction_p, score,
+from charex.judge.mistakes import (MistakeNull, MistakeScore, MistakeTest, calibrate_mistakes, paired_p, score,
                                    score_answers)
 from charex.models import state_digest
 from charex.judge.verify import predict
@@ -138,12 +138,16 @@ def test_statistic_and_null_against_scipy() -> None:
         total = rms ** 2 + got.se ** 2
         want = stats.t.sf(got.d / math.sqrt(total), df=total ** 2 / (rms ** 4 / 4))
         assert null.scale == pytest.approx(rms) and null.p_value(got) == pytest.approx(want)
-    # paired (issue 42, the default): the Student-t prediction from the models' d on the same queries
+    # paired (issue 42, kits' default): centred on the models' d on the same queries, their prediction spread and the
+    # suspect's se, Welch-Satterthwaite dof with k - 1 for the models' part
     paired = MistakeNull(null.differences, rule="paired")
     mean, sd = sum(null.differences) / 4, stats.tstd(null.differences)
     for got in (s, weak):
-        want = stats.t.sf((got.d - mean) / (sd * math.sqrt(1.25)), df=3)
-        assert paired.p_value(got) == pytest.approx(want) and prediction_p(got.d, list(null.differences)) == want
+        part = sd ** 2 * 1.25
+        total = part + got.se ** 2
+        want = stats.t.sf((got.d - mean) / math.sqrt(total), df=total ** 2 / (part ** 2 / 3))
+        assert paired.p_value(got) == pytest.approx(want)
+        assert paired_p(got.d, got.se, list(null.differences)) == pytest.approx(want)
     # a calibration block written before a rule keeps the rule it was made with (max; components)
     old = MistakeNull.from_block({k: v for k, v in null.block().items() if k != "rule"})
     assert old.rule == "max" and MistakeNull.from_block(null.block()).rule == "components"
@@ -193,7 +197,7 @@ def test_paired_rule_holds_its_level_and_gains_power() -> None:
     300 or all 1,500 per section; per-query repeat rates nearly 0 or 1 (Beta(0.05, 0.1): models' d on one set of
     queries then spread by about 0.005, as seven independent models on the README kit's did). The paired rule (the
     models' d on the same answered queries) holds the kit's share of the level (0.0045) and 0.01 for k = 2, 3, 5
-    models and tau 0.002-0.015; a student (its own shift +0.05) is caught far more often than by the components rule
+    models and tau 0.002-0.015; a student (its own shift +0.05) is caught at least as often as by the components rule
     (centred at 0), with three models and with seven."""
     import numpy as np
 
@@ -216,16 +220,16 @@ def test_paired_rule_holds_its_level_and_gains_power() -> None:
         full = hb.mean(1) - ht.mean(1)
         r = (hb[-1, m].mean(), ht[-1, m].mean())
         sc = MistakeScore(rates=r, counts=tuple(int(v * answered) for v in r), sizes=(answered, answered))
-        return prediction_p(float(d[-1]), list(d[:-1])), MistakeNull(tuple(full[:-1]), rule="components").p_value(sc)
+        return paired_p(float(d[-1]), sc.se, list(d[:-1])), MistakeNull(tuple(full[:-1]), rule="components").p_value(sc)
 
     for tau, k, answered in ((0.002, 3, 300), (0.002, 3, 1500), (0.015, 2, 1500), (0.015, 3, 300), (0.008, 5, 1500)):
         got = np.array([ps(tau, k, answered)[0] for _ in range(trials)])
         for lv in (0.0045, 0.01):
             assert np.mean(got <= lv) <= lv + 3 * math.sqrt(lv * (1 - lv) / trials), (tau, k, answered, lv)
+    # here the suspect's own sampling error dominates both rules: measured 2.7% against 1.7% (three models), 2.0%
+    # against 1.3% (seven); the paired rule's gain is on kits whose offset is large (the README's: docs/results.md)
     power = {k: (np.array([ps(0.003, k, 1500, shift=0.05) for _ in range(300)]) <= 0.0045).mean(0) for k in (3, 7)}
-    # measured: three models 23% against 2%, seven 73% against 1% (the components rule's se, a reshuffle of the
-    # queries, counts an error every model shares on fixed queries)
-    assert power[3][0] > power[3][1] + 0.1 and power[7][0] > power[7][1] + 0.4, power
+    assert power[3][0] >= power[3][1] and power[7][0] >= power[7][1], power
 
 
 def test_refusals(trained_tiny, setting) -> None:

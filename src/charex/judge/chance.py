@@ -192,6 +192,20 @@ def _shared_image_covariance(coef: np.ndarray, t: np.ndarray, images: np.ndarray
 
 
 DRAWS = 1999  # permutations of the Monte Carlo guard: p resolves down to 1 / 2,000
+FINER = (9_999, 99_999)  # then, while no shuffle reaches d and the calibrated p is smaller: 1e-4, 1e-5 (issue 42)
+
+
+def resolved(run: Any, calibrated: float) -> float:
+    """The chance guard ``run(draws)`` at :data:`DRAWS` shuffles, resolved finer (:data:`FINER`) while no shuffle
+    reached the suspect's d and the calibrated p is smaller still, so that the guard does not floor a p that the
+    evidence puts lower (issue 42: every hidden student sat at 1e-4); about 2 s for 99,999 shuffles of 1,500
+    answers, spent only on a suspect about to be called derived."""
+    draws, guard = DRAWS, run(DRAWS)
+    for more in FINER:
+        if guard * (draws + 1) != 1 or calibrated >= guard:
+            break
+        draws, guard = more, run(more)
+    return guard
 
 
 def permutation_p(coef: np.ndarray, targets: Sequence[int], images: Sequence[int], labels: Sequence[int],

@@ -32,12 +32,12 @@ from ..models.normalized import state_digest
 from ..models.probe import Models, named_models, probe_model
 from ..make.mistakes import mistake_queries
 from .audit import AuditReport, Check, independence_check, recorded_inputs, rerun_check
-from .chance import DRAWS, Contrast, contrast_coefficients, permutation_p, stratified_contrast
+from .chance import Contrast, contrast_coefficients, permutation_p, resolved, stratified_contrast
 from .protocol import Sectioned, format_p
 from .verify import predict
 
 __all__ = ["MistakeNull", "MistakeScore", "MistakeTest", "audit_mistakes", "balanced_order", "calibrate_mistakes",
-           "components_p", "is_ranked", "judged_p", "prediction_p", "ranked_order", "score", "score_answers",
+           "components_p", "is_ranked", "judged_p", "paired_p", "ranked_order", "score", "score_answers",
            "sections", "words"]
 
 METHOD = "mistakes"
@@ -82,13 +82,14 @@ def components_p(excess: float, spread: float, se: float, dof: int) -> float:
     return float(stats.t.sf(excess / math.sqrt(total), df=nu))
 
 
-def prediction_p(d: float, null: list[float]) -> float:
-    """The Student-t prediction p of a new draw at least ``d`` from the distribution ``null`` was drawn from: (d -
-    mean) / (sd sqrt(1 + 1/k)), k - 1 degrees of freedom, sd at least 0.001 (the paired rule)."""
+def paired_p(d: float, se: float, null: list[float]) -> float:
+    """The paired rule's p (issue 42): ``null`` the calibration models' d on the queries the suspect answered; the
+    suspect's d against their mean, spread^2 = their variance x (1 + 1/k) (sd at least 0.001) + the suspect's own
+    sampling error ``se``^2, Student-t with Welch-Satterthwaite dof (k - 1 for the models' part)."""
     k = len(null)
     mean = sum(null) / k
     sd = max(math.sqrt(sum((v - mean) ** 2 for v in null) / (k - 1)), 1e-3)
-    return float(stats.t.sf((d - mean) / (sd * math.sqrt(1 + 1 / k)), df=k - 1))
+    return components_p(d - mean, sd * math.sqrt(1 + 1 / k), se, k - 1)
 
 
 def sections(fp: FingerprintSet) -> list[int]:
@@ -222,13 +223,13 @@ class MistakeNull:
             return list(self.differences)
         return [score_answers(self.fp, torch.tensor(a), mask).d for a in self.answers]
 
-    def paired_p(self, d: float, mask: torch.Tensor | None) -> float:
+    def paired(self, d: float, se: float, mask: torch.Tensor | None) -> float:
         """The ``paired`` rule (issue 42): the calibration models answered the same queries, so their d on the ones
-        the suspect answered carries the same offset of the kit's fixed images and the same sampling of them; the
-        suspect's d is a new draw from them under the null: the Student-t prediction p, (d - mean) / (sd sqrt(1 +
-        1/k)) with k - 1 degrees of freedom (sd at least 0.001; exact when independent models' d on one set of
-        queries are normal around their mean)."""
-        return prediction_p(d, self.paired_diffs(mask))
+        the suspect answered carries the same offset of the kit's fixed images; the suspect's d is judged against
+        their mean, with their spread (a new model's prediction spread) and its own sampling error added
+        (:func:`paired_p`): the error protects a suspect whose answers are noisier than trained models' (random
+        answers; without it 1 in 1,000 random answer vectors was claimed on the README's kit)."""
+        return paired_p(d, se, self.paired_diffs(mask))
 
     def p_value(self, s: MistakeScore) -> float:
         """The calibrated p: P(d at least this large) for an independent suspect. ``components``: d /
@@ -239,7 +240,7 @@ class MistakeNull:
         k = len(self.differences)
         d, se = (s.raw_d, s.raw_se) if self.statistic == "raw" else (s.d, s.se)
         if self.rule == "paired":
-            return self.paired_p(d, s.mask)
+            return self.paired(d, se, s.mask)
         spread = max(self.spread(sum(s.sizes)), 1e-9)
         if self.rule == "max":
             return max(float(stats.t.sf(d / spread, df=k)), float(stats.norm.sf(d / se)))
@@ -250,18 +251,15 @@ class MistakeNull:
         stop's projection, :meth:`charex.judge.protocol.Sectioned.futile`); None for blocks of the earlier rules."""
         if self.rule == "max" or self.statistic == "raw":
             return None
-        if self.rule == "paired":  # on the full set's d of the models, the suspect's se added (errs to the safe
-            diffs = self.differences  # side for a futility stop, which then stops sooner, never claims)
-            k = len(diffs)
-            mean = sum(diffs) / k
-            sd = max(math.sqrt(sum((v - mean) ** 2 for v in diffs) / (k - 1)), 1e-3)
-            return components_p(d - mean, sd * math.sqrt(1 + 1 / k), se, k - 1)
+        if self.rule == "paired":  # on the models' full-set d (a futility stop's projection to completion)
+            return paired_p(d, se, list(self.differences))
         return components_p(d, max(self.spread(answered), 1e-9), se, len(self.differences))
 
     def to_dict(self) -> dict[str, Any]:
         method = ("d = base-mistake rate - twin-mistake rate within each target class (weighted by the classes' "
-                  "effective sizes); paired: the calibration models' d on the queries the suspect answered (from "
-                  "their stored answers), the Student-t prediction (d - mean) / (sd sqrt(1 + 1/k)), k - 1 dof"
+                  "effective sizes); paired: null mean = the calibration models' mean d on the queries the suspect "
+                  "answered (from their stored answers), spread^2 = their variance x (1 + 1/k) + the suspect's "
+                  "within-class permutation variance, Student-t with Welch-Satterthwaite dof (k - 1 for the models')"
                   if self.statistic != "raw" and self.rule == "paired" else
                   "d = base-mistake rate - twin-mistake rate within each target class (weighted by the classes' "
                   "effective sizes); null mean 0, spread^2 = the calibration models' mean square d + the suspect's "
@@ -351,9 +349,7 @@ def judged_p(fp: FingerprintSet, null: MistakeNull, labels: torch.Tensor, answer
     targets = fp.targets[mask].numpy()
     coef = contrast_coefficients(targets, section, len(parts), within=null.statistic != "raw")[0]
     args = (coef, targets, fp.image_ids[mask].numpy(), labels.long().cpu()[mask].numpy())
-    guard = permutation_p(*args)
-    if guard * (DRAWS + 1) == 1 and calibrated < guard:  # no shuffle reached d: resolve five times finer
-        guard = permutation_p(*args, draws=5 * (DRAWS + 1) - 1)
+    guard = resolved(lambda draws: permutation_p(*args, draws=draws), calibrated)
     return max(calibrated, guard), calibrated, guard
 
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..make.pairs import pair_queries
 from .audit import AuditReport, Check, independence_check, recorded_inputs, rerun_check
-from .chance import DRAWS, Contrast, stratified_contrast
+from .chance import DRAWS, Contrast, resolved, stratified_contrast
 from .mistakes import components_p
 from .protocol import Sectioned
 from .verify import predict
@@ -261,9 +261,7 @@ def judged_p(null: PairNull, s: PairScore) -> tuple[float, float, float | None]:
     calibrated = null.p_value(s)
     if calibrated > GUARD_GATE:
         return calibrated, calibrated, None
-    guard = permutation_p(s)
-    if guard * (DRAWS + 1) == 1 and calibrated < guard:
-        guard = permutation_p(s, draws=5 * (DRAWS + 1) - 1)
+    guard = resolved(lambda draws: permutation_p(s, draws=draws), calibrated)
     return max(calibrated, guard), calibrated, guard
 
 
