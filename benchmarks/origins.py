@@ -2,8 +2,10 @@
 fine-tune of a public parent), with and without the parent known, by every route.
 
     python benchmarks/origins_pool.py --out runs/origins                                  # the pool (resumable)
-    python benchmarks/origins.py --pool runs/origins --families p1 p2 --kit p1-A1 \\
+    python benchmarks/origins.py --pool runs/origins --families v p1 p2 --kit p1-A1 \\
         --json docs/data/origins.json                                                      # ~25 min on 2 cores
+    python benchmarks/origins.py --pool runs/origins --families --same-init runs/demo/kit.safetensors \\
+        --json docs/data/origins-same-init.json                                            # ~3 min
     python benchmarks/origins.py --table docs/data/origins.json                           # docs/results.md's tables
 
 For each product of a family (its parent P, the owner's fine-tune A, A's four sibling twins t1-t4), every model of the
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import machine, table_only, write_result  # noqa: E402
 
 from charex import load_model  # noqa: E402
+from charex.errors import CharexError  # noqa: E402
 from charex.derive import permute_units, quantize_int8  # noqa: E402
 from charex.judge.kit import Kit  # noqa: E402
 from charex.judge.query import LocalSuspect, judge  # noqa: E402
@@ -48,7 +51,7 @@ STRANGERS = {"p1": ["bundled:independent-4", "bundled:derived-student", "bundled
              "p2": ["bundled:independent-resnet8", "bundled:independent-4"],
              "v": ["bundled:independent-4"]}
 SCRATCH_NULL = {"p1": ["bundled:base", "bundled:independent-3", "bundled:independent-4"],
-                "p2": ["bundled:independent-resnet8", "bundled:independent-1", "bundled:independent-2"],
+                "p2": ["bundled:independent-resnet8"],  # no other model of its architecture here: no such route
                 "v": ["bundled:base", "bundled:independent-3", "bundled:independent-4"]}
 
 
@@ -100,8 +103,12 @@ def weights_routes(pool: Path, fam: str, product: str, test: Any) -> list[dict[s
     twins = {n: load_model(str(p)) for n, p in family(pool, fam).items() if n.startswith(product + "-t")}
     up, left = UpdateTest.make(a, parent, twins, name=PARENTS[fam], share=1.0)
     assert not left, left
-    plain = WeightTest(a, calibrate_weights(a, {s: load_model(s) for s in SCRATCH_NULL[fam]}), share=1.0)
-    kits = {"weights --parent": Kit(tests=(up,)), "weights (no parent)": Kit(tests=(plain,))}
+    kits = {"weights --parent": Kit(tests=(up,))}
+    try:  # the ResNet family has no independent model of its architecture at hand: no such route
+        kits["weights (no parent)"] = Kit(tests=(WeightTest(a, calibrate_weights(
+            a, {s: load_model(s) for s in SCRATCH_NULL[fam]}), share=1.0),))
+    except CharexError:
+        pass
     rows = []
     for name, r, m, acc in suspects(pool, fam, product, test):
         row: dict[str, Any] = {"product": product, "suspect": name, "role": r, "accuracy": acc}
@@ -143,6 +150,29 @@ def kit_route(pool: Path, fam: str, product: str, out: Path, data: str) -> list[
     return [{"kit_seconds": made}] + rows
 
 
+def same_init(pool: Path, kit_path: str) -> list[dict[str, Any]]:
+    """Models grown from the bundled base's init seed (x0-*), judged as suspects of bundled:base by `charex weights`
+    (full weights, null independent-1..3) and by the README's kit (``kit_path``)."""
+    from charex.judge.kit import open_kit
+
+    base = load_model("bundled:base")
+    weights = Kit(tests=(WeightTest(base, calibrate_weights(base, {f"independent-{i}": load_model(
+        f"bundled:independent-{i}") for i in (1, 2, 3)}), share=1.0),))
+    kit = open_kit(kit_path)
+    rows = []
+    for name, path in sorted((n, p) for n, p in ((p.stem, p) for p in pool.glob("x0-*.safetensors"))):
+        m = load_model(str(path))
+        row: dict[str, Any] = {"suspect": name, "accuracy": (m.card or {}).get("test_accuracy"),
+                               "lineage": (m.card or {}).get("lineage")}
+        for route, k in (("weights", weights), ("README kit", kit)):
+            v = judge(k, LocalSuspect(m, name), name)
+            row[route] = {"decision": v.decision, "p_value": v.p_value, "fired": v.fired, "queries": v.queries,
+                          "weights_statistic": next((f.result.statistic for f in v.findings if f.result is not None
+                                                     and f.result.test == "weights"), None)}
+        rows.append(row)
+    return rows
+
+
 def table(path: str) -> str:
     res = json.loads(Path(path).read_text())
     lines = []
@@ -151,7 +181,7 @@ def table(path: str) -> str:
                   "|---|---|---:|---:|---:|"]
         for fam, rows in res["weights"].items():
             for rl in ROLES:
-                got = [r[route] for r in rows if r["role"] == rl]
+                got = [r[route] for r in rows if r["role"] == rl and route in r]
                 if not got:
                     continue
                 d = sum(g["decision"] == "derived" for g in got)
@@ -176,15 +206,27 @@ def table(path: str) -> str:
                 edge = max(ps) if rl in THEFTS else min(ps)
                 q = sorted(g["queries"] for g in got)[len(got) // 2]
                 lines.append(f"| {rl} | {len(got)} | {sum(g['decision'] == 'derived' for g in got)} | {edge:.2g} | {q} |")
+    if res.get("same_init"):
+        lines += ["\nmodels grown from bundled:base's init (seed 0), other schedules",
+                  "| model | accuracy | route | weights cosine | p | decision | queries |", "|---|---:|---|---:|---:|---|---:|"]
+        for r in res["same_init"]:
+            for route in ("weights", "README kit"):
+                g = r[route]
+                acc = f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
+                cos = f"{g['weights_statistic']:.3f}" if g["weights_statistic"] is not None else "-"
+                lines.append(f"| {r['suspect']} | {acc} | {route} | {cos} | {g['p_value']:.2g} | {g['decision']} | "
+                             f"{g['queries']} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", default="runs/origins")
-    ap.add_argument("--families", nargs="+", default=["p1", "p2"])
+    ap.add_argument("--families", nargs="*", default=["p1", "p2"])
     ap.add_argument("--kit", nargs="*", default=[], help="products to judge by a kit made with --parent")
     ap.add_argument("--data", default="../shared/datasets/cifar10")
+    ap.add_argument("--same-init", metavar="KIT", help="also judge the pool's x0-* models against bundled:base with "
+                                                       "`charex weights` and this kit (the README's)")
     ap.add_argument("--json")
     ap.add_argument("--table")
     args = ap.parse_args()
@@ -204,6 +246,8 @@ def main() -> None:
         print(f"{fam}: {len(res['weights'][fam])} suspects judged", flush=True)
     for product in args.kit:
         res["kit"][product] = kit_route(pool, product.split("-")[0], product, pool, args.data)
+    if args.same_init:
+        res["same_init"] = same_init(pool, args.same_init)
     write_result(args.json, res)
     print(table(args.json))
 
