@@ -296,3 +296,23 @@ def test_balanced_order_asks_the_base_as_much_as_all_twins() -> None:
         assert sum(base[:m]) == m // 2
     twins = [j for j in order if j >= sizes[0]][:6]  # round the twins: twin 1, twin 2, twin 1, ...
     assert [j < sizes[0] + sizes[1] for j in twins] == [True, False, True, False, True, False]
+
+
+def test_audit_catches_tampered_calibration_answers(trained_tiny, setting) -> None:
+    """The paired rule's null is the calibration models' stored answers: a kit whose stored answers were edited (to
+    lower the models' d and frame an innocent) fails the audit's re-measurement, naming the model."""
+    from charex.judge.mistakes import audit_mistakes
+
+    images, y, twins, refs = setting
+    fp = mistake_queries(trained_tiny, twins, images, y, references=refs)
+    cal = {f"c{i}": make_tiny(70 + i, train_steps=40) for i in range(3)}
+    t = MistakeTest(fp).calibrate(cal)
+    assert t.null.rule == "paired" and len(t.null.answers) == 3
+    block = {**t.fp.calibration, "answers": [list(a) for a in t.fp.calibration["answers"]]}
+    block["answers"][1][0] = (block["answers"][1][0] + 1) % 10
+    for f, want in ((t.fp, "pass"), (t.fp.with_calibration(block), "fail")):
+        r = audit_mistakes(f, trained_tiny, twins=dict(enumerate(twins)), references=dict(enumerate(refs)),
+                           images=images, labels=y, calibration_references=cal)
+        got = next(c for c in r.checks if c.name == "calibration re-measured")
+        assert got.status == want, got
+    assert "c1: its stored answers differ from its labels on 1 queries" in got.detail

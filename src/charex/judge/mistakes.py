@@ -515,14 +515,19 @@ def audit_mistakes(fp: FingerprintSet, base: nn.Module, *, twins: Models | None 
         return AuditReport(checks)
     by_digest = {state_digest(m): (name, m) for name, m in named_models(calibration_references)}
     diffs, missing = [], []
-    for r, d in zip(rows, cal["differences"]):
+    stored = cal.get("answers") or [None] * len(rows)  # the paired rule's answers: a tampered one moves the null
+    for r, d, kept in zip(rows, cal["differences"], stored):
         if r["digest"] not in by_digest:
             missing.append(r["name"])
             continue
         name, m = by_digest[r["digest"]]
-        got = score(fp, m, name).d
+        labels = _answers_of(fp, m, name)
+        got = score_answers(fp, labels).d
         if abs(got - d) > 1e-9:
             diffs.append(f"{r['name']}: d {got:+.5f}, recorded {d:+.5f}")
+        if kept is not None and labels.tolist() != list(kept):
+            diffs.append(f"{r['name']}: its stored answers differ from its labels on "
+                         f"{sum(a != b for a, b in zip(labels.tolist(), kept))} queries")
     detail = "; ".join(diffs + ([f"not given: {', '.join(missing)}"] if missing else [])) or \
         f"all {len(rows)} calibration models give the recorded d"
     checks.append(Check("calibration re-measured", "fail" if diffs or missing else "pass", detail))
