@@ -119,8 +119,8 @@ class UpdateScore:
         return self.matched >= max(3, (self.matched + len(self.score.skipped) + 1) // 2)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.score.to_dict(), "parent_cosine": self.closeness, "update_ratio": self.ratio,
-                "relation": self.relation}
+        return {**self.score.to_dict(), "applicable": self.applicable, "layers_matched": self.matched,
+                "parent_cosine": self.closeness, "update_ratio": self.ratio, "relation": self.relation}
 
 
 def update_score(sketch: UpdateSketch, suspect: Any) -> UpdateScore:
