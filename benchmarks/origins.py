@@ -101,8 +101,8 @@ def suspects(pool: Path, fam: str, product: str, test: Any) -> list[tuple[str, s
 def weights_routes(pool: Path, fam: str, product: str, test: Any) -> list[dict[str, Any]]:
     parent, a = load_model(PARENTS[fam]), load_model(str(pool / f"{product}.safetensors"))
     twins = {n: load_model(str(p)) for n, p in family(pool, fam).items() if n.startswith(product + "-t")}
-    up, left = UpdateTest.make(a, parent, twins, name=PARENTS[fam], share=1.0)
-    assert not left, left
+    up, scores = UpdateTest.make(a, parent, twins, name=PARENTS[fam], share=1.0)
+    assert list(up.null.names) == list(scores), scores  # every twin in the null
     kits = {"weights --parent": Kit(tests=(up,))}
     try:  # the ResNet family has no independent model of its architecture at hand: no such route
         kits["weights (no parent)"] = Kit(tests=(WeightTest(a, calibrate_weights(

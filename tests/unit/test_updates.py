@@ -46,9 +46,9 @@ def test_the_update_separates_parent_siblings_and_copies(family) -> None:
 
 
 def test_one_verdict_names_the_relation(family) -> None:
-    test, left = UpdateTest.make(family["base"], family["parent"], {f"s{i}": family[f"s{i}"] for i in range(2, 5)},
-                                 name="parent", share=1.0)
-    assert left == []
+    test, scores = UpdateTest.make(family["base"], family["parent"], {f"s{i}": family[f"s{i}"] for i in range(2, 5)},
+                                   name="parent", share=1.0)
+    assert list(test.null.names) == list(scores) == ["s2", "s3", "s4"]  # none left out
     kit = Kit(tests=(test,), level=0.01)
     v = {n: judge(kit, LocalSuspect(family[n], n), n) for n in ("parent", "s5", "stranger", "copy-ft", "copy-perm")}
     assert v["parent"].decision == "not derived" and v["parent"].relation == "parent"

@@ -24,8 +24,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
     if args.parent:  # what the base's training added, against siblings (charex.judge.updates)
         from ..judge.updates import UpdateTest, update_score
 
-        test, left = UpdateTest.make(base, load(args, args.parent), calibration, name=args.parent, share=1.0)
+        test, scores = UpdateTest.make(base, load(args, args.parent), calibration, name=args.parent, share=1.0)
         null = test.null
+        left = [n for n in scores if n not in null.names]
         if left:
             print(f"note: left out of the null (not fine-tuned from {args.parent}): {', '.join(left)}",
                   file=sys.stderr)

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-from scipy import stats
 
 from ..errors import CharexError
 from .updates import UpdateSketch, update_score
-from .weights import SHARED_ORIGIN, weight_score
+from .weights import SHARED_ORIGIN, prediction_p, weight_score
 
 __all__ = ["Edge", "Family", "Lineage", "lineage"]
 
@@ -153,7 +152,7 @@ def lineage(models: Mapping[str, Any], parent: str | None = None, level: float =
     links = []
     for (a, b), v in outside.items():
         null = [w for (x, y), w in outside.items() if not {x, y} & {a, b}]
-        p = _predict(v, null) if len(null) >= 2 else None
+        p = prediction_p(v, null) if len(null) >= 2 else None
         if p is not None and p * len(outside) <= level:
             links.append(Edge(a, b, v, p, True))
     return Lineage(tuple(families), tuple(alone), close, level, tuple(links))
@@ -186,13 +185,6 @@ def _family(members: list[str], models: Mapping[str, Any], close: dict[tuple[str
     for a, b in pairs:
         others = [cos[(a, z)] for z in sketches if z not in (a, b)]
         u = cos[(a, b)]
-        p = _predict(u, others) if len(others) >= 2 else None
+        p = prediction_p(u, others) if len(others) >= 2 else None
         edges.append(Edge(a, b, u, p, p is not None and p * len(pairs) <= level))
     return Family(root, chosen, info, tuple(edges))
-
-
-def _predict(t: float, null: list[float]) -> float:
-    """The Student-t prediction p of a new null value at least ``t`` (the weight test's rule, sd at least 0.001)."""
-    k = len(null)
-    sd = max(float(np.std(null, ddof=1)), 1e-3)
-    return float(stats.t.sf((t - float(np.mean(null))) / (sd * math.sqrt(1 + 1 / k)), df=k - 1))

@@ -202,34 +202,25 @@ class MistakeNull:
     def scale(self) -> float:
         return math.sqrt(sum(v * v for v in self.differences) / len(self.differences))
 
-    def _diffs(self, answered: int) -> tuple[float, ...]:
-        """The calibration models' d for a suspect that answered ``answered`` queries: on a ranked test, on the
-        longest calibrated prefix not longer than that (a shorter prefix is noisier; the shortest is used below
-        it); else on the full set."""
+    def spread(self, answered: int) -> float:
+        """The calibration spread (``components`` rule) for a suspect that answered ``answered`` queries: on a ranked
+        test, the rms d on the longest calibrated prefix not longer than that (a shorter prefix is noisier; the
+        shortest is used below it); else the full set's."""
+        diffs = self.differences
         if self.ladder:
             shorter = [d for m, d in self.ladder if m <= answered]
-            return shorter[-1] if shorter else self.ladder[0][1]
-        return self.differences
-
-    def spread(self, answered: int) -> float:
-        """The calibration spread (``components`` rule): the rms of :meth:`_diffs`."""
-        diffs = self._diffs(answered)
+            diffs = shorter[-1] if shorter else self.ladder[0][1]
         return math.sqrt(sum(v * v for v in diffs) / len(diffs))
 
     def paired_diffs(self, mask: torch.Tensor | None) -> list[float]:
-        """The calibration models' d on the queries a suspect answered (``mask``; None: all), from their stored
-        answers (the ``paired`` rule); their full-set d when no answers are stored."""
+        """The ``paired`` rule's null (issue 42): the calibration models answered the same queries, so their d on the
+        ones the suspect answered (``mask``; None: all), from their stored answers, carries the same offset of the
+        kit's fixed images; their full-set d when no answers are stored (:func:`paired_p` adds the suspect's own
+        sampling error, which protects a suspect whose answers are noisier than trained models': without it 1 in
+        1,000 random answer vectors was claimed on the README's kit)."""
         if mask is None or not self.answers or self.fp is None or bool(mask.all()):
             return list(self.differences)
         return [score_answers(self.fp, torch.tensor(a), mask).d for a in self.answers]
-
-    def paired(self, d: float, se: float, mask: torch.Tensor | None) -> float:
-        """The ``paired`` rule (issue 42): the calibration models answered the same queries, so their d on the ones
-        the suspect answered carries the same offset of the kit's fixed images; the suspect's d is judged against
-        their mean, with their spread (a new model's prediction spread) and its own sampling error added
-        (:func:`paired_p`): the error protects a suspect whose answers are noisier than trained models' (random
-        answers; without it 1 in 1,000 random answer vectors was claimed on the README's kit)."""
-        return paired_p(d, se, self.paired_diffs(mask))
 
     def p_value(self, s: MistakeScore) -> float:
         """The calibrated p: P(d at least this large) for an independent suspect. ``components``: d /
@@ -240,7 +231,7 @@ class MistakeNull:
         k = len(self.differences)
         d, se = (s.raw_d, s.raw_se) if self.statistic == "raw" else (s.d, s.se)
         if self.rule == "paired":
-            return self.paired(d, se, s.mask)
+            return paired_p(d, se, self.paired_diffs(s.mask))
         spread = max(self.spread(sum(s.sizes)), 1e-9)
         if self.rule == "max":
             return max(float(stats.t.sf(d / spread, df=k)), float(stats.norm.sf(d / se)))

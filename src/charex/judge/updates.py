@@ -40,7 +40,7 @@ from ..models.probe import named_models
 from .audit import AuditReport, Check
 from .protocol import RELATIONS, TestResult
 from .weights import (SHARED_ORIGIN, WEIGHT_SHARE, ReadingTest, WeightNull, WeightScore, _checked, _project, _rows,
-                      layer_weights, match_units, sketch_dims)
+                      layer_weights, match_units, remeasured, sketch_dims)
 
 __all__ = ["PARENT_RATIO", "RELATIONS", "UpdateScore", "UpdateSketch", "UpdateTest", "calibrate_updates", "update_score"]
 
@@ -156,14 +156,15 @@ def update_score(sketch: UpdateSketch, suspect: Any) -> UpdateScore:
     return UpdateScore(WeightScore(tuple(out), tuple(skipped)), closeness, ratio, relation, len(matched))
 
 
-def calibrate_updates(sketch: UpdateSketch, siblings: Mapping[str, Any]) -> tuple[WeightNull, list[str]]:
+def calibrate_updates(sketch: UpdateSketch, siblings: Mapping[str, Any]) -> tuple[WeightNull, dict[str, UpdateScore]]:
     """The update null from the given models that descend from the parent (``name -> model``; two or more needed) and
-    the names of those left out (they do not descend from it, or their layers do not all line up)."""
+    every given model's score (those left out of the null: not in its ``names``; they do not descend from the parent,
+    or their layers do not all line up)."""
+    scores = {str(n): update_score(sketch, m) for n, m in siblings.items()}
     kept, left = [], []
-    for n, m in siblings.items():
-        s = update_score(sketch, m)
+    for n, s in scores.items():
         (kept if s.relation == "sibling" and not s.score.skipped and s.matched == len(sketch.layers)
-         else left).append((str(n), s))
+         else left).append((n, s))
     if len(kept) < 2:
         raise CharexError(f"the update test needs two or more siblings (models fine-tuned from {sketch.parent}: your "
                           f"recipe from it with other seeds, or others' fine-tunes of it) whose layers all line up; "
@@ -173,7 +174,7 @@ def calibrate_updates(sketch: UpdateSketch, siblings: Mapping[str, Any]) -> tupl
     if not layers:
         raise CharexError(f"the base's weights equal {sketch.parent}'s in every layer the update test reads: nothing "
                           "the base's training added can be told from its parent")
-    return WeightNull(layers, tuple(n for n, _ in kept)), [n for n, _ in left]
+    return WeightNull(layers, tuple(n for n, _ in kept)), scores
 
 
 class UpdateTest(ReadingTest):
@@ -186,12 +187,12 @@ class UpdateTest(ReadingTest):
 
     @classmethod
     def make(cls, base: Any, parent: Any, siblings: Mapping[str, Any], seed: int = 0, name: str = "the parent",
-             share: float = WEIGHT_SHARE) -> tuple["UpdateTest", list[str]]:
-        """The test from the base, its parent and models fine-tuned from the parent (the null); also the names of
-        the models left out of the null (:func:`calibrate_updates`)."""
+             share: float = WEIGHT_SHARE) -> tuple["UpdateTest", dict[str, UpdateScore]]:
+        """The test from the base, its parent and models fine-tuned from the parent (the null); also every given
+        model's score (:func:`calibrate_updates`: those not in the null's names were left out)."""
         sketch = UpdateSketch.of(base, parent, seed, name)
-        null, left = calibrate_updates(sketch, siblings)
-        return cls(sketch, null, share), left
+        null, scores = calibrate_updates(sketch, siblings)
+        return cls(sketch, null, share), scores
 
     def read(self, model: Any) -> TestResult | str:
         """The suspect's mean update cosine, its calibrated p and its relation to the parent; or why it does not
@@ -255,18 +256,8 @@ class UpdateTest(ReadingTest):
                     checks.append(Check("update claim reproduces", "pass" if ok else "fail",
                                         f"update p {p_kit:.3g} in the kit's sketch, {p_again:.3g} in the re-made one",
                                         {"p_kit": p_kit, "p_re_made": p_again}))
-        given = dict(named_models({**(inputs.twins or {}), **(inputs.calibration or {})}))
-        given = {k.removeprefix("bundled:").rsplit("/", 1)[-1].removesuffix(".safetensors"): v
-                 for k, v in given.items()} | given
-        missing = [n for n in self.null.names if n not in given]
-        if missing:
-            checks.append(Check("update null re-measured", "skip",
-                                f"give the siblings it names to re-measure them: {', '.join(missing)}"))
-            return AuditReport(checks)
-        null, _ = calibrate_updates(sk, {n: given[n] for n in self.null.names})
-        diff = max(abs(a - b) for (_, x), (_, y) in zip(null.layers, self.null.layers) for a, b in zip(x, y))
-        checks.append(Check("update null re-measured", "pass" if diff <= 1e-4 else "fail",
-                            f"{len(self.null.names)} siblings, largest difference {diff:.2g}", {"max_difference": diff}))
+        siblings = {**(inputs.twins or {}), **(inputs.calibration or {})}
+        checks.append(remeasured(self.null, siblings, lambda got: calibrate_updates(sk, got)[0], "update", "siblings"))
         return AuditReport(checks)
 
     # the kit file: a header entry under ``updates``, tensors ``updates.<j>.parent`` and ``updates.<j>.update``

@@ -41,7 +41,8 @@ from .protocol import Form, TestResult
 
 MAX_PAIRS = 64_000_000  # units of the base times units of the suspect in one layer (VGG-16's largest: 16.8M)
 
-__all__ = ["WeightNull", "WeightScore", "WeightSketch", "WeightTest", "audit_weights", "calibrate_weights", "layer_weights", "weight_score"]
+__all__ = ["WeightNull", "WeightScore", "WeightSketch", "WeightTest", "audit_weights", "calibrate_weights",
+           "layer_weights", "prediction_p", "weight_score"]
 
 
 def layer_weights(state: Mapping[str, torch.Tensor] | torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -297,10 +298,7 @@ class WeightNull:
         if len(used) < least:
             return None
         t = float(np.mean([c for c, _ in used]))
-        cal = np.mean([v for _, v in used], axis=0)  # each calibration model's mean over the same layers
-        k = len(cal)
-        sd = max(float(np.std(cal, ddof=1)), 1e-3)  # a floor: three seeds can agree to 1e-4
-        return float(stats.t.sf((t - float(np.mean(cal))) / (sd * math.sqrt(1 + 1 / k)), df=k - 1))
+        return prediction_p(t, np.mean([v for _, v in used], axis=0))  # each model's mean over the same layers
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "WeightNull":
@@ -316,6 +314,14 @@ class WeightNull:
                 "layers": [{"layer": b, "cosines": list(v)} for b, v in self.layers],
                 "method": "mean matched cosine of the units over the layers lined up; Student-t prediction from "
                           "independent models of the base's architecture over the same layers"}
+
+
+def prediction_p(t: float, null: Sequence[float]) -> float:
+    """The Student-t prediction p of a new draw at least ``t`` from the distribution the ``null`` values were drawn
+    from: (t - mean) / (sd sqrt(1 + 1/k)) with k - 1 dof, sd at least 0.001 (three seeds can agree to 1e-4)."""
+    k = len(null)
+    sd = max(float(np.std(null, ddof=1)), 1e-3)
+    return float(stats.t.sf((t - float(np.mean(null))) / (sd * math.sqrt(1 + 1 / k)), df=k - 1))
 
 
 def calibrate_weights(base: Any, independents: Mapping[str, Any] | Sequence[Any]) -> WeightNull:
@@ -523,18 +529,24 @@ def audit_weights(test: Any, base: nn.Module, models: Models | None = None, *, s
             checks.append(Check("weight claim reproduces", "pass" if ok else "fail",
                                 f"weight p {p_kit:.3g} in the kit's sketch, {p_again:.3g} in the re-made one",
                                 {"p_kit": p_kit, "p_re_made": p_again}))
+    checks.append(remeasured(test.null, models, lambda got: calibrate_weights(sk, got), "weight", "models"))
+    return AuditReport(checks)
+
+
+def remeasured(null: WeightNull, models: Models | None, calibrate: Any, test: str, who: str) -> Check:
+    """The audit check that re-measures a null of per-layer statistics from the models it names (``name -> model``;
+    ``bundled:NAME`` or a file path names the model NAME it was made with) by ``calibrate(name -> model)``: pass when
+    the same models give the recorded values to 1e-4; skip, naming them, when some are not given."""
     given: dict[str, Any] = {}
-    for spec, m in named_models(models or {}):  # `bundled:NAME` or a file path names the model NAME it was made with
+    for spec, m in named_models(models or {}):
         for key in (spec, spec.removeprefix("bundled:"), spec.rsplit("/", 1)[-1].removesuffix(".safetensors")):
             given.setdefault(key, m)
-    missing = [n for n in test.null.names if n not in given]
+    missing = [n for n in null.names if n not in given]
     if missing:
-        checks.append(Check("weight null re-measured", "skip", f"give the models it names to re-measure them: "
-                                                               f"{', '.join(missing)}"))
-        return AuditReport(checks)
-    null = calibrate_weights(sk, {n: given[n] for n in test.null.names})
-    diff = max(abs(a - b) for (_, x), (_, y) in zip(null.layers, test.null.layers) for a, b in zip(x, y))
-    ok = null.names == test.null.names and diff <= 1e-4
-    checks.append(Check("weight null re-measured", "pass" if ok else "fail",
-                        f"{len(test.null.names)} models, largest difference {diff:.2g}", {"max_difference": diff}))
-    return AuditReport(checks)
+        return Check(f"{test} null re-measured", "skip", f"give the {who} it names to re-measure them: "
+                                                         f"{', '.join(missing)}")
+    again = calibrate({n: given[n] for n in null.names})
+    diff = max(abs(a - b) for (_, x), (_, y) in zip(again.layers, null.layers) for a, b in zip(x, y))
+    ok = again.names == null.names and diff <= 1e-4
+    return Check(f"{test} null re-measured", "pass" if ok else "fail",
+                 f"{len(null.names)} {who}, largest difference {diff:.2g}", {"max_difference": diff})

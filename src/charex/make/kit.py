@@ -160,12 +160,12 @@ def origin_test(base: nn.Module, parent: nn.Module, name: str, calibration: dict
     every given model fine-tuned from the parent; an error naming a calibration model or twin that does not descend
     from the parent (the query tests' nulls would then be fitted on strangers, and the parent's other fine-tunes
     accused) or that carries the base's own update (a copy of the base)."""
-    from ..judge.updates import UpdateTest, update_score
+    from ..judge.updates import UpdateTest
 
-    test, _ = UpdateTest.make(base, parent, models, name=name)
+    test, scores = UpdateTest.make(base, parent, models, name=name)  # every model scored once, the null's and these
     for role, group in (("calibration model", calibration), ("twin", twins)):
-        for n, m in group.items():
-            s = update_score(test.sketch, m)
+        for n in group:
+            s = scores[n]
             if s.relation != "sibling":
                 raise CharexError(f"{n}: {RELATIONS[s.relation]} (its units match {name}'s at {s.closeness:.3f}), so "
                                   f"it cannot serve as a {role} of a base fine-tuned from {name}: give fine-tunes of "
