@@ -98,11 +98,14 @@ def suspects(pool: Path, fam: str, product: str, test: Any) -> list[tuple[str, s
     return out
 
 
-def weights_routes(pool: Path, fam: str, product: str, test: Any) -> list[dict[str, Any]]:
+def weights_routes(pool: Path, fam: str, product: str, test: Any, nulls: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every suspect of ``product`` by `weights --parent` and `weights` without a parent; the product's null (its
+    twins' update cosines with its own) into ``nulls``."""
     parent, a = load_model(PARENTS[fam]), load_model(str(pool / f"{product}.safetensors"))
     twins = {n: load_model(str(p)) for n, p in family(pool, fam).items() if n.startswith(product + "-t")}
     up, scores = UpdateTest.make(a, parent, twins, name=PARENTS[fam], share=1.0)
     assert list(up.null.names) == list(scores), scores  # every twin in the null
+    nulls[product] = {"twins": list(up.null.names), "update_cosines": up.null.means}
     kits = {"weights --parent": Kit(tests=(up,))}
     try:  # the ResNet family has no independent model of its architecture at hand: no such route
         kits["weights (no parent)"] = Kit(tests=(WeightTest(a, calibrate_weights(
@@ -239,10 +242,10 @@ def main() -> None:
     pool = Path(args.pool)
     res: dict[str, Any] = {"settings": {"pool": str(pool), "families": args.families, "kit": args.kit,
                                         "parents": PARENTS, "null without parent": SCRATCH_NULL, "level": 0.01},
-                           "machine": machine(), "weights": {}, "kit": {}}
+                           "machine": machine(), "weights": {}, "nulls": {}, "kit": {}}
     for fam in args.families:
         products = sorted({n.split("-")[1] for n in family(pool, fam) if n.split("-")[1].startswith("A")})
-        res["weights"][fam] = [row for a in products for row in weights_routes(pool, fam, f"{fam}-{a}", test)]
+        res["weights"][fam] = [row for a in products for row in weights_routes(pool, fam, f"{fam}-{a}", test, res["nulls"])]
         print(f"{fam}: {len(res['weights'][fam])} suspects judged", flush=True)
     for product in args.kit:
         res["kit"][product] = kit_route(pool, product.split("-")[0], product, pool, args.data)
